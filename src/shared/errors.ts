@@ -1,0 +1,97 @@
+/**
+ * Every failure that a user or a script can see carries one of these stable codes: it crosses the
+ * wire in JSON, appears in `--json` output, and decides the CLI's exit code. Never branch on messages.
+ */
+export const ERROR_CODES = {
+  // bad input: the caller can fix it
+  BAD_REQUEST: { exit: 2, http: 400 },
+  MODEL_REF_INVALID: { exit: 2, http: 400 },
+  PROMPT_MISSING: { exit: 2, http: 400 },
+  CONFIG_INVALID: { exit: 2, http: 400 },
+  // something named does not exist
+  MODEL_NOT_FOUND: { exit: 3, http: 404 },
+  JOB_NOT_FOUND: { exit: 3, http: 404 },
+  NOT_FOUND: { exit: 3, http: 404 },
+  // the model exists but cannot be used
+  MODEL_INVALID: { exit: 4, http: 422 },
+  MODEL_IN_USE: { exit: 4, http: 409 },
+  // downloads and disk
+  DOWNLOAD_FAILED: { exit: 5, http: 502 },
+  DOWNLOAD_TRUNCATED: { exit: 5, http: 502 },
+  DISK_FULL: { exit: 5, http: 507 },
+  // the node and its workers
+  PORT_IN_USE: { exit: 6, http: 500 },
+  NODE_UNREACHABLE: { exit: 6, http: 503 },
+  NODE_START_FAILED: { exit: 6, http: 500 },
+  NODE_SHUTTING_DOWN: { exit: 6, http: 503 },
+  WORKER_START_FAILED: { exit: 7, http: 500 },
+  WORKER_CRASHED: { exit: 7, http: 500 },
+  WORKER_BUSY: { exit: 7, http: 429 },
+  // the job itself
+  JOB_CANCELLED: { exit: 130, http: 499 },
+  TIMEOUT: { exit: 8, http: 504 },
+  INTERNAL: { exit: 1, http: 500 },
+} as const satisfies Record<string, { exit: number; http: number }>;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export function isErrorCode(value: unknown): value is ErrorCode {
+  return typeof value === 'string' && Object.hasOwn(ERROR_CODES, value);
+}
+
+export interface RbeeErrorJson {
+  code: ErrorCode;
+  message: string;
+  details?: Record<string, unknown>;
+}
+
+export class RbeeError extends Error {
+  override readonly name = 'RbeeError';
+  readonly code: ErrorCode;
+  readonly details: Record<string, unknown> | undefined;
+
+  constructor(
+    code: ErrorCode,
+    message: string,
+    options: { cause?: unknown; details?: Record<string, unknown> } = {},
+  ) {
+    super(message, { cause: options.cause });
+    this.code = code;
+    this.details = options.details;
+  }
+
+  get exitCode(): number {
+    return ERROR_CODES[this.code].exit;
+  }
+
+  get httpStatus(): number {
+    return ERROR_CODES[this.code].http;
+  }
+
+  toJSON(): RbeeErrorJson {
+    return this.details === undefined
+      ? { code: this.code, message: this.message }
+      : { code: this.code, message: this.message, details: this.details };
+  }
+
+  static fromJSON(json: RbeeErrorJson): RbeeError {
+    return new RbeeError(
+      isErrorCode(json.code) ? json.code : 'INTERNAL',
+      json.message,
+      json.details === undefined ? {} : { details: json.details },
+    );
+  }
+}
+
+/** Wraps anything thrown into an RbeeError, keeping the original as `cause`. */
+export function toRbeeError(error: unknown, fallback: ErrorCode = 'INTERNAL'): RbeeError {
+  if (error instanceof RbeeError) return error;
+  if (error instanceof Error && error.name === 'AbortError') {
+    return new RbeeError('JOB_CANCELLED', 'cancelled', { cause: error });
+  }
+  if (error instanceof Error && error.name === 'TimeoutError') {
+    return new RbeeError('TIMEOUT', error.message, { cause: error });
+  }
+  const message = error instanceof Error ? error.message : String(error);
+  return new RbeeError(fallback, message, { cause: error });
+}

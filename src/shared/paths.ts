@@ -1,0 +1,35 @@
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+
+export const DEFAULT_PORT = 7833;
+export const DEFAULT_HOST = '127.0.0.1';
+
+/** The data directory: `RBEE_HOME`, else `$XDG_DATA_HOME/rbee`, else `~/.local/share/rbee`. */
+export function resolveDataDir(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.RBEE_HOME !== undefined && env.RBEE_HOME !== '') return env.RBEE_HOME;
+  const xdg = env.XDG_DATA_HOME;
+  return join(xdg !== undefined && xdg !== '' ? xdg : join(homedir(), '.local', 'share'), 'rbee');
+}
+
+/** Everything a node keeps on disk, under one data directory. */
+export interface DataPaths {
+  root: string;
+  models: string;
+  db: string;
+  logs: string;
+  nodeLog: string;
+  pidFile: string;
+  config: string;
+}
+
+export function dataPaths(root: string): DataPaths {
+  return {
+    root,
+    models: join(root, 'models'),
+    db: join(root, 'rbee.db'),
+    logs: join(root, 'logs'),
+    nodeLog: join(root, 'logs', 'node.log'),
+    pidFile: join(root, 'node.pid'),
+    config: join(root, 'config.json'),
+  };
+}

@@ -1,0 +1,117 @@
+/**
+ * Shapes that cross a process boundary between the keeper (CLI/TUI) and a node's HTTP API.
+ * The same events are the SSE stream, the NDJSON of `--json`, and what the TUI renders.
+ */
+import { z } from 'zod';
+import { ERROR_CODES, type ErrorCode } from './errors.js';
+
+export const chatMessageSchema = z.object({
+  role: z.enum(['system', 'user', 'assistant']),
+  content: z.string(),
+});
+export type ChatMessage = z.infer<typeof chatMessageSchema>;
+
+/** Sampling and limits shared by the job API, the engine and (later) the OpenAI API. */
+export const samplingSchema = z.object({
+  maxTokens: z.number().int().positive().max(1_000_000).optional(),
+  temperature: z.number().min(0).max(5).optional(),
+  topP: z.number().gt(0).max(1).optional(),
+  topK: z.number().int().min(0).optional(),
+  minP: z.number().min(0).max(1).optional(),
+  seed: z.number().int().min(0).optional(),
+  stop: z.array(z.string().min(1)).max(16).optional(),
+});
+export type Sampling = z.infer<typeof samplingSchema>;
+
+export const jobRequestSchema = samplingSchema
+  .extend({
+    model: z.string().min(1).max(2048),
+    prompt: z.string().optional(),
+    messages: z.array(chatMessageSchema).min(1).optional(),
+    system: z.string().optional(),
+  })
+  .refine((r) => r.prompt !== undefined || r.messages !== undefined, {
+    message: 'either prompt or messages is required',
+  });
+export type JobRequest = z.infer<typeof jobRequestSchema>;
+
+export const narrationSourceSchema = z.enum(['keeper', 'queen', 'hive', 'worker']);
+export type NarrationSource = z.infer<typeof narrationSourceSchema>;
+
+export const progressSchema = z.object({
+  bytes: z.number(),
+  totalBytes: z.number().optional(),
+  bytesPerSecond: z.number().optional(),
+  etaSeconds: z.number().optional(),
+});
+export type Progress = z.infer<typeof progressSchema>;
+
+export const finishReasonSchema = z.enum(['stop', 'length', 'cancelled', 'error']);
+export type FinishReason = z.infer<typeof finishReasonSchema>;
+
+export const usageSchema = z.object({
+  promptTokens: z.number().int(),
+  completionTokens: z.number().int(),
+});
+export type Usage = z.infer<typeof usageSchema>;
+
+export const timingsSchema = z.object({
+  /** From the job's acceptance to its first token, including load and download. */
+  timeToFirstTokenMs: z.number(),
+  /** Completion tokens per second, measured from the first token to the last. */
+  tokensPerSecond: z.number(),
+  totalMs: z.number(),
+});
+export type Timings = z.infer<typeof timingsSchema>;
+
+const errorCodeSchema = z.custom<ErrorCode>(
+  (v) => typeof v === 'string' && Object.hasOwn(ERROR_CODES, v),
+);
+export const errorJsonSchema = z.object({
+  code: errorCodeSchema,
+  message: z.string(),
+  details: z.record(z.string(), z.unknown()).optional(),
+});
+
+const base = { ts: z.number(), jobId: z.string() };
+
+export const jobEventSchema = z.discriminatedUnion('type', [
+  z.object({
+    ...base,
+    type: z.literal('narration'),
+    source: narrationSourceSchema,
+    node: z.string(),
+    text: z.string(),
+    progress: progressSchema.optional(),
+  }),
+  z.object({ ...base, type: z.literal('token'), text: z.string() }),
+  z.object({
+    ...base,
+    type: z.literal('done'),
+    finishReason: finishReasonSchema,
+    usage: usageSchema,
+    timings: timingsSchema,
+    model: z.string(),
+  }),
+  z.object({ ...base, type: z.literal('error'), error: errorJsonSchema }),
+]);
+export type JobEvent = z.infer<typeof jobEventSchema>;
+export type JobEventType = JobEvent['type'];
+export type NarrationEvent = Extract<JobEvent, { type: 'narration' }>;
+export type DoneEvent = Extract<JobEvent, { type: 'done' }>;
+
+export function isTerminal(event: JobEvent): boolean {
+  return event.type === 'done' || event.type === 'error';
+}
+
+export const healthSchema = z.object({
+  state: z.enum(['starting', 'ready', 'degraded']),
+  uptimeS: z.number(),
+  version: z.string(),
+  node: z.string(),
+  pid: z.number().int(),
+});
+export type Health = z.infer<typeof healthSchema>;
+
+export const jobAcceptedSchema = z.object({ id: z.string(), events: z.string() });
+export type JobAccepted = z.infer<typeof jobAcceptedSchema>;

@@ -1,0 +1,1 @@
+import '../../src/shared/polyfill.js';
