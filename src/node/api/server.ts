@@ -1,0 +1,168 @@
+/**
+ * The node's HTTP API. Every error leaves as `{error: {code, message}}` with the code's HTTP status.
+ */
+import Fastify, { type FastifyReply } from 'fastify';
+import { z } from 'zod';
+import { RbeeError, toRbeeError } from '../../shared/errors.js';
+import { isTerminal, jobRequestSchema, type Health, type JobEvent } from '../../shared/wire.js';
+import type { JobManager } from '../jobs/job-manager.js';
+import type { Logger } from '../logger.js';
+import type { ModelCatalog } from '../store/model-catalog.js';
+import type { WorkerPool } from '../hive/worker-pool.js';
+import type { ModelRef } from '../hive/model-ref.js';
+import type { Provisioner } from '../hive/provisioner.js';
+import type { LiveView } from '../live-view.js';
+import type { NodeEvent } from '../../shared/view.js';
+
+export interface ApiInit {
+  log: Logger;
+  health: () => Health;
+  jobs: JobManager;
+  catalog: ModelCatalog;
+  workers: WorkerPool;
+  provisioner: Provisioner;
+  parseModelRef: (input: string) => ModelRef;
+  live: LiveView;
+  /** Called once the shutdown request has been answered. */
+  onShutdown: () => void;
+}
+
+/** Largest request body accepted; prompts are text, so 4 MiB is generous. */
+const BODY_LIMIT = 4 * 2 ** 20;
+
+function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
+  const parsed = schema.safeParse(body);
+  if (!parsed.success) throw new RbeeError('BAD_REQUEST', z.prettifyError(parsed.error));
+  return parsed.data;
+}
+
+const modelBodySchema = z.object({ model: z.string().min(1).max(2048) });
+
+function writeSse(reply: FastifyReply, index: number, event: JobEvent | NodeEvent): void {
+  reply.raw.write(`id: ${index}\nevent: ${event.type}\ndata: ${JSON.stringify(event)}\n\n`);
+}
+
+function openSse(reply: FastifyReply): void {
+  reply.hijack();
+  reply.raw.writeHead(200, {
+    'content-type': 'text/event-stream; charset=utf-8',
+    'cache-control': 'no-cache',
+    connection: 'keep-alive',
+    'x-accel-buffering': 'no',
+  });
+}
+
+/** SSE comments keep idle streams open through proxies; clients ignore them. */
+const SSE_KEEPALIVE_MS = 15_000;
+
+export type Api = ReturnType<typeof createApi>;
+
+export function createApi(init: ApiInit) {
+  const app = Fastify({ loggerInstance: init.log, bodyLimit: BODY_LIMIT, disableRequestLogging: true });
+
+  app.setErrorHandler((error, _request, reply) => {
+    const rbee =
+      error instanceof RbeeError
+        ? error
+        : typeof (error as { statusCode?: unknown }).statusCode === 'number' &&
+            (error as { statusCode: number }).statusCode < 500
+          ? new RbeeError('BAD_REQUEST', (error as Error).message, { cause: error })
+          : toRbeeError(error);
+    if (rbee.httpStatus >= 500) init.log.error({ err: error }, 'request failed');
+    void reply.status(rbee.httpStatus).send({ error: rbee.toJSON() });
+  });
+  app.setNotFoundHandler((request, reply) => {
+    void reply
+      .status(404)
+      .send({ error: { code: 'NOT_FOUND', message: `no route ${request.method} ${request.url}` } });
+  });
+
+  app.get('/health', () => init.health());
+
+  app.post('/v1/jobs', (request, reply) => {
+    const body = parseBody(jobRequestSchema, request.body);
+    const { id } = init.jobs.submit(body);
+    void reply.status(202).send({ id, events: `/v1/jobs/${id}/events` });
+  });
+
+  app.get('/v1/jobs', () => ({ jobs: init.jobs.list() }));
+  app.get<{ Params: { id: string } }>('/v1/jobs/:id', (request) => init.jobs.get(request.params.id));
+
+  app.get<{ Params: { id: string } }>('/v1/jobs/:id/events', (request, reply) => {
+    init.jobs.get(request.params.id); // 404 before the stream starts
+    openSse(reply);
+    let index = 0;
+    let unsubscribe = (): void => undefined;
+    let ended = false;
+    unsubscribe = init.jobs.subscribe(request.params.id, (event) => {
+      writeSse(reply, index++, event);
+      if (isTerminal(event)) {
+        ended = true;
+        reply.raw.end();
+      }
+    });
+    if (ended) return;
+    // A keeper that goes away stops listening; the job goes on unless it is cancelled.
+    reply.raw.on('close', () => unsubscribe());
+  });
+
+  app.delete<{ Params: { id: string } }>('/v1/jobs/:id', (request, reply) => {
+    init.jobs.cancel(request.params.id);
+    void reply.status(202).send({ id: request.params.id, cancelling: true });
+  });
+
+  app.get('/v1/events', (_request, reply) => {
+    openSse(reply);
+    let index = 0;
+    writeSse(reply, index++, { type: 'snapshot', view: init.live.snapshot() });
+    const unsubscribe = init.live.subscribe((event) => writeSse(reply, index++, event));
+    const keepAlive = setInterval(() => reply.raw.write(': keep-alive\n\n'), SSE_KEEPALIVE_MS);
+    reply.raw.on('close', () => {
+      clearInterval(keepAlive);
+      unsubscribe();
+    });
+  });
+
+  app.get('/v1/models', () => ({ models: init.catalog.list() }));
+
+  app.post('/v1/models/pull', (request, reply) => {
+    const ref = init.parseModelRef(parseBody(modelBodySchema, request.body).model);
+    // The download goes on after this answer; its progress is in the live view (`downloads`).
+    init.provisioner.ensure(ref).catch((error: unknown) => init.log.warn({ err: error }, 'pull failed'));
+    void reply.status(202).send({ pulling: true });
+  });
+
+  app.delete<{ Params: { id: string } }>('/v1/models/:id', async (request) => {
+    const model = init.catalog.get(request.params.id);
+    if (model === undefined) throw new RbeeError('MODEL_NOT_FOUND', `no model ${request.params.id} in the catalog`);
+    const users = init.workers.usersOf(model.id);
+    if (users.length > 0) {
+      throw new RbeeError('MODEL_IN_USE', `model ${model.id} is loaded by worker ${users.map((w) => w.id).join(', ')}`);
+    }
+    await init.provisioner.remove(model.id);
+    init.live.markDirty('models');
+    return { removed: model.id };
+  });
+
+  app.get('/v1/workers', () => ({ workers: init.workers.list() }));
+
+  app.post('/v1/workers', async (request, reply) => {
+    const ref = init.parseModelRef(parseBody(modelBodySchema, request.body).model);
+    const { model } = await init.provisioner.ensure(ref);
+    const lease = await init.workers.acquire(model);
+    lease.release(); // the worker stays loaded for its keep-alive
+    void reply.status(201).send({ worker: lease.worker });
+  });
+
+  app.delete<{ Params: { id: string } }>('/v1/workers/:id', async (request) => {
+    await init.workers.stop(request.params.id, 'asked by the user');
+    return { stopped: request.params.id };
+  });
+
+  app.post('/v1/shutdown', (_request, reply) => {
+    void reply.status(202).send({ shuttingDown: true });
+    reply.raw.once('finish', () => init.onShutdown());
+  });
+
+  return app;
+}

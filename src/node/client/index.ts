@@ -1,0 +1,2 @@
+export { createNodeClient, type NodeClient, type NodeClientInit } from './node-client.js';
+export { ensureNodeAwake, isAlive, stopNode, type Awake, type WakeInit } from './launcher.js';

@@ -1,0 +1,140 @@
+/**
+ * Waking and stopping the local node on the keeper's behalf: the node runs detached, logs to its
+ * data directory, and is found again through its HTTP API.
+ */
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { RbeeError } from '../../shared/errors.js';
+import type { Health } from '../../shared/wire.js';
+import type { NodeClient } from './node-client.js';
+
+export interface WakeInit {
+  client: NodeClient;
+  /** The rbee entry script to run as `node <script> node`. */
+  mainScript: string;
+  /** Environment for the node (carries RBEE_HOME, RBEE_PORT…). */
+  env: NodeJS.ProcessEnv;
+  /** Where the node logs, to explain a failed start. */
+  nodeLog: string;
+  narrate: (text: string) => void;
+  /** Defaults to 30 s. */
+  timeoutMs?: number;
+  signal?: AbortSignal;
+}
+
+export interface Awake {
+  health: Health;
+  /** True when this call started the node (and so should stop it when done). */
+  woke: boolean;
+}
+
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+function logTail(path: string, lines = 5): string {
+  if (!existsSync(path)) return '';
+  const text = readFileSync(path, 'utf8').trimEnd().split('\n').slice(-lines);
+  const messages = text.map((line) => {
+    try {
+      const record = JSON.parse(line) as { msg?: string; err?: { message?: string } };
+      return record.err?.message ?? record.msg ?? line;
+    } catch {
+      return line;
+    }
+  });
+  return messages.join('\n');
+}
+
+/** Polls `probe` with backoff (50 ms doubling to 500 ms) until it returns a value or time runs out. */
+async function pollUntil<T>(
+  probe: () => Promise<T | undefined>,
+  options: { timeoutMs: number; signal?: AbortSignal; giveUp?: () => string | undefined },
+): Promise<T | undefined> {
+  const deadline = Date.now() + options.timeoutMs;
+  let delay = 50;
+  while (Date.now() < deadline) {
+    options.signal?.throwIfAborted();
+    const value = await probe();
+    if (value !== undefined) return value;
+    const reason = options.giveUp?.();
+    if (reason !== undefined) throw new RbeeError('NODE_START_FAILED', reason);
+    await sleep(delay, undefined, options.signal === undefined ? {} : { signal: options.signal });
+    delay = Math.min(delay * 2, 500);
+  }
+  return undefined;
+}
+
+/** Returns the local node's health, starting the node detached first if nothing answers. */
+export async function ensureNodeAwake(init: WakeInit): Promise<Awake> {
+  const signalOpt = init.signal === undefined ? {} : { signal: init.signal };
+  try {
+    return { health: await init.client.health(signalOpt), woke: false };
+  } catch (error) {
+    if (!(error instanceof RbeeError) || error.code !== 'NODE_UNREACHABLE') throw error;
+  }
+  init.narrate('node is asleep, waking it');
+  const started = Date.now();
+  const child = spawn(process.execPath, [init.mainScript, 'node'], {
+    detached: true,
+    stdio: 'ignore',
+    env: init.env,
+  });
+  let exit: string | undefined;
+  child.once('exit', (code, signal) => {
+    exit = `the node exited during start-up (code ${code ?? '-'}, signal ${signal ?? '-'})`;
+  });
+  child.once('error', (error) => {
+    exit = `could not start the node: ${error.message}`;
+  });
+  child.unref();
+
+  const health = await pollUntil(
+    async () => {
+      try {
+        const h = await init.client.health(signalOpt);
+        return h.state === 'ready' ? h : undefined;
+      } catch {
+        return undefined;
+      }
+    },
+    {
+      timeoutMs: init.timeoutMs ?? 30_000,
+      ...signalOpt,
+      giveUp: () => (exit === undefined ? undefined : `${exit}\n${logTail(init.nodeLog)}`.trimEnd()),
+    },
+  );
+  if (health === undefined) {
+    if (child.pid !== undefined && isAlive(child.pid)) process.kill(child.pid, 'SIGTERM');
+    throw new RbeeError('NODE_START_FAILED', `the node did not become ready within ${init.timeoutMs ?? 30_000} ms`);
+  }
+  init.narrate(`node is awake (pid ${health.pid}, ${Date.now() - started} ms)`);
+  return { health, woke: true };
+}
+
+/** Asks the node to stop and waits until its process is gone; SIGKILL after `timeoutMs` (default 15 s). */
+export async function stopNode(
+  client: NodeClient,
+  pid: number,
+  options: { timeoutMs?: number; signal?: AbortSignal } = {},
+): Promise<{ forced: boolean }> {
+  const timeoutMs = options.timeoutMs ?? 15_000;
+  try {
+    await client.shutdown();
+  } catch (error) {
+    if (!(error instanceof RbeeError) || error.code !== 'NODE_UNREACHABLE') throw error;
+    if (isAlive(pid)) process.kill(pid, 'SIGTERM');
+  }
+  const gone = await pollUntil(async () => Promise.resolve(isAlive(pid) ? undefined : true), {
+    timeoutMs,
+  });
+  if (gone === true) return { forced: false };
+  process.kill(pid, 'SIGKILL');
+  return { forced: true };
+}

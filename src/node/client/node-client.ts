@@ -1,0 +1,163 @@
+/**
+ * The keeper's view of a node: its HTTP API as typed calls. Loads no native code, so the CLI and
+ * the TUI can use it without pulling in llama.cpp or SQLite.
+ */
+import { RbeeError, type RbeeErrorJson } from '../../shared/errors.js';
+import {
+  healthSchema,
+  jobAcceptedSchema,
+  jobEventSchema,
+  isTerminal,
+  type Health,
+  type JobAccepted,
+  type JobEvent,
+  type JobRequest,
+} from '../../shared/wire.js';
+import { nodeEventSchema, type NodeEvent } from '../../shared/view.js';
+
+export interface NodeClientInit {
+  /** e.g. http://127.0.0.1:7833 */
+  url: string;
+}
+
+export interface NodeClient {
+  readonly url: string;
+  /** Resolves with the node's health, or throws NODE_UNREACHABLE when nothing answers. */
+  health(options?: { signal?: AbortSignal }): Promise<Health>;
+  submitJob(request: JobRequest, options?: { signal?: AbortSignal }): Promise<JobAccepted>;
+  /** The job's events from its first, ending after `done` or `error`. */
+  jobEvents(id: string, options?: { signal?: AbortSignal }): AsyncIterable<JobEvent>;
+  cancelJob(id: string, options?: { signal?: AbortSignal }): Promise<void>;
+  shutdown(options?: { signal?: AbortSignal }): Promise<void>;
+  /** The node's live view: one `snapshot`, then section updates and narration, until `signal` aborts. */
+  nodeEvents(options?: { signal?: AbortSignal }): AsyncIterable<NodeEvent>;
+  /** Starts (or joins) a model download; progress arrives as `downloads` node events. */
+  pullModel(ref: string, options?: { signal?: AbortSignal }): Promise<void>;
+  /** Loads a worker for a model already on disk (or fetched first). */
+  spawnWorker(model: string, options?: { signal?: AbortSignal }): Promise<void>;
+  stopWorker(id: string, options?: { signal?: AbortSignal }): Promise<void>;
+  get<T>(path: string, options?: { signal?: AbortSignal }): Promise<T>;
+}
+
+const HEALTH_TIMEOUT_MS = 2_000;
+
+async function errorFrom(response: Response): Promise<RbeeError> {
+  const text = await response.text().catch(() => '');
+  try {
+    const body = JSON.parse(text) as { error?: RbeeErrorJson };
+    if (body.error !== undefined) return RbeeError.fromJSON(body.error);
+  } catch {
+    // not JSON: fall through
+  }
+  return new RbeeError('INTERNAL', `the node answered HTTP ${response.status}: ${text.slice(0, 200)}`);
+}
+
+/** Splits an SSE body into its `data:` payloads. */
+async function* sseData(body: ReadableStream<Uint8Array>): AsyncGenerator<string> {
+  const decoder = new TextDecoder();
+  let buffer = '';
+  for await (const chunk of body as unknown as AsyncIterable<Uint8Array>) {
+    buffer += decoder.decode(chunk, { stream: true });
+    let boundary: number;
+    while ((boundary = buffer.indexOf('\n\n')) !== -1) {
+      const block = buffer.slice(0, boundary);
+      buffer = buffer.slice(boundary + 2);
+      const data = block
+        .split('\n')
+        .filter((line) => line.startsWith('data:'))
+        .map((line) => line.slice(5).trimStart())
+        .join('\n');
+      if (data !== '') yield data;
+    }
+  }
+}
+
+export function createNodeClient(init: NodeClientInit): NodeClient {
+  const base = init.url.replace(/\/+$/, '');
+
+  async function request(path: string, initReq: RequestInit & { signal?: AbortSignal }): Promise<Response> {
+    let response: Response;
+    try {
+      response = await fetch(`${base}${path}`, initReq);
+    } catch (error) {
+      if (initReq.signal?.aborted === true) throw error;
+      throw new RbeeError('NODE_UNREACHABLE', `no rbee node answers at ${base}`, { cause: error });
+    }
+    if (!response.ok) throw await errorFrom(response);
+    return response;
+  }
+
+  const signalOf = (signal?: AbortSignal): { signal?: AbortSignal } => (signal === undefined ? {} : { signal });
+  const postJson = (path: string, body: unknown, signal?: AbortSignal): Promise<Response> =>
+    request(path, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+      ...signalOf(signal),
+    });
+
+  return {
+    url: base,
+    async health(options = {}) {
+      const timeout = AbortSignal.timeout(HEALTH_TIMEOUT_MS);
+      const signal = options.signal === undefined ? timeout : AbortSignal.any([options.signal, timeout]);
+      try {
+        const response = await request('/health', { signal });
+        return healthSchema.parse(await response.json());
+      } catch (error) {
+        if (options.signal?.aborted === true) throw error;
+        if (error instanceof RbeeError) throw error;
+        throw new RbeeError('NODE_UNREACHABLE', `no rbee node answers at ${base}`, { cause: error });
+      }
+    },
+    async submitJob(job, options = {}) {
+      const response = await request('/v1/jobs', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(job),
+        ...signalOf(options.signal),
+      });
+      return jobAcceptedSchema.parse(await response.json());
+    },
+    async *jobEvents(id, options = {}) {
+      const response = await request(`/v1/jobs/${encodeURIComponent(id)}/events`, {
+        headers: { accept: 'text/event-stream' },
+        ...signalOf(options.signal),
+      });
+      if (response.body === null) throw new RbeeError('INTERNAL', 'the event stream has no body');
+      for await (const data of sseData(response.body)) {
+        const event = jobEventSchema.parse(JSON.parse(data));
+        yield event;
+        if (isTerminal(event)) return;
+      }
+      throw new RbeeError('NODE_UNREACHABLE', 'the node closed the event stream before the job ended');
+    },
+    async cancelJob(id, options = {}) {
+      await request(`/v1/jobs/${encodeURIComponent(id)}`, { method: 'DELETE', ...signalOf(options.signal) });
+    },
+    async shutdown(options = {}) {
+      await request('/v1/shutdown', { method: 'POST', ...signalOf(options.signal) });
+    },
+    async *nodeEvents(options = {}) {
+      const response = await request('/v1/events', {
+        headers: { accept: 'text/event-stream' },
+        ...signalOf(options.signal),
+      });
+      if (response.body === null) throw new RbeeError('INTERNAL', 'the event stream has no body');
+      for await (const data of sseData(response.body)) yield nodeEventSchema.parse(JSON.parse(data));
+    },
+    async pullModel(ref, options = {}) {
+      await postJson('/v1/models/pull', { model: ref }, options.signal);
+    },
+    async spawnWorker(model, options = {}) {
+      await postJson('/v1/workers', { model }, options.signal);
+    },
+    async stopWorker(id, options = {}) {
+      await request(`/v1/workers/${encodeURIComponent(id)}`, { method: 'DELETE', ...signalOf(options.signal) });
+    },
+    async get<T>(path: string, options: { signal?: AbortSignal } = {}) {
+      const response = await request(path, signalOf(options.signal));
+      return (await response.json()) as T;
+    },
+  };
+}

@@ -1,0 +1,194 @@
+/**
+ * `rbee node`: one hive on this machine, serving the HTTP API until it is asked to stop.
+ */
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import { detectDevices, spawnWorker } from '../engine/index.js';
+import type { DeviceInfo } from '../engine/types.js';
+import { RbeeError } from '../shared/errors.js';
+import type { Health } from '../shared/wire.js';
+import { createApi } from './api/server.js';
+import type { NodeConfig } from './config.js';
+import { createLogger, type Logger } from './logger.js';
+import { parseModelRef } from './hive/model-ref.js';
+import { createProvisioner } from './hive/provisioner.js';
+import { createWorkerPool } from './hive/worker-pool.js';
+import { createJobManager } from './jobs/job-manager.js';
+import { createJobRunner } from './jobs/run-job.js';
+import { createLiveView, type LiveView } from './live-view.js';
+import { openDatabase } from './store/db.js';
+import { createModelCatalog } from './store/model-catalog.js';
+import { VERSION } from '../shared/version.js';
+
+export interface RunningNode {
+  url: string;
+  log: Logger;
+  /** Stops jobs and workers, closes the API and the database. Idempotent. */
+  close(reason: string): Promise<void>;
+  /** Resolves once the node has fully stopped, whoever asked. */
+  readonly closed: Promise<void>;
+}
+
+export interface PidFile {
+  pid: number;
+  host: string;
+  port: number;
+  url: string;
+  startedAt: number;
+}
+
+export function readPidFile(path: string): PidFile | undefined {
+  try {
+    return JSON.parse(readFileSync(path, 'utf8')) as PidFile;
+  } catch {
+    return undefined;
+  }
+}
+
+const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
+const WORKER_STOP_TIMEOUT_MS = 5_000;
+
+export async function startNode(config: NodeConfig, options: { foreground?: boolean } = {}): Promise<RunningNode> {
+  if (!LOOPBACK.has(config.host)) {
+    throw new RbeeError(
+      'CONFIG_INVALID',
+      `refusing to listen on ${config.host}: binding beyond loopback needs API keys, which this version does not have yet`,
+    );
+  }
+  mkdirSync(config.paths.models, { recursive: true });
+  const log = createLogger({ file: config.paths.nodeLog, level: config.logLevel, stderr: options.foreground ?? false });
+  const startedAt = Date.now();
+  let state: Health['state'] = 'starting';
+
+  const db = openDatabase(config.paths.db);
+  const catalog = createModelCatalog(db);
+  // The live view is created last but its sources report changes from the start.
+  let live: LiveView | undefined;
+  const narrateHive = (text: string): void => {
+    log.info({ source: 'hive' }, text);
+    live?.narration({ type: 'narration', source: 'hive', node: config.nodeName, text, ts: Date.now(), jobId: '-' });
+  };
+  const baseProvisioner = createProvisioner({ catalog, modelsDir: config.paths.models });
+  const provisioner: typeof baseProvisioner = {
+    ...baseProvisioner,
+    ensure: (ref, opts = {}) =>
+      baseProvisioner
+        .ensure(ref, {
+          ...opts,
+          onProgress: (p) => {
+            opts.onProgress?.(p);
+            live?.markDirty('downloads');
+          },
+        })
+        .finally(() => {
+          live?.markDirty('downloads');
+          live?.markDirty('models');
+        }),
+  };
+  const workers = createWorkerPool({
+    spawn: spawnWorker,
+    log,
+    logsDir: config.paths.logs,
+    threads: config.threads,
+    slots: config.slots,
+    contextSize: config.contextSize,
+    keepAliveS: config.keepAliveS,
+    onNarration: narrateHive,
+    onChange: () => live?.markDirty('workers'),
+  });
+  const jobs = createJobManager({
+    run: createJobRunner({ nodeName: config.nodeName, parseModelRef, provisioner, workers }),
+    onChange: () => live?.markDirty('jobs'),
+    onEvent: (event) => {
+      if (event.type === 'narration') live?.narration(event);
+    },
+  });
+  let devices: DeviceInfo | undefined;
+  const health = (): Health => ({
+    state,
+    uptimeS: Math.round((Date.now() - startedAt) / 1000),
+    version: VERSION,
+    node: config.nodeName,
+    pid: process.pid,
+  });
+  live = createLiveView({
+    nodeName: config.nodeName,
+    health,
+    devices: () => devices,
+    workers,
+    catalog,
+    provisioner,
+    jobs,
+  });
+  const liveView = live;
+
+  let resolveClosed!: () => void;
+  const closed = new Promise<void>((resolve) => (resolveClosed = resolve));
+  let closing: Promise<void> | undefined;
+
+  const api = createApi({
+    log,
+    health,
+    jobs,
+    catalog,
+    workers,
+    provisioner,
+    parseModelRef,
+    live: liveView,
+    onShutdown: () => void close('asked over the API'),
+  });
+
+  async function close(reason: string): Promise<void> {
+    closing ??= (async () => {
+      log.info({ reason }, 'node stopping');
+      state = 'degraded';
+      await Promise.allSettled([jobs.close(), workers.stopAll({ timeoutMs: WORKER_STOP_TIMEOUT_MS })]);
+      liveView.close();
+      await api.close().catch((error: unknown) => log.warn({ err: error }, 'closing the API failed'));
+      db.close();
+      const pid = readPidFile(config.paths.pidFile);
+      if (pid?.pid === process.pid) rmSync(config.paths.pidFile, { force: true });
+      log.info('node stopped');
+      log.flush();
+      resolveClosed();
+    })();
+    return closing;
+  }
+
+  try {
+    const reconciled = await provisioner.reconcile();
+    if (reconciled.removedPartials.length + reconciled.removedRows.length > 0) {
+      log.info(reconciled, 'reconciled the model catalog with the disk');
+    }
+    await api.listen({ host: config.host, port: config.port });
+  } catch (error) {
+    await api.close().catch(() => undefined);
+    db.close();
+    if ((error as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+      throw new RbeeError(
+        'PORT_IN_USE',
+        `port ${config.port} on ${config.host} is already in use (another rbee node? try \`rbee node status\`); ` +
+          'choose another with --port or RBEE_PORT',
+        { cause: error },
+      );
+    }
+    throw error;
+  }
+  const address = api.server.address();
+  const port = typeof address === 'object' && address !== null ? address.port : config.port;
+  const host = isIP(config.host) === 6 ? `[${config.host}]` : config.host;
+  const url = `http://${host}:${port}`;
+  const pidFile: PidFile = { pid: process.pid, host: config.host, port, url, startedAt };
+  writeFileSync(config.paths.pidFile, JSON.stringify(pidFile));
+  state = 'ready';
+  // GPU probing can take seconds: the API is up meanwhile and the hive view fills in when done.
+  detectDevices()
+    .then((found) => {
+      devices = found;
+      liveView.markDirty('hives');
+      log.info({ devices: found }, 'devices detected');
+    })
+    .catch((error: unknown) => log.warn({ err: error }, 'device detection failed'));
+  log.info({ url, node: config.nodeName, pid: process.pid }, 'node ready');
+  return { url, log, close, closed };
+}

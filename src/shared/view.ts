@@ -1,0 +1,111 @@
+/**
+ * The live view of a node (and, once clustered, of the whole cluster) that the dashboard renders.
+ * `GET /v1/events` sends one `snapshot`, then an event each time a section changes; each section
+ * event carries the whole section (they are small), so a client never has to merge deltas.
+ */
+import { z } from 'zod';
+import { healthSchema, jobEventSchema } from './wire.js';
+
+export const gpuViewSchema = z.object({
+  index: z.number().int(),
+  name: z.string(),
+  backend: z.string(),
+  vramTotalBytes: z.number(),
+  vramFreeBytes: z.number(),
+});
+
+export const hiveViewSchema = z.object({
+  id: z.string(),
+  name: z.string(),
+  /** True for the node this client is connected to. */
+  local: z.boolean(),
+  queen: z.boolean(),
+  term: z.number().int(),
+  health: z.enum(['ready', 'degraded', 'unreachable']),
+  cpu: z.object({ model: z.string(), physicalCores: z.number().int(), logicalCores: z.number().int() }),
+  ramTotalBytes: z.number(),
+  ramFreeBytes: z.number(),
+  gpus: z.array(gpuViewSchema),
+  backends: z.array(z.string()),
+  lastSeen: z.number(),
+});
+export type HiveView = z.infer<typeof hiveViewSchema>;
+
+export const workerViewSchema = z.object({
+  id: z.string(),
+  hive: z.string(),
+  pid: z.number().int(),
+  model: z.string(),
+  backend: z.string(),
+  device: z.number().int(),
+  state: z.enum(['loading', 'idle', 'busy', 'stopping', 'exited', 'unhealthy']),
+  slots: z.number().int(),
+  slotsBusy: z.number().int(),
+  tokensPerSecond: z.number(),
+  memoryBytes: z.number(),
+  startedAt: z.number(),
+  lastUsedAt: z.number(),
+});
+export type WorkerView = z.infer<typeof workerViewSchema>;
+
+export const modelViewSchema = z.object({
+  id: z.string(),
+  hive: z.string(),
+  name: z.string(),
+  ref: z.string(),
+  bytes: z.number(),
+  quantization: z.string(),
+  architecture: z.string(),
+  contextLength: z.number().int(),
+  source: z.string(),
+  lastUsedAt: z.number().nullable(),
+});
+export type ModelView = z.infer<typeof modelViewSchema>;
+
+export const downloadViewSchema = z.object({
+  ref: z.string(),
+  hive: z.string(),
+  file: z.string().optional(),
+  phase: z.string(),
+  bytes: z.number(),
+  totalBytes: z.number().optional(),
+  bytesPerSecond: z.number().optional(),
+  etaSeconds: z.number().optional(),
+});
+export type DownloadView = z.infer<typeof downloadViewSchema>;
+
+export const jobViewSchema = z.object({
+  id: z.string(),
+  model: z.string(),
+  state: z.enum(['running', 'done', 'failed', 'cancelled']),
+  acceptedAt: z.number(),
+  finishedAt: z.number().optional(),
+  timeToFirstTokenMs: z.number().optional(),
+  tokensPerSecond: z.number().optional(),
+  completionTokens: z.number().optional(),
+  error: z.string().optional(),
+});
+export type JobView = z.infer<typeof jobViewSchema>;
+
+export const clusterViewSchema = z.object({
+  health: healthSchema,
+  hives: z.array(hiveViewSchema),
+  workers: z.array(workerViewSchema),
+  models: z.array(modelViewSchema),
+  downloads: z.array(downloadViewSchema),
+  jobs: z.array(jobViewSchema),
+});
+export type ClusterView = z.infer<typeof clusterViewSchema>;
+
+const narrationSchema = jobEventSchema.options[0];
+
+export const nodeEventSchema = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('snapshot'), view: clusterViewSchema }),
+  z.object({ type: z.literal('hives'), hives: z.array(hiveViewSchema) }),
+  z.object({ type: z.literal('workers'), workers: z.array(workerViewSchema) }),
+  z.object({ type: z.literal('models'), models: z.array(modelViewSchema) }),
+  z.object({ type: z.literal('downloads'), downloads: z.array(downloadViewSchema) }),
+  z.object({ type: z.literal('jobs'), jobs: z.array(jobViewSchema) }),
+  narrationSchema,
+]);
+export type NodeEvent = z.infer<typeof nodeEventSchema>;

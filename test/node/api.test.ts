@@ -1,0 +1,143 @@
+/**
+ * The node's HTTP API on 127.0.0.1 with every part real: SQLite in a temp dir, the demo model
+ * generated on first use, a real worker process.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadNodeConfig } from '../../src/node/config.js';
+import { startNode, type RunningNode } from '../../src/node/daemon.js';
+import { createNodeClient, isAlive } from '../../src/node/client/index.js';
+import type { JobEvent } from '../../src/shared/wire.js';
+import { pidsWithEnv } from '../helpers/processes.js';
+import { waitFor } from '../helpers/wait-for.js';
+
+let home: string;
+let node: RunningNode;
+let url: string;
+
+beforeAll(async () => {
+  home = mkdtempSync(join(tmpdir(), 'rbee-api-'));
+  node = await startNode(loadNodeConfig({ dataDir: home, port: 0, logLevel: 'warn' }, {}));
+  url = node.url;
+});
+afterAll(async () => {
+  await node.close('test done');
+  rmSync(home, { recursive: true, force: true });
+});
+
+async function collect(id: string): Promise<JobEvent[]> {
+  const events: JobEvent[] = [];
+  for await (const event of createNodeClient({ url }).jobEvents(id)) events.push(event);
+  return events;
+}
+
+describe('errors carry stable codes', () => {
+  it('malformed JSON is BAD_REQUEST', async () => {
+    const response = await fetch(`${url}/v1/jobs`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{"model": "demo", ',
+    });
+    expect(response.status).toBe(400);
+    expect(await response.json()).toMatchObject({ error: { code: 'BAD_REQUEST' } });
+  });
+
+  it('a job without a prompt is BAD_REQUEST', async () => {
+    const response = await fetch(`${url}/v1/jobs`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'demo' }),
+    });
+    expect(response.status).toBe(400);
+    expect(await response.json()).toMatchObject({ error: { code: 'BAD_REQUEST' } });
+  });
+
+  it('an unknown job id is JOB_NOT_FOUND for events and cancel', async () => {
+    for (const method of ['GET', 'DELETE']) {
+      const path = method === 'GET' ? '/v1/jobs/nope/events' : '/v1/jobs/nope';
+      const response = await fetch(`${url}${path}`, { method });
+      expect(response.status).toBe(404);
+      expect(await response.json()).toMatchObject({ error: { code: 'JOB_NOT_FOUND' } });
+    }
+  });
+
+  it('an unknown route is NOT_FOUND', async () => {
+    const response = await fetch(`${url}/v2/nothing`);
+    expect(response.status).toBe(404);
+    expect(await response.json()).toMatchObject({ error: { code: 'NOT_FOUND' } });
+  });
+
+  it('a bad model ref ends the job with MODEL_REF_INVALID', async () => {
+    const client = createNodeClient({ url });
+    const { id } = await client.submitJob({ model: 'gopher://x', prompt: 'hi' });
+    const events = await collect(id);
+    expect(events.at(-1)).toMatchObject({ type: 'error', error: { code: 'MODEL_REF_INVALID' } });
+  });
+});
+
+describe('jobs', () => {
+  it('report health', async () => {
+    const health = await createNodeClient({ url }).health();
+    expect(health).toMatchObject({ state: 'ready', pid: process.pid });
+  });
+
+  it('stream narration from queen, hive and worker, then tokens, then done', async () => {
+    const client = createNodeClient({ url });
+    const { id, events: path } = await client.submitJob({
+      model: 'demo',
+      prompt: 'Hello',
+      maxTokens: 8,
+      temperature: 0,
+      seed: 1,
+    });
+    expect(path).toBe(`/v1/jobs/${id}/events`);
+    const events = await collect(id);
+    const sources = new Set(events.flatMap((e) => (e.type === 'narration' ? [e.source] : [])));
+    expect(sources).toEqual(new Set(['queen', 'hive', 'worker']));
+    expect(events.filter((e) => e.type === 'token').length).toBeGreaterThan(0);
+    const done = events.at(-1);
+    expect(done).toMatchObject({ type: 'done', finishReason: 'length', usage: { completionTokens: 8 } });
+
+    // A subscriber that arrives after the end sees the same history.
+    const replay = await collect(id);
+    expect(replay).toEqual(events);
+  });
+
+  it('cancel ends a running job with JOB_CANCELLED and frees the worker for the next job', async () => {
+    const client = createNodeClient({ url });
+    const { id } = await client.submitJob({ model: 'demo', prompt: 'Go', maxTokens: 100_000, temperature: 0 });
+    const events: JobEvent[] = [];
+    for await (const event of client.jobEvents(id)) {
+      events.push(event);
+      if (event.type === 'token' && events.filter((e) => e.type === 'token').length === 3) {
+        await client.cancelJob(id);
+      }
+    }
+    expect(events.at(-1)).toMatchObject({ type: 'error', error: { code: 'JOB_CANCELLED' } });
+    const next = await client.submitJob({ model: 'demo', prompt: 'Again', maxTokens: 2 });
+    expect((await collect(next.id)).at(-1)).toMatchObject({ type: 'done' });
+  });
+
+  it('lists the demo model in the catalog and its worker in the registry', async () => {
+    const client = createNodeClient({ url });
+    const { models } = await client.get<{ models: { id: string; source: string }[] }>('/v1/models');
+    expect(models.map((m) => m.source)).toContain('demo');
+    const { workers } = await client.get<{ workers: { pid: number; state: string }[] }>('/v1/workers');
+    expect(workers).toHaveLength(1);
+    expect(isAlive(workers[0]!.pid)).toBe(true);
+  });
+});
+
+describe('shutdown', () => {
+  it('stops workers and closes the API', async () => {
+    const client = createNodeClient({ url });
+    const { workers } = await client.get<{ workers: { pid: number }[] }>('/v1/workers');
+    await client.shutdown();
+    await node.closed;
+    await expect(client.health()).rejects.toMatchObject({ code: 'NODE_UNREACHABLE' });
+    for (const worker of workers) await waitFor(() => !isAlive(worker.pid), { what: `worker ${worker.pid} to exit` });
+    expect(pidsWithEnv('RBEE_HOME', home)).toEqual([]);
+  });
+});
