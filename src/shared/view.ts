@@ -4,7 +4,7 @@
  * event carries the whole section (they are small), so a client never has to merge deltas.
  */
 import { z } from 'zod';
-import { healthSchema, jobEventSchema } from './wire.js';
+import { errorJsonSchema, healthSchema, jobEventSchema } from './wire.js';
 
 export const gpuViewSchema = z.object({
   index: z.number().int(),
@@ -109,3 +109,24 @@ export const nodeEventSchema = z.discriminatedUnion('type', [
   narrationSchema,
 ]);
 export type NodeEvent = z.infer<typeof nodeEventSchema>;
+
+/** The stream that `POST /v1/models/pull` answers with. */
+export const pullEventSchema = z.discriminatedUnion('type', [
+  z.object({
+    type: z.literal('progress'),
+    phase: z.string(),
+    bytes: z.number(),
+    totalBytes: z.number().optional(),
+    bytesPerSecond: z.number().optional(),
+    etaSeconds: z.number().optional(),
+    file: z.string().optional(),
+    message: z.string().optional(),
+  }),
+  z.object({
+    type: z.literal('done'),
+    cached: z.boolean(),
+    model: z.looseObject({ id: z.string(), path: z.string(), bytes: z.number(), name: z.string() }),
+  }),
+  z.object({ type: z.literal('error'), error: errorJsonSchema }),
+]);
+export type PullEvent = z.infer<typeof pullEventSchema>;

@@ -12,7 +12,7 @@ import type { WorkerPool } from '../hive/worker-pool.js';
 import type { ModelRef } from '../hive/model-ref.js';
 import type { Provisioner } from '../hive/provisioner.js';
 import type { LiveView } from '../live-view.js';
-import type { NodeEvent } from '../../shared/view.js';
+import type { NodeEvent, PullEvent } from '../../shared/view.js';
 
 export interface ApiInit {
   log: Logger;
@@ -38,7 +38,7 @@ function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
 
 const modelBodySchema = z.object({ model: z.string().min(1).max(2048) });
 
-function writeSse(reply: FastifyReply, index: number, event: JobEvent | NodeEvent): void {
+function writeSse(reply: FastifyReply, index: number, event: JobEvent | NodeEvent | PullEvent): void {
   reply.raw.write(`id: ${index}\nevent: ${event.type}\ndata: ${JSON.stringify(event)}\n\n`);
 }
 
@@ -124,20 +124,40 @@ export function createApi(init: ApiInit) {
   });
 
   app.get('/v1/models', () => ({ models: init.catalog.list() }));
+  app.get<{ Params: { id: string } }>('/v1/models/:id', (request) => {
+    const model = init.catalog.get(request.params.id);
+    if (model === undefined)
+      throw new RbeeError('MODEL_NOT_FOUND', `no model ${request.params.id} in the catalog`);
+    return model;
+  });
 
   app.post('/v1/models/pull', (request, reply) => {
     const ref = init.parseModelRef(parseBody(modelBodySchema, request.body).model);
-    // The download goes on after this answer; its progress is in the live view (`downloads`).
-    init.provisioner.ensure(ref).catch((error: unknown) => init.log.warn({ err: error }, 'pull failed'));
-    void reply.status(202).send({ pulling: true });
+    // Progress streams back as SSE; a client that leaves does not stop the download (others may share it).
+    openSse(reply);
+    let index = 0;
+    const write = (event: PullEvent): void => {
+      if (!reply.raw.writableEnded) writeSse(reply, index++, event);
+    };
+    init.provisioner
+      .ensure(ref, { onProgress: (progress) => write({ type: 'progress', ...progress }) })
+      .then(
+        ({ model, cached }) => write({ type: 'done', model: { ...model }, cached }),
+        (error: unknown) => write({ type: 'error', error: toRbeeError(error).toJSON() }),
+      )
+      .finally(() => reply.raw.end());
   });
 
   app.delete<{ Params: { id: string } }>('/v1/models/:id', async (request) => {
     const model = init.catalog.get(request.params.id);
-    if (model === undefined) throw new RbeeError('MODEL_NOT_FOUND', `no model ${request.params.id} in the catalog`);
+    if (model === undefined)
+      throw new RbeeError('MODEL_NOT_FOUND', `no model ${request.params.id} in the catalog`);
     const users = init.workers.usersOf(model.id);
     if (users.length > 0) {
-      throw new RbeeError('MODEL_IN_USE', `model ${model.id} is loaded by worker ${users.map((w) => w.id).join(', ')}`);
+      throw new RbeeError(
+        'MODEL_IN_USE',
+        `model ${model.id} is loaded by worker ${users.map((w) => w.id).join(', ')}`,
+      );
     }
     await init.provisioner.remove(model.id);
     init.live.markDirty('models');

@@ -112,7 +112,10 @@ export async function ensureNodeAwake(init: WakeInit): Promise<Awake> {
   );
   if (health === undefined) {
     if (child.pid !== undefined && isAlive(child.pid)) process.kill(child.pid, 'SIGTERM');
-    throw new RbeeError('NODE_START_FAILED', `the node did not become ready within ${init.timeoutMs ?? 30_000} ms`);
+    throw new RbeeError(
+      'NODE_START_FAILED',
+      `the node did not become ready within ${init.timeoutMs ?? 30_000} ms`,
+    );
   }
   init.narrate(`node is awake (pid ${health.pid}, ${Date.now() - started} ms)`);
   return { health, woke: true };

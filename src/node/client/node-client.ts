@@ -13,7 +13,7 @@ import {
   type JobEvent,
   type JobRequest,
 } from '../../shared/wire.js';
-import { nodeEventSchema, type NodeEvent } from '../../shared/view.js';
+import { nodeEventSchema, pullEventSchema, type NodeEvent, type PullEvent } from '../../shared/view.js';
 
 export interface NodeClientInit {
   /** e.g. http://127.0.0.1:7833 */
@@ -31,10 +31,24 @@ export interface NodeClient {
   shutdown(options?: { signal?: AbortSignal }): Promise<void>;
   /** The node's live view: one `snapshot`, then section updates and narration, until `signal` aborts. */
   nodeEvents(options?: { signal?: AbortSignal }): AsyncIterable<NodeEvent>;
-  /** Starts (or joins) a model download; progress arrives as `downloads` node events. */
-  pullModel(ref: string, options?: { signal?: AbortSignal }): Promise<void>;
-  /** Loads a worker for a model already on disk (or fetched first). */
-  spawnWorker(model: string, options?: { signal?: AbortSignal }): Promise<void>;
+  /**
+   * Makes sure a model is on the node's disk (downloading, or joining a download under way) and
+   * resolves with its catalog row. Leaving early (`signal`) does not stop the download.
+   */
+  pullModel(
+    ref: string,
+    options?: {
+      signal?: AbortSignal;
+      onProgress?: (progress: Extract<PullEvent, { type: 'progress' }>) => void;
+    },
+  ): Promise<Extract<PullEvent, { type: 'done' }>>;
+  /** Loads a worker for a model (fetching the model first if needed); resolves once it is ready. */
+  spawnWorker(
+    model: string,
+    options?: { signal?: AbortSignal },
+  ): Promise<{ worker: { id: string; pid: number; model: string } & Record<string, unknown> }>;
+  /** Removes a model from the catalog and the disk; MODEL_IN_USE while a worker has it loaded. */
+  deleteModel(id: string, options?: { signal?: AbortSignal }): Promise<{ removed: string }>;
   stopWorker(id: string, options?: { signal?: AbortSignal }): Promise<void>;
   get<T>(path: string, options?: { signal?: AbortSignal }): Promise<T>;
 }
@@ -87,7 +101,8 @@ export function createNodeClient(init: NodeClientInit): NodeClient {
     return response;
   }
 
-  const signalOf = (signal?: AbortSignal): { signal?: AbortSignal } => (signal === undefined ? {} : { signal });
+  const signalOf = (signal?: AbortSignal): { signal?: AbortSignal } =>
+    signal === undefined ? {} : { signal };
   const postJson = (path: string, body: unknown, signal?: AbortSignal): Promise<Response> =>
     request(path, {
       method: 'POST',
@@ -147,13 +162,32 @@ export function createNodeClient(init: NodeClientInit): NodeClient {
       for await (const data of sseData(response.body)) yield nodeEventSchema.parse(JSON.parse(data));
     },
     async pullModel(ref, options = {}) {
-      await postJson('/v1/models/pull', { model: ref }, options.signal);
+      const response = await postJson('/v1/models/pull', { model: ref }, options.signal);
+      if (response.body === null) throw new RbeeError('INTERNAL', 'the pull stream has no body');
+      for await (const data of sseData(response.body)) {
+        const event = pullEventSchema.parse(JSON.parse(data));
+        if (event.type === 'progress') options.onProgress?.(event);
+        else if (event.type === 'error') throw RbeeError.fromJSON(event.error);
+        else return event;
+      }
+      throw new RbeeError('NODE_UNREACHABLE', 'the node closed the pull stream before it ended');
     },
     async spawnWorker(model, options = {}) {
-      await postJson('/v1/workers', { model }, options.signal);
+      const response = await postJson('/v1/workers', { model }, options.signal);
+      return (await response.json()) as { worker: { id: string; pid: number; model: string } };
+    },
+    async deleteModel(id, options = {}) {
+      const response = await request(`/v1/models/${encodeURIComponent(id)}`, {
+        method: 'DELETE',
+        ...signalOf(options.signal),
+      });
+      return (await response.json()) as { removed: string };
     },
     async stopWorker(id, options = {}) {
-      await request(`/v1/workers/${encodeURIComponent(id)}`, { method: 'DELETE', ...signalOf(options.signal) });
+      await request(`/v1/workers/${encodeURIComponent(id)}`, {
+        method: 'DELETE',
+        ...signalOf(options.signal),
+      });
     },
     async get<T>(path: string, options: { signal?: AbortSignal } = {}) {
       const response = await request(path, signalOf(options.signal));

@@ -16,6 +16,11 @@ export interface Output {
 
 export interface OutputInit {
   json: boolean;
+  /**
+   * A streaming command (infer, pull) writes every event as NDJSON. Any other command's --json
+   * output is one JSON document, so its narration goes to stderr as text.
+   */
+  stream?: boolean;
   stdout: NodeJS.WritableStream;
   stderr: NodeJS.WritableStream;
   /** Node name shown on keeper narration. */
@@ -41,8 +46,15 @@ export function createOutput(init: OutputInit): Output {
   return {
     json: init.json,
     narrate(source, text) {
-      if (init.json) {
-        line({ type: 'narration', ts: Date.now(), jobId: KEEPER_JOB, source, node: init.node ?? 'local', text });
+      if (init.json && init.stream === true) {
+        line({
+          type: 'narration',
+          ts: Date.now(),
+          jobId: KEEPER_JOB,
+          source,
+          node: init.node ?? 'local',
+          text,
+        });
       } else {
         toStderr(`[${source}] ${text}`);
       }

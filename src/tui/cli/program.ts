@@ -1,0 +1,359 @@
+/**
+ * The `rbee` command line: argv → keeper subcommands. The daemon itself (`rbee node`) and the
+ * dashboard are injected by main.ts, so this module loads no native code.
+ */
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { Command, Option } from 'commander';
+import { RbeeError } from '../../shared/errors.js';
+import { DEFAULT_HOST, DEFAULT_PORT } from '../../shared/paths.js';
+import { VERSION } from '../../shared/version.js';
+import type { JobRequest } from '../../shared/wire.js';
+import { ensureNodeAwake, stopNode } from '../../node/client/index.js';
+import { runInfer } from './infer.js';
+import { floatArg, intArg, mib, type CommonOptions, type Keeper } from './keeper.js';
+
+export interface NodeForegroundOptions {
+  host?: string;
+  port?: number;
+  logLevel?: string;
+}
+
+export interface ProgramInit {
+  keeper: Keeper;
+  /** `rbee node`: runs the daemon in this process until it stops. */
+  runNode: (options: NodeForegroundOptions) => Promise<void>;
+  /** `rbee` alone: the dashboard. Resolves with the exit code. */
+  runDashboard?: (options: CommonOptions) => Promise<number>;
+}
+
+const collect = (value: string, previous: string[] = []): string[] => [...previous, value];
+
+async function readPrompt(arg: string | undefined): Promise<string> {
+  if (arg !== undefined && arg !== '-') return arg;
+  if (arg === undefined && process.stdin.isTTY) {
+    throw new RbeeError('PROMPT_MISSING', 'give a prompt as an argument, or pipe one in with `-`');
+  }
+  let text = '';
+  try {
+    text = readFileSync(0, 'utf8');
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code !== 'EAGAIN' && code !== 'EOF') {
+      throw new RbeeError('PROMPT_MISSING', 'could not read a prompt from standard input', { cause: error });
+    }
+  }
+  if (text.trim() === '') {
+    throw new RbeeError('PROMPT_MISSING', 'standard input gave no prompt (it was empty or closed)');
+  }
+  return text;
+}
+
+/** A local path is made absolute here, since the node may run in another directory. */
+function resolveModelArg(ref: string): string {
+  const looksLocal =
+    ref.startsWith('./') || ref.startsWith('../') || (ref.endsWith('.gguf') && !ref.includes(':'));
+  return looksLocal ? resolve(ref) : ref;
+}
+
+/** Ctrl-C aborts the returned signal once; a second Ctrl-C exits at once. */
+function interruptSignal(): AbortSignal {
+  const controller = new AbortController();
+  process.on('SIGINT', () => {
+    if (controller.signal.aborted) process.exit(130);
+    controller.abort(new RbeeError('JOB_CANCELLED', 'interrupted'));
+  });
+  return controller.signal;
+}
+
+export function createProgram(init: ProgramInit): Command {
+  const { keeper } = init;
+  const json = (): Option => new Option('--json', 'machine-readable output (NDJSON for streams), no UI');
+  const port = (): Option =>
+    new Option(
+      '--port <port>',
+      `the local node's HTTP port (env RBEE_PORT, default ${DEFAULT_PORT})`,
+    ).argParser(intArg('--port', 0));
+
+  const root = new Command('rbee')
+    .description('Turn every machine on your LAN into one private LLM inference cluster')
+    .version(VERSION)
+    .addOption(port())
+    // Options before a subcommand belong to `rbee`; after it, to the subcommand (each has its own --json).
+    .enablePositionalOptions()
+    .showHelpAfterError()
+    // Subcommands inherit this: usage errors reach main.ts as CommanderError (exit 2, BAD_REQUEST).
+    .exitOverride()
+    .action(async (opts: CommonOptions) => {
+      if (init.runDashboard === undefined || !process.stdout.isTTY) {
+        root.outputHelp();
+        return;
+      }
+      process.exitCode = await init.runDashboard(opts);
+    });
+
+  root
+    .command('infer')
+    .description('run a prompt on a model, waking the local node if it is asleep')
+    .requiredOption(
+      '-m, --model <ref>',
+      'demo, hf:org/repo[:quant], hf:org/repo/file.gguf, https://…/x.gguf, or a path',
+    )
+    .argument('[prompt]', 'the prompt; `-` or none reads standard input')
+    .option('--max-tokens <n>', 'most tokens to generate', intArg('--max-tokens', 1))
+    .option('--temperature <t>', 'sampling temperature (0 = greedy)', floatArg('--temperature', 0, 5))
+    .option('--top-p <p>', 'nucleus sampling', floatArg('--top-p', 0, 1))
+    .option('--top-k <k>', 'top-k sampling', intArg('--top-k', 0))
+    .option('--seed <n>', 'random seed', intArg('--seed', 0))
+    .option('--stop <text>', 'stop sequence (repeatable)', collect)
+    .option('--system <text>', 'system prompt')
+    .addOption(json())
+    .addOption(port())
+    .action(async (promptArg: string | undefined, opts: CommonOptions & Record<string, unknown>) => {
+      const prompt = await readPrompt(promptArg);
+      const request: JobRequest = { model: resolveModelArg(String(opts.model)), prompt };
+      for (const key of ['maxTokens', 'temperature', 'topP', 'topK', 'seed', 'stop', 'system'] as const) {
+        if (opts[key] !== undefined) Object.assign(request, { [key]: opts[key] });
+      }
+      process.exitCode = await runInfer({
+        client: keeper.client(opts),
+        output: keeper.output(opts, { stream: true }),
+        request,
+        wake: { mainScript: keeper.mainScript, env: keeper.nodeEnv(opts), nodeLog: keeper.nodeLog() },
+        signal: interruptSignal(),
+      });
+    });
+
+  const node = root
+    .command('node')
+    .description("run this machine's node in the foreground (or start|stop|status it in the background)")
+    .option('--host <host>', `address to listen on (env RBEE_HOST, default ${DEFAULT_HOST})`)
+    .addOption(port())
+    .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (env RBEE_LOG_LEVEL)')
+    .action((opts: NodeForegroundOptions) => init.runNode(opts));
+
+  node
+    .command('start')
+    .description('start the node in the background')
+    .addOption(json())
+    .addOption(port())
+    .action(async (opts: CommonOptions) => {
+      const output = keeper.output(opts);
+      const awake = await ensureNodeAwake({
+        client: keeper.client(opts),
+        mainScript: keeper.mainScript,
+        env: keeper.nodeEnv(opts),
+        nodeLog: keeper.nodeLog(),
+        narrate: (text) => output.narrate('keeper', text),
+      });
+      output.result(
+        { ...awake.health, started: awake.woke },
+        awake.woke
+          ? `node started (pid ${awake.health.pid})`
+          : `node already running (pid ${awake.health.pid})`,
+      );
+    });
+
+  node
+    .command('stop')
+    .description('stop the background node and its workers')
+    .addOption(json())
+    .addOption(port())
+    .action(async (opts: CommonOptions) => {
+      const client = keeper.client(opts);
+      const health = await client.health();
+      const { forced } = await stopNode(client, health.pid);
+      keeper
+        .output(opts)
+        .result({ stopped: true, pid: health.pid, forced }, `node stopped (pid ${health.pid})`);
+    });
+
+  node
+    .command('status')
+    .description('is the node running?')
+    .addOption(json())
+    .addOption(port())
+    .action(async (opts: CommonOptions) => {
+      const h = await keeper.client(opts).health();
+      keeper
+        .output(opts)
+        .result(h, `node ${h.node} ${h.state} (pid ${h.pid}, up ${h.uptimeS} s, v${h.version})`);
+    });
+
+  registerModels(root, keeper, json, port);
+  registerWorkers(root, keeper, json, port);
+  return root;
+}
+
+interface ModelRowLike {
+  id: string;
+  ref: string;
+  name: string;
+  path: string;
+  bytes: number;
+  quantization: string;
+  architecture: string;
+  contextLength: number;
+  source: string;
+}
+
+function registerModels(root: Command, keeper: Keeper, json: () => Option, port: () => Option): void {
+  const models = root.command('models').description("models in this node's catalog");
+  models
+    .command('ls')
+    .description('list models on disk')
+    .addOption(json())
+    .addOption(port())
+    .action((opts: CommonOptions) =>
+      keeper.withNode(opts, async (client, output) => {
+        const { models: rows } = await client.get<{ models: ModelRowLike[] }>('/v1/models');
+        output.result(
+          rows,
+          rows.length === 0
+            ? 'no models yet (try `rbee models pull demo`)'
+            : rows.map((m) => `${m.id}\t${mib(m.bytes)}\t${m.quantization}\t${m.name}`).join('\n'),
+        );
+      }),
+    );
+
+  models
+    .command('pull')
+    .alias('add')
+    .description('download a model (or generate `demo`) into the catalog')
+    .argument('<ref>', 'demo, hf:org/repo[:quant], hf:org/repo/file.gguf, https://…/x.gguf, or a path')
+    .addOption(json())
+    .addOption(port())
+    .action((ref: string, opts: CommonOptions) =>
+      keeper.withNode(
+        opts,
+        async (client, output) => {
+          let lastLine = 0;
+          const done = await client.pullModel(resolveModelArg(ref), {
+            onProgress: (p) => {
+              if (output.json) return output.result(p, '');
+              if (p.phase === 'done') return; // the result line says it
+              const now = Date.now();
+              if (p.phase === 'downloading' && now - lastLine < 1000) return;
+              lastLine = now;
+              const pct = p.totalBytes ? ` ${((100 * p.bytes) / p.totalBytes).toFixed(0)}%` : '';
+              const rate = p.bytesPerSecond ? ` ${mib(p.bytesPerSecond)}/s` : '';
+              const eta = p.etaSeconds !== undefined ? ` ETA ${Math.ceil(p.etaSeconds)} s` : '';
+              output.narrate('hive', p.message ?? `${p.phase} ${p.file ?? ref}${pct}${rate}${eta}`);
+            },
+          });
+          output.result(
+            done,
+            `${done.cached ? 'already on disk' : 'pulled'}: ${done.model.id} (${mib(done.model.bytes)})`,
+          );
+        },
+        { stream: true },
+      ),
+    );
+
+  models
+    .command('rm')
+    .description('remove a model from the catalog and the disk (refused while a worker uses it)')
+    .argument('<id>', 'model id, ref or alias')
+    .addOption(json())
+    .addOption(port())
+    .action((id: string, opts: CommonOptions) =>
+      keeper.withNode(opts, async (client, output) => {
+        const removed = await client.deleteModel(id);
+        output.result(removed, `removed ${removed.removed}`);
+      }),
+    );
+
+  models
+    .command('info')
+    .description('show one model')
+    .argument('<id>', 'model id, ref or alias')
+    .addOption(json())
+    .addOption(port())
+    .action((id: string, opts: CommonOptions) =>
+      keeper.withNode(opts, async (client, output) => {
+        const model = await client.get<ModelRowLike>(`/v1/models/${encodeURIComponent(id)}`);
+        output.result(
+          model,
+          Object.entries(model)
+            .map(([k, v]) => `${k}: ${String(v)}`)
+            .join('\n'),
+        );
+      }),
+    );
+}
+
+interface WorkerLike {
+  id: string;
+  pid: number;
+  model: string;
+  state: string;
+  slots: number;
+  slotsBusy: number;
+  threads: number;
+  memoryBytes: number;
+  tokensPerSecond: number;
+}
+
+function registerWorkers(root: Command, keeper: Keeper, json: () => Option, port: () => Option): void {
+  const workers = root.command('workers').description('workers (llama.cpp processes) on this node');
+  workers
+    .command('ls')
+    .description('list running workers')
+    .addOption(json())
+    .addOption(port())
+    .action(async (opts: CommonOptions) => {
+      // Listing does not wake a sleeping node: a node that is asleep has no workers.
+      const output = keeper.output(opts);
+      const { workers: rows } = await keeper
+        .client(opts)
+        .get<{ workers: WorkerLike[] }>('/v1/workers')
+        .catch((error: unknown) => {
+          if (error instanceof RbeeError && error.code === 'NODE_UNREACHABLE') return { workers: [] };
+          throw error;
+        });
+      output.result(
+        rows,
+        rows.length === 0
+          ? 'no workers running'
+          : rows
+              .map(
+                (w) =>
+                  `${w.id}\tpid ${w.pid}\t${w.model}\t${w.state}\t${w.slotsBusy}/${w.slots} slots\t` +
+                  `${w.tokensPerSecond.toFixed(1)} tok/s\t${mib(w.memoryBytes)}`,
+              )
+              .join('\n'),
+      );
+    });
+
+  workers
+    .command('spawn')
+    .description('load a model into a new worker (kept for its keep-alive)')
+    .argument('<model>', 'model ref or id')
+    .addOption(json())
+    .addOption(port())
+    .action(async (model: string, opts: CommonOptions) => {
+      const output = keeper.output(opts);
+      const client = keeper.client(opts);
+      // A spawned worker lives in the node, so the node is started and left running.
+      await ensureNodeAwake({
+        client,
+        mainScript: keeper.mainScript,
+        env: keeper.nodeEnv(opts),
+        nodeLog: keeper.nodeLog(),
+        narrate: (text) => output.narrate('keeper', text),
+      });
+      const { worker } = await client.spawnWorker(resolveModelArg(model));
+      output.result(worker, `worker ${worker.id} ready (pid ${worker.pid}, ${worker.model})`);
+    });
+
+  workers
+    .command('stop')
+    .description('stop a worker')
+    .argument('<id>', 'worker id')
+    .addOption(json())
+    .addOption(port())
+    .action(async (id: string, opts: CommonOptions) => {
+      await keeper.client(opts).stopWorker(id);
+      keeper.output(opts).result({ stopped: id }, `worker ${id} stopped`);
+    });
+}
