@@ -16,6 +16,7 @@ import { createWorkerPool } from './hive/worker-pool.js';
 import { createJobManager } from './jobs/job-manager.js';
 import { createJobRunner } from './jobs/run-job.js';
 import { createLiveView, type LiveView } from './live-view.js';
+import { createMetrics, type Metrics } from './metrics.js';
 import { openDatabase } from './store/db.js';
 import { createModelCatalog } from './store/model-catalog.js';
 import { VERSION } from '../shared/version.js';
@@ -48,7 +49,10 @@ export function readPidFile(path: string): PidFile | undefined {
 const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
 const WORKER_STOP_TIMEOUT_MS = 5_000;
 
-export async function startNode(config: NodeConfig, options: { foreground?: boolean } = {}): Promise<RunningNode> {
+export async function startNode(
+  config: NodeConfig,
+  options: { foreground?: boolean } = {},
+): Promise<RunningNode> {
   if (!LOOPBACK.has(config.host)) {
     throw new RbeeError(
       'CONFIG_INVALID',
@@ -56,7 +60,11 @@ export async function startNode(config: NodeConfig, options: { foreground?: bool
     );
   }
   mkdirSync(config.paths.models, { recursive: true });
-  const log = createLogger({ file: config.paths.nodeLog, level: config.logLevel, stderr: options.foreground ?? false });
+  const log = createLogger({
+    file: config.paths.nodeLog,
+    level: config.logLevel,
+    stderr: options.foreground ?? false,
+  });
   const startedAt = Date.now();
   let state: Health['state'] = 'starting';
 
@@ -64,9 +72,17 @@ export async function startNode(config: NodeConfig, options: { foreground?: bool
   const catalog = createModelCatalog(db);
   // The live view is created last but its sources report changes from the start.
   let live: LiveView | undefined;
+  let metrics: Metrics | undefined;
   const narrateHive = (text: string): void => {
     log.info({ source: 'hive' }, text);
-    live?.narration({ type: 'narration', source: 'hive', node: config.nodeName, text, ts: Date.now(), jobId: '-' });
+    live?.narration({
+      type: 'narration',
+      source: 'hive',
+      node: config.nodeName,
+      text,
+      ts: Date.now(),
+      jobId: '-',
+    });
   };
   const baseProvisioner = createProvisioner({ catalog, modelsDir: config.paths.models });
   const provisioner: typeof baseProvisioner = {
@@ -100,6 +116,7 @@ export async function startNode(config: NodeConfig, options: { foreground?: bool
     run: createJobRunner({ nodeName: config.nodeName, parseModelRef, provisioner, workers }),
     onChange: () => live?.markDirty('jobs'),
     onEvent: (event) => {
+      metrics?.observeJobEvent(event);
       if (event.type === 'narration') live?.narration(event);
     },
   });
@@ -121,6 +138,7 @@ export async function startNode(config: NodeConfig, options: { foreground?: bool
     jobs,
   });
   const liveView = live;
+  metrics = createMetrics({ workers, catalog, provisioner, modelsDir: config.paths.models });
 
   let resolveClosed!: () => void;
   const closed = new Promise<void>((resolve) => (resolveClosed = resolve));
@@ -135,6 +153,7 @@ export async function startNode(config: NodeConfig, options: { foreground?: bool
     provisioner,
     parseModelRef,
     live: liveView,
+    metrics,
     onShutdown: () => void close('asked over the API'),
   });
 

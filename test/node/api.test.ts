@@ -130,6 +130,21 @@ describe('jobs', () => {
   });
 });
 
+describe('metrics', () => {
+  it('count jobs, tokens and workers in Prometheus text', async () => {
+    const response = await fetch(`${url}/metrics`);
+    expect(response.headers.get('content-type')).toContain('text/plain');
+    const text = await response.text();
+    const value = (line: string): number => Number(text.split('\n').find((l) => l.startsWith(line))?.split(' ').at(-1));
+    expect(value('rbee_jobs_total{outcome="done"}')).toBeGreaterThanOrEqual(2);
+    expect(value('rbee_jobs_total{outcome="cancelled"}')).toBe(1);
+    expect(value('rbee_tokens_generated_total')).toBeGreaterThanOrEqual(10);
+    expect(value('rbee_workers{state="idle"}')).toBe(1);
+    expect(value('rbee_models_on_disk')).toBe(1);
+    expect(value('rbee_time_to_first_token_seconds_count')).toBeGreaterThanOrEqual(2);
+  });
+});
+
 describe('shutdown', () => {
   it('stops workers and closes the API', async () => {
     const client = createNodeClient({ url });

@@ -12,6 +12,7 @@ import type { WorkerPool } from '../hive/worker-pool.js';
 import type { ModelRef } from '../hive/model-ref.js';
 import type { Provisioner } from '../hive/provisioner.js';
 import type { LiveView } from '../live-view.js';
+import type { Metrics } from '../metrics.js';
 import type { NodeEvent, PullEvent } from '../../shared/view.js';
 
 export interface ApiInit {
@@ -23,6 +24,7 @@ export interface ApiInit {
   provisioner: Provisioner;
   parseModelRef: (input: string) => ModelRef;
   live: LiveView;
+  metrics: Metrics;
   /** Called once the shutdown request has been answered. */
   onShutdown: () => void;
 }
@@ -77,7 +79,17 @@ export function createApi(init: ApiInit) {
       .send({ error: { code: 'NOT_FOUND', message: `no route ${request.method} ${request.url}` } });
   });
 
+  app.addHook('onResponse', (request, reply, done) => {
+    init.metrics.observeRequest(request.routeOptions.url ?? 'unmatched', request.method, reply.statusCode);
+    done();
+  });
+
   app.get('/health', () => init.health());
+
+  app.get('/metrics', async (_request, reply) => {
+    void reply.header('content-type', init.metrics.registry.contentType);
+    return init.metrics.registry.metrics();
+  });
 
   app.post('/v1/jobs', (request, reply) => {
     const body = parseBody(jobRequestSchema, request.body);

@@ -1,0 +1,194 @@
+/**
+ * Prometheus metrics on one registry per node (never prom-client's global one). Gauges are read
+ * from their sources at scrape time; counters and histograms are fed by job events.
+ */
+import { statfsSync } from 'node:fs';
+import { freemem, totalmem } from 'node:os';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { JobEvent } from '../shared/wire.js';
+import type { Provisioner } from './hive/provisioner.js';
+import type { WorkerPool } from './hive/worker-pool.js';
+import type { ModelCatalog } from './store/model-catalog.js';
+
+export interface MetricsInit {
+  workers: WorkerPool;
+  catalog: ModelCatalog;
+  provisioner: Provisioner;
+  modelsDir: string;
+}
+
+export interface Metrics {
+  registry: Registry;
+  /** Feed every job event here. */
+  observeJobEvent(event: JobEvent): void;
+  observeRequest(route: string, method: string, status: number): void;
+  /** Count a worker that had to be SIGKILLed, or whose start/health failed. */
+  workerEvent(kind: 'restart' | 'force_kill' | 'crash'): void;
+}
+
+const WORKER_STATES = ['loading', 'idle', 'busy', 'stopping'] as const;
+
+export function createMetrics(init: MetricsInit): Metrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'rbee_process_' });
+
+  new Gauge({
+    name: 'rbee_workers',
+    help: 'Workers on this hive by state',
+    labelNames: ['state'],
+    registers: [registry],
+    collect() {
+      const counts = new Map<string, number>(WORKER_STATES.map((s) => [s, 0]));
+      for (const w of init.workers.list()) counts.set(w.state, (counts.get(w.state) ?? 0) + 1);
+      for (const [state, n] of counts) this.set({ state }, n);
+    },
+  });
+  new Gauge({
+    name: 'rbee_worker_slots',
+    help: 'Worker slots on this hive, busy or total',
+    labelNames: ['kind'],
+    registers: [registry],
+    collect() {
+      const list = init.workers.list();
+      this.set({ kind: 'total' }, list.reduce((n, w) => n + w.slots, 0));
+      this.set({ kind: 'busy' }, list.reduce((n, w) => n + w.slotsBusy, 0));
+    },
+  });
+  new Gauge({
+    name: 'rbee_worker_memory_bytes',
+    help: 'Resident memory of all workers on this hive',
+    registers: [registry],
+    collect() {
+      this.set(init.workers.list().reduce((n, w) => n + w.memoryBytes, 0));
+    },
+  });
+  new Gauge({
+    name: 'rbee_models_on_disk',
+    help: 'Models in the catalog',
+    registers: [registry],
+    collect() {
+      this.set(init.catalog.list().length);
+    },
+  });
+  new Gauge({
+    name: 'rbee_models_bytes',
+    help: 'Bytes of model files in the catalog',
+    registers: [registry],
+    collect() {
+      this.set(init.catalog.list().reduce((n, m) => n + m.bytes, 0));
+    },
+  });
+  new Gauge({
+    name: 'rbee_downloads_active',
+    help: 'Model downloads under way',
+    registers: [registry],
+    collect() {
+      this.set(init.provisioner.inProgress().length);
+    },
+  });
+  new Gauge({
+    name: 'rbee_memory_free_bytes',
+    help: 'Free RAM on this machine',
+    registers: [registry],
+    collect() {
+      this.set(freemem());
+    },
+  });
+  new Gauge({
+    name: 'rbee_memory_total_bytes',
+    help: 'Total RAM on this machine',
+    registers: [registry],
+    collect() {
+      this.set(totalmem());
+    },
+  });
+  new Gauge({
+    name: 'rbee_disk_free_bytes',
+    help: 'Free space on the disk that holds the models directory',
+    registers: [registry],
+    collect() {
+      try {
+        const fs = statfsSync(init.modelsDir);
+        this.set(fs.bavail * fs.bsize);
+      } catch {
+        // the directory is gone: leave the last value
+      }
+    },
+  });
+
+  const jobs = new Counter({
+    name: 'rbee_jobs_total',
+    help: 'Jobs that ended, by outcome',
+    labelNames: ['outcome'],
+    registers: [registry],
+  });
+  const tokens = new Counter({
+    name: 'rbee_tokens_generated_total',
+    help: 'Completion tokens generated',
+    registers: [registry],
+  });
+  const promptTokens = new Counter({
+    name: 'rbee_prompt_tokens_total',
+    help: 'Prompt tokens evaluated',
+    registers: [registry],
+  });
+  const ttft = new Histogram({
+    name: 'rbee_time_to_first_token_seconds',
+    help: 'From job acceptance to its first token (includes any download and load)',
+    buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+    registers: [registry],
+  });
+  const interToken = new Histogram({
+    name: 'rbee_inter_token_latency_seconds',
+    help: 'Time between two streamed text chunks of one job',
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
+    registers: [registry],
+  });
+  const requests = new Counter({
+    name: 'rbee_http_requests_total',
+    help: 'HTTP requests answered, by route and status class',
+    labelNames: ['route', 'method', 'status'],
+    registers: [registry],
+  });
+  const workerEvents = new Counter({
+    name: 'rbee_worker_events_total',
+    help: 'Worker restarts, force kills and crashes',
+    labelNames: ['kind'],
+    registers: [registry],
+  });
+
+  const lastTokenAt = new Map<string, number>();
+
+  return {
+    registry,
+    observeJobEvent(event) {
+      switch (event.type) {
+        case 'token': {
+          const last = lastTokenAt.get(event.jobId);
+          if (last !== undefined) interToken.observe((event.ts - last) / 1000);
+          lastTokenAt.set(event.jobId, event.ts);
+          return;
+        }
+        case 'done':
+          lastTokenAt.delete(event.jobId);
+          jobs.inc({ outcome: 'done' });
+          tokens.inc(event.usage.completionTokens);
+          promptTokens.inc(event.usage.promptTokens);
+          ttft.observe(event.timings.timeToFirstTokenMs / 1000);
+          return;
+        case 'error':
+          lastTokenAt.delete(event.jobId);
+          jobs.inc({ outcome: event.error.code === 'JOB_CANCELLED' ? 'cancelled' : 'failed' });
+          return;
+        case 'narration':
+          return;
+      }
+    },
+    observeRequest(route, method, status) {
+      requests.inc({ route, method, status: `${Math.floor(status / 100)}xx` });
+    },
+    workerEvent(kind) {
+      workerEvents.inc({ kind });
+    },
+  };
+}
