@@ -70,12 +70,12 @@ export async function startNode(
 
   const db = openDatabase(config.paths.db);
   const catalog = createModelCatalog(db);
-  // The live view is created last but its sources report changes from the start.
-  let live: LiveView | undefined;
-  let metrics: Metrics | undefined;
+  // The live view and the metrics watch the pool and the jobs, which are created first and
+  // report their changes through these late-bound observers.
+  const observers: { live?: LiveView; metrics?: Metrics } = {};
   const narrateHive = (text: string): void => {
     log.info({ source: 'hive' }, text);
-    live?.narration({
+    observers.live?.narration({
       type: 'narration',
       source: 'hive',
       node: config.nodeName,
@@ -93,12 +93,12 @@ export async function startNode(
           ...opts,
           onProgress: (p) => {
             opts.onProgress?.(p);
-            live?.markDirty('downloads');
+            observers.live?.markDirty('downloads');
           },
         })
         .finally(() => {
-          live?.markDirty('downloads');
-          live?.markDirty('models');
+          observers.live?.markDirty('downloads');
+          observers.live?.markDirty('models');
         }),
   };
   const workers = createWorkerPool({
@@ -110,14 +110,14 @@ export async function startNode(
     contextSize: config.contextSize,
     keepAliveS: config.keepAliveS,
     onNarration: narrateHive,
-    onChange: () => live?.markDirty('workers'),
+    onChange: () => observers.live?.markDirty('workers'),
   });
   const jobs = createJobManager({
     run: createJobRunner({ nodeName: config.nodeName, parseModelRef, provisioner, workers }),
-    onChange: () => live?.markDirty('jobs'),
+    onChange: () => observers.live?.markDirty('jobs'),
     onEvent: (event) => {
-      metrics?.observeJobEvent(event);
-      if (event.type === 'narration') live?.narration(event);
+      observers.metrics?.observeJobEvent(event);
+      if (event.type === 'narration') observers.live?.narration(event);
     },
   });
   let devices: DeviceInfo | undefined;
@@ -128,7 +128,7 @@ export async function startNode(
     node: config.nodeName,
     pid: process.pid,
   });
-  live = createLiveView({
+  const liveView = createLiveView({
     nodeName: config.nodeName,
     health,
     devices: () => devices,
@@ -137,8 +137,9 @@ export async function startNode(
     provisioner,
     jobs,
   });
-  const liveView = live;
-  metrics = createMetrics({ workers, catalog, provisioner, modelsDir: config.paths.models });
+  const metrics = createMetrics({ workers, catalog, provisioner, modelsDir: config.paths.models });
+  observers.live = liveView;
+  observers.metrics = metrics;
 
   let resolveClosed!: () => void;
   const closed = new Promise<void>((resolve) => (resolveClosed = resolve));

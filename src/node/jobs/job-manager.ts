@@ -7,7 +7,11 @@ import { RbeeError, toRbeeError } from '../../shared/errors.js';
 import type { JobEvent, JobRequest } from '../../shared/wire.js';
 
 /** An event as a job emits it; the manager stamps `ts` and `jobId`. */
-export type JobEventInput = JobEvent extends infer E ? (E extends JobEvent ? Omit<E, 'ts' | 'jobId'> : never) : never;
+export type JobEventInput = JobEvent extends infer E
+  ? E extends JobEvent
+    ? Omit<E, 'ts' | 'jobId'>
+    : never
+  : never;
 
 export type JobState = 'running' | 'done' | 'failed' | 'cancelled';
 
@@ -98,7 +102,7 @@ export function createJobManager(init: JobManagerInit): JobManager {
 
   function emitTo(job: Job, input: JobEventInput): void {
     if (job.finishedAt !== undefined) return;
-    const event = { ...input, ts: now(), jobId: job.id } as JobEvent;
+    const event: JobEvent = { ...input, ts: now(), jobId: job.id };
     job.events.push(event);
     if (event.type === 'done' || event.type === 'error') {
       job.finishedAt = event.ts;
@@ -148,7 +152,10 @@ export function createJobManager(init: JobManagerInit): JobManager {
         .then(
           () => {
             if (job.finishedAt === undefined) {
-              emitTo(job, { type: 'error', error: { code: 'INTERNAL', message: 'job ended without a result' } });
+              emitTo(job, {
+                type: 'error',
+                error: { code: 'INTERNAL', message: 'job ended without a result' },
+              });
             }
           },
           (error: unknown) => {
@@ -175,7 +182,8 @@ export function createJobManager(init: JobManagerInit): JobManager {
     async close() {
       closed = true;
       for (const job of jobs.values()) {
-        if (job.finishedAt === undefined) job.controller.abort(new RbeeError('NODE_SHUTTING_DOWN', 'shutting down'));
+        if (job.finishedAt === undefined)
+          job.controller.abort(new RbeeError('NODE_SHUTTING_DOWN', 'shutting down'));
       }
       await Promise.all([...jobs.values()].map((j) => j.finished));
     },

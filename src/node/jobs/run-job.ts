@@ -5,7 +5,7 @@
 import { RbeeError } from '../../shared/errors.js';
 import type { NarrationSource, Progress } from '../../shared/wire.js';
 import type { GenerateRequest } from '../../engine/types.js';
-import type { Provisioner, ProvisionProgress } from '../hive/provisioner.js';
+import type { Provisioner } from '../hive/provisioner.js';
 import type { ModelRef } from '../hive/model-ref.js';
 import type { WorkerPool } from '../hive/worker-pool.js';
 import type { JobContext } from './job-manager.js';
@@ -76,7 +76,9 @@ export function createJobRunner(deps: RunJobDeps): (job: JobContext) => Promise<
       if (request.messages !== undefined || request.prompt !== undefined) {
         const messages = request.messages ?? [{ role: 'user' as const, content: request.prompt ?? '' }];
         generateRequest.messages =
-          request.system === undefined ? messages : [{ role: 'system', content: request.system }, ...messages];
+          request.system === undefined
+            ? messages
+            : [{ role: 'system', content: request.system }, ...messages];
       }
       narrate('worker', `generating on worker ${lease.worker.id}`);
       let firstTokenAt: number | undefined;

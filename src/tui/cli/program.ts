@@ -29,7 +29,7 @@ export interface ProgramInit {
 
 const collect = (value: string, previous: string[] = []): string[] => [...previous, value];
 
-async function readPrompt(arg: string | undefined): Promise<string> {
+function readPrompt(arg: string | undefined): string {
   if (arg !== undefined && arg !== '-') return arg;
   if (arg === undefined && process.stdin.isTTY) {
     throw new RbeeError('PROMPT_MISSING', 'give a prompt as an argument, or pipe one in with `-`');
@@ -110,7 +110,7 @@ export function createProgram(init: ProgramInit): Command {
     .addOption(json())
     .addOption(port())
     .action(async (promptArg: string | undefined, opts: CommonOptions & Record<string, unknown>) => {
-      const prompt = await readPrompt(promptArg);
+      const prompt = readPrompt(promptArg);
       const request: JobRequest = { model: resolveModelArg(String(opts.model)), prompt };
       for (const key of ['maxTokens', 'temperature', 'topP', 'topK', 'seed', 'stop', 'system'] as const) {
         if (opts[key] !== undefined) Object.assign(request, { [key]: opts[key] });
