@@ -1,0 +1,24 @@
+/**
+ * Ordered schema migrations. Entry i takes a database from `user_version` i to i + 1. Append only:
+ * never edit or reorder an entry that has shipped, because databases in the field have run it.
+ */
+export const MIGRATIONS: readonly string[] = [
+  // 1: the model catalog (what is on this machine's disk)
+  `
+  CREATE TABLE models (
+    id             TEXT PRIMARY KEY,
+    ref            TEXT NOT NULL UNIQUE,
+    alias          TEXT UNIQUE,
+    name           TEXT NOT NULL,
+    path           TEXT NOT NULL,
+    bytes          INTEGER NOT NULL CHECK (bytes >= 0),
+    sha256         TEXT,
+    architecture   TEXT NOT NULL,
+    quantization   TEXT NOT NULL,
+    context_length INTEGER NOT NULL,
+    added_at       INTEGER NOT NULL,
+    last_used_at   INTEGER,
+    source         TEXT NOT NULL CHECK (source IN ('download', 'local', 'demo'))
+  ) STRICT;
+  `,
+];
