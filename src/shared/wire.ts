@@ -26,7 +26,9 @@ export type Sampling = z.infer<typeof samplingSchema>;
 export const jobRequestSchema = samplingSchema
   .extend({
     model: z.string().min(1).max(2048),
+    /** A user message, rendered with the model's chat template; with `raw`, evaluated as is. */
     prompt: z.string().optional(),
+    raw: z.boolean().optional(),
     messages: z.array(chatMessageSchema).min(1).optional(),
     system: z.string().optional(),
   })
@@ -64,9 +66,7 @@ export const timingsSchema = z.object({
 });
 export type Timings = z.infer<typeof timingsSchema>;
 
-const errorCodeSchema = z.custom<ErrorCode>(
-  (v) => typeof v === 'string' && Object.hasOwn(ERROR_CODES, v),
-);
+const errorCodeSchema = z.custom<ErrorCode>((v) => typeof v === 'string' && Object.hasOwn(ERROR_CODES, v));
 export const errorJsonSchema = z.object({
   code: errorCodeSchema,
   message: z.string(),

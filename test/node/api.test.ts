@@ -122,7 +122,7 @@ describe('jobs', () => {
 
   it('lists the demo model in the catalog and its worker in the registry', async () => {
     const client = createNodeClient({ url });
-    const { models } = await client.get<{ models: { id: string; source: string }[] }>('/v1/models');
+    const { data: models } = await client.get<{ data: { id: string; source: string }[] }>('/v1/models');
     expect(models.map((m) => m.source)).toContain('demo');
     const { workers } = await client.get<{ workers: { pid: number; state: string }[] }>('/v1/workers');
     expect(workers).toHaveLength(1);

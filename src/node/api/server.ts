@@ -1,7 +1,7 @@
 /**
  * The node's HTTP API. Every error leaves as `{error: {code, message}}` with the code's HTTP status.
  */
-import Fastify, { type FastifyReply } from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyReply } from 'fastify';
 import { z } from 'zod';
 import { RbeeError, toRbeeError } from '../../shared/errors.js';
 import { isTerminal, jobRequestSchema, type Health, type JobEvent } from '../../shared/wire.js';
@@ -13,6 +13,7 @@ import type { ModelRef } from '../hive/model-ref.js';
 import type { Provisioner } from '../hive/provisioner.js';
 import type { LiveView } from '../live-view.js';
 import type { Metrics } from '../metrics.js';
+import { registerOpenAiRoutes } from './openai.js';
 import type { NodeEvent, PullEvent } from '../../shared/view.js';
 
 export interface ApiInit {
@@ -60,7 +61,8 @@ const SSE_KEEPALIVE_MS = 15_000;
 export type Api = ReturnType<typeof createApi>;
 
 export function createApi(init: ApiInit) {
-  const app = Fastify({ loggerInstance: init.log, bodyLimit: BODY_LIMIT, disableRequestLogging: true });
+  const logger: FastifyBaseLogger = init.log;
+  const app = Fastify({ loggerInstance: logger, bodyLimit: BODY_LIMIT, disableRequestLogging: true });
 
   app.setErrorHandler((error, _request, reply) => {
     const rbee =
@@ -135,13 +137,7 @@ export function createApi(init: ApiInit) {
     });
   });
 
-  app.get('/v1/models', () => ({ models: init.catalog.list() }));
-  app.get<{ Params: { id: string } }>('/v1/models/:id', (request) => {
-    const model = init.catalog.get(request.params.id);
-    if (model === undefined)
-      throw new RbeeError('MODEL_NOT_FOUND', `no model ${request.params.id} in the catalog`);
-    return model;
-  });
+  registerOpenAiRoutes(app, { jobs: init.jobs, catalog: init.catalog });
 
   app.post('/v1/models/pull', (request, reply) => {
     const ref = init.parseModelRef(parseBody(modelBodySchema, request.body).model);

@@ -148,7 +148,11 @@ export function createJobManager(init: JobManagerInit): JobManager {
       };
       // Start on the next tick so the caller can answer with the id before the first event.
       job.finished = new Promise<void>((resolve) => setImmediate(resolve))
-        .then(() => init.run(context))
+        .then(() => {
+          // Cancelled (or shut down) before it started: never start it.
+          controller.signal.throwIfAborted();
+          return init.run(context);
+        })
         .then(
           () => {
             if (job.finishedAt === undefined) {

@@ -73,7 +73,9 @@ export function createJobRunner(deps: RunJobDeps): (job: JobContext) => Promise<
         ...(request.seed === undefined ? {} : { seed: request.seed }),
         ...(request.stop === undefined ? {} : { stop: request.stop }),
       };
-      if (request.messages !== undefined || request.prompt !== undefined) {
+      if (request.raw === true && request.prompt !== undefined) {
+        generateRequest.prompt = request.prompt;
+      } else {
         const messages = request.messages ?? [{ role: 'user' as const, content: request.prompt ?? '' }];
         generateRequest.messages =
           request.system === undefined

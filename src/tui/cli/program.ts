@@ -206,7 +206,7 @@ function registerModels(root: Command, keeper: Keeper, json: () => Option, port:
     .addOption(port())
     .action((opts: CommonOptions) =>
       keeper.withNode(opts, async (client, output) => {
-        const { models: rows } = await client.get<{ models: ModelRowLike[] }>('/v1/models');
+        const { data: rows } = await client.get<{ data: ModelRowLike[] }>('/v1/models');
         output.result(
           rows,
           rows.length === 0

@@ -1,0 +1,297 @@
+/**
+ * The OpenAI-compatible API over the same job pipeline as `rbee infer`: any model ref works as
+ * `model` (fetched if it is not on disk yet), and the stream is the job's token stream.
+ * Errors use OpenAI's shape, `{error: {message, type, code}}`, with rbee's stable code as `code`.
+ */
+import type { FastifyInstance, FastifyReply } from 'fastify';
+import { z } from 'zod';
+import { RbeeError, toRbeeError } from '../../shared/errors.js';
+import type { ChatMessage, DoneEvent, JobEvent, JobRequest } from '../../shared/wire.js';
+import type { JobManager } from '../jobs/job-manager.js';
+import type { ModelCatalog, ModelRow } from '../store/model-catalog.js';
+
+export interface OpenAiInit {
+  jobs: JobManager;
+  catalog: ModelCatalog;
+}
+
+const textPartSchema = z.object({ type: z.literal('text'), text: z.string() });
+const messageSchema = z.object({
+  role: z.enum(['system', 'developer', 'user', 'assistant']),
+  content: z.union([z.string(), z.array(textPartSchema)]).nullable(),
+});
+
+const samplingFields = {
+  model: z.string().min(1),
+  stream: z.boolean().optional(),
+  stream_options: z.object({ include_usage: z.boolean().optional() }).nullable().optional(),
+  max_tokens: z.number().int().positive().nullable().optional(),
+  max_completion_tokens: z.number().int().positive().nullable().optional(),
+  temperature: z.number().min(0).max(2).nullable().optional(),
+  top_p: z.number().gt(0).max(1).nullable().optional(),
+  top_k: z.number().int().min(0).optional(),
+  min_p: z.number().min(0).max(1).optional(),
+  seed: z.number().int().min(0).nullable().optional(),
+  stop: z
+    .union([z.string(), z.array(z.string()).max(16)])
+    .nullable()
+    .optional(),
+  n: z.literal(1).nullable().optional(),
+};
+
+const chatSchema = z.object({ ...samplingFields, messages: z.array(messageSchema).min(1) });
+const completionSchema = z.object({
+  ...samplingFields,
+  prompt: z.union([z.string(), z.array(z.string()).length(1)]),
+});
+type SamplingBody = z.infer<typeof chatSchema> | z.infer<typeof completionSchema>;
+
+function parse<T>(schema: z.ZodType<T>, body: unknown): T {
+  const unsupported = ['tools', 'functions', 'logprobs'].find(
+    (key) => typeof body === 'object' && body !== null && (body as Record<string, unknown>)[key] != null,
+  );
+  if (unsupported !== undefined)
+    throw new RbeeError('BAD_REQUEST', `\`${unsupported}\` is not supported yet`);
+  const parsed = schema.safeParse(body);
+  if (!parsed.success) throw new RbeeError('BAD_REQUEST', z.prettifyError(parsed.error));
+  return parsed.data;
+}
+
+function sampling(body: SamplingBody): Omit<JobRequest, 'model'> {
+  const maxTokens = body.max_completion_tokens ?? body.max_tokens;
+  const stop = typeof body.stop === 'string' ? [body.stop] : body.stop;
+  return {
+    ...(maxTokens == null ? {} : { maxTokens }),
+    ...(body.temperature == null ? {} : { temperature: body.temperature }),
+    ...(body.top_p == null ? {} : { topP: body.top_p }),
+    ...(body.top_k === undefined ? {} : { topK: body.top_k }),
+    ...(body.min_p === undefined ? {} : { minP: body.min_p }),
+    ...(body.seed == null ? {} : { seed: body.seed }),
+    ...(stop == null || stop.length === 0 ? {} : { stop }),
+  };
+}
+
+function toMessages(messages: z.infer<typeof messageSchema>[]): ChatMessage[] {
+  return messages.map((m) => ({
+    role: m.role === 'developer' ? 'system' : m.role,
+    content: typeof m.content === 'string' ? m.content : (m.content ?? []).map((p) => p.text).join(''),
+  }));
+}
+
+function sendError(reply: FastifyReply, error: unknown): void {
+  const rbee = toRbeeError(error);
+  const type = rbee.httpStatus < 500 ? 'invalid_request_error' : 'server_error';
+  void reply
+    .status(rbee.httpStatus)
+    .send({ error: { message: rbee.message, type, code: rbee.code, param: null } });
+}
+
+/** A job's events as an async iterable; leaving the loop early unsubscribes. */
+async function* eventsOf(jobs: JobManager, id: string): AsyncGenerator<JobEvent> {
+  const queue: JobEvent[] = [];
+  let wake: (() => void) | undefined;
+  const unsubscribe = jobs.subscribe(id, (event) => {
+    queue.push(event);
+    wake?.();
+  });
+  try {
+    for (;;) {
+      const event = queue.shift();
+      if (event === undefined) {
+        await new Promise<void>((resolve) => (wake = resolve));
+        wake = undefined;
+        continue;
+      }
+      yield event;
+      if (event.type === 'done' || event.type === 'error') return;
+    }
+  } finally {
+    unsubscribe();
+  }
+}
+
+const finishReason = (done: DoneEvent): string => (done.finishReason === 'length' ? 'length' : 'stop');
+const usage = (done: DoneEvent): Record<string, number> => ({
+  prompt_tokens: done.usage.promptTokens,
+  completion_tokens: done.usage.completionTokens,
+  total_tokens: done.usage.promptTokens + done.usage.completionTokens,
+});
+
+interface Shape {
+  /** One streamed piece of text (or the final piece, with a finish reason). */
+  chunk(text: string | undefined, finish: string | null, first: boolean): Record<string, unknown>;
+  /** The whole answer, when not streaming. */
+  whole(text: string, done: DoneEvent): Record<string, unknown>;
+}
+
+async function serve(
+  init: OpenAiInit,
+  reply: FastifyReply,
+  job: JobRequest,
+  stream: boolean,
+  includeUsage: boolean,
+  shape: (jobId: string, model: string, created: number) => Shape,
+): Promise<void> {
+  const { id } = init.jobs.submit(job);
+  const created = Math.floor(Date.now() / 1000);
+  const s = shape(id, job.model, created);
+  let finished = false;
+  // A client that goes away cancels its job, as Ctrl-C does for `rbee infer`.
+  reply.raw.once('close', () => {
+    if (!finished) init.jobs.cancel(id);
+  });
+
+  const events = eventsOf(init.jobs, id);
+  let text = '';
+  let started = false;
+  try {
+    for await (const event of events) {
+      if (event.type === 'narration') continue;
+      if (event.type === 'error') {
+        finished = true;
+        if (!started) return sendError(reply, RbeeError.fromJSON(event.error));
+        // Headers are out: the error travels in the stream, then the stream ends.
+        const rbee = RbeeError.fromJSON(event.error);
+        reply.raw.write(`data: ${JSON.stringify({ error: { message: rbee.message, code: rbee.code } })}\n\n`);
+        reply.raw.end();
+        return;
+      }
+      if (event.type === 'token') {
+        if (!stream) {
+          text += event.text;
+          continue;
+        }
+        if (!started) {
+          // Headers wait for the first token, so failures before it are proper HTTP errors.
+          started = true;
+          reply.hijack();
+          reply.raw.writeHead(200, {
+            'content-type': 'text/event-stream; charset=utf-8',
+            'cache-control': 'no-cache',
+            connection: 'keep-alive',
+          });
+        }
+        reply.raw.write(`data: ${JSON.stringify(s.chunk(event.text, null, text === ''))}\n\n`);
+        text += event.text;
+        continue;
+      }
+      finished = true;
+      if (!stream) return void reply.send(s.whole(text, event));
+      if (!started) {
+        started = true;
+        reply.hijack();
+        reply.raw.writeHead(200, {
+          'content-type': 'text/event-stream; charset=utf-8',
+          'cache-control': 'no-cache',
+        });
+      }
+      reply.raw.write(`data: ${JSON.stringify(s.chunk(undefined, finishReason(event), text === ''))}\n\n`);
+      if (includeUsage) {
+        const last = { ...s.chunk(undefined, null, false), choices: [], usage: usage(event) };
+        reply.raw.write(`data: ${JSON.stringify(last)}\n\n`);
+      }
+      reply.raw.write('data: [DONE]\n\n');
+      reply.raw.end();
+      return;
+    }
+  } finally {
+    finished = true;
+  }
+}
+
+function modelObject(m: ModelRow): Record<string, unknown> {
+  return { ...m, object: 'model', created: Math.floor(m.addedAt / 1000), owned_by: 'rbee' };
+}
+
+export function registerOpenAiRoutes(app: FastifyInstance, init: OpenAiInit): void {
+  app.get('/v1/models', () => ({ object: 'list', data: init.catalog.list().map(modelObject) }));
+
+  app.get<{ Params: { id: string } }>('/v1/models/:id', (request, reply) => {
+    const model = init.catalog.get(request.params.id);
+    if (model === undefined) {
+      return sendError(
+        reply,
+        new RbeeError('MODEL_NOT_FOUND', `no model ${request.params.id} in the catalog`),
+      );
+    }
+    return reply.send(modelObject(model));
+  });
+
+  app.post('/v1/chat/completions', async (request, reply) => {
+    let body: z.infer<typeof chatSchema>;
+    try {
+      body = parse(chatSchema, request.body);
+    } catch (error) {
+      return sendError(reply, error);
+    }
+    const job: JobRequest = { model: body.model, messages: toMessages(body.messages), ...sampling(body) };
+    await serve(
+      init,
+      reply,
+      job,
+      body.stream === true,
+      body.stream_options?.include_usage === true,
+      (id, model, created) => ({
+        chunk: (text, finish, first) => ({
+          id: `chatcmpl-${id}`,
+          object: 'chat.completion.chunk',
+          created,
+          model,
+          choices: [
+            {
+              index: 0,
+              delta:
+                text === undefined ? {} : first ? { role: 'assistant', content: text } : { content: text },
+              finish_reason: finish,
+            },
+          ],
+        }),
+        whole: (text, done) => ({
+          id: `chatcmpl-${id}`,
+          object: 'chat.completion',
+          created,
+          model,
+          choices: [
+            { index: 0, message: { role: 'assistant', content: text }, finish_reason: finishReason(done) },
+          ],
+          usage: usage(done),
+        }),
+      }),
+    );
+  });
+
+  app.post('/v1/completions', async (request, reply) => {
+    let body: z.infer<typeof completionSchema>;
+    try {
+      body = parse(completionSchema, request.body);
+    } catch (error) {
+      return sendError(reply, error);
+    }
+    const prompt = typeof body.prompt === 'string' ? body.prompt : (body.prompt[0] ?? '');
+    const job: JobRequest = { model: body.model, prompt, raw: true, ...sampling(body) };
+    await serve(
+      init,
+      reply,
+      job,
+      body.stream === true,
+      body.stream_options?.include_usage === true,
+      (id, model, created) => ({
+        chunk: (text, finish) => ({
+          id: `cmpl-${id}`,
+          object: 'text_completion',
+          created,
+          model,
+          choices: [{ index: 0, text: text ?? '', finish_reason: finish, logprobs: null }],
+        }),
+        whole: (text, done) => ({
+          id: `cmpl-${id}`,
+          object: 'text_completion',
+          created,
+          model,
+          choices: [{ index: 0, text, finish_reason: finishReason(done), logprobs: null }],
+          usage: usage(done),
+        }),
+      }),
+    );
+  });
+}

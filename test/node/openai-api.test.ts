@@ -1,0 +1,127 @@
+/**
+ * The OpenAI-compatible API, driven by the official `openai` client as editors and agents do,
+ * against a real node with the demo model and a real worker.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import OpenAI from 'openai';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadNodeConfig } from '../../src/node/config.js';
+import { startNode, type RunningNode } from '../../src/node/daemon.js';
+import { waitFor } from '../helpers/wait-for.js';
+
+let home: string;
+let node: RunningNode;
+let client: OpenAI;
+
+beforeAll(async () => {
+  home = mkdtempSync(join(tmpdir(), 'rbee-openai-'));
+  node = await startNode(loadNodeConfig({ dataDir: home, port: 0, logLevel: 'warn' }, {}));
+  client = new OpenAI({ baseURL: `${node.url}/v1`, apiKey: 'unused', maxRetries: 0 });
+});
+afterAll(async () => {
+  await node.close('test done');
+  rmSync(home, { recursive: true, force: true });
+});
+
+describe('OpenAI-compatible API', () => {
+  it('answers a chat completion, fetching the model on first use', async () => {
+    const completion = await client.chat.completions.create({
+      model: 'demo',
+      messages: [{ role: 'user', content: 'Hello' }],
+      max_tokens: 6,
+      temperature: 0,
+      seed: 1,
+    });
+    expect(completion.object).toBe('chat.completion');
+    expect(completion.choices[0]!.message.role).toBe('assistant');
+    expect(completion.choices[0]!.message.content!.length).toBeGreaterThan(0);
+    expect(completion.choices[0]!.finish_reason).toBe('length');
+    expect(completion.usage).toMatchObject({ completion_tokens: 6 });
+  });
+
+  it('streams the same text it answers whole, with usage at the end', async () => {
+    const params = {
+      model: 'demo',
+      messages: [{ role: 'user' as const, content: 'Stream it' }],
+      max_tokens: 8,
+      temperature: 0,
+      seed: 1,
+    };
+    const whole = await client.chat.completions.create(params);
+    const stream = await client.chat.completions.create({
+      ...params,
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    let text = '';
+    let finish: string | null = null;
+    let completionTokens = 0;
+    for await (const chunk of stream) {
+      text += chunk.choices[0]?.delta.content ?? '';
+      finish = chunk.choices[0]?.finish_reason ?? finish;
+      completionTokens = chunk.usage?.completion_tokens ?? completionTokens;
+    }
+    expect(text).toBe(whole.choices[0]!.message.content);
+    expect(finish).toBe('length');
+    expect(completionTokens).toBe(8);
+  });
+
+  it('answers raw completions without the chat template', async () => {
+    const completion = await client.completions.create({
+      model: 'demo',
+      prompt: 'Once upon',
+      max_tokens: 5,
+      temperature: 0,
+    });
+    expect(completion.object).toBe('text_completion');
+    expect(completion.choices[0]!.text.length).toBeGreaterThan(0);
+    expect(completion.usage!.completion_tokens).toBe(5);
+  });
+
+  it('lists models in OpenAI shape', async () => {
+    const models = await client.models.list();
+    expect(models.data.map((m) => m.object)).toEqual(['model']);
+    expect(models.data[0]!.owned_by).toBe('rbee');
+  });
+
+  it('reports errors in OpenAI shape with rbee codes, before any stream starts', async () => {
+    const bad = client.chat.completions.create({
+      model: 'ftp:nope',
+      messages: [{ role: 'user', content: 'x' }],
+      stream: true,
+    });
+    await expect(bad).rejects.toMatchObject({ status: 400, code: 'MODEL_REF_INVALID' });
+    const missing = client.chat.completions.create({
+      model: '/no/such/model.gguf',
+      messages: [{ role: 'user', content: 'x' }],
+    });
+    await expect(missing).rejects.toMatchObject({ status: 404, code: 'MODEL_NOT_FOUND' });
+    const invalid = client.chat.completions.create({ model: 'demo', messages: [] });
+    await expect(invalid).rejects.toMatchObject({ status: 400, code: 'BAD_REQUEST' });
+  });
+
+  it('cancels the job when the client goes away mid-stream', async () => {
+    const controller = new AbortController();
+    const stream = await client.chat.completions.create(
+      { model: 'demo', messages: [{ role: 'user', content: 'Go on' }], max_tokens: 100_000, stream: true },
+      { signal: controller.signal },
+    );
+    let chunks = 0;
+    try {
+      for await (const _chunk of stream) {
+        if (++chunks === 3) controller.abort();
+      }
+    } catch {
+      // the SDK may end the loop quietly or throw an abort error: either is the client leaving
+    }
+    expect(chunks).toBeGreaterThanOrEqual(3);
+    const jobs = async (): Promise<{ jobs: { state: string }[] }> =>
+      (await fetch(`${node.url}/v1/jobs`)).json() as Promise<{ jobs: { state: string }[] }>;
+    await waitFor(async () => (await jobs()).jobs.some((j) => j.state === 'cancelled'), {
+      what: 'the job to be cancelled',
+    });
+    expect((await jobs()).jobs.filter((j) => j.state === 'running')).toEqual([]);
+  });
+});
