@@ -15,14 +15,36 @@ export interface WorkerInit {
   /** CPU threads. Defaults to the number of physical cores, never the library default. */
   threads?: number;
   /** 'cpu' (default) or a GPU backend name; a GPU that is not available is an error. */
-  backend?: 'cpu' | 'cuda' | 'vulkan' | 'metal';
+  backend?: Backend;
   /** Device index for GPU backends. Defaults to 0. */
   device?: number;
   /** How long to wait for the worker to report ready. Defaults to 60 s. */
   readyTimeoutMs?: number;
   /** Where the worker's own stderr goes (llama.cpp logs). Defaults to the parent's log stream being discarded. */
   logFile?: string;
+  /** Requests waiting for a free slot before new ones are refused with WORKER_BUSY. Defaults to 2 × slots. */
+  maxQueue?: number;
+  /** How often the worker reports its state. Defaults to 1000 ms. */
+  heartbeatIntervalMs?: number;
+  /** Called with every heartbeat the worker sends. */
+  onHeartbeat?: (heartbeat: WorkerHeartbeat) => void;
+  /** Aborting it before ready cancels the start; after ready it stops the worker. */
   signal?: AbortSignal;
+}
+
+/** What a worker reports about itself about once a second. */
+export interface WorkerHeartbeat {
+  state: WorkerState;
+  slotsBusy: number;
+  slotsTotal: number;
+  /** Requests waiting for a slot. */
+  queueDepth: number;
+  /** Resident memory of the worker process, in bytes. */
+  memoryBytes: number;
+  /** Completion tokens per second over all slots since the previous heartbeat. */
+  tokensPerSecond: number;
+  /** Messages from the parent that failed validation and were dropped. */
+  invalidMessages: number;
 }
 
 export interface GenerateRequest extends Sampling {
@@ -69,4 +91,32 @@ export interface WorkerHandle {
   stop(options?: { timeoutMs?: number }): Promise<void>;
   /** Resolves when the process has exited, for whatever reason. */
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** The most recent heartbeat, if one has arrived. */
+  readonly lastHeartbeat: WorkerHeartbeat | undefined;
+  /** Messages from the worker that failed validation and were dropped. */
+  readonly invalidMessages: number;
+}
+
+export type Backend = 'cpu' | 'cuda' | 'vulkan' | 'metal';
+
+export interface GpuDevice {
+  index: number;
+  name: string;
+  backend: Exclude<Backend, 'cpu'>;
+  /** Per-device VRAM is only known when the backend sees a single device. */
+  vramTotalBytes?: number;
+  vramFreeBytes?: number;
+}
+
+/** What this machine can run inference on. */
+export interface DeviceInfo {
+  cpu: { model: string; arch: string; physicalCores: number; logicalCores: number };
+  memory: { totalBytes: number; freeBytes: number };
+  gpus: GpuDevice[];
+  /** VRAM over all devices of the GPU backend in use; absent without a GPU. */
+  vram?: { totalBytes: number; freeBytes: number };
+  /** Backends a worker can start with here; always includes 'cpu'. */
+  backends: Backend[];
+  /** Why GPU probing failed, when it did (the machine is then reported as CPU only). */
+  gpuProbeError?: string;
 }

@@ -26,7 +26,7 @@ export interface NodeConfig {
   port: number;
   logLevel: z.infer<typeof logLevelSchema>;
   nodeName: string;
-  /** Worker threads; undefined means physical cores. */
+  /** Worker threads; undefined means the engine default (physical cores less one). */
   threads: number | undefined;
   /** Slots per worker. Defaults to 1 on CPU (FACTS: more slots do not raise CPU throughput). */
   slots: number;

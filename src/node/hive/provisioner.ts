@@ -6,8 +6,7 @@
  */
 import { mkdir, rename, rm } from 'node:fs/promises';
 import { basename, dirname, resolve } from 'node:path';
-import { generateTestModel } from '../../engine/gguf/index.js';
-import { readModelInfo, type ModelInfo } from '../../engine/model-info.js';
+import { generateTestModel, readModelInfo, type ModelInfo } from '../../engine/index.js';
 import { RbeeError, toRbeeError } from '../../shared/errors.js';
 import type { ModelCatalog, ModelRow, ModelSource } from '../store/model-catalog.js';
 import { downloadToFile, writeError } from './download.js';

@@ -4,7 +4,13 @@
  * narrated with its reason; nothing reloads silently.
  */
 import { join } from 'node:path';
-import type { GenerateChunk, GenerateRequest, WorkerHandle, WorkerInit, WorkerState } from '../../engine/types.js';
+import type {
+  GenerateChunk,
+  GenerateRequest,
+  WorkerHandle,
+  WorkerInit,
+  WorkerState,
+} from '../../engine/types.js';
 import { RbeeError } from '../../shared/errors.js';
 import type { Logger } from '../logger.js';
 import type { ModelRow } from '../store/model-catalog.js';
@@ -46,7 +52,8 @@ export interface WorkerPoolInit {
 export interface Lease {
   worker: WorkerSnapshot;
   generate(request: GenerateRequest, options?: { signal?: AbortSignal }): AsyncIterable<GenerateChunk>;
-  release(): void;
+  /** Ends this use; `keepAliveS` (from the request) replaces the worker's keep-alive, as in Ollama. */
+  release(options?: { keepAliveS?: number }): void;
 }
 
 interface Entry {
@@ -57,10 +64,15 @@ interface Entry {
   lastUsedAt: number;
   stopping: boolean;
   idleTimer: NodeJS.Timeout | undefined;
+  /** Set by the last request that asked for one; else the node's default. */
+  keepAliveS: number | undefined;
 }
 
 export interface WorkerPool {
-  acquire(model: ModelRow, options?: { signal?: AbortSignal; narrate?: (text: string) => void }): Promise<Lease>;
+  acquire(
+    model: ModelRow,
+    options?: { signal?: AbortSignal; narrate?: (text: string) => void },
+  ): Promise<Lease>;
   list(): WorkerSnapshot[];
   /** Workers using this model file (a model in use must not be deleted). */
   usersOf(modelId: string): WorkerSnapshot[];
@@ -96,10 +108,14 @@ export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
   const findFor = (modelId: string): Entry | undefined =>
     [...entries.values()].find((e) => e.model.id === modelId && !e.stopping);
 
-  async function spawnFor(model: ModelRow, narrate: (text: string) => void, signal?: AbortSignal): Promise<Entry> {
+  async function spawnFor(
+    model: ModelRow,
+    narrate: (text: string) => void,
+    signal?: AbortSignal,
+  ): Promise<Entry> {
     narrate(
       `no worker has ${model.id} loaded; starting one (${init.slots} slot${init.slots === 1 ? '' : 's'}, ` +
-        `${init.threads === undefined ? 'threads = physical cores' : `${init.threads} threads`})`,
+        `${init.threads === undefined ? 'default threads' : `${init.threads} threads`})`,
     );
     const handle = await init.spawn({
       modelPath: model.path,
@@ -119,6 +135,7 @@ export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
       lastUsedAt: now,
       stopping: false,
       idleTimer: undefined,
+      keepAliveS: undefined,
     };
     const { info } = handle;
     entries.set(info.id, entry);
@@ -146,7 +163,9 @@ export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
     clearTimeout(entry.idleTimer);
     if (entry.activeJobs > 0 || init.keepAliveS < 0 || closed) return;
     const reason =
-      init.keepAliveS === 0 ? 'keep-alive is 0' : `idle for ${init.keepAliveS} s (keep-alive ${init.keepAliveS} s)`;
+      init.keepAliveS === 0
+        ? 'keep-alive is 0'
+        : `idle for ${init.keepAliveS} s (keep-alive ${init.keepAliveS} s)`;
     entry.idleTimer = setTimeout(() => void stopEntry(entry, reason), init.keepAliveS * 1000);
     entry.idleTimer.unref();
   }
@@ -189,9 +208,10 @@ export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
       return {
         worker: snapshot(leased),
         generate: (request, opts) => leased.handle.generate(request, opts),
-        release() {
+        release(options = {}) {
           if (released) return;
           released = true;
+          if (options.keepAliveS !== undefined) leased.keepAliveS = options.keepAliveS;
           leased.activeJobs -= 1;
           leased.lastUsedAt = Date.now();
           if (entries.get(leased.handle.info.id) === leased) scheduleIdle(leased);
@@ -209,7 +229,9 @@ export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
     async stopAll(options = {}) {
       closed = true;
       await Promise.allSettled([...spawning.values()]);
-      await Promise.all([...entries.values()].map((e) => stopEntry(e, 'the node is shutting down', options.timeoutMs)));
+      await Promise.all(
+        [...entries.values()].map((e) => stopEntry(e, 'the node is shutting down', options.timeoutMs)),
+      );
     },
   };
 }

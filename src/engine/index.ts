@@ -1,0 +1,6 @@
+/** The engine's public API: worker processes, hardware detection and GGUF insight. */
+export { spawnWorker } from './worker/client.js';
+export { defaultThreads, detectDevices, physicalCores } from './hardware.js';
+export { readModelInfo, type ModelInfo } from './model-info.js';
+export type * from './types.js';
+export * from './gguf/index.js';

@@ -1,0 +1,103 @@
+/**
+ * Messages between a hive (parent) and its worker process (child) over the child process's IPC
+ * channel. Both sides validate everything they receive: a malformed message is dropped and
+ * counted, never trusted and never a crash.
+ */
+import { z } from 'zod';
+import {
+  chatMessageSchema,
+  errorJsonSchema,
+  finishReasonSchema,
+  samplingSchema,
+  usageSchema,
+} from '../../shared/wire.js';
+
+/** Name of the environment variable that carries the child's init as JSON. */
+export const WORKER_INIT_ENV = 'RBEE_WORKER_INIT';
+
+const backendSchema = z.enum(['cpu', 'cuda', 'vulkan', 'metal']);
+const stateSchema = z.enum(['loading', 'idle', 'busy', 'stopping', 'exited']);
+
+/** What the child needs to start: the serialisable part of WorkerInit, with defaults resolved. */
+export const childInitSchema = z.object({
+  id: z.string().min(1),
+  modelPath: z.string().min(1),
+  slots: z.number().int().min(1).max(256),
+  contextSize: z.number().int().positive().optional(),
+  threads: z.number().int().positive().optional(),
+  backend: backendSchema,
+  device: z.number().int().min(0),
+  maxQueue: z.number().int().min(0),
+  heartbeatIntervalMs: z.number().int().positive(),
+});
+export type ChildInit = z.infer<typeof childInitSchema>;
+
+export const generateRequestSchema = samplingSchema
+  .extend({
+    prompt: z.string().optional(),
+    messages: z.array(chatMessageSchema).min(1).optional(),
+  })
+  .refine((r) => (r.prompt === undefined) !== (r.messages === undefined), {
+    message: 'exactly one of prompt or messages is required',
+  });
+
+const requestId = z.string().min(1).max(128);
+
+export const parentMessageSchema = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('generate'), requestId, request: generateRequestSchema }),
+  z.object({ type: z.literal('cancel'), requestId }),
+  z.object({ type: z.literal('shutdown') }),
+]);
+export type ParentMessage = z.infer<typeof parentMessageSchema>;
+
+export const workerInfoSchema = z.object({
+  id: z.string(),
+  pid: z.number().int(),
+  modelPath: z.string(),
+  backend: z.string(),
+  device: z.number().int(),
+  slots: z.number().int(),
+  contextSize: z.number().int(),
+  threads: z.number().int(),
+  state: stateSchema,
+  memoryBytes: z.number(),
+  loadMs: z.number(),
+});
+
+export const heartbeatSchema = z.object({
+  state: stateSchema,
+  slotsBusy: z.number().int().min(0),
+  slotsTotal: z.number().int().min(0),
+  queueDepth: z.number().int().min(0),
+  memoryBytes: z.number().min(0),
+  tokensPerSecond: z.number().min(0),
+  invalidMessages: z.number().int().min(0),
+});
+
+export const childMessageSchema = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('ready'), info: workerInfoSchema }),
+  z.object({ type: z.literal('token'), requestId, text: z.string() }),
+  z.object({
+    type: z.literal('done'),
+    requestId,
+    finishReason: finishReasonSchema,
+    usage: usageSchema,
+    timeToFirstTokenMs: z.number(),
+    tokensPerSecond: z.number(),
+  }),
+  // Without a requestId the error is about the worker itself (a failed start).
+  z.object({ type: z.literal('error'), requestId: requestId.optional(), error: errorJsonSchema }),
+  z.object({ type: z.literal('heartbeat'), ...heartbeatSchema.shape }),
+]);
+export type ChildMessage = z.infer<typeof childMessageSchema>;
+
+/** Parses one message; undefined for anything invalid (the caller counts it). */
+export function parseParentMessage(raw: unknown): ParentMessage | undefined {
+  const parsed = parentMessageSchema.safeParse(raw);
+  return parsed.success ? parsed.data : undefined;
+}
+
+export function parseChildMessage(raw: unknown): ChildMessage | undefined {
+  const parsed = childMessageSchema.safeParse(raw);
+  return parsed.success ? parsed.data : undefined;
+}
