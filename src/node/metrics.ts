@@ -50,8 +50,14 @@ export function createMetrics(init: MetricsInit): Metrics {
     registers: [registry],
     collect() {
       const list = init.workers.list();
-      this.set({ kind: 'total' }, list.reduce((n, w) => n + w.slots, 0));
-      this.set({ kind: 'busy' }, list.reduce((n, w) => n + w.slotsBusy, 0));
+      this.set(
+        { kind: 'total' },
+        list.reduce((n, w) => n + w.slots, 0),
+      );
+      this.set(
+        { kind: 'busy' },
+        list.reduce((n, w) => n + w.slotsBusy, 0),
+      );
     },
   });
   new Gauge({

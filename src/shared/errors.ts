@@ -24,6 +24,8 @@ export const ERROR_CODES = {
   NODE_UNREACHABLE: { exit: 6, http: 503 },
   NODE_START_FAILED: { exit: 6, http: 500 },
   NODE_SHUTTING_DOWN: { exit: 6, http: 503 },
+  // a queen command from an older term (a deposed queen): refused by fencing
+  STALE_TERM: { exit: 6, http: 409 },
   WORKER_START_FAILED: { exit: 7, http: 500 },
   WORKER_CRASHED: { exit: 7, http: 500 },
   WORKER_BUSY: { exit: 7, http: 429 },

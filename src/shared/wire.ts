@@ -29,6 +29,8 @@ export const jobRequestSchema = samplingSchema
     /** A user message, rendered with the model's chat template; with `raw`, evaluated as is. */
     prompt: z.string().optional(),
     raw: z.boolean().optional(),
+    /** How long the worker stays loaded after this job: seconds or "5m"; 0 unloads at once, -1 never. */
+    keepAlive: z.union([z.number(), z.string().max(32)]).optional(),
     messages: z.array(chatMessageSchema).min(1).optional(),
     system: z.string().optional(),
   })

@@ -34,7 +34,12 @@ export interface Sandbox {
 export async function createSandbox(): Promise<Sandbox> {
   const home = mkdtempSync(join(tmpdir(), 'rbee-test-'));
   const port = await freePort();
-  const env: NodeJS.ProcessEnv = { ...process.env, RBEE_HOME: home, RBEE_PORT: String(port), RBEE_LOG_LEVEL: 'debug' };
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    RBEE_HOME: home,
+    RBEE_PORT: String(port),
+    RBEE_LOG_LEVEL: 'debug',
+  };
   delete env.NODE_OPTIONS;
   return {
     home,
@@ -65,7 +70,10 @@ export interface CliRun {
 }
 
 export function startCli(args: string[], options: { env: NodeJS.ProcessEnv; input?: string }): CliRun {
-  const child = spawn(process.execPath, [CLI, ...args], { env: options.env, stdio: ['pipe', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [CLI, ...args], {
+    env: options.env,
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
   let stdout = '';
   let stderr = '';
   child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
@@ -77,7 +85,10 @@ export function startCli(args: string[], options: { env: NodeJS.ProcessEnv; inpu
   return { child, stdout: () => stdout, stderr: () => stderr, result };
 }
 
-export async function runCli(args: string[], options: { env: NodeJS.ProcessEnv; input?: string }): Promise<CliResult> {
+export async function runCli(
+  args: string[],
+  options: { env: NodeJS.ProcessEnv; input?: string },
+): Promise<CliResult> {
   return startCli(args, options).result;
 }
 

@@ -107,7 +107,12 @@ describe('jobs', () => {
 
   it('cancel ends a running job with JOB_CANCELLED and frees the worker for the next job', async () => {
     const client = createNodeClient({ url });
-    const { id } = await client.submitJob({ model: 'demo', prompt: 'Go', maxTokens: 100_000, temperature: 0 });
+    const { id } = await client.submitJob({
+      model: 'demo',
+      prompt: 'Go',
+      maxTokens: 100_000,
+      temperature: 0,
+    });
     const events: JobEvent[] = [];
     for await (const event of client.jobEvents(id)) {
       events.push(event);
@@ -135,13 +140,52 @@ describe('metrics', () => {
     const response = await fetch(`${url}/metrics`);
     expect(response.headers.get('content-type')).toContain('text/plain');
     const text = await response.text();
-    const value = (line: string): number => Number(text.split('\n').find((l) => l.startsWith(line))?.split(' ').at(-1));
+    const value = (line: string): number =>
+      Number(
+        text
+          .split('\n')
+          .find((l) => l.startsWith(line))
+          ?.split(' ')
+          .at(-1),
+      );
     expect(value('rbee_jobs_total{outcome="done"}')).toBeGreaterThanOrEqual(2);
     expect(value('rbee_jobs_total{outcome="cancelled"}')).toBe(1);
     expect(value('rbee_tokens_generated_total')).toBeGreaterThanOrEqual(10);
     expect(value('rbee_workers{state="idle"}')).toBe(1);
     expect(value('rbee_models_on_disk')).toBe(1);
     expect(value('rbee_time_to_first_token_seconds_count')).toBeGreaterThanOrEqual(2);
+  });
+});
+
+describe('keep-alive', () => {
+  it('a job with keepAlive 0 unloads its worker right after, and says why', async () => {
+    const client = createNodeClient({ url });
+    const narration: string[] = [];
+    const controller = new AbortController();
+    const watching = (async () => {
+      for await (const event of client.nodeEvents({ signal: controller.signal })) {
+        if (event.type === 'narration') narration.push(event.text);
+      }
+    })().catch(() => undefined);
+    const { id } = await client.submitJob({ model: 'demo', prompt: 'bye', maxTokens: 2, keepAlive: 0 });
+    expect((await collect(id)).at(-1)).toMatchObject({ type: 'done' });
+    await waitFor(
+      async () => (await client.get<{ workers: unknown[] }>('/v1/workers')).workers.length === 0,
+      {
+        what: 'the worker to unload',
+      },
+    );
+    await waitFor(() => narration.some((t) => t.includes('keep-alive is 0')), {
+      what: 'the unload narration',
+    });
+    controller.abort();
+    await watching;
+  });
+
+  it('refuses a malformed keepAlive', async () => {
+    const client = createNodeClient({ url });
+    const { id } = await client.submitJob({ model: 'demo', prompt: 'x', keepAlive: 'forever' });
+    expect((await collect(id)).at(-1)).toMatchObject({ type: 'error', error: { code: 'BAD_REQUEST' } });
   });
 });
 
@@ -152,7 +196,8 @@ describe('shutdown', () => {
     await client.shutdown();
     await node.closed;
     await expect(client.health()).rejects.toMatchObject({ code: 'NODE_UNREACHABLE' });
-    for (const worker of workers) await waitFor(() => !isAlive(worker.pid), { what: `worker ${worker.pid} to exit` });
+    for (const worker of workers)
+      await waitFor(() => !isAlive(worker.pid), { what: `worker ${worker.pid} to exit` });
     expect(pidsWithEnv('RBEE_HOME', home)).toEqual([]);
   });
 });

@@ -43,13 +43,20 @@ describe('job manager', () => {
     await waitFor(() => jobs.get(id).state === 'failed');
     const seen: JobEvent[] = [];
     jobs.subscribe(id, (e) => seen.push(e));
-    expect(seen).toEqual([expect.objectContaining({ type: 'error', error: { code: 'MODEL_NOT_FOUND', message: 'no such model' } })]);
+    expect(seen).toEqual([
+      expect.objectContaining({
+        type: 'error',
+        error: { code: 'MODEL_NOT_FOUND', message: 'no such model' },
+      }),
+    ]);
   });
 
   it('cancel aborts the job signal and ends it as cancelled', async () => {
     const jobs = createJobManager({
       run: (job: JobContext) =>
-        new Promise<void>((_res, rej) => job.signal.addEventListener('abort', () => rej(new Error('aborted')))),
+        new Promise<void>((_res, rej) =>
+          job.signal.addEventListener('abort', () => rej(new Error('aborted'))),
+        ),
     });
     const { id } = jobs.submit(request);
     await waitFor(() => jobs.get(id).state === 'running');
@@ -65,7 +72,8 @@ describe('job manager', () => {
 
   it('refuses new jobs after close and ends running ones', async () => {
     const jobs = createJobManager({
-      run: (job) => new Promise<void>((_res, rej) => job.signal.addEventListener('abort', () => rej(new Error('x')))),
+      run: (job) =>
+        new Promise<void>((_res, rej) => job.signal.addEventListener('abort', () => rej(new Error('x')))),
     });
     const { id } = jobs.submit(request);
     await jobs.close();

@@ -37,6 +37,8 @@ const samplingFields = {
     .nullable()
     .optional(),
   n: z.literal(1).nullable().optional(),
+  /** Ollama's extension: how long the model stays loaded after this request. */
+  keep_alive: z.union([z.number(), z.string().max(32)]).optional(),
 };
 
 const chatSchema = z.object({ ...samplingFields, messages: z.array(messageSchema).min(1) });
@@ -68,6 +70,7 @@ function sampling(body: SamplingBody): Omit<JobRequest, 'model'> {
     ...(body.min_p === undefined ? {} : { minP: body.min_p }),
     ...(body.seed == null ? {} : { seed: body.seed }),
     ...(stop == null || stop.length === 0 ? {} : { stop }),
+    ...(body.keep_alive === undefined ? {} : { keepAlive: body.keep_alive }),
   };
 }
 

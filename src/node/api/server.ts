@@ -62,7 +62,13 @@ export type Api = ReturnType<typeof createApi>;
 
 export function createApi(init: ApiInit) {
   const logger: FastifyBaseLogger = init.log;
-  const app = Fastify({ loggerInstance: logger, bodyLimit: BODY_LIMIT, disableRequestLogging: true });
+  const app = Fastify({
+    loggerInstance: logger,
+    bodyLimit: BODY_LIMIT,
+    disableRequestLogging: true,
+    // Event streams stay open until the client leaves; closing the node must not wait for them.
+    forceCloseConnections: true,
+  });
 
   app.setErrorHandler((error, _request, reply) => {
     const rbee =

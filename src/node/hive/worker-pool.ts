@@ -161,12 +161,10 @@ export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
 
   function scheduleIdle(entry: Entry): void {
     clearTimeout(entry.idleTimer);
-    if (entry.activeJobs > 0 || init.keepAliveS < 0 || closed) return;
-    const reason =
-      init.keepAliveS === 0
-        ? 'keep-alive is 0'
-        : `idle for ${init.keepAliveS} s (keep-alive ${init.keepAliveS} s)`;
-    entry.idleTimer = setTimeout(() => void stopEntry(entry, reason), init.keepAliveS * 1000);
+    const keepAliveS = entry.keepAliveS ?? init.keepAliveS;
+    if (entry.activeJobs > 0 || keepAliveS < 0 || closed) return;
+    const reason = keepAliveS === 0 ? 'keep-alive is 0' : `idle for ${keepAliveS} s (its keep-alive)`;
+    entry.idleTimer = setTimeout(() => void stopEntry(entry, reason), keepAliveS * 1000);
     entry.idleTimer.unref();
   }
 

@@ -2,6 +2,7 @@
  * One job on one machine, following the happy flow: the queen places it (here: the only hive),
  * the hive makes sure the model is on disk and a worker has it loaded, the worker streams tokens.
  */
+import { parseKeepAlive } from '../../shared/duration.js';
 import { RbeeError } from '../../shared/errors.js';
 import type { NarrationSource, Progress } from '../../shared/wire.js';
 import type { GenerateRequest } from '../../engine/types.js';
@@ -32,6 +33,7 @@ export function createJobRunner(deps: RunJobDeps): (job: JobContext) => Promise<
     const { request, signal } = job;
 
     const ref = deps.parseModelRef(request.model);
+    const keepAliveS = request.keepAlive === undefined ? undefined : parseKeepAlive(request.keepAlive);
     narrate('queen', `placing job on hive ${deps.nodeName} (the only hive in this cluster)`);
 
     let lastLine: string | undefined;
@@ -106,7 +108,7 @@ export function createJobRunner(deps: RunJobDeps): (job: JobContext) => Promise<
       }
       throw new RbeeError('WORKER_CRASHED', 'the worker ended the stream without a result');
     } finally {
-      lease.release();
+      lease.release(keepAliveS === undefined ? {} : { keepAliveS });
     }
   };
 }

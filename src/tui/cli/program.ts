@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { Command, Option } from 'commander';
+import { parseKeepAlive } from '../../shared/duration.js';
 import { RbeeError } from '../../shared/errors.js';
 import { DEFAULT_HOST, DEFAULT_PORT } from '../../shared/paths.js';
 import { VERSION } from '../../shared/version.js';
@@ -107,11 +108,16 @@ export function createProgram(init: ProgramInit): Command {
     .option('--seed <n>', 'random seed', intArg('--seed', 0))
     .option('--stop <text>', 'stop sequence (repeatable)', collect)
     .option('--system <text>', 'system prompt')
+    .option(
+      '--keep-alive <duration>',
+      'how long the model stays loaded afterwards: 30s, 5m, 0, -1 (never unload)',
+    )
     .addOption(json())
     .addOption(port())
     .action(async (promptArg: string | undefined, opts: CommonOptions & Record<string, unknown>) => {
       const prompt = readPrompt(promptArg);
       const request: JobRequest = { model: resolveModelArg(String(opts.model)), prompt };
+      if (opts.keepAlive !== undefined) request.keepAlive = parseKeepAlive(String(opts.keepAlive));
       for (const key of ['maxTokens', 'temperature', 'topP', 'topK', 'seed', 'stop', 'system'] as const) {
         if (opts[key] !== undefined) Object.assign(request, { [key]: opts[key] });
       }
