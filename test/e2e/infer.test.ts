@@ -111,6 +111,21 @@ describe('rbee infer with a node already running', () => {
   });
 });
 
+describe('a node killed with SIGKILL', () => {
+  it('leaves no orphaned worker behind', async () => {
+    expect((await runCli(['node', 'start'], { env: box.env })).code).toBe(0);
+    const spawned = await runCli(['workers', 'spawn', 'demo', '--json'], { env: box.env });
+    expect(spawned.code).toBe(0);
+    const worker = JSON.parse(spawned.stdout) as { pid: number };
+    const status = JSON.parse((await runCli(['node', 'status', '--json'], { env: box.env })).stdout) as {
+      pid: number;
+    };
+    expect(box.pids().sort()).toEqual([status.pid, worker.pid].sort());
+    process.kill(status.pid, 'SIGKILL');
+    await waitFor(() => box.pids().length === 0, { what: 'the worker to notice its hive died and exit' });
+  });
+});
+
 describe('bad input gives a stable code and a non-zero exit, and leaves nothing behind', () => {
   const cases: [string, string[], string, number][] = [
     ['an unknown ref scheme', ['-m', 'ftp:nope'], 'MODEL_REF_INVALID', 2],
