@@ -17,6 +17,16 @@ const fileConfigSchema = z
     slots: z.number().int().positive().max(64).optional(),
     contextSize: z.number().int().positive().optional(),
     keepAliveS: z.number().int().min(-1).optional(),
+    restart: z
+      .object({
+        failures: z.number().int().positive().optional(),
+        windowS: z.number().positive().optional(),
+        cooldownS: z.number().positive().optional(),
+        baseDelayMs: z.number().int().min(0).optional(),
+      })
+      .strict()
+      .optional(),
+    heartbeatTimeoutMs: z.number().int().positive().optional(),
   })
   .strict();
 
@@ -33,6 +43,10 @@ export interface NodeConfig {
   contextSize: number | undefined;
   /** Idle workers unload after this many seconds; -1 never, 0 right after the job. Defaults to 300. */
   keepAliveS: number;
+  /** Restarts of crashed workers: `failures` within `windowS` open the breaker for `cooldownS`. */
+  restart: { failures: number; windowS: number; cooldownS: number; baseDelayMs: number };
+  /** A worker silent this long is unhealthy; twice this long, killed. Defaults to 5000. */
+  heartbeatTimeoutMs: number;
 }
 
 export interface NodeConfigOverrides {
@@ -86,5 +100,12 @@ export function loadNodeConfig(
     slots: file.slots ?? 1,
     contextSize: file.contextSize,
     keepAliveS: file.keepAliveS ?? 300,
+    restart: {
+      failures: file.restart?.failures ?? 3,
+      windowS: file.restart?.windowS ?? 60,
+      cooldownS: file.restart?.cooldownS ?? 60,
+      baseDelayMs: file.restart?.baseDelayMs ?? 500,
+    },
+    heartbeatTimeoutMs: file.heartbeatTimeoutMs ?? 5_000,
   };
 }

@@ -12,6 +12,7 @@ import type { NodeConfig } from './config.js';
 import { createLogger, type Logger } from './logger.js';
 import { parseModelRef } from './hive/model-ref.js';
 import { createProvisioner } from './hive/provisioner.js';
+import { createRestartPolicy } from './hive/restart-policy.js';
 import { createWorkerPool } from './hive/worker-pool.js';
 import { createJobManager } from './jobs/job-manager.js';
 import { createJobRunner } from './jobs/run-job.js';
@@ -73,8 +74,8 @@ export async function startNode(
   // The live view and the metrics watch the pool and the jobs, which are created first and
   // report their changes through these late-bound observers.
   const observers: { live?: LiveView; metrics?: Metrics } = {};
+  // The pool logs its own narration; this forwards it to dashboards.
   const narrateHive = (text: string): void => {
-    log.info({ source: 'hive' }, text);
     observers.live?.narration({
       type: 'narration',
       source: 'hive',
@@ -109,8 +110,17 @@ export async function startNode(
     slots: config.slots,
     contextSize: config.contextSize,
     keepAliveS: config.keepAliveS,
+    restartPolicy: createRestartPolicy({
+      failures: config.restart.failures,
+      windowMs: config.restart.windowS * 1000,
+      cooldownMs: config.restart.cooldownS * 1000,
+      baseDelayMs: config.restart.baseDelayMs,
+    }),
+    heartbeatTimeoutMs: config.heartbeatTimeoutMs,
+    stopTimeoutMs: WORKER_STOP_TIMEOUT_MS,
     onNarration: narrateHive,
     onChange: () => observers.live?.markDirty('workers'),
+    onWorkerEvent: (kind) => observers.metrics?.workerEvent(kind),
   });
   const jobs = createJobManager({
     run: createJobRunner({ nodeName: config.nodeName, parseModelRef, provisioner, workers }),
@@ -162,7 +172,7 @@ export async function startNode(
     closing ??= (async () => {
       log.info({ reason }, 'node stopping');
       state = 'degraded';
-      await Promise.allSettled([jobs.close(), workers.stopAll({ timeoutMs: WORKER_STOP_TIMEOUT_MS })]);
+      await Promise.allSettled([jobs.close(), workers.stopAll()]);
       liveView.close();
       await api.close().catch((error: unknown) => log.warn({ err: error }, 'closing the API failed'));
       db.close();

@@ -7,7 +7,7 @@ import { freemem, totalmem } from 'node:os';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { JobEvent } from '../shared/wire.js';
 import type { Provisioner } from './hive/provisioner.js';
-import type { WorkerPool } from './hive/worker-pool.js';
+import type { WorkerEventKind, WorkerPool } from './hive/worker-pool.js';
 import type { ModelCatalog } from './store/model-catalog.js';
 
 export interface MetricsInit {
@@ -22,11 +22,11 @@ export interface Metrics {
   /** Feed every job event here. */
   observeJobEvent(event: JobEvent): void;
   observeRequest(route: string, method: string, status: number): void;
-  /** Count a worker that had to be SIGKILLed, or whose start/health failed. */
-  workerEvent(kind: 'restart' | 'force_kill' | 'crash'): void;
+  /** Worker lifecycle events: crashes, restarts, breaker openings, graceful and forced stops. */
+  workerEvent(kind: WorkerEventKind): void;
 }
 
-const WORKER_STATES = ['loading', 'idle', 'busy', 'stopping'] as const;
+const WORKER_STATES = ['loading', 'idle', 'busy', 'unhealthy', 'stopping'] as const;
 
 export function createMetrics(init: MetricsInit): Metrics {
   const registry = new Registry();
@@ -158,7 +158,7 @@ export function createMetrics(init: MetricsInit): Metrics {
   });
   const workerEvents = new Counter({
     name: 'rbee_worker_events_total',
-    help: 'Worker restarts, force kills and crashes',
+    help: 'Worker lifecycle events: crash, restart, breaker_open, unhealthy, graceful_stop, force_kill',
     labelNames: ['kind'],
     registers: [registry],
   });

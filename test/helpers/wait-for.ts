@@ -13,3 +13,10 @@ export async function waitFor<T>(
     await sleep(options.intervalMs ?? 50);
   }
 }
+
+/** Collects an async iterable (Array.fromAsync is Node 22+). */
+export async function collect<T>(iterable: AsyncIterable<T>): Promise<T[]> {
+  const items: T[] = [];
+  for await (const item of iterable) items.push(item);
+  return items;
+}

@@ -178,7 +178,7 @@ export function createApi(init: ApiInit) {
     return { removed: model.id };
   });
 
-  app.get('/v1/workers', () => ({ workers: init.workers.list() }));
+  app.get('/v1/workers', () => ({ workers: init.workers.list(), breakers: init.workers.breakers() }));
 
   app.post('/v1/workers', async (request, reply) => {
     const ref = init.parseModelRef(parseBody(modelBodySchema, request.body).model);
@@ -189,8 +189,8 @@ export function createApi(init: ApiInit) {
   });
 
   app.delete<{ Params: { id: string } }>('/v1/workers/:id', async (request) => {
-    await init.workers.stop(request.params.id, 'asked by the user');
-    return { stopped: request.params.id };
+    const { forced } = await init.workers.stop(request.params.id, 'asked by the user');
+    return { stopped: request.params.id, forced };
   });
 
   app.post('/v1/shutdown', (_request, reply) => {

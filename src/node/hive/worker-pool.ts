@@ -1,7 +1,8 @@
 /**
  * The worker registry (RAM, live) and the lifecycle around it: one worker per model, spawned on
- * first use, shared by concurrent jobs, unloaded after its keep-alive. Every spawn and unload is
- * narrated with its reason; nothing reloads silently.
+ * first use, shared by concurrent jobs, unloaded after its keep-alive, watched through its
+ * heartbeats, restarted by policy when it dies, and drained before it is stopped. Every spawn,
+ * unload, crash and restart is narrated with its reason; nothing reloads silently.
  */
 import { join } from 'node:path';
 import type {
@@ -14,6 +15,7 @@ import type {
 import { RbeeError } from '../../shared/errors.js';
 import type { Logger } from '../logger.js';
 import type { ModelRow } from '../store/model-catalog.js';
+import { createRestartPolicy, type OpenBreaker, type RestartPolicy } from './restart-policy.js';
 
 export interface WorkerSnapshot {
   id: string;
@@ -22,7 +24,7 @@ export interface WorkerSnapshot {
   modelPath: string;
   backend: string;
   device: number;
-  state: WorkerState;
+  state: WorkerState | 'unhealthy';
   slots: number;
   slotsBusy: number;
   tokensPerSecond: number;
@@ -32,7 +34,12 @@ export interface WorkerSnapshot {
   memoryBytes: number;
   startedAt: number;
   lastUsedAt: number;
+  lastHeartbeatAt: number;
+  restarts: number;
 }
+
+export type WorkerEventKind =
+  'crash' | 'restart' | 'force_kill' | 'graceful_stop' | 'breaker_open' | 'unhealthy';
 
 export interface WorkerPoolInit {
   spawn: (init: WorkerInit) => Promise<WorkerHandle>;
@@ -43,10 +50,19 @@ export interface WorkerPoolInit {
   contextSize: number | undefined;
   /** Seconds an idle worker stays loaded; -1 never unloads, 0 unloads right after its last job. */
   keepAliveS: number;
-  /** Narration that is not tied to a job (unloads, crashes). */
+  /** Defaults to a policy of 3 failures a minute (see restart-policy.ts). */
+  restartPolicy?: RestartPolicy;
+  /** A worker silent for this long is unhealthy; twice this long, it is killed. Defaults to 5 s. */
+  heartbeatTimeoutMs?: number;
+  /** How long a stop waits for the worker's jobs to finish. Defaults to 10 s. */
+  drainTimeoutMs?: number;
+  /** How long a worker gets to exit after being asked, before SIGKILL. Defaults to 5 s. */
+  stopTimeoutMs?: number;
+  /** Narration that is not tied to a job (unloads, crashes, restarts). */
   onNarration?: (text: string) => void;
   /** Called whenever what `list()` returns may have changed (spawn, heartbeat, use, exit). */
   onChange?: () => void;
+  onWorkerEvent?: (kind: WorkerEventKind) => void;
 }
 
 export interface Lease {
@@ -62,10 +78,15 @@ interface Entry {
   activeJobs: number;
   startedAt: number;
   lastUsedAt: number;
+  lastHeartbeatAt: number;
   stopping: boolean;
+  unhealthy: boolean;
   idleTimer: NodeJS.Timeout | undefined;
   /** Set by the last request that asked for one; else the node's default. */
   keepAliveS: number | undefined;
+  restarts: number;
+  /** Resolved each time the worker has no jobs left (for draining). */
+  onIdle: (() => void)[];
 }
 
 export interface WorkerPool {
@@ -74,17 +95,48 @@ export interface WorkerPool {
     options?: { signal?: AbortSignal; narrate?: (text: string) => void },
   ): Promise<Lease>;
   list(): WorkerSnapshot[];
+  /** Models whose restarts are refused for now, and why. */
+  breakers(): OpenBreaker[];
   /** Workers using this model file (a model in use must not be deleted). */
   usersOf(modelId: string): WorkerSnapshot[];
-  stop(id: string, reason: string): Promise<void>;
-  stopAll(options?: { timeoutMs?: number }): Promise<void>;
+  /** Drains the worker's jobs (up to the drain timeout), then stops it. */
+  stop(id: string, reason: string): Promise<{ forced: boolean }>;
+  stopAll(): Promise<void>;
+}
+
+const HEALTH_CHECK_MS = 1_000;
+
+/** Resolves with `promise`, or rejects when `signal` aborts first (the promise goes on). */
+async function unlessAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (signal === undefined) return promise;
+  signal.throwIfAborted();
+  let onAbort!: () => void;
+  const aborted = new Promise<never>((_resolve, reject) => {
+    onAbort = () => reject(signal.reason as Error);
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+  try {
+    return await Promise.race([promise, aborted]);
+  } finally {
+    signal.removeEventListener('abort', onAbort);
+  }
 }
 
 export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
   const entries = new Map<string, Entry>();
   const spawning = new Map<string, Promise<Entry>>();
+  const restartTimers = new Set<NodeJS.Timeout>();
+  const policy = init.restartPolicy ?? createRestartPolicy();
+  const heartbeatTimeoutMs = init.heartbeatTimeoutMs ?? 5_000;
+  const drainTimeoutMs = init.drainTimeoutMs ?? 10_000;
+  const stopTimeoutMs = init.stopTimeoutMs ?? 5_000;
   let closed = false;
   const changed = (): void => init.onChange?.();
+  const event = (kind: WorkerEventKind): void => init.onWorkerEvent?.(kind);
+  const narrate = (text: string, fields: Record<string, unknown> = {}): void => {
+    init.log.info({ source: 'hive', ...fields }, text);
+    init.onNarration?.(text);
+  };
 
   const snapshot = (e: Entry): WorkerSnapshot => ({
     id: e.handle.info.id,
@@ -93,7 +145,7 @@ export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
     modelPath: e.model.path,
     backend: e.handle.info.backend,
     device: e.handle.info.device,
-    state: e.stopping ? 'stopping' : e.handle.info.state,
+    state: e.stopping ? 'stopping' : e.unhealthy ? 'unhealthy' : e.handle.info.state,
     slots: e.handle.info.slots,
     slotsBusy: e.handle.lastHeartbeat?.slotsBusy ?? 0,
     tokensPerSecond: e.handle.lastHeartbeat?.tokensPerSecond ?? 0,
@@ -103,100 +155,222 @@ export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
     memoryBytes: e.handle.lastHeartbeat?.memoryBytes ?? e.handle.info.memoryBytes,
     startedAt: e.startedAt,
     lastUsedAt: e.lastUsedAt,
+    lastHeartbeatAt: e.lastHeartbeatAt,
+    restarts: e.restarts,
   });
 
   const findFor = (modelId: string): Entry | undefined =>
     [...entries.values()].find((e) => e.model.id === modelId && !e.stopping);
 
-  async function spawnFor(
-    model: ModelRow,
-    narrate: (text: string) => void,
-    signal?: AbortSignal,
-  ): Promise<Entry> {
-    narrate(
+  function refuseIfOpen(model: ModelRow): void {
+    const breaker = policy.openBreaker(model.id);
+    if (breaker === undefined) return;
+    const retryAfterS = Math.ceil((breaker.until - Date.now()) / 1000);
+    throw new RbeeError(
+      'WORKER_START_FAILED',
+      `workers for ${model.id} failed ${breaker.failures} times in a row (last: ${breaker.reason}); ` +
+        `not starting another for ${retryAfterS} s`,
+      { details: { circuit: 'open', retryAfterS } },
+    );
+  }
+
+  async function spawnFor(model: ModelRow, say: (text: string) => void, restarts: number): Promise<Entry> {
+    refuseIfOpen(model);
+    say(
       `no worker has ${model.id} loaded; starting one (${init.slots} slot${init.slots === 1 ? '' : 's'}, ` +
         `${init.threads === undefined ? 'default threads' : `${init.threads} threads`})`,
     );
-    const handle = await init.spawn({
-      modelPath: model.path,
-      slots: init.slots,
-      ...(init.threads === undefined ? {} : { threads: init.threads }),
-      ...(init.contextSize === undefined ? {} : { contextSize: init.contextSize }),
-      logFile: join(init.logsDir, `worker-${model.id.replace(/[^A-Za-z0-9._-]/g, '_')}.log`),
-      onHeartbeat: () => changed(),
-      ...(signal === undefined ? {} : { signal }),
-    });
+    const beat = { at: Date.now() };
+    let handle: WorkerHandle;
+    try {
+      // Not tied to any job's signal: a load outlives the job that asked for it.
+      handle = await init.spawn({
+        modelPath: model.path,
+        slots: init.slots,
+        ...(init.threads === undefined ? {} : { threads: init.threads }),
+        ...(init.contextSize === undefined ? {} : { contextSize: init.contextSize }),
+        logFile: join(init.logsDir, `worker-${model.id.replace(/[^A-Za-z0-9._-]/g, '_')}.log`),
+        onHeartbeat: () => {
+          beat.at = Date.now();
+          changed();
+        },
+      });
+    } catch (error) {
+      // A model that cannot be loaded at all is the caller's problem, not a crash to retry.
+      if (
+        error instanceof RbeeError &&
+        (error.code === 'MODEL_INVALID' || error.code === 'MODEL_NOT_FOUND')
+      ) {
+        throw error;
+      }
+      const decision = policy.recordFailure(model.id, error instanceof Error ? error.message : String(error));
+      if (decision.action === 'open') {
+        event('breaker_open');
+        narrate(
+          `workers for ${model.id} failed ${decision.failures} times; not starting another for a while`,
+        );
+      }
+      throw error;
+    }
     const now = Date.now();
+    // Silence is counted from ready: loading can take long and sends no heartbeats.
+    beat.at = now;
     const entry: Entry = {
       handle,
       model,
       activeJobs: 0,
       startedAt: now,
       lastUsedAt: now,
+      get lastHeartbeatAt() {
+        return beat.at;
+      },
       stopping: false,
+      unhealthy: false,
       idleTimer: undefined,
       keepAliveS: undefined,
+      restarts,
+      onIdle: [],
     };
     const { info } = handle;
     entries.set(info.id, entry);
     changed();
-    narrate(
+    say(
       `worker ${info.id} ready in ${Math.round(info.loadMs)} ms (pid ${info.pid}, ${info.threads} threads, ` +
         `${Math.round(info.memoryBytes / 2 ** 20)} MiB)`,
     );
     init.log.info({ worker: info }, 'worker ready');
-    void handle.exited.then(({ code, signal: sig }) => {
-      if (entries.get(info.id) !== entry) return;
-      entries.delete(info.id);
-      clearTimeout(entry.idleTimer);
-      changed();
-      if (!entry.stopping) {
-        const text = `worker ${info.id} (${model.id}) exited unexpectedly (code ${code ?? '-'}, signal ${sig ?? '-'})`;
-        init.log.warn({ worker: info.id, code, signal: sig }, 'worker exited unexpectedly');
-        init.onNarration?.(text);
-      }
-    });
+    void handle.exited.then(({ code, signal }) => onExit(entry, code, signal));
     return entry;
+  }
+
+  function onExit(entry: Entry, code: number | null, signal: NodeJS.Signals | null): void {
+    const { id } = entry.handle.info;
+    if (entries.get(id) === entry) entries.delete(id);
+    clearTimeout(entry.idleTimer);
+    for (const resolve of entry.onIdle.splice(0)) resolve();
+    changed();
+    if (entry.stopping) return;
+    event('crash');
+    const how = signal === null ? `exit code ${code ?? '-'}` : `signal ${signal}`;
+    const decision = policy.recordFailure(entry.model.id, `worker exited with ${how}`);
+    if (decision.action === 'open') {
+      event('breaker_open');
+      narrate(
+        `worker ${id} (${entry.model.id}) died (${how}); ${decision.failures} failures within ` +
+          `${Math.round(decision.windowMs / 1000)} s, so it is not restarted for ` +
+          `${Math.round((decision.until - Date.now()) / 1000)} s (circuit open)`,
+        { worker: id, code, signal },
+      );
+      return;
+    }
+    if (closed) return;
+    narrate(
+      `worker ${id} (${entry.model.id}) died (${how}); restarting in ${decision.delayMs} ms ` +
+        `(failure ${decision.failure} of ${decision.of} allowed per window)`,
+      { worker: id, code, signal },
+    );
+    const timer = setTimeout(() => {
+      restartTimers.delete(timer);
+      if (closed || findFor(entry.model.id) !== undefined || spawning.has(entry.model.id)) return;
+      event('restart');
+      startSpawn(entry.model, (text) => narrate(text), entry.restarts + 1).catch((error: unknown) =>
+        init.log.warn({ err: error, model: entry.model.id }, 'restart failed'),
+      );
+    }, decision.delayMs);
+    restartTimers.add(timer);
+  }
+
+  function startSpawn(model: ModelRow, say: (text: string) => void, restarts = 0): Promise<Entry> {
+    let pending = spawning.get(model.id);
+    if (pending === undefined) {
+      pending = spawnFor(model, say, restarts).finally(() => spawning.delete(model.id));
+      spawning.set(model.id, pending);
+      // Keep a failed background spawn from becoming an unhandled rejection; callers see it anyway.
+      pending.catch(() => undefined);
+    } else {
+      say(`waiting for the worker already loading ${model.id}`);
+    }
+    return pending;
   }
 
   function scheduleIdle(entry: Entry): void {
     clearTimeout(entry.idleTimer);
+    if (entry.activeJobs > 0) return;
+    for (const resolve of entry.onIdle.splice(0)) resolve();
     const keepAliveS = entry.keepAliveS ?? init.keepAliveS;
-    if (entry.activeJobs > 0 || keepAliveS < 0 || closed) return;
+    if (keepAliveS < 0 || closed || entry.stopping) return;
     const reason = keepAliveS === 0 ? 'keep-alive is 0' : `idle for ${keepAliveS} s (its keep-alive)`;
     entry.idleTimer = setTimeout(() => void stopEntry(entry, reason), keepAliveS * 1000);
     entry.idleTimer.unref();
   }
 
-  async function stopEntry(entry: Entry, reason: string, timeoutMs?: number): Promise<void> {
-    if (entry.stopping) return entry.handle.exited.then(() => undefined);
+  async function stopEntry(entry: Entry, reason: string): Promise<{ forced: boolean }> {
+    const { id } = entry.handle.info;
+    if (entry.stopping) {
+      const { signal } = await entry.handle.exited;
+      return { forced: signal === 'SIGKILL' };
+    }
     entry.stopping = true;
     clearTimeout(entry.idleTimer);
-    const text = `unloading worker ${entry.handle.info.id} (${entry.model.id}): ${reason}`;
-    init.log.info({ worker: entry.handle.info.id, reason }, 'unloading worker');
-    init.onNarration?.(text);
+    narrate(`unloading worker ${id} (${entry.model.id}): ${reason}`, { worker: id });
     changed();
-    await entry.handle.stop(timeoutMs === undefined ? {} : { timeoutMs });
-    entries.delete(entry.handle.info.id);
+    if (entry.activeJobs > 0) {
+      narrate(`waiting up to ${Math.round(drainTimeoutMs / 1000)} s for ${entry.activeJobs} job(s) on ${id}`);
+      const drained = new Promise<void>((resolve) => entry.onIdle.push(resolve));
+      const timer = setTimeout(() => entry.onIdle.splice(0).forEach((r) => r()), drainTimeoutMs);
+      await drained;
+      clearTimeout(timer);
+    }
+    await entry.handle.stop({ timeoutMs: stopTimeoutMs });
+    const { signal } = await entry.handle.exited;
+    const forced = signal === 'SIGKILL';
+    event(forced ? 'force_kill' : 'graceful_stop');
+    if (forced) narrate(`worker ${id} did not exit within ${stopTimeoutMs} ms; killed it`);
+    entries.delete(id);
     changed();
+    return { forced };
   }
+
+  // Heartbeats: silent for the timeout → unhealthy (and said once); for twice that → killed,
+  // which the exit handler then treats as a crash (restart policy applies).
+  const health = setInterval(() => {
+    const now = Date.now();
+    for (const entry of entries.values()) {
+      if (entry.stopping) continue;
+      const silentMs = now - entry.lastHeartbeatAt;
+      if (silentMs > 2 * heartbeatTimeoutMs) {
+        narrate(
+          `worker ${entry.handle.info.id} sent no heartbeat for ${Math.round(silentMs / 1000)} s; killing it`,
+        );
+        try {
+          process.kill(entry.handle.info.pid, 'SIGKILL');
+        } catch {
+          // already gone: its exit is on the way
+        }
+      } else if (silentMs > heartbeatTimeoutMs && !entry.unhealthy) {
+        entry.unhealthy = true;
+        event('unhealthy');
+        narrate(`worker ${entry.handle.info.id} missed its heartbeats for ${Math.round(silentMs / 1000)} s`);
+        changed();
+      } else if (silentMs <= heartbeatTimeoutMs && entry.unhealthy) {
+        entry.unhealthy = false;
+        changed();
+      }
+    }
+  }, HEALTH_CHECK_MS);
+  health.unref();
 
   return {
     async acquire(model, options = {}) {
       if (closed) throw new RbeeError('NODE_SHUTTING_DOWN', 'the node is shutting down');
-      const narrate = options.narrate ?? (() => undefined);
+      const say = options.narrate ?? (() => undefined);
       let entry = findFor(model.id);
       if (entry !== undefined) {
-        narrate(`worker ${entry.handle.info.id} already has ${model.id} loaded`);
+        say(`worker ${entry.handle.info.id} already has ${model.id} loaded`);
       } else {
-        let pending = spawning.get(model.id);
-        if (pending === undefined) {
-          pending = spawnFor(model, narrate, options.signal).finally(() => spawning.delete(model.id));
-          spawning.set(model.id, pending);
-        } else {
-          narrate(`waiting for the worker already loading ${model.id}`);
-        }
-        entry = await pending;
+        refuseIfOpen(model);
+        // A cancelled job stops waiting; the load goes on for whoever asks next.
+        entry = await unlessAborted(startSpawn(model, say), options.signal);
       }
       const leased = entry;
       leased.activeJobs += 1;
@@ -206,30 +380,32 @@ export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
       return {
         worker: snapshot(leased),
         generate: (request, opts) => leased.handle.generate(request, opts),
-        release(options = {}) {
+        release(opts = {}) {
           if (released) return;
           released = true;
-          if (options.keepAliveS !== undefined) leased.keepAliveS = options.keepAliveS;
+          if (opts.keepAliveS !== undefined) leased.keepAliveS = opts.keepAliveS;
           leased.activeJobs -= 1;
           leased.lastUsedAt = Date.now();
-          if (entries.get(leased.handle.info.id) === leased) scheduleIdle(leased);
+          if (entries.get(leased.handle.info.id) === leased || leased.stopping) scheduleIdle(leased);
           changed();
         },
       };
     },
     list: () => [...entries.values()].map(snapshot),
+    breakers: () => policy.openBreakers(),
     usersOf: (modelId) => [...entries.values()].filter((e) => e.model.id === modelId).map(snapshot),
     async stop(id, reason) {
       const entry = entries.get(id);
       if (entry === undefined) throw new RbeeError('NOT_FOUND', `no worker ${id}`);
-      await stopEntry(entry, reason);
+      return stopEntry(entry, reason);
     },
-    async stopAll(options = {}) {
+    async stopAll() {
       closed = true;
+      clearInterval(health);
+      for (const timer of restartTimers) clearTimeout(timer);
+      restartTimers.clear();
       await Promise.allSettled([...spawning.values()]);
-      await Promise.all(
-        [...entries.values()].map((e) => stopEntry(e, 'the node is shutting down', options.timeoutMs)),
-      );
+      await Promise.all([...entries.values()].map((e) => stopEntry(e, 'the node is shutting down')));
     },
   };
 }

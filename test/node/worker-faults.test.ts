@@ -1,0 +1,135 @@
+/**
+ * Workers that die, with real processes: kill -9 mid-stream, restarts by policy, the circuit
+ * breaker opening after repeated crashes, and draining a busy worker before stopping it.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { loadNodeConfig } from '../../src/node/config.js';
+import { startNode, type RunningNode } from '../../src/node/daemon.js';
+import { createNodeClient, type NodeClient } from '../../src/node/client/index.js';
+import type { JobEvent } from '../../src/shared/wire.js';
+import { collect, waitFor } from '../helpers/wait-for.js';
+
+let home: string;
+let node: RunningNode;
+let client: NodeClient;
+let narration: string[];
+let watch: AbortController;
+
+interface Workers {
+  workers: { id: string; pid: number; state: string; restarts: number }[];
+  breakers: { key: string; failures: number; reason: string }[];
+}
+const workers = (): Promise<Workers> => client.get<Workers>('/v1/workers');
+
+beforeEach(async () => {
+  home = mkdtempSync(join(tmpdir(), 'rbee-faults-'));
+  writeFileSync(
+    join(home, 'config.json'),
+    JSON.stringify({
+      threads: 1,
+      keepAliveS: -1,
+      restart: { failures: 3, windowS: 120, cooldownS: 120, baseDelayMs: 50 },
+    }),
+  );
+  node = await startNode(loadNodeConfig({ dataDir: home, port: 0, logLevel: 'warn' }, {}));
+  client = createNodeClient({ url: node.url });
+  narration = [];
+  watch = new AbortController();
+  void (async () => {
+    for await (const e of client.nodeEvents({ signal: watch.signal }))
+      if (e.type === 'narration') narration.push(e.text);
+  })().catch(() => undefined);
+});
+afterEach(async () => {
+  watch.abort();
+  await node.close('test done');
+  rmSync(home, { recursive: true, force: true });
+});
+
+/** Starts an endless job and resolves once it streams, with its worker's pid. */
+async function streamingJob(): Promise<{ id: string; events: Promise<JobEvent[]>; pid: number }> {
+  const { id } = await client.submitJob({ model: 'demo', prompt: 'go', maxTokens: 100_000 });
+  let firstToken!: () => void;
+  const streaming = new Promise<void>((resolve) => (firstToken = resolve));
+  const events = (async () => {
+    const seen: JobEvent[] = [];
+    for await (const e of client.jobEvents(id)) {
+      seen.push(e);
+      if (e.type === 'token') firstToken();
+    }
+    return seen;
+  })();
+  await streaming;
+  const { workers: list } = await workers();
+  return { id, events, pid: list[0]!.pid };
+}
+
+describe('a worker killed mid-stream', () => {
+  it('ends the job with WORKER_CRASHED, is restarted by policy, and the node stays healthy', async () => {
+    const job = await streamingJob();
+    process.kill(job.pid, 'SIGKILL');
+    const events = await job.events;
+    expect(events.at(-1)).toMatchObject({ type: 'error', error: { code: 'WORKER_CRASHED' } });
+    await waitFor(() => narration.some((t) => t.includes('restarting in')), { what: 'restart narration' });
+    const restarted = await waitFor(
+      async () => (await workers()).workers.find((w) => w.pid !== job.pid && w.state === 'idle'),
+      { what: 'a restarted worker', timeoutMs: 60_000 },
+    );
+    expect(restarted.restarts).toBe(1);
+    expect((await client.health()).state).toBe('ready');
+    // The restarted worker serves the next job.
+    const next = await client.submitJob({ model: 'demo', prompt: 'again', maxTokens: 3 });
+    const last = (await collect(client.jobEvents(next.id))).at(-1);
+    expect(last?.type === 'error' ? last.error : last).toMatchObject({ type: 'done' });
+  });
+
+  it('opens the circuit breaker after repeated crashes, visibly, and refuses new loads fast', async () => {
+    for (let crash = 1; crash <= 3; crash++) {
+      const before = await waitFor(async () => (await workers()).workers.find((w) => w.state === 'idle'), {
+        what: `worker before crash ${crash}`,
+        timeoutMs: 60_000,
+      }).catch(async () => {
+        // The first time there is no worker yet: load one.
+        await client.spawnWorker('demo');
+        return (await workers()).workers[0]!;
+      });
+      process.kill(before.pid, 'SIGKILL');
+      await waitFor(async () => !(await workers()).workers.some((w) => w.pid === before.pid), {
+        what: 'the exit',
+      });
+    }
+    await waitFor(() => narration.some((t) => t.includes('circuit open')), { what: 'breaker narration' });
+    const state = await workers();
+    expect(state.workers).toEqual([]);
+    expect(state.breakers).toEqual([expect.objectContaining({ failures: 3 })]);
+    const { id } = await client.submitJob({ model: 'demo', prompt: 'x', maxTokens: 2 });
+    const last = (await collect(client.jobEvents(id))).at(-1);
+    expect(last).toMatchObject({ type: 'error', error: { code: 'WORKER_START_FAILED' } });
+    const metrics = await (await fetch(`${node.url}/metrics`)).text();
+    expect(metrics).toContain('rbee_worker_events_total{kind="breaker_open"} 1');
+  }, 180_000);
+});
+
+describe('stopping a busy worker', () => {
+  it('lets its job finish first (drain), then stops it gracefully', async () => {
+    await client.spawnWorker('demo');
+    const { workers: list } = await workers();
+    const { id } = await client.submitJob({ model: 'demo', prompt: 'drain me', maxTokens: 40 });
+    let stopping: Promise<void> | undefined;
+    const events: JobEvent[] = [];
+    for await (const event of client.jobEvents(id)) {
+      events.push(event);
+      // Ask for the stop while the job is streaming.
+      if (event.type === 'token') stopping ??= client.stopWorker(list[0]!.id);
+    }
+    await stopping;
+    expect(events.at(-1)).toMatchObject({ type: 'done', usage: { completionTokens: 40 } });
+    expect((await workers()).workers).toEqual([]);
+    expect(narration.some((t) => t.includes('waiting up to'))).toBe(true);
+    const metrics = await (await fetch(`${node.url}/metrics`)).text();
+    expect(metrics).toContain('rbee_worker_events_total{kind="graceful_stop"} 1');
+  });
+});
