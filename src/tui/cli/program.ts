@@ -30,6 +30,18 @@ export interface ProgramInit {
 
 const collect = (value: string, previous: string[] = []): string[] => [...previous, value];
 
+interface InferOptions {
+  model: string;
+  keepAlive?: string;
+  maxTokens?: number;
+  temperature?: number;
+  topP?: number;
+  topK?: number;
+  seed?: number;
+  stop?: string[];
+  system?: string;
+}
+
 function readPrompt(arg: string | undefined): string {
   if (arg !== undefined && arg !== '-') return arg;
   if (arg === undefined && process.stdin.isTTY) {
@@ -114,10 +126,10 @@ export function createProgram(init: ProgramInit): Command {
     )
     .addOption(json())
     .addOption(port())
-    .action(async (promptArg: string | undefined, opts: CommonOptions & Record<string, unknown>) => {
+    .action(async (promptArg: string | undefined, opts: CommonOptions & InferOptions) => {
       const prompt = readPrompt(promptArg);
-      const request: JobRequest = { model: resolveModelArg(String(opts.model)), prompt };
-      if (opts.keepAlive !== undefined) request.keepAlive = parseKeepAlive(String(opts.keepAlive));
+      const request: JobRequest = { model: resolveModelArg(opts.model), prompt };
+      if (opts.keepAlive !== undefined) request.keepAlive = parseKeepAlive(opts.keepAlive);
       for (const key of ['maxTokens', 'temperature', 'topP', 'topK', 'seed', 'stop', 'system'] as const) {
         if (opts[key] !== undefined) Object.assign(request, { [key]: opts[key] });
       }

@@ -1,0 +1,299 @@
+import { render } from 'ink-testing-library';
+import { afterEach, describe, expect, it } from 'vitest';
+import { cleanup } from 'ink-testing-library';
+import type { ClusterView } from '../../src/shared/view.js';
+import { Screen } from '../../src/tui/dashboard/components/screen.js';
+import { applyKey, type KeyPress } from '../../src/tui/dashboard/keymap.js';
+import {
+  createInitialState,
+  reduce,
+  type DashboardAction,
+  type DashboardState,
+} from '../../src/tui/dashboard/state.js';
+import { ThemeContext, colorTheme, monoTheme, themeFromEnv } from '../../src/tui/dashboard/theme.js';
+import { NOW, downloadsInProgress, oneHive, threeHives, unhealthy } from '../fixtures/cluster-views.js';
+import { plain } from './helpers.js';
+
+afterEach(() => cleanup());
+
+const p = (name: string): KeyPress => ([...name].length === 1 ? { name, text: name } : { name, text: '' });
+
+function stateOf(view: ClusterView | undefined, ...steps: (string | DashboardAction)[]): DashboardState {
+  let state = createInitialState({ now: NOW });
+  if (view !== undefined) {
+    state = reduce(state, { type: 'node-events', events: [{ type: 'snapshot', view }] });
+    state = reduce(state, { type: 'connection', connection: { status: 'live' } });
+  }
+  for (const step of steps) state = typeof step === 'string' ? applyKey(state, p(step)) : reduce(state, step);
+  return state;
+}
+
+function frame(state: DashboardState, width = 80, height = 24, theme = colorTheme): string {
+  const { lastFrame } = render(
+    <ThemeContext.Provider value={theme}>
+      <Screen state={state} width={width} height={height} />
+    </ThemeContext.Provider>,
+  );
+  return plain(lastFrame());
+}
+
+/** Fits the terminal: the frame leaves the last row free and no line is wider than the screen. */
+function expectFits(text: string, width: number, height: number): void {
+  const lines = text.split('\n');
+  expect(lines.length).toBeLessThanOrEqual(height - 1);
+  for (const line of lines) expect(line.length, line).toBeLessThanOrEqual(width);
+}
+
+describe('Cluster', () => {
+  it('shows a lone hive as its own queen with CPU and RAM', () => {
+    const text = frame(stateOf(oneHive));
+    expect(text).toContain('rbee node laptop ready up 3h02m');
+    expect(text).toContain('● live');
+    expect(text).toContain('laptop (this node) queen · term 1 ready');
+    expect(text).toContain('AMD Ryzen 7 5800X · 8C/16T');
+    expect(text).toMatch(/RAM\s+█+░+ 10\.0\/16\.0 GiB used/);
+    expectFits(text, 80, 24);
+  });
+
+  it('shows three hives, their GPUs and VRAM, and who is queen', () => {
+    const text = frame(stateOf(threeHives), 120, 40);
+    expect(text).toContain('queen jupiter t4');
+    expect(text).toContain('jupiter queen · term 4');
+    expect(text).toMatch(/GPU0 RTX 4090 \(cuda\) █+░* 20\.0\/24\.0 GiB VRAM/);
+    expect(text).toMatch(/GPU1 RTX 3090 \(cuda\) █*░+ 2\.0\/24\.0 GiB VRAM/);
+    expect(text).toContain('RX 7900 XTX (vulkan)');
+    expect(text.indexOf('mars')).toBeLessThan(
+      text.indexOf('jupiter (') === -1 ? text.indexOf('jupiter queen') : text.indexOf('jupiter ('),
+    );
+    expectFits(text, 120, 40);
+  });
+
+  it('fits three hives at 80×24, and scrolls to the selected one on a shorter terminal', () => {
+    expectFits(frame(stateOf(threeHives, 'G')), 80, 24);
+    const text = frame(stateOf(threeHives, 'G'), 80, 16);
+    expect(text).toContain('▸ ● venus');
+    expect(text).not.toContain('● mars');
+    expect(text).toMatch(/1 more hive/);
+    expectFits(text, 80, 16);
+  });
+
+  it('marks an unreachable hive', () => {
+    const text = frame(stateOf(unhealthy, 'G'));
+    expect(text).toContain('venus unreachable · seen 1m35s ago');
+  });
+});
+
+describe('Workers', () => {
+  it('lists model, device, state, slots, speed, memory and uptime', () => {
+    const text = frame(stateOf(threeHives, '2'));
+    const busy = text.split('\n').find((l) => l.startsWith('▸'));
+    expect(busy).toMatch(/jupiter\s+Qwen2\.5-32B-Instr.*GPU0 cuda\s+busy\s+3\/4\s+38\.4\s+20\.0 GB\s+10m00s/);
+    expect(text).toMatch(/mars\s+Llama-3\.2-1B-Inst.*CPU\s+idle\s+0\/4\s+25\.0/);
+    expectFits(text, 80, 24);
+  });
+
+  it('shows a failing worker as unhealthy, with extra columns on a wide terminal', () => {
+    const text = frame(stateOf(unhealthy, '2'), 140, 30);
+    expect(text).toMatch(/venus .*GPU0 vulkan\s+unhealthy/);
+    expect(text).toContain('PID');
+    expect(text).toContain('w-v0');
+  });
+
+  it('says how to start one when none run', () => {
+    const text = frame(stateOf({ ...oneHive, workers: [] }, '2'));
+    expect(text).toContain('no workers running');
+  });
+});
+
+describe('Models', () => {
+  it('lists the catalog per hive with sizes', () => {
+    const text = frame(stateOf(threeHives, '3'));
+    expect(text).toMatch(/jupiter\s+Qwen2\.5-32B-Instruct\s+Q4_K_M\s+19\.9 GB/);
+    expect(text).toMatch(/venus\s+Llama-3\.2-1B-Instruct/);
+  });
+
+  it('shows downloads with a progress bar, speed and ETA', () => {
+    const text = frame(stateOf(downloadsInProgress, '3'));
+    expect(text).toContain('Downloads (2)');
+    expect(text).toContain('qwen2.5-7b-instruct-q4_k_m.gguf @laptop · downloading');
+    expect(text).toMatch(/█+░+\s+50%\s+2\.4 GB\/4\.7 GB\s+52\.0 MB\/s\s+ETA 45s/);
+    expect(text).toContain('https://example.invalid/tiny.gguf @laptop · connecting');
+    expect(text).toMatch(/░+\s+\?%\s+0 B\/\?\s+–\s+ETA –/);
+    expectFits(text, 80, 24);
+  });
+});
+
+describe('Jobs', () => {
+  it('puts running jobs first, with TTFT and speed', () => {
+    const text = frame(stateOf(threeHives, '4'));
+    const lines = text.split('\n');
+    const running = lines.findIndex((l) => l.includes('job-run'));
+    const done = lines.findIndex((l) => l.includes('job-1'));
+    expect(running).toBeGreaterThan(-1);
+    expect(running).toBeLessThan(done);
+    expect(lines[running]).toMatch(/running\s+5s\s+5s\s+950 ms/);
+    expect(lines[done]).toMatch(/done\s+30s\s+3s\s+180 ms\s+41\.2\s+96/);
+  });
+
+  it('shows why a job failed: in a column when wide, in details otherwise', () => {
+    expect(frame(stateOf(unhealthy, '4'), 140, 30)).toMatch(/job-bad .*failed .*WORKER_CRASHED: worker w-v0/);
+    // Running first, then the newest finished: job-run, job-bad, job-1.
+    const details = frame(stateOf(unhealthy, '4', 'j', 'enter'));
+    expect(details).toContain('job job-bad');
+    expect(details).toContain('WORKER_CRASHED: worker w-v0 stopped answering');
+  });
+});
+
+describe('Chat', () => {
+  const done = {
+    type: 'chat-done',
+    turnId: 1,
+    event: {
+      type: 'done',
+      ts: NOW,
+      jobId: 'job-7',
+      finishReason: 'stop',
+      usage: { promptTokens: 5, completionTokens: 12 },
+      timings: { timeToFirstTokenMs: 240, tokensPerSecond: 31.5, totalMs: 600 },
+      model: 'm',
+    },
+  } as const satisfies DashboardAction;
+
+  it('shows the model, the transcript with a streaming cursor, and the input', () => {
+    const text = frame(
+      stateOf(
+        oneHive,
+        '5',
+        { type: 'chat-edit', edit: { insert: 'Why is the sky blue?' } },
+        'enter',
+        { type: 'chat-accepted', turnId: 1, jobId: 'job-7' },
+        { type: 'chat-tokens', turnId: 1, text: 'Rayleigh scattering' },
+        { type: 'chat-edit', edit: { insert: 'next q' } },
+      ),
+    );
+    expect(text).toContain('model hf:bartowski/Llama-3.2-1B-Instruct-GGUF');
+    expect(text).toContain('› Why is the sky blue?');
+    expect(text).toContain('Rayleigh scattering▍');
+    expect(text).toContain('› next q▍');
+    expectFits(text, 80, 24);
+  });
+
+  it('summarises a finished answer and keeps the newest lines in view', () => {
+    let state = stateOf(oneHive, '5');
+    for (let turn = 1; turn <= 6; turn += 1) {
+      state = reduce(state, { type: 'chat-edit', edit: { insert: `question ${turn}` } });
+      state = applyKey(state, p('enter'));
+      state = reduce(state, { type: 'chat-tokens', turnId: turn, text: `answer ${turn} `.repeat(12) });
+      state = reduce(state, { ...done, turnId: turn });
+    }
+    const text = frame(state);
+    expect(text).toContain('question 6');
+    expect(text).toContain('12 tokens · 31.5 tok/s · TTFT 240 ms · stop');
+    expect(text).not.toContain('question 1');
+    expectFits(text, 80, 24);
+  });
+
+  it('shows the picker after Esc, and the status while waiting for the first token', () => {
+    const picking = frame(stateOf(threeHives, '5', 'escape'));
+    expect(picking).toContain('PICK A MODEL');
+    expect(picking).toMatch(/Llama-3\.2-1B-Instruct\s+808 MB\s+mars,venus/);
+    const waiting = frame(
+      stateOf(
+        oneHive,
+        '5',
+        { type: 'chat-edit', edit: { insert: 'hi' } },
+        'enter',
+        { type: 'chat-accepted', turnId: 1, jobId: 'j' },
+        {
+          type: 'chat-status',
+          jobId: 'j',
+          text: 'loading model on laptop',
+        },
+      ),
+    );
+    expect(waiting).toContain('waiting… loading model on laptop');
+  });
+});
+
+describe('Log', () => {
+  const narrate = (source: 'hive' | 'queen', node: string, text: string): DashboardAction => ({
+    type: 'node-events',
+    events: [{ type: 'narration', ts: NOW, jobId: '-', source, node, text }],
+  });
+
+  it('shows provenance and filters by source', () => {
+    const state = stateOf(
+      threeHives,
+      '6',
+      narrate('queen', 'jupiter', 'picked GPU1 on hive jupiter: most free VRAM'),
+      narrate('hive', 'mars', 'worker w-m0 ready'),
+    );
+    const all = frame(state);
+    expect(all).toContain('[queen@jupiter] picked GPU1 on hive jupiter: most free VRAM');
+    expect(all).toContain('[hive@mars] worker w-m0 ready');
+    const hiveOnly = frame(applyKey(applyKey(applyKey(state, p('f')), p('f')), p('f')));
+    expect(hiveOnly).toContain('[hive@mars] worker w-m0 ready');
+    expect(hiveOnly).not.toContain('[queen@jupiter]');
+  });
+});
+
+describe('overlays and states', () => {
+  it('lists the keys in the help overlay', () => {
+    const text = frame(stateOf(oneHive, '?'));
+    expect(text).toContain('Keys (? or Esc closes)');
+    expect(text).toMatch(/p\s+pull a model/);
+    expect(text).toMatch(/1–6\s+switch view/);
+    expectFits(text, 80, 24);
+  });
+
+  it('asks for confirmation in a dialog and shows the keys for it', () => {
+    const text = frame(stateOf(threeHives, '2', 'x'));
+    expect(text).toContain('Stop worker w-j0 (hf:Qwen/Qwen2.5-32B-Instruct-GGUF on jupiter)? [y/n]');
+    expect(text).toMatch(/y yes\s+n\/Esc no/);
+    expectFits(text, 80, 24);
+  });
+
+  it('prompts for a ref to pull', () => {
+    const text = frame(stateOf(oneHive, 'p', { type: 'prompt-edit', edit: { insert: 'hf:org/repo' } }));
+    expect(text).toContain('Pull model');
+    expect(text).toContain('› hf:org/repo▍');
+  });
+
+  it('shows worker details', () => {
+    const text = frame(stateOf(threeHives, '2', 'enter'));
+    expect(text).toContain('worker w-j0');
+    expect(text).toMatch(/slots\s+3 busy of 4/);
+    expect(text).toMatch(/pid\s+5000/);
+  });
+
+  it('narrates the wake, and explains a failed one', () => {
+    const waking = stateOf(undefined, { type: 'narrate', text: 'node is asleep, waking it', ts: NOW });
+    const text = frame(waking);
+    expect(text).toContain('waking node…');
+    expect(text).toContain('[keeper@local] node is asleep, waking it');
+    const failed = reduce(waking, {
+      type: 'connection',
+      connection: { status: 'wake-failed', code: 'NODE_START_FAILED', error: 'port 7833 in use' },
+    });
+    expect(frame(failed)).toContain('Could not reach the node: port 7833 in use');
+    expect(frame(failed)).toContain('r retries, q quits');
+  });
+
+  it('says it is reconnecting while keeping the last view', () => {
+    const state = stateOf(oneHive, {
+      type: 'connection',
+      connection: { status: 'reconnecting', attempt: 2, retryInMs: 2000, error: 'reset' },
+    });
+    const text = frame(state);
+    expect(text).toContain('reconnecting (try 2, 2s)');
+    expect(text).toContain('laptop (this node)');
+  });
+
+  it('renders the same words without colour under NO_COLOR', () => {
+    expect(themeFromEnv({ NO_COLOR: '1' })).toBe(monoTheme);
+    expect(themeFromEnv({ NO_COLOR: '' })).toBe(colorTheme);
+    expect(Object.values(monoTheme.tokens).some((t) => t.color !== undefined)).toBe(false);
+    const state = stateOf(unhealthy, '2');
+    expect(frame(state, 80, 24, monoTheme)).toBe(frame(state, 80, 24, colorTheme));
+  });
+});
