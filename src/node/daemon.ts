@@ -187,8 +187,14 @@ export async function startNode(
 
   try {
     const reconciled = await provisioner.reconcile();
-    if (reconciled.removedPartials.length + reconciled.removedRows.length > 0) {
-      log.info(reconciled, 'reconciled the model catalog with the disk');
+    if (
+      reconciled.removedPartials.length + reconciled.removedRows.length + reconciled.keptPartials.length >
+      0
+    ) {
+      log.info(
+        reconciled,
+        `reconciled the catalog with the disk; ${reconciled.keptPartials.length} interrupted download(s) can resume`,
+      );
     }
     await api.listen({ host: config.host, port: config.port });
   } catch (error) {

@@ -15,9 +15,13 @@ export const ERROR_CODES = {
   // the model exists but cannot be used
   MODEL_INVALID: { exit: 4, http: 422 },
   MODEL_IN_USE: { exit: 4, http: 409 },
+  // the model cannot compute embeddings (e.g. an encoder-decoder model)
+  EMBEDDINGS_UNSUPPORTED: { exit: 4, http: 400 },
   // downloads and disk
   DOWNLOAD_FAILED: { exit: 5, http: 502 },
   DOWNLOAD_TRUNCATED: { exit: 5, http: 502 },
+  // the bytes arrived but their sha256 is not the one the source published (e.g. the HF LFS oid)
+  CHECKSUM_MISMATCH: { exit: 5, http: 502 },
   DISK_FULL: { exit: 5, http: 507 },
   // the node and its workers
   PORT_IN_USE: { exit: 6, http: 500 },

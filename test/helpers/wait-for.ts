@@ -5,7 +5,8 @@ export async function waitFor<T>(
   predicate: () => T | Promise<T>,
   options: { timeoutMs?: number; intervalMs?: number; what?: string } = {},
 ): Promise<NonNullable<T>> {
-  const deadline = Date.now() + (options.timeoutMs ?? 20_000);
+  // Generous: this only bounds how long a failure takes to show on a loaded 2-core machine.
+  const deadline = Date.now() + (options.timeoutMs ?? 60_000);
   for (;;) {
     const value = await predicate();
     if (value !== undefined && value !== null && value !== false) return value;

@@ -46,6 +46,8 @@ function make(overrides: Partial<ProvisionerInit> = {}): Provisioner {
     modelsDir,
     hfEndpoint: server.origin,
     hfToken: 'hf_secret',
+    // Retries stay on (every cut is retried) but need not wait in tests.
+    retryDelayMs: 5,
     ...overrides,
   });
 }

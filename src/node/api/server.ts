@@ -1,7 +1,7 @@
 /**
  * The node's HTTP API. Every error leaves as `{error: {code, message}}` with the code's HTTP status.
  */
-import Fastify, { type FastifyBaseLogger, type FastifyReply } from 'fastify';
+import Fastify, { type FastifyReply } from 'fastify';
 import { z } from 'zod';
 import { RbeeError, toRbeeError } from '../../shared/errors.js';
 import { isTerminal, jobRequestSchema, type Health, type JobEvent } from '../../shared/wire.js';
@@ -61,11 +61,9 @@ const SSE_KEEPALIVE_MS = 15_000;
 export type Api = ReturnType<typeof createApi>;
 
 export function createApi(init: ApiInit) {
-  const logger: FastifyBaseLogger = init.log;
+  // No fastify logger: requests are counted in metrics, and errors are logged below through pino.
   const app = Fastify({
-    loggerInstance: logger,
     bodyLimit: BODY_LIMIT,
-    disableRequestLogging: true,
     // Event streams stay open until the client leaves; closing the node must not wait for them.
     forceCloseConnections: true,
   });

@@ -3,13 +3,18 @@
  */
 import { RbeeError, toRbeeError } from '../../shared/errors.js';
 import { networkError } from './download.js';
+import { splitPartIndex, splitPartNames } from './model-files.js';
 import { parseModelRef } from './model-ref.js';
 
 export interface RepoFile {
-  /** Path inside the repo, e.g. `model.Q4_K_M.gguf`. */
+  /** Path inside the repo, e.g. `model.Q4_K_M.gguf`; for a split model, its first part. */
   name: string;
-  /** Size when the listing gives it. */
+  /** Size when the listing gives it; for a split model, the sum of its parts when all are known. */
   bytes?: number;
+  /** Hex sha256 of the content: the Git LFS oid, when the listing gives it. */
+  sha256?: string;
+  /** The parts of a split GGUF (`x-00001-of-00003.gguf` …), in order; absent for a single file. */
+  parts?: RepoFile[];
 }
 
 export interface ListRepoFilesInit {
@@ -21,9 +26,14 @@ export interface ListRepoFilesInit {
   signal?: AbortSignal;
 }
 
-/** The repo's GGUF files that can be used alone: no split parts, no vision projectors, no odd names. */
-export async function listRepoGgufFiles(init: ListRepoFilesInit): Promise<RepoFile[]> {
-  const url = `${init.endpoint}/api/models/${init.repo}`;
+/**
+ * Every file of the repo's main branch, from `GET /api/models/{repo}?blobs=true`: one request for
+ * the whole tree (the `/tree/main` API pages and needs a recursive walk), whose `siblings` carry
+ * `rfilename`, `size` and, for LFS files (every GGUF), `lfs.sha256`, the content's sha256. Names are
+ * not checked here; see `ggufCandidates`.
+ */
+export async function listRepoFiles(init: ListRepoFilesInit): Promise<RepoFile[]> {
+  const url = `${init.endpoint}/api/models/${init.repo}?blobs=true`;
   const timeout = AbortSignal.timeout(init.timeoutMs);
   const signal = init.signal === undefined ? timeout : AbortSignal.any([init.signal, timeout]);
   let body: unknown;
@@ -62,16 +72,53 @@ export async function listRepoGgufFiles(init: ListRepoFilesInit): Promise<RepoFi
     throw new RbeeError('DOWNLOAD_FAILED', `listing ${init.repo}: the answer has no file list`);
   }
   const files: RepoFile[] = [];
-  for (const sibling of siblings as { rfilename?: unknown; size?: unknown }[]) {
+  for (const sibling of siblings as { rfilename?: unknown; size?: unknown; lfs?: { sha256?: unknown } }[]) {
     const name = sibling.rfilename;
-    if (typeof name !== 'string' || !usable(init.repo, name)) continue;
-    files.push(typeof sibling.size === 'number' ? { name, bytes: sibling.size } : { name });
+    if (typeof name !== 'string') continue;
+    const file: RepoFile = { name };
+    if (typeof sibling.size === 'number' && Number.isSafeInteger(sibling.size) && sibling.size >= 0) {
+      file.bytes = sibling.size;
+    }
+    const sha256 = sibling.lfs?.sha256;
+    if (typeof sha256 === 'string' && /^[0-9a-f]{64}$/i.test(sha256)) file.sha256 = sha256.toLowerCase();
+    files.push(file);
   }
   return files;
 }
 
+/**
+ * The GGUF models in a listing: single files, and split models whose every part is listed
+ * (as one entry named after the first part). Vision projectors and names that would not pass as
+ * a typed ref are left out.
+ */
+export function ggufCandidates(repo: string, files: readonly RepoFile[]): RepoFile[] {
+  const usableFiles = files.filter((f) => usable(repo, f.name));
+  const byName = new Map(usableFiles.map((f) => [f.name, f]));
+  const candidates: RepoFile[] = [];
+  for (const file of usableFiles) {
+    const part = splitPartIndex(file.name);
+    if (part === undefined) {
+      candidates.push(file);
+      continue;
+    }
+    if (part.index !== 1) continue;
+    const parts = (splitPartNames(file.name) ?? []).map((name) => byName.get(name));
+    if (parts.some((p) => p === undefined)) continue;
+    const complete = parts as RepoFile[];
+    const sized = complete.every((p) => p.bytes !== undefined);
+    const total = complete.reduce((sum, p) => sum + (p.bytes ?? 0), 0);
+    candidates.push({ name: file.name, ...(sized ? { bytes: total } : {}), parts: complete });
+  }
+  return candidates;
+}
+
+/** The repo's GGUF models (see `ggufCandidates`). */
+export async function listRepoGgufFiles(init: ListRepoFilesInit): Promise<RepoFile[]> {
+  return ggufCandidates(init.repo, await listRepoFiles(init));
+}
+
 function usable(repo: string, name: string): boolean {
-  if (!/\.gguf$/i.test(name) || /mmproj/i.test(name) || /-\d{5}-of-\d{5}\.gguf$/i.test(name)) return false;
+  if (!/\.gguf$/i.test(name) || /mmproj/i.test(name)) return false;
   try {
     // The listing is input from the network: a name must pass the same checks as a typed ref.
     parseModelRef(`hf:${repo}/${name}`);
@@ -92,6 +139,7 @@ export interface Pick {
 /**
  * With a quantization: the file whose name holds it as a whole token, else as a substring.
  * Without: the first of DEFAULT_QUANTS present, else the smallest file. Ties go to the smallest.
+ * A split model is picked only when no single file of the same choice exists.
  */
 export function pickGgufFile(files: readonly RepoFile[], quant?: string): Pick | undefined {
   if (quant !== undefined) {
@@ -99,25 +147,37 @@ export function pickGgufFile(files: readonly RepoFile[], quant?: string): Pick |
     const loose =
       exact.length > 0 ? exact : files.filter((f) => f.name.toLowerCase().includes(quant.toLowerCase()));
     if (loose.length === 0) return undefined;
-    const file = preferred(loose)?.file ?? smallest(loose);
-    return { file, reason: `matches ${quant.toUpperCase()}` };
+    const file = preferred(loose)?.file ?? smallest(singlesFirst(loose));
+    return { file, reason: `matches ${quant.toUpperCase()}${splitNote(file)}` };
   }
   const pick = preferred(files);
-  if (pick !== undefined) return { file: pick.file, reason: `${pick.quant} is the default choice` };
+  if (pick !== undefined) {
+    return { file: pick.file, reason: `${pick.quant} is the default choice${splitNote(pick.file)}` };
+  }
   if (files.length === 0) return undefined;
   const sized = files.every((f) => f.bytes !== undefined);
+  const file = smallest(singlesFirst(files));
   return {
-    file: smallest(files),
-    reason: `none of ${DEFAULT_QUANTS.join(', ')} listed; smallest ${sized ? 'file' : 'quantization'}`,
+    file,
+    reason: `none of ${DEFAULT_QUANTS.join(', ')} listed; smallest ${sized ? 'file' : 'quantization'}${splitNote(file)}`,
   };
 }
 
 function preferred(files: readonly RepoFile[]): { file: RepoFile; quant: string } | undefined {
   for (const quant of DEFAULT_QUANTS) {
     const matching = files.filter((f) => hasToken(f.name, quant));
-    if (matching.length > 0) return { file: smallest(matching), quant };
+    if (matching.length > 0) return { file: smallest(singlesFirst(matching)), quant };
   }
   return undefined;
+}
+
+function singlesFirst(files: readonly RepoFile[]): readonly RepoFile[] {
+  const singles = files.filter((f) => f.parts === undefined);
+  return singles.length > 0 ? singles : files;
+}
+
+function splitNote(file: RepoFile): string {
+  return file.parts === undefined ? '' : ` (split into ${file.parts.length} parts)`;
 }
 
 function hasToken(name: string, quant: string): boolean {

@@ -62,3 +62,44 @@ export async function listFiles(dir: string): Promise<string[]> {
   }
   return files;
 }
+
+/** llama.cpp's split naming: `<name>-00001-of-00003.gguf`. */
+const SPLIT_PART = /^(.*-)(\d{5})(-of-(\d{5})\.gguf)$/i;
+
+/**
+ * The names of every part when `name` (a file name or path) is the first part of a split GGUF,
+ * in order, spelled like `name`; undefined for any other name (including later parts).
+ */
+export function splitPartNames(name: string): string[] | undefined {
+  const match = SPLIT_PART.exec(name);
+  if (match === null || Number(match[2]) !== 1) return undefined;
+  const [, prefix = '', , suffix = '', countText = ''] = match;
+  const count = Number(countText);
+  if (!(count >= 1)) return undefined;
+  return Array.from({ length: count }, (_, i) => `${prefix}${String(i + 1).padStart(5, '0')}${suffix}`);
+}
+
+/** A split part's number and count (`x-00002-of-00003.gguf` → 2, 3); undefined when not a part. */
+export function splitPartIndex(name: string): { index: number; count: number } | undefined {
+  const match = SPLIT_PART.exec(name);
+  if (match === null) return undefined;
+  const index = Number(match[2]);
+  const count = Number(match[4]);
+  return index >= 1 && index <= count ? { index, count } : undefined;
+}
+
+/** Every file a model at `path` is made of: all parts for a split GGUF's first part, else `path`. */
+export function modelFilePaths(path: string): string[] {
+  return splitPartNames(path) ?? [path];
+}
+
+/** The bytes of every file of the model at `path`; undefined when any of them is missing. */
+export async function modelBytesOnDisk(path: string): Promise<number | undefined> {
+  let total = 0;
+  for (const part of modelFilePaths(path)) {
+    const size = await fileSize(part);
+    if (size === undefined) return undefined;
+    total += size;
+  }
+  return total;
+}

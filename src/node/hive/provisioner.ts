@@ -1,17 +1,22 @@
 /**
  * The provisioner makes a model ref usable on this machine: it finds it in the catalog, registers a
  * local file, generates a demo model, or downloads from a URL or Hugging Face. Its invariants:
- * a catalog row never points at a missing or partial file; after any failure or abort nothing is
- * left behind (no `.partial`, no row); concurrent requests for one model share one download.
+ * a catalog row never points at a missing or partial file; after a failure or abort nothing is left
+ * behind (no row, no `.partial`) except the `.partial` of a download cut by the network from a
+ * server that can resume it, which the next `ensure` of the same ref continues (partial-file.ts
+ * says exactly when one is kept); concurrent requests for one model share one download.
  */
 import { mkdir, rename, rm } from 'node:fs/promises';
 import { basename, dirname, resolve } from 'node:path';
 import { generateTestModel, readModelInfo, type ModelInfo } from '../../engine/index.js';
 import { RbeeError, toRbeeError } from '../../shared/errors.js';
 import type { ModelCatalog, ModelRow, ModelSource } from '../store/model-catalog.js';
-import { downloadToFile, writeError } from './download.js';
-import { listRepoGgufFiles, pickGgufFile, type RepoFile } from './hf-files.js';
-import { fileSize, hashFile, isInside, listFiles, pruneEmptyDirs } from './model-files.js';
+import { writeError } from './download.js';
+import { pickGgufFile, type RepoFile } from './hf-files.js';
+import { createHfSource } from './hf-source.js';
+import { downloadModel, type ModelFile } from './model-download.js';
+import { hashFile, isInside, modelBytesOnDisk, modelFilePaths, pruneEmptyDirs } from './model-files.js';
+import { sweepPartials } from './partial-file.js';
 import {
   canonicalRef,
   modelDirName,
@@ -35,8 +40,22 @@ export interface ProvisionerInit {
   hfToken?: string;
   /** Defaults to the global fetch. */
   fetch?: typeof fetch;
-  /** A download that receives nothing for this long fails. Defaults to 60 s. */
+  /** A download that receives nothing for this long fails (and is retried). Defaults to 60 s. */
   stallTimeoutMs?: number;
+  /**
+   * Attempts after the first when a download is cut, stalls, or meets a 5xx; each resumes where the
+   * last stopped when the server allows it, and headway resets the count. Defaults to 3.
+   */
+  retries?: number;
+  /** The first retry waits about this long, each next one twice as long (at most 30 s). Defaults to 1 s. */
+  retryDelayMs?: number;
+  /**
+   * A download that would leave less than this free on the models directory's disk fails with
+   * DISK_FULL before writing a byte. Defaults to 1 GiB.
+   */
+  minFreeDiskBytes?: number;
+  /** `reconcile` deletes resumable partials not written to for this long. Defaults to 7 days. */
+  maxPartialAgeMs?: number;
   /** Defaults to Date.now. */
   now?: () => number;
 }
@@ -53,8 +72,10 @@ export interface EnsureResult {
 }
 
 export interface ReconcileReport {
-  /** Leftover `*.partial` files deleted. */
+  /** Leftover `*.partial` files deleted (no sidecar, or too old), and sidecars without a partial. */
   removedPartials: string[];
+  /** Partials of cut downloads left for the next `ensure` of the same model to resume. */
+  keptPartials: string[];
   /** Rows whose file was gone, deleted. */
   removedRows: ModelRow[];
 }
@@ -74,23 +95,31 @@ type FetchableRef = ModelRef & ({ kind: 'url' } | { kind: 'hf'; file: string });
 export function createProvisioner(init: ProvisionerInit): Provisioner {
   const { catalog } = init;
   const modelsDir = resolve(init.modelsDir);
-  const endpoint = (init.hfEndpoint ?? process.env.HF_ENDPOINT ?? 'https://huggingface.co').replace(
-    /\/+$/,
-    '',
-  );
-  const hfToken = init.hfToken ?? process.env.HF_TOKEN;
-  const hfHeaders: Record<string, string> =
-    hfToken === undefined || hfToken === '' ? {} : { authorization: `Bearer ${hfToken}` };
   const fetchFn = init.fetch ?? globalThis.fetch;
   const stallTimeoutMs = init.stallTimeoutMs ?? 60_000;
   const now = init.now ?? Date.now;
+  const retries = init.retries ?? 3;
+  const retryDelayMs = init.retryDelayMs ?? 1000;
+  const reserveBytes = init.minFreeDiskBytes ?? 1024 ** 3;
+  const maxPartialAgeMs = init.maxPartialAgeMs ?? 7 * 24 * 3600 * 1000;
   const tasks = createSharedTasks<EnsureResult>();
+  const hf = createHfSource({
+    ...(init.hfEndpoint === undefined ? {} : { endpoint: init.hfEndpoint }),
+    ...(init.hfToken === undefined ? {} : { token: init.hfToken }),
+    fetch: fetchFn,
+    timeoutMs: stallTimeoutMs,
+  });
   /** Partial files being written now; reconcile must not delete them. */
   const writing = new Set<string>();
 
   type Emit = (progress: ProvisionProgress) => void;
 
-  async function provision(ref: ModelRef, signal: AbortSignal, emit: Emit): Promise<EnsureResult> {
+  async function provision(
+    ref: ModelRef,
+    signal: AbortSignal,
+    emit: Emit,
+    listed?: RepoFile[],
+  ): Promise<EnsureResult> {
     const cached = await findCached(ref);
     if (cached !== undefined) {
       const at = now();
@@ -103,15 +132,20 @@ export function createProvisioner(init: ProvisionerInit): Provisioner {
         return registerLocal(ref, signal, emit);
       case 'demo':
         return generateDemo(ref, signal, emit);
-      case 'url':
-        return download(ref, ref.url, signal, emit);
+      case 'url': {
+        const finalPath = resolveInModelsDir(modelsDir, modelDirName(ref), modelFileName(ref));
+        return download(ref, [{ url: ref.url, finalPath }], signal, emit);
+      }
       case 'hf': {
         if (ref.file !== undefined) {
-          const url = `${endpoint}/${ref.repo}/resolve/main/${ref.file.split('/').map(encodeURIComponent).join('/')}`;
-          return download({ ...ref, file: ref.file }, url, signal, emit, hfHeaders);
+          const hfRef = { ...ref, file: ref.file };
+          const pathFor = (name: string): string => resolveInModelsDir(modelsDir, modelDirName(ref), name);
+          const files = await hf.modelFiles(ref.repo, ref.file, pathFor, listed, { signal });
+          return download(hfRef, files, signal, emit, hf.headers);
         }
-        const fileRef = await resolveHfFile(ref, signal, emit);
-        return tasks.run(canonicalRef(fileRef), (s, e) => provision(fileRef, s, e), {
+        const { file, listing } = await hf.pick(ref, emit, { signal });
+        const fileRef: ModelRef = { kind: 'hf', repo: ref.repo, file };
+        return tasks.run(canonicalRef(fileRef), (s, e) => provision(fileRef, s, e, listing), {
           signal,
           onProgress: emit,
         });
@@ -125,7 +159,7 @@ export function createProvisioner(init: ProvisionerInit): Provisioner {
       const prefix = `hf:${ref.repo}/`;
       const rows = [];
       for (const row of catalog.list()) {
-        if (row.ref.startsWith(prefix) && (await fileSize(row.path)) === row.bytes) rows.push(row);
+        if (row.ref.startsWith(prefix) && (await modelBytesOnDisk(row.path)) === row.bytes) rows.push(row);
       }
       const files: RepoFile[] = rows.map((row) => ({ name: row.ref.slice(prefix.length), bytes: row.bytes }));
       const pick = pickGgufFile(files, ref.quant);
@@ -133,43 +167,18 @@ export function createProvisioner(init: ProvisionerInit): Provisioner {
     }
     const row = catalog.get(canonicalRef(ref));
     if (row === undefined) return undefined;
-    if ((await fileSize(row.path)) === row.bytes) return row;
+    if ((await modelBytesOnDisk(row.path)) === row.bytes) return row;
     catalog.remove(row.id);
     return undefined;
   }
 
-  async function resolveHfFile(ref: ModelRef & { kind: 'hf' }, signal: AbortSignal, emit: Emit) {
-    emit({ phase: 'resolving', bytes: 0, message: `listing the GGUF files of ${ref.repo}` });
-    const files = await listRepoGgufFiles({
-      endpoint,
-      repo: ref.repo,
-      fetch: fetchFn,
-      headers: hfHeaders,
-      timeoutMs: stallTimeoutMs,
-      signal,
-    });
-    const pick = pickGgufFile(files, ref.quant);
-    if (pick === undefined) {
-      const listed = files.length === 0 ? 'no usable .gguf files' : files.map((f) => f.name).join(', ');
-      const wanted = ref.quant === undefined ? '' : ` matching ${ref.quant}`;
-      throw new RbeeError('MODEL_NOT_FOUND', `${ref.repo} has no .gguf file${wanted}; it has: ${listed}`, {
-        details: { repo: ref.repo, quant: ref.quant, files: files.map((f) => f.name) },
-      });
-    }
-    emit({
-      phase: 'resolving',
-      bytes: 0,
-      file: pick.file.name,
-      message: `picked ${pick.file.name}: ${pick.reason}`,
-    });
-    return { kind: 'hf' as const, repo: ref.repo, file: pick.file.name };
-  }
-
   async function registerLocal(ref: ModelRef & { kind: 'file' }, signal: AbortSignal, emit: Emit) {
     emit({ phase: 'verifying', bytes: 0, file: basename(ref.path) });
-    const size = await fileSize(ref.path);
+    // A split model's first part stands for all its parts, which must all be there.
+    const size = await modelBytesOnDisk(ref.path);
     if (size === undefined) {
-      throw new RbeeError('MODEL_NOT_FOUND', `no such model file: ${ref.path}`, {
+      const what = modelFilePaths(ref.path).length > 1 ? 'a part of the split model' : 'the model file';
+      throw new RbeeError('MODEL_NOT_FOUND', `${what} is missing: ${ref.path}`, {
         details: { path: ref.path },
       });
     }
@@ -197,30 +206,35 @@ export function createProvisioner(init: ProvisionerInit): Provisioner {
 
   async function download(
     ref: FetchableRef,
-    url: string,
+    files: ModelFile[],
     signal: AbortSignal,
     emit: Emit,
     headers: Record<string, string> = {},
   ): Promise<EnsureResult> {
-    const fileName = modelFileName(ref);
-    const finalPath = resolveInModelsDir(modelsDir, modelDirName(ref), fileName);
-    const file = basename(fileName);
-    const fields = await intoModelsDir(finalPath, signal, async (partial) => {
-      emit({ phase: 'downloading', bytes: 0, file });
-      const { bytes, sha256 } = await downloadToFile({
-        url,
-        path: partial,
-        fetch: fetchFn,
-        headers,
-        stallTimeoutMs,
-        signal,
-        onProgress: (p) => emit({ phase: 'downloading', ...p, file }),
-      });
-      emit({ phase: 'verifying', bytes, totalBytes: bytes, file });
-      const info = await readModelInfo(partial, { signal });
-      return { path: finalPath, bytes, sha256, info, source: 'download' as const };
+    const first = files[0];
+    if (first === undefined) throw new RbeeError('INTERNAL', 'a download without files');
+    const sizes = files.map((f) => f.bytes);
+    const total = sizes.every((b) => b !== undefined) ? sizes.reduce((a, b) => a + b, 0) : undefined;
+    emit({
+      phase: 'downloading',
+      bytes: 0,
+      ...(total === undefined ? {} : { totalBytes: total }),
+      file: basename(first.finalPath),
     });
-    return publish(ref, fields, emit);
+    const { bytes, sha256, info } = await downloadModel({
+      files,
+      modelsDir,
+      fetch: fetchFn,
+      headers,
+      stallTimeoutMs,
+      retries,
+      retryDelayMs,
+      reserveBytes,
+      busy: writing,
+      emit,
+      signal,
+    });
+    return publish(ref, { path: first.finalPath, bytes, sha256, info, source: 'download' }, emit);
   }
 
   /**
@@ -281,10 +295,7 @@ export function createProvisioner(init: ProvisionerInit): Provisioner {
     try {
       catalog.upsert(row);
     } catch (error) {
-      if (fields.source !== 'local') {
-        await rm(fields.path, { force: true });
-        await pruneEmptyDirs(dirname(fields.path), modelsDir);
-      }
+      if (fields.source !== 'local') await deleteModelFiles(fields.path);
       throw error;
     }
     emit({ phase: 'done', bytes: row.bytes, totalBytes: row.bytes, file: basename(row.path) });
@@ -301,22 +312,21 @@ export function createProvisioner(init: ProvisionerInit): Provisioner {
     },
 
     async reconcile(options = {}) {
-      const removedPartials: string[] = [];
-      for (const path of await listFiles(modelsDir)) {
-        options.signal?.throwIfAborted();
-        if (!path.endsWith('.partial') || writing.has(path) || writing.has(path.replace(/\.partial$/, '')))
-          continue;
-        await rm(path, { force: true });
-        removedPartials.push(path);
-        await pruneEmptyDirs(dirname(path), modelsDir);
-      }
+      const swept = await sweepPartials(modelsDir, {
+        busy: (path) => writing.has(path),
+        maxAgeMs: maxPartialAgeMs,
+        now: now(),
+        ...(options.signal === undefined ? {} : { signal: options.signal }),
+      });
       const removedRows: ModelRow[] = [];
       for (const row of catalog.list()) {
-        if ((await fileSize(row.path)) !== undefined) continue;
+        if ((await modelBytesOnDisk(row.path)) !== undefined) continue;
         catalog.remove(row.id);
         removedRows.push(row);
+        // The parts of a split model that lost one of them are of no use any more.
+        if (row.source !== 'local') await deleteModelFiles(row.path);
       }
-      return { removedPartials, removedRows };
+      return { removedPartials: swept.removed, keptPartials: swept.kept, removedRows };
     },
 
     async remove(idOrRef, options = {}) {
@@ -328,11 +338,7 @@ export function createProvisioner(init: ProvisionerInit): Provisioner {
         });
       }
       catalog.remove(row.id);
-      // Never delete a user's own file, nor anything outside the models directory.
-      if (row.source !== 'local' && isInside(modelsDir, resolve(row.path))) {
-        await rm(row.path, { force: true });
-        await pruneEmptyDirs(dirname(resolve(row.path)), modelsDir);
-      }
+      if (row.source !== 'local') await deleteModelFiles(row.path);
       return row;
     },
 
@@ -340,6 +346,15 @@ export function createProvisioner(init: ProvisionerInit): Provisioner {
       return tasks.active().map(({ key, last }) => ({ ref: key, progress: last }));
     },
   };
+
+  /** Deletes a model's files (every part of a split model), never anything outside the models directory. */
+  async function deleteModelFiles(path: string): Promise<void> {
+    for (const file of modelFilePaths(resolve(path))) {
+      if (!isInside(modelsDir, file)) continue;
+      await rm(file, { force: true });
+      await pruneEmptyDirs(dirname(file), modelsDir);
+    }
+  }
 
   function lookupByParsedRef(text: string): ModelRow | undefined {
     try {

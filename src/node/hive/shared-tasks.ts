@@ -6,7 +6,11 @@
  */
 import { toRbeeError } from '../../shared/errors.js';
 
-export type ProvisionPhase = 'resolving' | 'downloading' | 'verifying' | 'done';
+/**
+ * `retrying`: a download was cut and waits before its next attempt (the message says why and when);
+ * `downloading` follows again, resuming where the bytes stopped when the server allows it.
+ */
+export type ProvisionPhase = 'resolving' | 'downloading' | 'retrying' | 'verifying' | 'done';
 
 export interface ProvisionProgress {
   phase: ProvisionPhase;
@@ -14,7 +18,7 @@ export interface ProvisionProgress {
   totalBytes?: number;
   bytesPerSecond?: number;
   etaSeconds?: number;
-  /** The file being fetched or written. */
+  /** The file being fetched or written (for a split model, the part being fetched). */
   file?: string;
   /** A line for narration, e.g. which file was picked and why. */
   message?: string;

@@ -15,10 +15,14 @@ export interface ModelRow {
   /** A short name chosen by the user; unique when set. */
   alias: string | null;
   name: string;
-  /** Absolute path of the GGUF file. */
+  /** Absolute path of the GGUF file; for a split model, its first part (llama.cpp finds the rest). */
   path: string;
+  /** Size on disk; for a split model, all parts together. */
   bytes: number;
-  /** Hex sha256 of the file; null for local files, which are not hashed on registration. */
+  /**
+   * Hex sha256 of the file at `path` (for a split model, of the first part; every part was checked
+   * against the published hash when there was one); null for local files, not hashed on registration.
+   */
   sha256: string | null;
   architecture: string;
   quantization: string;
