@@ -2,5 +2,12 @@
 export { spawnWorker } from './worker/client.js';
 export { defaultThreads, detectDevices, physicalCores } from './hardware.js';
 export { readModelInfo, type ModelInfo } from './model-info.js';
+export {
+  DEFAULT_CONTEXT_CAP,
+  defaultContextSize,
+  estimateWorkerMemory,
+  type EstimateWorkerMemoryOptions,
+} from './memory.js';
+export { gbnfProblem, prepareJsonSchema, type PreparedJsonSchema } from './worker/constraints.js';
 export type * from './types.js';
 export * from './gguf/index.js';

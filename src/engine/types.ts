@@ -52,6 +52,11 @@ export interface GenerateRequest extends Sampling {
   prompt?: string;
   /** Chat: rendered with the model's own chat template. */
   messages?: ChatMessage[];
+  /**
+   * How many recent tokens repeatPenalty, presencePenalty and frequencyPenalty look at. 0 turns all
+   * three off. Defaults to 64 (llama.cpp's and node-llama-cpp's default).
+   */
+  repeatLastTokens?: number;
 }
 
 export type GenerateChunk =
@@ -75,9 +80,34 @@ export interface WorkerInfo {
   contextSize: number;
   threads: number;
   state: WorkerState;
-  /** Resident memory of the worker process after loading, in bytes. */
+  /** Resident memory of the worker process after loading, in bytes (updated by every heartbeat). */
   memoryBytes: number;
+  /**
+   * What the GGUF says this worker needs (weights + KV cache and compute buffers, RAM and VRAM
+   * together), from the same estimate as estimateWorkerMemory. Excludes the process's own baseline
+   * (Node and the llama.cpp runtime), which memoryBytes includes.
+   */
+  estimatedBytes: number;
   loadMs: number;
+}
+
+export interface EmbedResult {
+  /** One L2-normalised vector per input text, in input order, each of the model's embedding size. */
+  embeddings: number[][];
+  /** Tokens evaluated over all texts (including the BOS/EOS tokens that embedding adds). */
+  promptTokens: number;
+}
+
+/** What a worker for a model needs in memory, estimated from the GGUF header alone. */
+export interface MemoryEstimate {
+  /** Model weights (in RAM on CPU; the offloaded part is in VRAM). */
+  weightsBytes: number;
+  /** KV cache of all slots plus llama.cpp's compute and output buffers. */
+  kvCacheBytes: number;
+  /** weightsBytes + kvCacheBytes. */
+  totalBytes: number;
+  /** The part of totalBytes that lives in GPU memory: 0 when nothing is offloaded. */
+  vramBytes: number;
 }
 
 export interface WorkerHandle {
@@ -87,6 +117,12 @@ export interface WorkerHandle {
    * process dies mid-stream, JOB_CANCELLED if `signal` aborts (the slot is freed at once).
    */
   generate(request: GenerateRequest, options?: { signal?: AbortSignal }): AsyncIterable<GenerateChunk>;
+  /**
+   * Embeds texts on a separate embedding context that the worker creates on first use. Throws
+   * EMBEDDINGS_UNSUPPORTED when the model cannot embed, BAD_REQUEST for an empty text or one longer
+   * than the context, JOB_CANCELLED if `signal` aborts, WORKER_CRASHED if the process dies.
+   */
+  embed(texts: string[], options?: { signal?: AbortSignal }): Promise<EmbedResult>;
   /** Asks the worker to exit; SIGKILL after `timeoutMs` (default 5 s). Resolves once the process is gone. */
   stop(options?: { timeoutMs?: number }): Promise<void>;
   /** Resolves when the process has exited, for whatever reason. */

@@ -20,6 +20,15 @@ export const samplingSchema = z.object({
   minP: z.number().min(0).max(1).optional(),
   seed: z.number().int().min(0).optional(),
   stop: z.array(z.string().min(1)).max(16).optional(),
+  /** Multiplies down recently generated tokens: 1 is off (the default), 1.1 is typical. */
+  repeatPenalty: z.number().gt(0).max(2).optional(),
+  /** OpenAI's ranges: subtracted once for a token seen recently (presence), or per time seen (frequency). */
+  presencePenalty: z.number().min(-2).max(2).optional(),
+  frequencyPenalty: z.number().min(-2).max(2).optional(),
+  /** A GBNF grammar that the output must match. At most one of grammar and jsonSchema. */
+  grammar: z.string().min(1).max(100_000).optional(),
+  /** A JSON schema that the output must match, enforced by a grammar built from it. */
+  jsonSchema: z.record(z.string(), z.unknown()).optional(),
 });
 export type Sampling = z.infer<typeof samplingSchema>;
 

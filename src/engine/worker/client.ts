@@ -9,6 +9,7 @@ import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { RbeeError } from '../../shared/errors.js';
 import type {
+  EmbedResult,
   GenerateChunk,
   GenerateRequest,
   WorkerHandle,
@@ -16,7 +17,9 @@ import type {
   WorkerInfo,
   WorkerInit,
 } from '../types.js';
+import { createChannel, type Channel } from './channel.js';
 import {
+  embedTextsSchema,
   generateRequestSchema,
   parseChildMessage,
   WORKER_INIT_ENV,
@@ -55,40 +58,15 @@ function resolveTsx(): string {
   }
 }
 
-/** A single-consumer queue of chunks for one request, failed once with an error. */
-function createChannel(): {
-  push(chunk: GenerateChunk): void;
-  fail(error: RbeeError): void;
-  next(): Promise<GenerateChunk>;
-} {
-  const items: GenerateChunk[] = [];
-  let failure: RbeeError | undefined;
-  let waiter: { resolve: (c: GenerateChunk) => void; reject: (e: RbeeError) => void } | undefined;
-  return {
-    push(chunk) {
-      if (failure !== undefined) return;
-      if (waiter === undefined) items.push(chunk);
-      else {
-        waiter.resolve(chunk);
-        waiter = undefined;
-      }
-    },
-    fail(error) {
-      if (failure !== undefined) return;
-      failure = error;
-      items.length = 0;
-      waiter?.reject(error);
-      waiter = undefined;
-    },
-    next() {
-      const item = items.shift();
-      if (item !== undefined) return Promise.resolve(item);
-      if (failure !== undefined) return Promise.reject(failure);
-      return new Promise((resolve, reject) => {
-        waiter = { resolve, reject };
-      });
-    },
-  };
+/** One line a person can read: `path: message` per issue (custom issues already name their field). */
+function describeIssues(issues: readonly { code: string; path: PropertyKey[]; message: string }[]): string {
+  return issues
+    .map((issue) =>
+      issue.code === 'custom' || issue.path.length === 0
+        ? issue.message
+        : `${issue.path.map(String).join('.')}: ${issue.message}`,
+    )
+    .join('; ');
 }
 
 function toChildInit(init: WorkerInit): ChildInit {
@@ -231,7 +209,11 @@ function createHandle(
   exited: Promise<ExitInfo>,
 ): WorkerHandle {
   const info: WorkerInfo = { ...readyInfo };
-  const pending = new Map<string, ReturnType<typeof createChannel>>();
+  const pending = new Map<string, Channel>();
+  const pendingEmbeds = new Map<
+    string,
+    { resolve: (result: EmbedResult) => void; reject: (error: RbeeError) => void }
+  >();
   let lastHeartbeat: WorkerHeartbeat | undefined;
   let invalidMessages = 0;
   let exitInfo: ExitInfo | undefined;
@@ -268,9 +250,17 @@ function createHandle(
         pending.get(requestId)?.push({ type: 'done', ...rest });
         return;
       }
+      case 'embeddings':
+        pendingEmbeds.get(message.requestId)?.resolve({
+          embeddings: message.embeddings,
+          promptTokens: message.promptTokens,
+        });
+        return;
       case 'error':
         if (message.requestId !== undefined) {
-          pending.get(message.requestId)?.fail(new RbeeError(message.error.code, message.error.message));
+          const error = new RbeeError(message.error.code, message.error.message);
+          pending.get(message.requestId)?.fail(error);
+          pendingEmbeds.get(message.requestId)?.reject(error);
         }
         return;
       case 'heartbeat': {
@@ -296,6 +286,10 @@ function createHandle(
       channel.fail(new RbeeError('WORKER_CRASHED', `worker ${info.pid} exited mid-stream (${how})`));
     }
     pending.clear();
+    for (const waiter of pendingEmbeds.values()) {
+      waiter.reject(new RbeeError('WORKER_CRASHED', `worker ${info.pid} exited during embedding (${how})`));
+    }
+    pendingEmbeds.clear();
     refreshState();
   });
 
@@ -304,7 +298,7 @@ function createHandle(
     options: { signal?: AbortSignal } = {},
   ): AsyncGenerator<GenerateChunk, void, undefined> {
     const parsed = generateRequestSchema.safeParse(request);
-    if (!parsed.success) throw new RbeeError('BAD_REQUEST', parsed.error.message);
+    if (!parsed.success) throw new RbeeError('BAD_REQUEST', describeIssues(parsed.error.issues));
     const { signal } = options;
     if (signal?.aborted === true) throw new RbeeError('JOB_CANCELLED', 'cancelled', { cause: signal.reason });
     if (exitInfo !== undefined) throw new RbeeError('WORKER_CRASHED', `worker ${info.pid} has exited`);
@@ -342,6 +336,32 @@ function createHandle(
     }
   }
 
+  async function embed(texts: string[], options: { signal?: AbortSignal } = {}): Promise<EmbedResult> {
+    const parsed = embedTextsSchema.safeParse(texts);
+    if (!parsed.success) {
+      throw new RbeeError('BAD_REQUEST', `invalid texts to embed: ${describeIssues(parsed.error.issues)}`);
+    }
+    const { signal } = options;
+    if (signal?.aborted === true) throw new RbeeError('JOB_CANCELLED', 'cancelled', { cause: signal.reason });
+    if (exitInfo !== undefined) throw new RbeeError('WORKER_CRASHED', `worker ${info.pid} has exited`);
+    if (stopping) throw new RbeeError('WORKER_BUSY', `worker ${info.pid} is stopping`);
+    const requestId = randomUUID();
+    const { promise, resolve, reject } = Promise.withResolvers<EmbedResult>();
+    const onAbort = (): void => {
+      sendSafe({ type: 'cancel', requestId });
+      reject(new RbeeError('JOB_CANCELLED', 'cancelled', { cause: signal?.reason }));
+    };
+    pendingEmbeds.set(requestId, { resolve, reject });
+    signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      sendSafe({ type: 'embed', requestId, texts: parsed.data });
+      return await promise;
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+      pendingEmbeds.delete(requestId);
+    }
+  }
+
   async function stop(options: { timeoutMs?: number } = {}): Promise<void> {
     if (exitInfo === undefined) {
       stopping = true;
@@ -366,6 +386,7 @@ function createHandle(
     info,
     exited,
     generate,
+    embed,
     stop,
     get lastHeartbeat() {
       return lastHeartbeat;

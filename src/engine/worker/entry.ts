@@ -5,10 +5,11 @@
  */
 import '../../shared/polyfill.js';
 import { open } from 'node:fs/promises';
-import type { Llama, LlamaContext, LlamaModel } from 'node-llama-cpp';
+import type { Llama, LlamaContext, LlamaGrammar, LlamaModel } from 'node-llama-cpp';
 import { RbeeError, toRbeeError } from '../../shared/errors.js';
 import { defaultThreads } from '../hardware.js';
-import type { WorkerInfo, WorkerState } from '../types.js';
+import type { GenerateRequest, WorkerInfo, WorkerState } from '../types.js';
+import type { Embedder } from './embedder.js';
 import type { SlotPool } from './slot-pool.js';
 import {
   childInitSchema,
@@ -22,7 +23,20 @@ const startedAt = performance.now();
 let invalidMessages = 0;
 let state: WorkerState = 'loading';
 let pool: SlotPool | undefined;
-let resources: { llama: Llama; model: LlamaModel; context: LlamaContext } | undefined;
+let resources:
+  | {
+      llama: Llama;
+      model: LlamaModel;
+      context: LlamaContext;
+      embedder: Embedder;
+      /** The request's grammar or jsonSchema, built; throws BAD_REQUEST (see grammar.ts). */
+      grammarFor: (request: GenerateRequest) => LlamaGrammar | undefined;
+    }
+  | undefined;
+/** Embed requests in progress, by request id, so that a cancel can stop them between texts. */
+const embeds = new Map<string, AbortController>();
+/** The same requests' runs, so that shutdown can wait for them before disposing their context. */
+const embedRuns = new Set<Promise<void>>();
 let heartbeatTimer: NodeJS.Timeout | undefined;
 let pendingSends: Promise<void> = Promise.resolve();
 
@@ -90,6 +104,9 @@ async function load(init: ChildInit): Promise<WorkerInfo> {
   // Loaded only now (≈1–2 s): a bad model path or init fails fast, before any native code loads.
   const { getLlama, InsufficientMemoryError, LlamaLogLevel } = await import('node-llama-cpp');
   const { createSlotPool } = await import('./slot-pool.js');
+  const { createEmbedder } = await import('./embedder.js');
+  const { createRequestGrammar } = await import('./grammar.js');
+  const { defaultContextSize, estimateFromInsights } = await import('../memory.js');
   const threads = init.threads ?? defaultThreads();
   let llama: Llama;
   try {
@@ -129,7 +146,7 @@ async function load(init: ChildInit): Promise<WorkerInfo> {
     const code = error instanceof InsufficientMemoryError ? 'WORKER_START_FAILED' : 'MODEL_INVALID';
     throw new RbeeError(code, `model failed to load: ${messageOf(error)}`, { cause: error });
   }
-  const contextSize = init.contextSize ?? Math.min(model.trainContextSize, 4096);
+  const contextSize = init.contextSize ?? defaultContextSize(model.trainContextSize);
   let context: LlamaContext;
   try {
     context = await model.createContext({ sequences: init.slots, contextSize, threads });
@@ -140,7 +157,23 @@ async function load(init: ChildInit): Promise<WorkerInfo> {
       cause: error,
     });
   }
-  resources = { llama, model, context };
+  // Lazily: the embedding context is created by the first embed request, never at load.
+  const embedder = createEmbedder({ model, contextSize: context.contextSize, threads });
+  resources = {
+    llama,
+    model,
+    context,
+    embedder,
+    grammarFor: (request) => createRequestGrammar(llama, request),
+  };
+  // From the model's own insights, with the layers and context it really got; before the first
+  // request, so what the GGUF promised can be compared with memoryBytes (what the OS sees).
+  const estimate = estimateFromInsights(model.fileInsights, {
+    contextSize: context.contextSize,
+    slots: init.slots,
+    gpuLayers: model.gpuLayers,
+    flashAttention: context.flashAttention === true,
+  });
   pool = createSlotPool({
     context,
     maxQueue: init.maxQueue,
@@ -161,6 +194,7 @@ async function load(init: ChildInit): Promise<WorkerInfo> {
     threads,
     state,
     memoryBytes: process.memoryUsage.rss(),
+    estimatedBytes: estimate.totalBytes,
     loadMs: performance.now() - startedAt,
   };
 }
@@ -188,9 +222,13 @@ async function shutdown(): Promise<never> {
   if (state !== 'stopping') {
     state = 'stopping';
     try {
+      for (const controller of embeds.values()) controller.abort();
+      // An embed stops between texts; the text in progress must finish before its context goes.
+      await Promise.allSettled([...embedRuns]);
       await pool?.close();
       clearInterval(heartbeatTimer);
-      // Dispose in reverse order of creation: the context holds the model, the model the backend.
+      // Dispose in reverse order of creation: the contexts hold the model, the model the backend.
+      await resources?.embedder.dispose();
       await resources?.context.dispose();
       await resources?.model.dispose();
       await resources?.llama.dispose();
@@ -214,19 +252,58 @@ function onMessage(raw: unknown): void {
       return;
     case 'cancel':
       pool?.cancel(message.requestId);
+      embeds.get(message.requestId)?.abort();
       return;
-    case 'generate':
-      if (pool === undefined || state === 'stopping') {
-        const reason = state === 'stopping' ? 'worker is stopping' : 'worker is still loading';
-        send({
-          type: 'error',
-          requestId: message.requestId,
-          error: { code: 'WORKER_BUSY', message: reason },
-        });
+    case 'generate': {
+      if (pool === undefined || resources === undefined || state === 'stopping') {
+        refuseBusy(message.requestId);
         return;
       }
-      pool.submit(message.requestId, message.request);
+      let grammar;
+      try {
+        grammar = resources.grammarFor(message.request);
+      } catch (error) {
+        sendError(message.requestId, error);
+        return;
+      }
+      pool.submit(message.requestId, message.request, grammar);
+      return;
+    }
+    case 'embed':
+      if (resources === undefined || state === 'stopping') refuseBusy(message.requestId);
+      else {
+        const run = embed(resources.embedder, message.requestId, message.texts);
+        embedRuns.add(run);
+        void run.finally(() => embedRuns.delete(run));
+      }
   }
+}
+
+async function embed(embedder: Embedder, requestId: string, texts: string[]): Promise<void> {
+  if (embeds.has(requestId)) {
+    send({ type: 'error', requestId, error: { code: 'BAD_REQUEST', message: 'duplicate request id' } });
+    return;
+  }
+  const controller = new AbortController();
+  embeds.set(requestId, controller);
+  try {
+    const result = await embedder.embed(texts, { signal: controller.signal });
+    send({ type: 'embeddings', requestId, ...result });
+  } catch (error) {
+    sendError(requestId, error);
+  } finally {
+    embeds.delete(requestId);
+  }
+}
+
+function refuseBusy(requestId: string): void {
+  const reason = state === 'stopping' ? 'worker is stopping' : 'worker is still loading';
+  send({ type: 'error', requestId, error: { code: 'WORKER_BUSY', message: reason } });
+}
+
+function sendError(requestId: string, error: unknown): void {
+  const rbeeError = toRbeeError(error);
+  send({ type: 'error', requestId, error: { code: rbeeError.code, message: rbeeError.message } });
 }
 
 function messageOf(error: unknown): string {

@@ -11,6 +11,7 @@ import {
   samplingSchema,
   usageSchema,
 } from '../../shared/wire.js';
+import { gbnfProblem, prepareJsonSchema } from './constraints.js';
 
 /** Name of the environment variable that carries the child's init as JSON. */
 export const WORKER_INIT_ENV = 'RBEE_WORKER_INIT';
@@ -36,15 +37,42 @@ export const generateRequestSchema = samplingSchema
   .extend({
     prompt: z.string().optional(),
     messages: z.array(chatMessageSchema).min(1).optional(),
+    repeatLastTokens: z.number().int().min(0).max(65_536).optional(),
   })
-  .refine((r) => (r.prompt === undefined) !== (r.messages === undefined), {
-    message: 'exactly one of prompt or messages is required',
+  .superRefine((r, ctx) => {
+    if ((r.prompt === undefined) === (r.messages === undefined)) {
+      ctx.addIssue({ code: 'custom', message: 'exactly one of prompt or messages is required' });
+    }
+    if (r.grammar !== undefined && r.jsonSchema !== undefined) {
+      ctx.addIssue({ code: 'custom', message: 'at most one of grammar and jsonSchema', path: ['grammar'] });
+    }
+    const grammarProblem = r.grammar === undefined ? undefined : gbnfProblem(r.grammar);
+    if (grammarProblem !== undefined) {
+      ctx.addIssue({ code: 'custom', message: `invalid grammar: ${grammarProblem}`, path: ['grammar'] });
+    }
+    const schema = r.jsonSchema === undefined ? undefined : prepareJsonSchema(r.jsonSchema);
+    if (schema?.ok === false) {
+      ctx.addIssue({
+        code: 'custom',
+        message: `invalid jsonSchema: ${schema.problem}`,
+        path: ['jsonSchema'],
+      });
+    }
   });
+
+/** Texts per embed request, and characters per text: bounds on one IPC message, not on the model. */
+export const MAX_EMBED_TEXTS = 2048;
+export const MAX_EMBED_TEXT_CHARS = 1_000_000;
+export const embedTextsSchema = z
+  .array(z.string().min(1).max(MAX_EMBED_TEXT_CHARS))
+  .min(1)
+  .max(MAX_EMBED_TEXTS);
 
 const requestId = z.string().min(1).max(128);
 
 export const parentMessageSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('generate'), requestId, request: generateRequestSchema }),
+  z.object({ type: z.literal('embed'), requestId, texts: embedTextsSchema }),
   z.object({ type: z.literal('cancel'), requestId }),
   z.object({ type: z.literal('shutdown') }),
 ]);
@@ -61,6 +89,7 @@ export const workerInfoSchema = z.object({
   threads: z.number().int(),
   state: stateSchema,
   memoryBytes: z.number(),
+  estimatedBytes: z.number(),
   loadMs: z.number(),
 });
 
@@ -84,6 +113,12 @@ export const childMessageSchema = z.discriminatedUnion('type', [
     usage: usageSchema,
     timeToFirstTokenMs: z.number(),
     tokensPerSecond: z.number(),
+  }),
+  z.object({
+    type: z.literal('embeddings'),
+    requestId,
+    embeddings: z.array(z.array(z.number())),
+    promptTokens: z.number().int().min(0),
   }),
   // Without a requestId the error is about the worker itself (a failed start).
   z.object({ type: z.literal('error'), requestId: requestId.optional(), error: errorJsonSchema }),

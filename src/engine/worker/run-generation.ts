@@ -11,6 +11,8 @@ import {
   type LlamaChatResponse,
   type LlamaCompletionResponse,
   type LlamaContextSequence,
+  type LlamaGrammar,
+  type LLamaContextualRepeatPenalty,
   type Token,
 } from 'node-llama-cpp';
 import type { ChatMessage, FinishReason, Usage } from '../../shared/wire.js';
@@ -27,6 +29,8 @@ export interface RunGenerationOptions {
   sequence: LlamaContextSequence;
   chatWrapper: ChatWrapper;
   request: GenerateRequest;
+  /** Built from the request's grammar or jsonSchema before it was queued (see grammar.ts). */
+  grammar?: LlamaGrammar | undefined;
   /** performance.now() when the request reached the worker: time to first token counts from here. */
   receivedAt: number;
   onText: (text: string) => void;
@@ -72,6 +76,8 @@ export async function runGeneration(options: RunGenerationOptions): Promise<Gene
     minP: request.minP,
     seed: request.seed,
     customStopTriggers: request.stop,
+    repeatPenalty: repeatPenaltyOf(request),
+    grammar: options.grammar,
   };
 
   let stopReason: StopReason;
@@ -105,6 +111,30 @@ export async function runGeneration(options: RunGenerationOptions): Promise<Gene
         ? ((completionTokens - 1) * 1000) / (lastTokenAt - first)
         : 0,
   };
+}
+
+/**
+ * Penalties as node-llama-cpp takes them. Without any, `undefined` keeps its default: a window of
+ * 64 tokens with every penalty neutral (llama.cpp then adds no penalty sampler at all).
+ */
+function repeatPenaltyOf(request: GenerateRequest): LLamaContextualRepeatPenalty | false | undefined {
+  const { repeatPenalty, presencePenalty, frequencyPenalty, repeatLastTokens } = request;
+  if (repeatLastTokens === 0) return false;
+  if (
+    repeatPenalty === undefined &&
+    presencePenalty === undefined &&
+    frequencyPenalty === undefined &&
+    repeatLastTokens === undefined
+  ) {
+    return undefined;
+  }
+  // Newline tokens stay exempt (node-llama-cpp's default), so code and JSON keep their layout.
+  const penalty: LLamaContextualRepeatPenalty = {};
+  if (repeatLastTokens !== undefined) penalty.lastTokens = repeatLastTokens;
+  if (repeatPenalty !== undefined) penalty.penalty = repeatPenalty;
+  if (presencePenalty !== undefined) penalty.presencePenalty = presencePenalty;
+  if (frequencyPenalty !== undefined) penalty.frequencyPenalty = frequencyPenalty;
+  return penalty;
 }
 
 function toFinishReason(reason: StopReason): FinishReason {

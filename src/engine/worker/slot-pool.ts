@@ -2,7 +2,12 @@
  * The worker's slots: one context sequence each, a small bounded queue in front of them, and
  * cancellation that frees a slot at once. Runs inside the worker process.
  */
-import { resolveChatWrapper, type LlamaContext, type LlamaContextSequence } from 'node-llama-cpp';
+import {
+  resolveChatWrapper,
+  type LlamaContext,
+  type LlamaContextSequence,
+  type LlamaGrammar,
+} from 'node-llama-cpp';
 import { toRbeeError } from '../../shared/errors.js';
 import type { GenerateRequest } from '../types.js';
 import type { ChildMessage } from './protocol.js';
@@ -21,7 +26,8 @@ export interface SlotPool {
   readonly busy: number;
   readonly total: number;
   readonly queued: number;
-  submit(requestId: string, request: GenerateRequest): void;
+  /** `grammar` is the request's grammar or jsonSchema, already built (see grammar.ts). */
+  submit(requestId: string, request: GenerateRequest, grammar?: LlamaGrammar): void;
   cancel(requestId: string): void;
   /** Tokens generated since the previous call (for the heartbeat's tok/s). */
   takeTokenCount(): number;
@@ -37,6 +43,7 @@ interface Slot {
 interface Job {
   requestId: string;
   request: GenerateRequest;
+  grammar: LlamaGrammar | undefined;
   receivedAt: number;
 }
 
@@ -76,6 +83,7 @@ export function createSlotPool(init: SlotPoolInit): SlotPool {
         sequence: slot.sequence,
         chatWrapper,
         request: job.request,
+        grammar: job.grammar,
         receivedAt: job.receivedAt,
         signal,
         onText: (text) => send({ type: 'token', requestId: job.requestId, text }),
@@ -120,7 +128,7 @@ export function createSlotPool(init: SlotPoolInit): SlotPool {
     get queued() {
       return queue.length;
     },
-    submit(requestId, request) {
+    submit(requestId, request, grammar) {
       const receivedAt = performance.now();
       if (closed) {
         send({ type: 'error', requestId, error: { code: 'WORKER_BUSY', message: 'worker is stopping' } });
@@ -132,9 +140,9 @@ export function createSlotPool(init: SlotPoolInit): SlotPool {
       }
       const free = slots.find((s) => s.requestId === undefined);
       if (free !== undefined) {
-        start(free, { requestId, request, receivedAt });
+        start(free, { requestId, request, grammar, receivedAt });
       } else if (queue.length < init.maxQueue) {
-        queue.push({ requestId, request, receivedAt });
+        queue.push({ requestId, request, grammar, receivedAt });
       } else {
         const message = `all ${slots.length} slots busy and ${queue.length} requests queued`;
         send({ type: 'error', requestId, error: { code: 'WORKER_BUSY', message } });

@@ -1,0 +1,152 @@
+import { getLlama, LlamaJsonSchemaGrammar, LlamaLogLevel } from 'node-llama-cpp';
+import { describe, expect, it } from 'vitest';
+import { gbnfProblem, prepareJsonSchema, tightenNumberRules } from '../../src/engine/worker/constraints.js';
+import { generateRequestSchema, parseParentMessage } from '../../src/engine/worker/protocol.js';
+
+function problemOf(schema: unknown): string | undefined {
+  const prepared = prepareJsonSchema(schema);
+  return prepared.ok ? undefined : prepared.problem;
+}
+
+describe('prepareJsonSchema', () => {
+  it('accepts the subset node-llama-cpp turns into a grammar', () => {
+    const schema = {
+      $schema: 'https://json-schema.org/draft/2020-12/schema',
+      title: 'Person',
+      type: 'object',
+      properties: {
+        name: { type: 'string', maxLength: 20, description: 'full name' },
+        born: { type: 'string', format: 'date' },
+        age: { type: ['integer', 'null'] },
+        tags: { type: 'array', items: { enum: ['a', 'b'] }, maxItems: 3 },
+        pair: { type: 'array', prefixItems: [{ type: 'number' }, { const: true }] },
+        home: { $ref: '#/$defs/place' },
+        extra: { type: 'object', additionalProperties: { type: 'boolean' } },
+      },
+      required: ['name', 'age'],
+      additionalProperties: false,
+      $defs: { place: { type: 'object', properties: { city: { type: 'string' } } } },
+    };
+    const prepared = prepareJsonSchema(schema);
+    expect(prepared).toMatchObject({ ok: true });
+    if (!prepared.ok) return;
+    expect(prepared.schema).not.toHaveProperty('$schema');
+    expect(prepared.schema.required).toEqual(['name', 'age']);
+  });
+
+  it('rewrites anyOf as oneOf, recursively', () => {
+    const prepared = prepareJsonSchema({
+      type: 'object',
+      properties: { n: { anyOf: [{ type: 'integer' }, { anyOf: [{ type: 'null' }] }] } },
+    });
+    expect(prepared).toEqual({
+      ok: true,
+      schema: {
+        type: 'object',
+        properties: { n: { oneOf: [{ type: 'integer' }, { oneOf: [{ type: 'null' }] }] } },
+      },
+    });
+  });
+
+  it.each([
+    [{ type: 'foo' }, 'unknown type'],
+    [{}, 'needs a type'],
+    [[], 'must be a JSON object'],
+    [{ type: 'string', pattern: '[a-z]+' }, 'keyword "pattern" is not supported'],
+    [{ type: 'integer', minimum: 0 }, 'keyword "minimum" is not supported'],
+    [{ allOf: [{ type: 'string' }] }, 'keyword "allOf"'],
+    [{ type: 'object', properties: { a: { type: 'bogus' } } }, '$.properties.a: unknown type'],
+    [{ type: 'object', properties: { a: { type: 'string' } }, required: ['b'] }, '"b" is not in properties'],
+    [{ type: ['object', 'null'] }, 'use oneOf'],
+    [{ type: 'string', format: 'email' }, 'format may only be'],
+    [{ type: 'array', items: [{ type: 'string' }] }, 'prefixItems'],
+    [{ type: 'string', maxItems: 2 }, '"maxItems" needs type "array"'],
+    [{ type: 'string', maxLength: -1 }, 'non-negative integer'],
+    [{ $ref: '#/definitions/x' }, '$ref must point into $defs'],
+    [{ $ref: '#/$defs/missing', $defs: { other: { type: 'null' } } }, 'names no definition'],
+    [{ enum: [] }, 'non-empty array'],
+    [{ const: { a: 1 } }, 'const must be'],
+    [{ oneOf: [{ type: 'string' }], anyOf: [{ type: 'null' }] }, 'either oneOf or anyOf'],
+  ])('refuses %j with a reason', (schema, reason) => {
+    expect(problemOf(schema)).toContain(reason);
+  });
+
+  it('refuses schemas nested too deep instead of recursing without end', () => {
+    let schema: Record<string, unknown> = { type: 'null' };
+    for (let i = 0; i < 100; i++) schema = { type: 'array', items: schema };
+    expect(problemOf(schema)).toContain('nested deeper');
+  });
+});
+
+describe('tightenNumberRules', () => {
+  it('removes integer exponents from the grammar node-llama-cpp really generates', async () => {
+    // The real generator, so that a node-llama-cpp upgrade that renames or rewrites rules fails here.
+    const llama = await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error });
+    try {
+      const schema = {
+        type: 'object',
+        properties: { i: { type: 'integer' }, f: { type: 'number' } },
+      } as const;
+      const original = new LlamaJsonSchemaGrammar(llama, schema).grammar;
+      const tightened = tightenNumberRules(original);
+      const rule = (name: string): string | undefined =>
+        tightened.split('\n').find((line) => line.startsWith(`${name} ::= `));
+      expect(rule('integer-number-rule')).toBe('integer-number-rule ::= "-"? ("0" | [1-9] [0-9]{0,14})');
+      expect(rule('fractional-number-rule')).toContain('([eE] [-+]? [0-9]{1,2})?');
+      expect(tightened).not.toBe(original);
+    } finally {
+      await llama.dispose();
+    }
+  });
+
+  it('leaves other grammars alone', () => {
+    expect(tightenNumberRules('root ::= "yes" | "no"')).toBe('root ::= "yes" | "no"');
+  });
+});
+
+describe('gbnfProblem', () => {
+  it('finds a repetition whose maximum is below its minimum (llama.cpp hangs on it)', () => {
+    expect(gbnfProblem('root ::= "a"{3,1}')).toContain('{3,1}');
+    expect(gbnfProblem('root ::= [a-z]{ 10 , 2 } "."')).toContain('maximum below its minimum');
+  });
+
+  it('passes valid repetitions and ignores braces inside strings, classes and comments', () => {
+    expect(gbnfProblem('root ::= "a"{2,3} "b"{4} "c"{1,}')).toBeUndefined();
+    expect(gbnfProblem('root ::= "{3,1}" [{}] # {9,1}\n')).toBeUndefined();
+    expect(gbnfProblem('root ::= "\\"{3,1}"')).toBeUndefined();
+  });
+});
+
+describe('generate request schema', () => {
+  const base = { prompt: 'x' };
+
+  it('accepts penalties, a grammar or a JSON schema', () => {
+    const request = { ...base, repeatPenalty: 1.2, presencePenalty: -0.5, frequencyPenalty: 0.5 };
+    expect(generateRequestSchema.safeParse({ ...request, repeatLastTokens: 0 }).success).toBe(true);
+    expect(generateRequestSchema.safeParse({ ...base, grammar: 'root ::= "yes"' }).success).toBe(true);
+    expect(generateRequestSchema.safeParse({ ...base, jsonSchema: { type: 'integer' } }).success).toBe(true);
+  });
+
+  it('refuses out-of-range penalties, both constraints at once, and invalid constraints', () => {
+    for (const bad of [
+      { ...base, repeatPenalty: 0 },
+      { ...base, repeatPenalty: 3 },
+      { ...base, presencePenalty: 2.5 },
+      { ...base, frequencyPenalty: -3 },
+      { ...base, repeatLastTokens: -1 },
+      { ...base, grammar: '' },
+      { ...base, grammar: 'root ::= "a"{3,1}' },
+      { ...base, jsonSchema: { type: 'foo' } },
+      { ...base, jsonSchema: [] },
+      { ...base, grammar: 'root ::= "a"', jsonSchema: { type: 'string' } },
+    ]) {
+      expect(generateRequestSchema.safeParse(bad).success, JSON.stringify(bad)).toBe(false);
+    }
+  });
+
+  it('carries embed messages and refuses empty ones', () => {
+    expect(parseParentMessage({ type: 'embed', requestId: 'e', texts: ['a', 'b'] })).toBeDefined();
+    expect(parseParentMessage({ type: 'embed', requestId: 'e', texts: [] })).toBeUndefined();
+    expect(parseParentMessage({ type: 'embed', requestId: 'e', texts: [''] })).toBeUndefined();
+  });
+});
