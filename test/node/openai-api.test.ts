@@ -80,6 +80,38 @@ describe('OpenAI-compatible API', () => {
     expect(completion.usage!.completion_tokens).toBe(5);
   });
 
+  it('constrains output to a JSON schema with response_format', async () => {
+    const completion = await client.chat.completions.create({
+      model: 'demo',
+      messages: [{ role: 'user', content: 'Give me a number' }],
+      max_tokens: 40,
+      temperature: 0,
+      response_format: {
+        type: 'json_schema',
+        json_schema: {
+          name: 'n',
+          schema: { type: 'object', properties: { a: { type: 'integer' } }, required: ['a'] },
+        },
+      },
+    });
+    // Random weights, but the grammar forces valid JSON of the schema's shape.
+    const parsed = JSON.parse(completion.choices[0]!.message.content!) as { a: unknown };
+    expect(Number.isInteger(parsed.a)).toBe(true);
+  });
+
+  it('returns embeddings of the model size, the same for the same text', async () => {
+    const result = await client.embeddings.create({
+      model: 'demo',
+      input: ['hello', 'hello', 'other words'],
+    });
+    expect(result.data).toHaveLength(3);
+    const [a, b, c] = result.data.map((d) => d.embedding);
+    expect(a!.length).toBe(128);
+    expect(a).toEqual(b);
+    expect(c).not.toEqual(a);
+    expect(result.usage.prompt_tokens).toBeGreaterThan(0);
+  });
+
   it('lists models in OpenAI shape', async () => {
     const models = await client.models.list();
     expect(models.data.map((m) => m.object)).toEqual(['model']);

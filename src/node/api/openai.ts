@@ -8,11 +8,18 @@ import { z } from 'zod';
 import { RbeeError, toRbeeError } from '../../shared/errors.js';
 import type { ChatMessage, DoneEvent, JobEvent, JobRequest } from '../../shared/wire.js';
 import type { JobManager } from '../jobs/job-manager.js';
+import type { ModelRef } from '../hive/model-ref.js';
+import type { Provisioner } from '../hive/provisioner.js';
+import type { WorkerPool } from '../hive/worker-pool.js';
 import type { ModelCatalog, ModelRow } from '../store/model-catalog.js';
 
 export interface OpenAiInit {
   jobs: JobManager;
   catalog: ModelCatalog;
+  /** For embeddings, which bypass the job queue: make the model usable, lease its worker. */
+  provisioner: Provisioner;
+  workers: WorkerPool;
+  parseModelRef: (input: string) => ModelRef;
 }
 
 const textPartSchema = z.object({ type: z.literal('text'), text: z.string() });
@@ -37,9 +44,31 @@ const samplingFields = {
     .nullable()
     .optional(),
   n: z.literal(1).nullable().optional(),
+  presence_penalty: z.number().min(-2).max(2).nullable().optional(),
+  frequency_penalty: z.number().min(-2).max(2).nullable().optional(),
+  /** llama.cpp's extensions. */
+  repeat_penalty: z.number().gt(0).max(2).optional(),
+  grammar: z.string().min(1).optional(),
+  response_format: z
+    .union([
+      z.object({ type: z.literal('text') }),
+      z.object({ type: z.literal('json_object') }),
+      z.object({
+        type: z.literal('json_schema'),
+        json_schema: z.object({ name: z.string().optional(), schema: z.record(z.string(), z.unknown()) }),
+      }),
+    ])
+    .optional(),
   /** Ollama's extension: how long the model stays loaded after this request. */
   keep_alive: z.union([z.number(), z.string().max(32)]).optional(),
 };
+
+const embeddingsSchema = z.object({
+  model: z.string().min(1),
+  input: z.union([z.string(), z.array(z.string()).min(1).max(2048)]),
+  /** The official clients ask for base64 (little-endian float32) and decode it themselves. */
+  encoding_format: z.enum(['float', 'base64']).optional(),
+});
 
 const chatSchema = z.object({ ...samplingFields, messages: z.array(messageSchema).min(1) });
 const completionSchema = z.object({
@@ -71,6 +100,14 @@ function sampling(body: SamplingBody): Omit<JobRequest, 'model'> {
     ...(body.seed == null ? {} : { seed: body.seed }),
     ...(stop == null || stop.length === 0 ? {} : { stop }),
     ...(body.keep_alive === undefined ? {} : { keepAlive: body.keep_alive }),
+    ...(body.presence_penalty == null ? {} : { presencePenalty: body.presence_penalty }),
+    ...(body.frequency_penalty == null ? {} : { frequencyPenalty: body.frequency_penalty }),
+    ...(body.repeat_penalty === undefined ? {} : { repeatPenalty: body.repeat_penalty }),
+    ...(body.grammar === undefined ? {} : { grammar: body.grammar }),
+    ...(body.response_format?.type === 'json_schema'
+      ? { jsonSchema: body.response_format.json_schema.schema }
+      : {}),
+    ...(body.response_format?.type === 'json_object' ? { jsonSchema: { type: 'object' } } : {}),
   };
 }
 
@@ -218,6 +255,35 @@ export function registerOpenAiRoutes(app: FastifyInstance, init: OpenAiInit): vo
       );
     }
     return reply.send(modelObject(model));
+  });
+
+  app.post('/v1/embeddings', async (request, reply) => {
+    try {
+      const body = parse(embeddingsSchema, request.body);
+      const { model } = await init.provisioner.ensure(init.parseModelRef(body.model));
+      const lease = await init.workers.acquire(model);
+      try {
+        const texts = typeof body.input === 'string' ? [body.input] : body.input;
+        const result = await lease.embed(texts);
+        return await reply.send({
+          object: 'list',
+          model: body.model,
+          data: result.embeddings.map((vector, index) => ({
+            object: 'embedding',
+            index,
+            embedding:
+              body.encoding_format === 'base64'
+                ? Buffer.from(new Float32Array(vector).buffer).toString('base64')
+                : vector,
+          })),
+          usage: { prompt_tokens: result.promptTokens, total_tokens: result.promptTokens },
+        });
+      } finally {
+        lease.release();
+      }
+    } catch (error) {
+      return sendError(reply, error);
+    }
   });
 
   app.post('/v1/chat/completions', async (request, reply) => {

@@ -141,7 +141,13 @@ export function createApi(init: ApiInit) {
     });
   });
 
-  registerOpenAiRoutes(app, { jobs: init.jobs, catalog: init.catalog });
+  registerOpenAiRoutes(app, {
+    jobs: init.jobs,
+    catalog: init.catalog,
+    provisioner: init.provisioner,
+    workers: init.workers,
+    parseModelRef: init.parseModelRef,
+  });
 
   app.post('/v1/models/pull', (request, reply) => {
     const ref = init.parseModelRef(parseBody(modelBodySchema, request.body).model);

@@ -6,6 +6,7 @@
  */
 import { join } from 'node:path';
 import type {
+  EmbedResult,
   GenerateChunk,
   GenerateRequest,
   WorkerHandle,
@@ -68,6 +69,7 @@ export interface WorkerPoolInit {
 export interface Lease {
   worker: WorkerSnapshot;
   generate(request: GenerateRequest, options?: { signal?: AbortSignal }): AsyncIterable<GenerateChunk>;
+  embed(texts: string[], options?: { signal?: AbortSignal }): Promise<EmbedResult>;
   /** Ends this use; `keepAliveS` (from the request) replaces the worker's keep-alive, as in Ollama. */
   release(options?: { keepAliveS?: number }): void;
 }
@@ -380,6 +382,7 @@ export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
       return {
         worker: snapshot(leased),
         generate: (request, opts) => leased.handle.generate(request, opts),
+        embed: (texts, opts) => leased.handle.embed(texts, opts),
         release(opts = {}) {
           if (released) return;
           released = true;

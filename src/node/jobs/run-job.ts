@@ -66,15 +66,17 @@ export function createJobRunner(deps: RunJobDeps): (job: JobContext) => Promise<
 
     const lease = await deps.workers.acquire(model, { signal, narrate: (text) => narrate('hive', text) });
     try {
-      const generateRequest: GenerateRequest = {
-        ...(request.maxTokens === undefined ? {} : { maxTokens: request.maxTokens }),
-        ...(request.temperature === undefined ? {} : { temperature: request.temperature }),
-        ...(request.topP === undefined ? {} : { topP: request.topP }),
-        ...(request.topK === undefined ? {} : { topK: request.topK }),
-        ...(request.minP === undefined ? {} : { minP: request.minP }),
-        ...(request.seed === undefined ? {} : { seed: request.seed }),
-        ...(request.stop === undefined ? {} : { stop: request.stop }),
-      };
+      // Everything else in the request is sampling (samplingSchema), passed to the engine as is.
+      const {
+        model: _model,
+        prompt: _prompt,
+        messages: _messages,
+        system: _system,
+        raw: _raw,
+        keepAlive: _keep,
+        ...sampling
+      } = request;
+      const generateRequest: GenerateRequest = { ...sampling };
       if (request.raw === true && request.prompt !== undefined) {
         generateRequest.prompt = request.prompt;
       } else {
