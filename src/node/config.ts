@@ -27,6 +27,7 @@ const fileConfigSchema = z
       .strict()
       .optional(),
     heartbeatTimeoutMs: z.number().int().positive().optional(),
+    minFreeRamBytes: z.number().int().min(0).optional(),
   })
   .strict();
 
@@ -47,6 +48,8 @@ export interface NodeConfig {
   restart: { failures: number; windowS: number; cooldownS: number; baseDelayMs: number };
   /** A worker silent this long is unhealthy; twice this long, killed. Defaults to 5000. */
   heartbeatTimeoutMs: number;
+  /** RAM that admission keeps free for everything else. Defaults to 512 MiB. */
+  minFreeRamBytes: number;
 }
 
 export interface NodeConfigOverrides {
@@ -107,5 +110,6 @@ export function loadNodeConfig(
       baseDelayMs: file.restart?.baseDelayMs ?? 500,
     },
     heartbeatTimeoutMs: file.heartbeatTimeoutMs ?? 5_000,
+    minFreeRamBytes: file.minFreeRamBytes ?? 512 * 2 ** 20,
   };
 }

@@ -3,7 +3,7 @@
  */
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { isIP } from 'node:net';
-import { detectDevices, spawnWorker } from '../engine/index.js';
+import { detectDevices, estimateWorkerMemory, spawnWorker } from '../engine/index.js';
 import type { DeviceInfo } from '../engine/types.js';
 import { RbeeError } from '../shared/errors.js';
 import type { Health } from '../shared/wire.js';
@@ -12,7 +12,9 @@ import type { NodeConfig } from './config.js';
 import { createLogger, type Logger } from './logger.js';
 import { parseModelRef } from './hive/model-ref.js';
 import { createProvisioner } from './hive/provisioner.js';
+import { createMemoryChecker } from './hive/memory-checker.js';
 import { createRestartPolicy } from './hive/restart-policy.js';
+import { createMemoryObservations } from './store/memory-observations.js';
 import { createWorkerPool } from './hive/worker-pool.js';
 import { createJobManager } from './jobs/job-manager.js';
 import { createJobRunner } from './jobs/run-job.js';
@@ -110,6 +112,11 @@ export async function startNode(
     slots: config.slots,
     contextSize: config.contextSize,
     keepAliveS: config.keepAliveS,
+    memory: createMemoryChecker({
+      estimate: (path, shape) => estimateWorkerMemory(path, shape),
+      observations: createMemoryObservations(db),
+      reserveBytes: config.minFreeRamBytes,
+    }),
     restartPolicy: createRestartPolicy({
       failures: config.restart.failures,
       windowMs: config.restart.windowS * 1000,

@@ -33,6 +33,8 @@ export const ERROR_CODES = {
   WORKER_START_FAILED: { exit: 7, http: 500 },
   WORKER_CRASHED: { exit: 7, http: 500 },
   WORKER_BUSY: { exit: 7, http: 429 },
+  // the model does not fit in the memory free now, even after unloading idle workers
+  INSUFFICIENT_MEMORY: { exit: 7, http: 507 },
   // the job itself
   JOB_CANCELLED: { exit: 130, http: 499 },
   TIMEOUT: { exit: 8, http: 504 },

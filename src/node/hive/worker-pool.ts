@@ -16,6 +16,7 @@ import type {
 import { RbeeError } from '../../shared/errors.js';
 import type { Logger } from '../logger.js';
 import type { ModelRow } from '../store/model-catalog.js';
+import type { MemoryChecker } from './memory-checker.js';
 import { createRestartPolicy, type OpenBreaker, type RestartPolicy } from './restart-policy.js';
 
 export interface WorkerSnapshot {
@@ -51,6 +52,8 @@ export interface WorkerPoolInit {
   contextSize: number | undefined;
   /** Seconds an idle worker stays loaded; -1 never unloads, 0 unloads right after its last job. */
   keepAliveS: number;
+  /** Admission: a model that does not fit is refused (after unloading idle workers) before any spawn. */
+  memory?: MemoryChecker;
   /** Defaults to a policy of 3 failures a minute (see restart-policy.ts). */
   restartPolicy?: RestartPolicy;
   /** A worker silent for this long is unhealthy; twice this long, it is killed. Defaults to 5 s. */
@@ -176,8 +179,44 @@ export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
     );
   }
 
+  const mib = (bytes: number): string => `${Math.round(bytes / 2 ** 20)} MiB`;
+  const shape = {
+    slots: init.slots,
+    ...(init.contextSize === undefined ? {} : { contextSize: init.contextSize }),
+  };
+
+  /** Makes room for `model` by unloading idle workers (least recently used first), or refuses it. */
+  async function admit(model: ModelRow, memory: MemoryChecker, say: (text: string) => void): Promise<void> {
+    let fit = await memory.check(model, shape);
+    const idle = [...entries.values()]
+      .filter((e) => !e.stopping && e.activeJobs === 0 && e.model.id !== model.id)
+      .sort((a, b) => a.lastUsedAt - b.lastUsedAt);
+    for (const victim of idle) {
+      if (fit.fits) break;
+      await stopEntry(
+        victim,
+        `making room for ${model.id} (needs ${mib(fit.neededBytes)}, ${mib(fit.freeBytes)} free, ` +
+          `${mib(fit.reserveBytes)} kept in reserve)`,
+      );
+      fit = await memory.check(model, shape);
+    }
+    if (!fit.fits) {
+      throw new RbeeError(
+        'INSUFFICIENT_MEMORY',
+        `${model.id} needs ${mib(fit.neededBytes)} (${fit.basis === 'observed' ? 'as observed before' : 'estimated'}) ` +
+          `but ${mib(fit.freeBytes)} of ${mib(fit.totalBytes)} RAM is free and ${mib(fit.reserveBytes)} is kept in reserve`,
+        { details: { ...fit } },
+      );
+    }
+    say(
+      `${model.id} fits: needs ${mib(fit.neededBytes)} (${fit.basis === 'observed' ? 'observed' : 'estimated'}), ` +
+        `${mib(fit.freeBytes)} free`,
+    );
+  }
+
   async function spawnFor(model: ModelRow, say: (text: string) => void, restarts: number): Promise<Entry> {
     refuseIfOpen(model);
+    if (init.memory !== undefined) await admit(model, init.memory, say);
     say(
       `no worker has ${model.id} loaded; starting one (${init.slots} slot${init.slots === 1 ? '' : 's'}, ` +
         `${init.threads === undefined ? 'default threads' : `${init.threads} threads`})`,
@@ -241,6 +280,9 @@ export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
         `${Math.round(info.memoryBytes / 2 ** 20)} MiB)`,
     );
     init.log.info({ worker: info }, 'worker ready');
+    init.memory
+      ?.observe(model, shape, info.memoryBytes)
+      .catch((error: unknown) => init.log.warn({ err: error }, 'could not record observed memory'));
     void handle.exited.then(({ code, signal }) => onExit(entry, code, signal));
     return entry;
   }

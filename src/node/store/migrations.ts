@@ -21,4 +21,16 @@ export const MIGRATIONS: readonly string[] = [
     source         TEXT NOT NULL CHECK (source IN ('download', 'local', 'demo'))
   ) STRICT;
   `,
+  // 2: observed memory of workers per model and shape, which admission prefers to estimates
+  `
+  CREATE TABLE model_memory (
+    model_id        TEXT NOT NULL REFERENCES models(id) ON DELETE CASCADE,
+    context_size    INTEGER NOT NULL,
+    slots           INTEGER NOT NULL,
+    observed_bytes  INTEGER NOT NULL CHECK (observed_bytes > 0),
+    estimated_bytes INTEGER NOT NULL,
+    observed_at     INTEGER NOT NULL,
+    PRIMARY KEY (model_id, context_size, slots)
+  ) STRICT;
+  `,
 ];
