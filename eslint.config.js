@@ -39,7 +39,10 @@ export default tseslint.config(
     files: ['src/shared/**'],
     rules: restrict([
       { group: ['**/engine/**', '**/p2p/**', '**/node/**', '**/tui/**'], message: 'shared/ is a leaf.' },
-      { group: ['ink', 'react', 'better-sqlite3', 'node-llama-cpp', 'libp2p'], message: 'shared/ is a leaf.' },
+      {
+        group: ['ink', 'react', 'better-sqlite3', 'node-llama-cpp', 'libp2p'],
+        message: 'shared/ is a leaf.',
+      },
     ]),
   },
   {

@@ -21,13 +21,14 @@ import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { getLlama, LlamaCompletion } from 'node-llama-cpp';
+import type * as Engine from '../src/engine/index.js';
 import type { JobEvent } from '../src/shared/wire.js';
 
 const REPO = resolve(import.meta.dirname, '..');
 const DIST = join(REPO, 'dist');
 if (!existsSync(join(DIST, 'main.js'))) throw new Error('build first: npm run build');
 // The benchmark measures what users run: the compiled engine and CLI.
-const engine = (await import(join(DIST, 'engine', 'index.js'))) as typeof import('../src/engine/index.js');
+const engine = (await import(join(DIST, 'engine', 'index.js'))) as typeof Engine;
 
 const REPEATS = Number(process.env.BENCH_REPEATS ?? 5);
 const TOKENS = Number(process.env.BENCH_TOKENS ?? 128);
@@ -49,7 +50,13 @@ const median = (xs: number[]): number => {
   return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 };
 
-function sampleFrom(start: number, first: number, last: number, tokens: number, promptTokens: number): Sample {
+function sampleFrom(
+  start: number,
+  first: number,
+  last: number,
+  tokens: number,
+  promptTokens: number,
+): Sample {
   const ttftMs = first - start;
   return {
     ttftMs,
@@ -150,7 +157,13 @@ async function createFullPath(modelPath: string) {
     const accepted = await fetch(`${url}/v1/jobs`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ model: modelPath, prompt: PROMPT, raw: true, maxTokens: TOKENS, temperature: 0 }),
+      body: JSON.stringify({
+        model: modelPath,
+        prompt: PROMPT,
+        raw: true,
+        maxTokens: TOKENS,
+        temperature: 0,
+      }),
     });
     const { id } = (await accepted.json()) as { id: string };
     const events = await fetch(`${url}/v1/jobs/${id}/events`);
@@ -228,7 +241,10 @@ async function main(): Promise<void> {
   try {
     for (const run of Object.values(variants)) await run(); // warm-up: loads, caches, JIT
     for (let r = 0; r < REPEATS; r++) {
-      for (const [name, run] of Object.entries(variants) as [keyof typeof variants, () => Promise<Sample>][]) {
+      for (const [name, run] of Object.entries(variants) as [
+        keyof typeof variants,
+        () => Promise<Sample>,
+      ][]) {
         samples[name].push(await run());
       }
     }
@@ -237,10 +253,15 @@ async function main(): Promise<void> {
     await full.dispose();
     await floor.dispose();
   }
-  const med = (name: keyof typeof variants, key: keyof Sample): number => median(samples[name].map((s) => s[key]));
+  const med = (name: keyof typeof variants, key: keyof Sample): number =>
+    median(samples[name].map((s) => s[key]));
   console.log('\n| path | generation tok/s | prompt tok/s | time to first token (ms) |');
   console.log('|---|---|---|---|');
-  const labels = { a: '(a) node-llama-cpp in-process', b: '(b) rbee worker (IPC)', c: '(c) rbee node (HTTP + SSE)' };
+  const labels = {
+    a: '(a) node-llama-cpp in-process',
+    b: '(b) rbee worker (IPC)',
+    c: '(c) rbee node (HTTP + SSE)',
+  };
   for (const name of ['a', 'b', 'c'] as const) {
     console.log(
       `| ${labels[name]} | ${fmt(med(name, 'genTokS'))} | ${fmt(med(name, 'promptTokS'))} | ${fmt(med(name, 'ttftMs'))} |`,

@@ -47,7 +47,11 @@ async function runDashboard(keeper: Keeper, options: CommonOptions): Promise<num
 
 async function main(): Promise<void> {
   const keeper = createKeeper({ mainScript: fileURLToPath(import.meta.url), env: process.env });
-  const program = createProgram({ keeper, runNode, runDashboard: (options) => runDashboard(keeper, options) });
+  const program = createProgram({
+    keeper,
+    runNode,
+    runDashboard: (options) => runDashboard(keeper, options),
+  });
   const wantsJson = process.argv.includes('--json');
   try {
     await program.parseAsync(process.argv);
