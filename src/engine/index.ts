@@ -1,5 +1,6 @@
 /** The engine's public API: worker processes, hardware detection and GGUF insight. */
 export { spawnWorker } from './worker/client.js';
+export { describeBackends, type BackendInfo } from './backends.js';
 export { defaultThreads, detectDevices, physicalCores } from './hardware.js';
 export { readModelInfo, type ModelInfo } from './model-info.js';
 export {

@@ -3,7 +3,7 @@
  */
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { isIP } from 'node:net';
-import { detectDevices, estimateWorkerMemory, spawnWorker } from '../engine/index.js';
+import { describeBackends, detectDevices, estimateWorkerMemory, spawnWorker } from '../engine/index.js';
 import type { DeviceInfo } from '../engine/types.js';
 import { RbeeError } from '../shared/errors.js';
 import type { Health } from '../shared/wire.js';
@@ -15,6 +15,7 @@ import { createProvisioner } from './hive/provisioner.js';
 import { createMemoryChecker } from './hive/memory-checker.js';
 import { createRestartPolicy } from './hive/restart-policy.js';
 import { createMemoryObservations } from './store/memory-observations.js';
+import { createWorkerCatalog } from './store/worker-catalog.js';
 import { createWorkerPool } from './hive/worker-pool.js';
 import { createJobManager } from './jobs/job-manager.js';
 import { createJobRunner } from './jobs/run-job.js';
@@ -73,6 +74,7 @@ export async function startNode(
 
   const db = openDatabase(config.paths.db);
   const catalog = createModelCatalog(db);
+  const workerCatalog = createWorkerCatalog(db);
   // The live view and the metrics watch the pool and the jobs, which are created first and
   // report their changes through these late-bound observers.
   const observers: { live?: LiveView; metrics?: Metrics } = {};
@@ -90,19 +92,39 @@ export async function startNode(
   const baseProvisioner = createProvisioner({ catalog, modelsDir: config.paths.models });
   const provisioner: typeof baseProvisioner = {
     ...baseProvisioner,
-    ensure: (ref, opts = {}) =>
-      baseProvisioner
+    ensure: (ref, opts = {}) => {
+      const started = Date.now();
+      let lastBytes = 0;
+      let fetched = false;
+      return baseProvisioner
         .ensure(ref, {
           ...opts,
           onProgress: (p) => {
             opts.onProgress?.(p);
+            if (p.phase === 'downloading') {
+              fetched = true;
+              // A resumed or retried download may report fewer bytes than before: count only growth.
+              observers.metrics?.downloadBytes(Math.max(0, p.bytes - lastBytes));
+              lastBytes = Math.max(lastBytes, p.bytes);
+            }
             observers.live?.markDirty('downloads');
           },
         })
+        .then(
+          (result) => {
+            if (fetched) observers.metrics?.downloadDone('done', (Date.now() - started) / 1000);
+            return result;
+          },
+          (error: unknown) => {
+            if (fetched) observers.metrics?.downloadDone('failed', (Date.now() - started) / 1000);
+            throw error;
+          },
+        )
         .finally(() => {
           observers.live?.markDirty('downloads');
           observers.live?.markDirty('models');
-        }),
+        });
+    },
   };
   const workers = createWorkerPool({
     spawn: spawnWorker,
@@ -172,6 +194,7 @@ export async function startNode(
     parseModelRef,
     live: liveView,
     metrics,
+    backends: () => workerCatalog.list(),
     onShutdown: () => void close('asked over the API'),
   });
 
@@ -228,6 +251,7 @@ export async function startNode(
   detectDevices()
     .then((found) => {
       devices = found;
+      if (state === 'ready') workerCatalog.record(describeBackends(found));
       liveView.markDirty('hives');
       log.info({ devices: found }, 'devices detected');
     })

@@ -24,6 +24,10 @@ export interface Metrics {
   observeRequest(route: string, method: string, status: number): void;
   /** Worker lifecycle events: crashes, restarts, breaker openings, graceful and forced stops. */
   workerEvent(kind: WorkerEventKind): void;
+  /** Bytes that arrived for a download since its previous progress report. */
+  downloadBytes(bytes: number): void;
+  /** A finished fetch (download or generation) and how long it took. */
+  downloadDone(outcome: 'done' | 'failed', seconds: number): void;
 }
 
 const WORKER_STATES = ['loading', 'idle', 'busy', 'unhealthy', 'stopping'] as const;
@@ -163,6 +167,18 @@ export function createMetrics(init: MetricsInit): Metrics {
     registers: [registry],
   });
 
+  const downloadedBytes = new Counter({
+    name: 'rbee_download_bytes_total',
+    help: 'Model bytes downloaded',
+    registers: [registry],
+  });
+  const downloadSeconds = new Counter({
+    name: 'rbee_download_seconds_total',
+    help: 'Time spent making models usable (download, verification), by outcome',
+    labelNames: ['outcome'],
+    registers: [registry],
+  });
+
   const lastTokenAt = new Map<string, number>();
 
   return {
@@ -195,6 +211,12 @@ export function createMetrics(init: MetricsInit): Metrics {
     },
     workerEvent(kind) {
       workerEvents.inc({ kind });
+    },
+    downloadBytes(bytes) {
+      if (bytes > 0) downloadedBytes.inc(bytes);
+    },
+    downloadDone(outcome, seconds) {
+      downloadSeconds.inc({ outcome }, seconds);
     },
   };
 }

@@ -2,7 +2,9 @@
  * The node's HTTP API on 127.0.0.1 with every part real: SQLite in a temp dir, the demo model
  * generated on first use, a real worker process.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -11,6 +13,8 @@ import { startNode, type RunningNode } from '../../src/node/daemon.js';
 import { createNodeClient, isAlive } from '../../src/node/client/index.js';
 import type { JobEvent } from '../../src/shared/wire.js';
 import { pidsWithEnv } from '../helpers/processes.js';
+import { REPO as REPO_ROOT } from '../helpers/cli.js';
+import { tinyModelPath } from '../helpers/tiny-model.js';
 import { waitFor } from '../helpers/wait-for.js';
 
 let home: string;
@@ -154,6 +158,57 @@ describe('metrics', () => {
     expect(value('rbee_workers{state="idle"}')).toBe(1);
     expect(value('rbee_models_on_disk')).toBe(1);
     expect(value('rbee_time_to_first_token_seconds_count')).toBeGreaterThanOrEqual(2);
+  });
+});
+
+describe('the worker catalog', () => {
+  it('records the backends this machine can run, with the binary in use, in SQLite', async () => {
+    const client = createNodeClient({ url });
+    interface Backend {
+      name: string;
+      available: boolean;
+      binary?: { package: string; version: string };
+      build: { engineVersion: string };
+    }
+    const backends = await waitFor(
+      async () => {
+        const rows = (await client.get<{ backends: Backend[] }>('/v1/backends')).backends;
+        return rows.length > 0 ? rows : undefined;
+      },
+      { what: 'device detection' },
+    );
+    const cpu = backends.find((b) => b.name === 'cpu');
+    expect(cpu).toMatchObject({ name: 'cpu', available: true });
+    const manifest = join(REPO_ROOT, 'node_modules', 'node-llama-cpp', 'package.json');
+    const installed = (JSON.parse(readFileSync(manifest, 'utf8')) as { version: string }).version;
+    expect(cpu?.build.engineVersion).toBe(installed);
+    expect(cpu?.binary?.version).toBe(installed);
+  });
+});
+
+describe('pulling a model over HTTP', () => {
+  it('streams progress, records the model, and counts the bytes in /metrics', async () => {
+    const file = await tinyModelPath();
+    const body = readFileSync(file);
+    const server = createServer((_req, res) => {
+      res.writeHead(200, { 'content-length': body.length, 'content-type': 'application/octet-stream' });
+      res.end(body);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = server.address() as AddressInfo;
+      const phases: string[] = [];
+      const done = await createNodeClient({ url }).pullModel(`http://127.0.0.1:${port}/models/pulled.gguf`, {
+        onProgress: (p) => phases.push(p.phase),
+      });
+      expect(done).toMatchObject({ cached: false, model: { bytes: body.length } });
+      expect(phases).toContain('downloading');
+      const metrics = await (await fetch(`${url}/metrics`)).text();
+      expect(metrics).toContain(`rbee_download_bytes_total ${body.length}`);
+      expect(metrics).toMatch(/rbee_download_seconds_total\{outcome="done"\} [\d.]+/);
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+    }
   });
 });
 

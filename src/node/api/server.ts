@@ -26,6 +26,8 @@ export interface ApiInit {
   parseModelRef: (input: string) => ModelRef;
   live: LiveView;
   metrics: Metrics;
+  /** The worker catalog: backends this machine can run, as last detected. */
+  backends: () => unknown[];
   /** Called once the shutdown request has been answered. */
   onShutdown: () => void;
 }
@@ -182,6 +184,7 @@ export function createApi(init: ApiInit) {
     return { removed: model.id };
   });
 
+  app.get('/v1/backends', () => ({ backends: init.backends() }));
   app.get('/v1/workers', () => ({ workers: init.workers.list(), breakers: init.workers.breakers() }));
 
   app.post('/v1/workers', async (request, reply) => {

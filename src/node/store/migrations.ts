@@ -33,4 +33,15 @@ export const MIGRATIONS: readonly string[] = [
     PRIMARY KEY (model_id, context_size, slots)
   ) STRICT;
   `,
+  // 3: the worker catalog: which backends this machine can run, with their build
+  `
+  CREATE TABLE backends (
+    name        TEXT PRIMARY KEY,
+    available   INTEGER NOT NULL CHECK (available IN (0, 1)),
+    binary      TEXT,
+    devices     TEXT NOT NULL,
+    build       TEXT NOT NULL,
+    detected_at INTEGER NOT NULL
+  ) STRICT;
+  `,
 ];

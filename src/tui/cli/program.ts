@@ -246,19 +246,35 @@ function registerModels(root: Command, keeper: Keeper, json: () => Option, port:
         opts,
         async (client, output) => {
           let lastLine = 0;
+          // On a terminal, one bar redrawn in place on stderr; otherwise a plain line a second.
+          const bar = process.stderr.isTTY && !output.json;
+          let barShown = false;
           const done = await client.pullModel(resolveModelArg(ref), {
             onProgress: (p) => {
               if (output.json) return output.result(p, '');
               if (p.phase === 'done') return; // the result line says it
-              const now = Date.now();
-              if (p.phase === 'downloading' && now - lastLine < 1000) return;
-              lastLine = now;
               const pct = p.totalBytes ? ` ${((100 * p.bytes) / p.totalBytes).toFixed(0)}%` : '';
               const rate = p.bytesPerSecond ? ` ${mib(p.bytesPerSecond)}/s` : '';
               const eta = p.etaSeconds !== undefined ? ` ETA ${Math.ceil(p.etaSeconds)} s` : '';
+              if (bar && p.phase === 'downloading') {
+                const width = 30;
+                const filled = p.totalBytes
+                  ? Math.min(width, Math.round((width * p.bytes) / p.totalBytes))
+                  : 0;
+                const line = `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}]${pct} ${mib(p.bytes)}${rate}${eta}`;
+                process.stderr.write(`\r\x1b[2K${line}`);
+                barShown = true;
+                return;
+              }
+              if (barShown) process.stderr.write('\n');
+              barShown = false;
+              const now = Date.now();
+              if (p.phase === 'downloading' && now - lastLine < 1000) return;
+              lastLine = now;
               output.narrate('hive', p.message ?? `${p.phase} ${p.file ?? ref}${pct}${rate}${eta}`);
             },
           });
+          if (barShown) process.stderr.write('\n');
           output.result(
             done,
             `${done.cached ? 'already on disk' : 'pulled'}: ${done.model.id} (${mib(done.model.bytes)})`,
@@ -342,6 +358,39 @@ function registerWorkers(root: Command, keeper: Keeper, json: () => Option, port
               .join('\n'),
       );
     });
+
+  workers
+    .command('backends')
+    .description('the worker catalog: backends this machine can run, with their build')
+    .addOption(json())
+    .addOption(port())
+    .action((opts: CommonOptions) =>
+      keeper.withNode(opts, async (client, output) => {
+        interface Backend {
+          name: string;
+          available: boolean;
+          binary?: { package: string; version: string };
+          devices: string[];
+        }
+        // Detection runs in the background after start-up: wait for it briefly.
+        let rows: Backend[] = [];
+        for (let i = 0; i < 100 && rows.length === 0; i++) {
+          rows = (await client.get<{ backends: Backend[] }>('/v1/backends')).backends;
+          if (rows.length === 0) await new Promise((resolve) => setTimeout(resolve, 100));
+        }
+        output.result(
+          rows,
+          rows
+            .map(
+              (b) =>
+                `${b.name}\t${b.available ? 'available' : 'not available'}\t` +
+                `${b.binary === undefined ? 'no binary installed' : `${b.binary.package}@${b.binary.version}`}\t` +
+                `${b.devices.join(', ')}`,
+            )
+            .join('\n'),
+        );
+      }),
+    );
 
   workers
     .command('spawn')
