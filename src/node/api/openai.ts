@@ -184,6 +184,17 @@ async function serve(
   const events = eventsOf(init.jobs, id);
   let text = '';
   let started = false;
+  // Headers wait for the first token (or the end), so failures before it are proper HTTP errors.
+  const startStream = (): void => {
+    if (started) return;
+    started = true;
+    reply.hijack();
+    reply.raw.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-cache',
+      connection: 'keep-alive',
+    });
+  };
   try {
     for await (const event of events) {
       if (event.type === 'narration') continue;
@@ -201,30 +212,14 @@ async function serve(
           text += event.text;
           continue;
         }
-        if (!started) {
-          // Headers wait for the first token, so failures before it are proper HTTP errors.
-          started = true;
-          reply.hijack();
-          reply.raw.writeHead(200, {
-            'content-type': 'text/event-stream; charset=utf-8',
-            'cache-control': 'no-cache',
-            connection: 'keep-alive',
-          });
-        }
+        startStream();
         reply.raw.write(`data: ${JSON.stringify(s.chunk(event.text, null, text === ''))}\n\n`);
         text += event.text;
         continue;
       }
       finished = true;
       if (!stream) return void reply.send(s.whole(text, event));
-      if (!started) {
-        started = true;
-        reply.hijack();
-        reply.raw.writeHead(200, {
-          'content-type': 'text/event-stream; charset=utf-8',
-          'cache-control': 'no-cache',
-        });
-      }
+      startStream();
       reply.raw.write(`data: ${JSON.stringify(s.chunk(undefined, finishReason(event), text === ''))}\n\n`);
       if (includeUsage) {
         const last = { ...s.chunk(undefined, null, false), choices: [], usage: usage(event) };
