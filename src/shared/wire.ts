@@ -107,7 +107,6 @@ export const jobEventSchema = z.discriminatedUnion('type', [
   z.object({ ...base, type: z.literal('error'), error: errorJsonSchema }),
 ]);
 export type JobEvent = z.infer<typeof jobEventSchema>;
-export type JobEventType = JobEvent['type'];
 export type NarrationEvent = Extract<JobEvent, { type: 'narration' }>;
 export type DoneEvent = Extract<JobEvent, { type: 'done' }>;
 

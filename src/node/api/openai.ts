@@ -8,6 +8,7 @@ import { z } from 'zod';
 import { RbeeError, toRbeeError } from '../../shared/errors.js';
 import type { ChatMessage, DoneEvent, JobEvent, JobRequest } from '../../shared/wire.js';
 import type { JobManager } from '../jobs/job-manager.js';
+import { openSse } from './sse.js';
 import type { ModelRef } from '../hive/model-ref.js';
 import type { Provisioner } from '../hive/provisioner.js';
 import type { WorkerPool } from '../hive/worker-pool.js';
@@ -188,12 +189,7 @@ async function serve(
   const startStream = (): void => {
     if (started) return;
     started = true;
-    reply.hijack();
-    reply.raw.writeHead(200, {
-      'content-type': 'text/event-stream; charset=utf-8',
-      'cache-control': 'no-cache',
-      connection: 'keep-alive',
-    });
+    openSse(reply);
   };
   try {
     for await (const event of events) {

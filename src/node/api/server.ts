@@ -14,6 +14,7 @@ import type { Provisioner } from '../hive/provisioner.js';
 import type { LiveView } from '../live-view.js';
 import type { Metrics } from '../metrics.js';
 import { registerOpenAiRoutes } from './openai.js';
+import { openSse } from './sse.js';
 import type { NodeEvent, PullEvent } from '../../shared/view.js';
 
 export interface ApiInit {
@@ -47,20 +48,8 @@ function writeSse(reply: FastifyReply, index: number, event: JobEvent | NodeEven
   reply.raw.write(`id: ${index}\nevent: ${event.type}\ndata: ${JSON.stringify(event)}\n\n`);
 }
 
-function openSse(reply: FastifyReply): void {
-  reply.hijack();
-  reply.raw.writeHead(200, {
-    'content-type': 'text/event-stream; charset=utf-8',
-    'cache-control': 'no-cache',
-    connection: 'keep-alive',
-    'x-accel-buffering': 'no',
-  });
-}
-
 /** SSE comments keep idle streams open through proxies; clients ignore them. */
 const SSE_KEEPALIVE_MS = 15_000;
-
-export type Api = ReturnType<typeof createApi>;
 
 export function createApi(init: ApiInit) {
   // No fastify logger: requests are counted in metrics, and errors are logged below through pino.

@@ -1,6 +1,7 @@
 /** The free-space check made before a download writes its first byte. */
 import { statfs } from 'node:fs/promises';
 import { RbeeError } from '../../shared/errors.js';
+import { mib } from '../../shared/format.js';
 
 /** Bytes an unprivileged writer may still use on the filesystem holding `dir`; undefined when unknown. */
 export async function freeDiskBytes(dir: string): Promise<number | undefined> {
@@ -28,7 +29,6 @@ export async function ensureDiskSpace(check: DiskSpaceCheck): Promise<void> {
   if (free === undefined) return;
   const need = check.needBytes ?? 0;
   if (free - need >= check.reserveBytes) return;
-  const mib = (n: number): string => `${(n / 1024 / 1024).toFixed(1)} MiB`;
   const what = check.needBytes === undefined ? 'a download of unknown size' : `${mib(need)} more`;
   throw new RbeeError(
     'DISK_FULL',

@@ -14,6 +14,7 @@ import type {
   WorkerState,
 } from '../../engine/types.js';
 import { RbeeError } from '../../shared/errors.js';
+import { mib } from '../../shared/format.js';
 import type { Logger } from '../logger.js';
 import type { ModelRow } from '../store/model-catalog.js';
 import type { MemoryChecker } from './memory-checker.js';
@@ -179,7 +180,6 @@ export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
     );
   }
 
-  const mib = (bytes: number): string => `${Math.round(bytes / 2 ** 20)} MiB`;
   const shape = {
     slots: init.slots,
     ...(init.contextSize === undefined ? {} : { contextSize: init.contextSize }),
@@ -195,22 +195,22 @@ export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
       if (fit.fits) break;
       await stopEntry(
         victim,
-        `making room for ${model.id} (needs ${mib(fit.neededBytes)}, ${mib(fit.freeBytes)} free, ` +
-          `${mib(fit.reserveBytes)} kept in reserve)`,
+        `making room for ${model.id} (needs ${mib(fit.neededBytes, 0)}, ${mib(fit.freeBytes, 0)} free, ` +
+          `${mib(fit.reserveBytes, 0)} kept in reserve)`,
       );
       fit = await memory.check(model, shape);
     }
     if (!fit.fits) {
       throw new RbeeError(
         'INSUFFICIENT_MEMORY',
-        `${model.id} needs ${mib(fit.neededBytes)} (${fit.basis === 'observed' ? 'as observed before' : 'estimated'}) ` +
-          `but ${mib(fit.freeBytes)} of ${mib(fit.totalBytes)} RAM is free and ${mib(fit.reserveBytes)} is kept in reserve`,
+        `${model.id} needs ${mib(fit.neededBytes, 0)} (${fit.basis === 'observed' ? 'as observed before' : 'estimated'}) ` +
+          `but ${mib(fit.freeBytes, 0)} of ${mib(fit.totalBytes, 0)} RAM is free and ${mib(fit.reserveBytes, 0)} is kept in reserve`,
         { details: { ...fit } },
       );
     }
     say(
-      `${model.id} fits: needs ${mib(fit.neededBytes)} (${fit.basis === 'observed' ? 'observed' : 'estimated'}), ` +
-        `${mib(fit.freeBytes)} free`,
+      `${model.id} fits: needs ${mib(fit.neededBytes, 0)} (${fit.basis === 'observed' ? 'observed' : 'estimated'}), ` +
+        `${mib(fit.freeBytes, 0)} free`,
     );
   }
 

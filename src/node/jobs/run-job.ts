@@ -4,6 +4,7 @@
  */
 import { parseKeepAlive } from '../../shared/duration.js';
 import { RbeeError } from '../../shared/errors.js';
+import { mib } from '../../shared/format.js';
 import type { NarrationSource, Progress } from '../../shared/wire.js';
 import type { GenerateRequest } from '../../engine/types.js';
 import type { Provisioner } from '../hive/provisioner.js';
@@ -17,8 +18,6 @@ export interface RunJobDeps {
   provisioner: Provisioner;
   workers: WorkerPool;
 }
-
-const mib = (bytes: number): string => `${(bytes / 2 ** 20).toFixed(1)} MiB`;
 
 export function createJobRunner(deps: RunJobDeps): (job: JobContext) => Promise<void> {
   return async function runJob(job) {

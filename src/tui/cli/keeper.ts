@@ -3,7 +3,13 @@
  */
 import { InvalidArgumentError } from 'commander';
 import { dataPaths, DEFAULT_HOST, DEFAULT_PORT, resolveDataDir } from '../../shared/paths.js';
-import { createNodeClient, ensureNodeAwake, stopNode, type NodeClient } from '../../node/client/index.js';
+import {
+  createNodeClient,
+  ensureNodeAwake,
+  stopNode,
+  type Awake,
+  type NodeClient,
+} from '../../node/client/index.js';
 import { createOutput, type Output } from './output.js';
 
 export interface CommonOptions {
@@ -19,6 +25,8 @@ export interface Keeper {
   /** The environment a woken node runs with: the keeper's own, with its --port carried over. */
   nodeEnv(options: CommonOptions): NodeJS.ProcessEnv;
   nodeLog(): string;
+  /** Wakes the local node if it is asleep (narrated); says whether this call woke it. */
+  wake(options: CommonOptions, client: NodeClient, output: Output): Promise<Awake>;
   /** Runs `fn` against the local node, waking it first and putting it back to sleep if this call woke it. */
   withNode<T>(
     options: CommonOptions,
@@ -46,16 +54,18 @@ export function createKeeper(init: { mainScript: string; env: NodeJS.ProcessEnv 
     nodeEnv: (options) =>
       options.port === undefined ? { ...env } : { ...env, RBEE_PORT: String(options.port) },
     nodeLog: () => dataPaths(resolveDataDir(env)).nodeLog,
-    async withNode(options, fn, kind = {}) {
-      const client = keeper.client(options);
-      const output = keeper.output(options, kind);
-      const awake = await ensureNodeAwake({
+    wake: (options, client, output) =>
+      ensureNodeAwake({
         client,
         mainScript: init.mainScript,
         env: keeper.nodeEnv(options),
         nodeLog: keeper.nodeLog(),
         narrate: (text) => output.narrate('keeper', text),
-      });
+      }),
+    async withNode(options, fn, kind = {}) {
+      const client = keeper.client(options);
+      const output = keeper.output(options, kind);
+      const awake = await keeper.wake(options, client, output);
       try {
         return await fn(client, output);
       } finally {
@@ -84,5 +94,3 @@ export function floatArg(name: string, min: number, max: number): (value: string
     return n;
   };
 }
-
-export const mib = (bytes: number): string => `${(bytes / 2 ** 20).toFixed(1)} MiB`;

@@ -10,9 +10,10 @@ import { RbeeError } from '../../shared/errors.js';
 import { DEFAULT_HOST, DEFAULT_PORT } from '../../shared/paths.js';
 import { VERSION } from '../../shared/version.js';
 import type { JobRequest } from '../../shared/wire.js';
-import { ensureNodeAwake, stopNode } from '../../node/client/index.js';
+import { stopNode } from '../../node/client/index.js';
 import { runInfer } from './infer.js';
-import { floatArg, intArg, mib, type CommonOptions, type Keeper } from './keeper.js';
+import { mib } from '../../shared/format.js';
+import { floatArg, intArg, type CommonOptions, type Keeper } from './keeper.js';
 
 export interface NodeForegroundOptions {
   host?: string;
@@ -157,13 +158,7 @@ export function createProgram(init: ProgramInit): Command {
     .addOption(port())
     .action(async (opts: CommonOptions) => {
       const output = keeper.output(opts);
-      const awake = await ensureNodeAwake({
-        client: keeper.client(opts),
-        mainScript: keeper.mainScript,
-        env: keeper.nodeEnv(opts),
-        nodeLog: keeper.nodeLog(),
-        narrate: (text) => output.narrate('keeper', text),
-      });
+      const awake = await keeper.wake(opts, keeper.client(opts), output);
       output.result(
         { ...awake.health, started: awake.woke },
         awake.woke
@@ -402,13 +397,7 @@ function registerWorkers(root: Command, keeper: Keeper, json: () => Option, port
       const output = keeper.output(opts);
       const client = keeper.client(opts);
       // A spawned worker lives in the node, so the node is started and left running.
-      await ensureNodeAwake({
-        client,
-        mainScript: keeper.mainScript,
-        env: keeper.nodeEnv(opts),
-        nodeLog: keeper.nodeLog(),
-        narrate: (text) => output.narrate('keeper', text),
-      });
+      await keeper.wake(opts, client, output);
       const { worker } = await client.spawnWorker(resolveModelArg(model));
       output.result(worker, `worker ${worker.id} ready (pid ${worker.pid}, ${worker.model})`);
     });
