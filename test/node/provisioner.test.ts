@@ -221,7 +221,11 @@ describe('download failures leave nothing behind', () => {
     server.route('/liar/x.gguf', serveLiar(tiny, 5000));
     const error = await failure(provisioner.ensure(parseModelRef(`${server.origin}/liar/x.gguf`)));
     expect(error.code).toBe('DOWNLOAD_TRUNCATED');
-    expect(error.details).toMatchObject({ bytes: tiny.length, totalBytes: tiny.length + 5000 });
+    expect(error.details).toMatchObject({ totalBytes: tiny.length + 5000 });
+    // What reached the disk before the early close: all of it, or less when the HTTP client
+    // reports the close before its last buffered chunk (seen once in a full run under load).
+    expect(error.details?.bytes).toBeGreaterThan(0);
+    expect(error.details?.bytes).toBeLessThanOrEqual(tiny.length);
     await expectNothingLeft();
   });
 
