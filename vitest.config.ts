@@ -10,5 +10,13 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 120_000,
     globalSetup: ['test/helpers/global-setup.ts'],
+    // Every node a test starts (in-process or spawned: children inherit this) talks to peers on
+    // loopback only, with multicast discovery off; the namespace harness alone turns mDNS on, inside
+    // namespaces it made, and a node refuses mDNS in the host's namespace while this guard is set.
+    env: {
+      RBEE_MDNS: '0',
+      RBEE_MDNS_REQUIRE_NETNS: '1',
+      RBEE_CLUSTER_LISTEN: '/ip4/127.0.0.1/tcp/0',
+    },
   },
 });

@@ -16,7 +16,14 @@ import { ensureNodeAwake } from './node/client/index.js';
 async function runNode(options: NodeForegroundOptions): Promise<void> {
   const { loadNodeConfig } = await import('./node/config.js');
   const { startNode } = await import('./node/daemon.js');
-  const config = loadNodeConfig({ host: options.host, port: options.port, logLevel: options.logLevel });
+  const config = loadNodeConfig({
+    host: options.host,
+    port: options.port,
+    logLevel: options.logLevel,
+    peers: options.peer,
+    mdns: options.mdns,
+    clusterListen: options.clusterListen,
+  });
   const running = await startNode(config, { foreground: process.stderr.isTTY });
   const stop = (signal: string): void => void running.close(`received ${signal}`);
   process.once('SIGINT', () => stop('SIGINT'));

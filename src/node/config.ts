@@ -1,8 +1,17 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { hostname } from 'node:os';
+import { multiaddr } from '@multiformats/multiaddr';
 import { z } from 'zod';
 import { RbeeError } from '../shared/errors.js';
-import { dataPaths, DEFAULT_HOST, DEFAULT_PORT, resolveDataDir, type DataPaths } from '../shared/paths.js';
+import {
+  dataPaths,
+  DEFAULT_CLUSTER_PORT,
+  DEFAULT_HOST,
+  DEFAULT_PORT,
+  resolveDataDir,
+  type DataPaths,
+} from '../shared/paths.js';
 
 const logLevelSchema = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
 
@@ -28,8 +37,29 @@ const fileConfigSchema = z
       .optional(),
     heartbeatTimeoutMs: z.number().int().positive().optional(),
     minFreeRamBytes: z.number().int().min(0).optional(),
+    cluster: z
+      .object({
+        enabled: z.boolean().optional(),
+        listen: z.array(z.string()).optional(),
+        mdns: z.boolean().optional(),
+        peers: z.array(z.string()).optional(),
+      })
+      .strict()
+      .optional(),
   })
   .strict();
+
+/** How this node meets the others. */
+export interface ClusterConfig {
+  /** False runs a hive alone, with no p2p host at all (RBEE_CLUSTER=0). */
+  enabled: boolean;
+  /** libp2p listen multiaddrs. Defaults to all interfaces on port 7834. */
+  listen: string[];
+  /** Multicast discovery on the LAN. Defaults to on; RBEE_MDNS=0 / --no-mdns turn it off. */
+  mdns: boolean;
+  /** Static peers (multiaddrs) for networks where multicast is blocked. */
+  peers: string[];
+}
 
 export interface NodeConfig {
   paths: DataPaths;
@@ -50,6 +80,7 @@ export interface NodeConfig {
   heartbeatTimeoutMs: number;
   /** RAM that admission keeps free for everything else. Defaults to 512 MiB. */
   minFreeRamBytes: number;
+  cluster: ClusterConfig;
 }
 
 export interface NodeConfigOverrides {
@@ -57,15 +88,73 @@ export interface NodeConfigOverrides {
   host?: string | undefined;
   port?: number | undefined;
   logLevel?: string | undefined;
+  /** `--peer` (repeatable): added to the configured static peers. */
+  peers?: string[] | undefined;
+  /** `--mdns` / `--no-mdns`. */
+  mdns?: boolean | undefined;
+  /** `--cluster-listen` (repeatable): replaces the listen addresses. */
+  clusterListen?: string[] | undefined;
 }
 
-function parsePort(value: string | undefined, source: string): number | undefined {
+function parseSwitch(value: string | undefined, name: string): boolean | undefined {
   if (value === undefined || value === '') return undefined;
-  const port = Number(value);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) {
-    throw new RbeeError('CONFIG_INVALID', `${source} must be a port number (0–65535), got "${value}"`);
+  if (['1', 'true', 'on', 'yes'].includes(value.toLowerCase())) return true;
+  if (['0', 'false', 'off', 'no'].includes(value.toLowerCase())) return false;
+  throw new RbeeError('CONFIG_INVALID', `${name} must be 0 or 1, got "${value}"`);
+}
+
+function parseList(value: string | undefined): string[] | undefined {
+  if (value === undefined || value.trim() === '') return undefined;
+  return value.split(/[\s,]+/).filter((item) => item !== '');
+}
+
+function checkMultiaddrs(addrs: string[], source: string): string[] {
+  for (const addr of addrs) {
+    try {
+      multiaddr(addr);
+    } catch {
+      throw new RbeeError(
+        'CONFIG_INVALID',
+        `${source}: "${addr}" is not a multiaddr (expected e.g. /ip4/192.168.1.20/tcp/7834)`,
+      );
+    }
   }
-  return port;
+  return addrs;
+}
+
+function loadClusterConfig(
+  file: z.infer<typeof fileConfigSchema>['cluster'] = {},
+  overrides: NodeConfigOverrides,
+  env: NodeJS.ProcessEnv,
+): ClusterConfig {
+  const listen = overrides.clusterListen ??
+    parseList(env.RBEE_CLUSTER_LISTEN) ??
+    file.listen ?? [`/ip4/0.0.0.0/tcp/${DEFAULT_CLUSTER_PORT}`];
+  const peers = [...(file.peers ?? []), ...(parseList(env.RBEE_PEERS) ?? []), ...(overrides.peers ?? [])];
+  const enabled = parseSwitch(env.RBEE_CLUSTER, 'RBEE_CLUSTER') ?? file.enabled ?? true;
+  const mdns = overrides.mdns ?? parseSwitch(env.RBEE_MDNS, 'RBEE_MDNS') ?? file.mdns ?? true;
+  if (enabled && mdns && env.RBEE_MDNS_REQUIRE_NETNS === '1' && !inOwnNetworkNamespace()) {
+    throw new RbeeError(
+      'CONFIG_INVALID',
+      'mDNS refused: RBEE_MDNS_REQUIRE_NETNS=1 allows it only inside a named network namespace (ip netns)',
+    );
+  }
+  return {
+    enabled,
+    listen: checkMultiaddrs(listen, 'cluster listen address'),
+    mdns,
+    peers: checkMultiaddrs([...new Set(peers)], 'static peer'),
+  };
+}
+
+/** True when this process runs in a named network namespace (`ip netns add`), as `ip netns identify` tells. */
+function inOwnNetworkNamespace(): boolean {
+  try {
+    const self = statSync('/proc/self/ns/net').ino;
+    return readdirSync('/run/netns').some((name) => statSync(join('/run/netns', name)).ino === self);
+  } catch {
+    return false; // not Linux, or no named namespaces: not provably isolated
+  }
 }
 
 /** Resolves the node's configuration: flags, then environment, then config.json, then defaults. */
@@ -111,5 +200,14 @@ export function loadNodeConfig(
     },
     heartbeatTimeoutMs: file.heartbeatTimeoutMs ?? 5_000,
     minFreeRamBytes: file.minFreeRamBytes ?? 512 * 2 ** 20,
+    cluster: loadClusterConfig(file.cluster, overrides, env),
   };
+}
+function parsePort(value: string | undefined, source: string): number | undefined {
+  if (value === undefined || value === '') return undefined;
+  const port = Number(value);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new RbeeError('CONFIG_INVALID', `${source} must be a port number (0–65535), got "${value}"`);
+  }
+  return port;
 }

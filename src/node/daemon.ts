@@ -5,7 +5,7 @@ import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { describeBackends, detectDevices, estimateWorkerMemory, spawnWorker } from '../engine/index.js';
 import type { DeviceInfo } from '../engine/types.js';
-import { RbeeError } from '../shared/errors.js';
+import { RbeeError, toRbeeError } from '../shared/errors.js';
 import type { Health } from '../shared/wire.js';
 import { createApi } from './api/server.js';
 import type { NodeConfig } from './config.js';
@@ -20,6 +20,8 @@ import { createWorkerPool } from './hive/worker-pool.js';
 import { createJobManager } from './jobs/job-manager.js';
 import { createJobRunner } from './jobs/run-job.js';
 import { createLiveView, type LiveView } from './live-view.js';
+import type { ClusterLink } from './cluster-link.js';
+import type { ClusterStatus } from '../shared/view.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { openDatabase } from './store/db.js';
 import { createModelCatalog } from './store/model-catalog.js';
@@ -77,7 +79,7 @@ export async function startNode(
   const workerCatalog = createWorkerCatalog(db);
   // The live view and the metrics watch the pool and the jobs, which are created first and
   // report their changes through these late-bound observers.
-  const observers: { live?: LiveView; metrics?: Metrics } = {};
+  const observers: { live?: LiveView; metrics?: Metrics; cluster?: ClusterLink } = {};
   // The pool logs its own narration; this forwards it to dashboards.
   const narrateHive = (text: string): void => {
     observers.live?.narration({
@@ -175,14 +177,40 @@ export async function startNode(
     catalog,
     provisioner,
     jobs,
+    cluster: () => observers.cluster,
+    onLocalChange: () => observers.cluster?.localChanged(),
   });
   const metrics = createMetrics({ workers, catalog, provisioner, modelsDir: config.paths.models });
   observers.live = liveView;
   observers.metrics = metrics;
 
+  let clusterState: ClusterStatus['state'] = config.cluster.enabled ? 'starting' : 'disabled';
+  let clusterError: ClusterStatus['error'];
+  const clusterStatus = (): ClusterStatus => {
+    const hives = liveView.snapshot().hives;
+    if (observers.cluster !== undefined) return { ...observers.cluster.status(), hives };
+    return {
+      enabled: config.cluster.enabled,
+      state: clusterState,
+      self: { id: config.nodeName, name: config.nodeName },
+      // a hive alone is its own queen
+      queen: clusterState === 'disabled' ? { id: config.nodeName, name: config.nodeName, term: 0 } : null,
+      isQueen: clusterState === 'disabled',
+      term: 0,
+      mdns: config.cluster.enabled && config.cluster.mdns,
+      listen: [],
+      staticPeers: config.cluster.peers,
+      members: [],
+      hives,
+      duplicates: [],
+      ...(clusterError === undefined ? {} : { error: clusterError }),
+    };
+  };
+
   let resolveClosed!: () => void;
   const closed = new Promise<void>((resolve) => (resolveClosed = resolve));
   let closing: Promise<void> | undefined;
+  let clusterStarting: Promise<void> = Promise.resolve();
 
   const api = createApi({
     log,
@@ -195,14 +223,50 @@ export async function startNode(
     live: liveView,
     metrics,
     backends: () => workerCatalog.list(),
+    cluster: clusterStatus,
     onShutdown: () => void close('asked over the API'),
   });
+
+  /** libp2p loads after the API is up; a failure leaves this hive running alone, and says why. */
+  async function joinCluster(): Promise<void> {
+    try {
+      const { startClusterLink } = await import('./cluster-link.js');
+      const link = await startClusterLink({
+        config: config.cluster,
+        paths: config.paths,
+        db,
+        log,
+        nodeName: config.nodeName,
+        localState: () => liveView.localState(),
+        onViewChange: () => {
+          for (const section of ['hives', 'workers', 'models', 'downloads'] as const) {
+            liveView.markDirty(section, 'cluster');
+          }
+        },
+        narrate: narrateHive,
+      });
+      if (closing !== undefined) {
+        await link.stop();
+        return;
+      }
+      observers.cluster = link;
+      clusterState = 'running';
+      liveView.markDirty('hives');
+    } catch (error) {
+      const rbee = toRbeeError(error);
+      clusterState = 'failed';
+      clusterError = rbee.toJSON();
+      log.error({ err: error }, 'cannot join the cluster; this hive runs alone');
+      narrateHive(`cannot join the cluster (${rbee.message}); this hive runs alone`);
+    }
+  }
 
   async function close(reason: string): Promise<void> {
     closing ??= (async () => {
       log.info({ reason }, 'node stopping');
       state = 'degraded';
-      await Promise.allSettled([jobs.close(), workers.stopAll()]);
+      const leaving = clusterStarting.then(() => observers.cluster?.stop());
+      await Promise.allSettled([jobs.close(), workers.stopAll(), leaving]);
       liveView.close();
       await api.close().catch((error: unknown) => log.warn({ err: error }, 'closing the API failed'));
       db.close();
@@ -256,6 +320,7 @@ export async function startNode(
       log.info({ devices: found }, 'devices detected');
     })
     .catch((error: unknown) => log.warn({ err: error }, 'device detection failed'));
+  if (config.cluster.enabled) clusterStarting = joinCluster();
   log.info({ url, node: config.nodeName, pid: process.pid }, 'node ready');
   return { url, log, close, closed };
 }

@@ -1,16 +1,25 @@
 /**
- * The node's live view for dashboards: sections are recomputed from their sources when marked
- * dirty, coalesced so a burst of changes (heartbeats, download progress) costs one update per
- * interval, and sent whole to every subscriber of `GET /v1/events`.
+ * The node's live view for dashboards: this hive's own sections, joined with what the other members
+ * of the cluster publish, recomputed when marked dirty, coalesced so a burst of changes (heartbeats,
+ * download progress) costs one update per interval, and sent whole to every subscriber of
+ * `GET /v1/events`.
  */
 import { freemem, totalmem } from 'node:os';
 import type { DeviceInfo } from '../engine/types.js';
 import type { Health, NarrationEvent } from '../shared/wire.js';
-import type { ClusterView, HiveView, NodeEvent } from '../shared/view.js';
+import type { ClusterView, HiveState, HiveView, NodeEvent } from '../shared/view.js';
 import type { Provisioner } from './hive/provisioner.js';
 import type { WorkerPool } from './hive/worker-pool.js';
 import type { JobManager } from './jobs/job-manager.js';
 import type { ModelCatalog } from './store/model-catalog.js';
+
+/** What the live view needs of the cluster: who this node is, the queen, and the others' states. */
+export interface ClusterSource {
+  selfId(): string;
+  queen(): { id: string; term: number } | null;
+  /** Live members other than this node whose published state parsed. */
+  remotes(): { id: string; lastSeen: number; state: HiveState }[];
+}
 
 export type Section = 'hives' | 'workers' | 'models' | 'downloads' | 'jobs';
 
@@ -22,13 +31,20 @@ export interface LiveViewInit {
   catalog: ModelCatalog;
   provisioner: Provisioner;
   jobs: JobManager;
+  /** The cluster, once joined; without one the view is this hive alone, its own queen. */
+  cluster: () => ClusterSource | undefined;
+  /** Called whenever a section of this hive changes (the cluster link publishes it). */
+  onLocalChange?: () => void;
   /** Shortest time between two updates of one section. Defaults to 100 ms. */
   coalesceMs?: number;
 }
 
 export interface LiveView {
   snapshot(): ClusterView;
-  markDirty(section: Section): void;
+  /** This hive's own state, as published to the cluster. */
+  localState(): HiveState;
+  /** `origin: 'cluster'` when the change came from another member (it is not published again). */
+  markDirty(section: Section, origin?: 'local' | 'cluster'): void;
   narration(event: NarrationEvent): void;
   subscribe(listener: (event: NodeEvent) => void): () => void;
   close(): void;
@@ -39,35 +55,28 @@ export function createLiveView(init: LiveViewInit): LiveView {
   const dirty = new Set<Section>();
   const coalesceMs = init.coalesceMs ?? 100;
   let timer: NodeJS.Timeout | undefined;
-  const hive = init.nodeName;
+  const selfId = (): string => init.cluster()?.selfId() ?? init.nodeName;
 
-  const sections = {
-    hives: (): HiveView[] => {
+  const local = {
+    hive: (): HiveState['hive'] => {
       const devices = init.devices();
-      return [
-        {
-          id: hive,
-          name: hive,
-          local: true,
-          queen: true,
-          term: 0,
-          health: init.health().state === 'ready' ? 'ready' : 'degraded',
-          cpu: devices?.cpu ?? { model: 'unknown', physicalCores: 0, logicalCores: 0 },
-          ramTotalBytes: totalmem(),
-          ramFreeBytes: freemem(),
-          gpus: (devices?.gpus ?? []).map((g) => ({
-            index: g.index,
-            name: g.name,
-            backend: g.backend,
-            vramTotalBytes: g.vramTotalBytes ?? 0,
-            vramFreeBytes: g.vramFreeBytes ?? 0,
-          })),
-          backends: devices?.backends ?? ['cpu'],
-          lastSeen: Date.now(),
-        },
-      ];
+      return {
+        name: init.nodeName,
+        health: init.health().state === 'ready' ? 'ready' : 'degraded',
+        cpu: devices?.cpu ?? { model: 'unknown', physicalCores: 0, logicalCores: 0 },
+        ramTotalBytes: totalmem(),
+        ramFreeBytes: freemem(),
+        gpus: (devices?.gpus ?? []).map((g) => ({
+          index: g.index,
+          name: g.name,
+          backend: g.backend,
+          vramTotalBytes: g.vramTotalBytes ?? 0,
+          vramFreeBytes: g.vramFreeBytes ?? 0,
+        })),
+        backends: devices?.backends ?? ['cpu'],
+      };
     },
-    workers: () =>
+    workers: (hive: string): HiveState['workers'] =>
       init.workers.list().map((w) => ({
         id: w.id,
         hive,
@@ -83,7 +92,7 @@ export function createLiveView(init: LiveViewInit): LiveView {
         startedAt: w.startedAt,
         lastUsedAt: w.lastUsedAt,
       })),
-    models: () =>
+    models: (hive: string): HiveState['models'] =>
       init.catalog.list().map((m) => ({
         id: m.id,
         hive,
@@ -96,7 +105,7 @@ export function createLiveView(init: LiveViewInit): LiveView {
         source: m.source,
         lastUsedAt: m.lastUsedAt,
       })),
-    downloads: () =>
+    downloads: (hive: string): HiveState['downloads'] =>
       init.provisioner.inProgress().map(({ ref, progress }) => ({
         ref,
         hive,
@@ -107,6 +116,42 @@ export function createLiveView(init: LiveViewInit): LiveView {
         ...(progress?.bytesPerSecond === undefined ? {} : { bytesPerSecond: progress.bytesPerSecond }),
         ...(progress?.etaSeconds === undefined ? {} : { etaSeconds: progress.etaSeconds }),
       })),
+  };
+
+  const remotes = (): { id: string; lastSeen: number; state: HiveState }[] => init.cluster()?.remotes() ?? [];
+
+  const sections = {
+    hives: (): HiveView[] => {
+      const self = selfId();
+      const queen = init.cluster()?.queen() ?? (init.cluster() === undefined ? { id: self, term: 0 } : null);
+      const flags = (id: string): { queen: boolean; term: number } => ({
+        queen: queen?.id === id,
+        term: queen?.id === id ? queen.term : 0,
+      });
+      return [
+        { id: self, local: true, ...flags(self), ...local.hive(), lastSeen: Date.now() },
+        ...remotes().map(({ id, lastSeen, state }) => ({
+          ...state.hive,
+          id,
+          local: false,
+          ...flags(id),
+          lastSeen,
+        })),
+      ];
+    },
+    // a member's items always carry its peer id, whatever it published
+    workers: () => [
+      ...local.workers(selfId()),
+      ...remotes().flatMap((r) => r.state.workers.map((w) => ({ ...w, hive: r.id }))),
+    ],
+    models: () => [
+      ...local.models(selfId()),
+      ...remotes().flatMap((r) => r.state.models.map((m) => ({ ...m, hive: r.id }))),
+    ],
+    downloads: () => [
+      ...local.downloads(selfId()),
+      ...remotes().flatMap((r) => r.state.downloads.map((d) => ({ ...d, hive: r.id }))),
+    ],
     jobs: () =>
       init.jobs.list().map((j) => ({
         id: j.id,
@@ -140,7 +185,9 @@ export function createLiveView(init: LiveViewInit): LiveView {
   }, 2_000);
   refresh.unref();
 
-  function markDirty(section: Section): void {
+  function markDirty(section: Section, origin: 'local' | 'cluster' = 'local'): void {
+    // only this hive's own changes are published; echoing the others' would ping-pong forever
+    if (origin === 'local' && section !== 'jobs') init.onLocalChange?.();
     if (listeners.size === 0) return;
     dirty.add(section);
     timer ??= setTimeout(flush, coalesceMs);
@@ -155,6 +202,15 @@ export function createLiveView(init: LiveViewInit): LiveView {
       downloads: sections.downloads(),
       jobs: sections.jobs(),
     }),
+    localState: () => {
+      const self = selfId();
+      return {
+        hive: local.hive(),
+        workers: local.workers(self),
+        models: local.models(self),
+        downloads: local.downloads(self),
+      };
+    },
     markDirty,
     narration: (event) => send(event),
     subscribe(listener) {

@@ -3,6 +3,8 @@ import { join } from 'node:path';
 
 export const DEFAULT_PORT = 7833;
 export const DEFAULT_HOST = '127.0.0.1';
+/** Where nodes listen for each other (libp2p over TCP, all interfaces: peers are on the LAN). */
+export const DEFAULT_CLUSTER_PORT = 7834;
 
 /** The data directory: `RBEE_HOME`, else `$XDG_DATA_HOME/rbee`, else `~/.local/share/rbee`. */
 export function resolveDataDir(env: NodeJS.ProcessEnv = process.env): string {
@@ -20,6 +22,10 @@ export interface DataPaths {
   nodeLog: string;
   pidFile: string;
   config: string;
+  /** This node's identity (libp2p private key): the same peer id as long as this file stays. */
+  peerKey: string;
+  /** The cluster's pre-shared key: only nodes holding it can connect. */
+  clusterKey: string;
 }
 
 export function dataPaths(root: string): DataPaths {
@@ -31,5 +37,7 @@ export function dataPaths(root: string): DataPaths {
     nodeLog: join(root, 'logs', 'node.log'),
     pidFile: join(root, 'node.pid'),
     config: join(root, 'config.json'),
+    peerKey: join(root, 'peer.key'),
+    clusterKey: join(root, 'cluster.key'),
   };
 }

@@ -97,6 +97,49 @@ export const clusterViewSchema = z.object({
 });
 export type ClusterView = z.infer<typeof clusterViewSchema>;
 
+/**
+ * What each node publishes to the cluster about its own hive; every node turns the members' states
+ * into the hives, workers, models and downloads of its live view. Validated on receipt: a peer's
+ * state that does not parse is left out of the view, never trusted.
+ */
+export const hiveStateSchema = z.object({
+  hive: hiveViewSchema.omit({ id: true, local: true, queen: true, term: true, lastSeen: true }),
+  workers: z.array(workerViewSchema),
+  models: z.array(modelViewSchema),
+  downloads: z.array(downloadViewSchema),
+});
+export type HiveState = z.infer<typeof hiveStateSchema>;
+
+export const memberViewSchema = z.object({
+  id: z.string(),
+  /** The member's node name, once its state arrived. */
+  name: z.string().optional(),
+  addrs: z.array(z.string()),
+  live: z.boolean(),
+  lastSeen: z.number(),
+});
+
+/** `GET /v1/cluster`: who is in the cluster, who is queen, and how this node finds the others. */
+export const clusterStatusSchema = z.object({
+  /** False when this node runs alone (RBEE_CLUSTER=0). */
+  enabled: z.boolean(),
+  /** 'starting' until the p2p host listens; 'failed' when it could not start (see error). */
+  state: z.enum(['starting', 'running', 'failed', 'disabled']),
+  self: z.object({ id: z.string(), name: z.string() }),
+  queen: z.object({ id: z.string(), name: z.string().optional(), term: z.number().int() }).nullable(),
+  isQueen: z.boolean(),
+  term: z.number().int(),
+  mdns: z.boolean(),
+  listen: z.array(z.string()),
+  staticPeers: z.array(z.string()),
+  members: z.array(memberViewSchema),
+  hives: z.array(hiveViewSchema),
+  /** Peer ids that another live process also answers for (a copied data directory). */
+  duplicates: z.array(z.string()),
+  error: errorJsonSchema.optional(),
+});
+export type ClusterStatus = z.infer<typeof clusterStatusSchema>;
+
 const narrationSchema = jobEventSchema.options[0];
 
 export const nodeEventSchema = z.discriminatedUnion('type', [

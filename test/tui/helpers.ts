@@ -136,6 +136,10 @@ export function createFakeNodeClient(): FakeNodeClient {
     shutdown() {
       return Promise.resolve();
     },
+    cluster() {
+      calls.push({ method: 'cluster', args: [] });
+      return Promise.reject(new RbeeError('INTERNAL', 'the fake node has no cluster'));
+    },
     nodeEvents(options: { signal?: AbortSignal } = {}) {
       calls.push({ method: 'nodeEvents', args: [] });
       const channel = createChannel<NodeEvent>(options.signal);

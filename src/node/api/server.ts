@@ -15,7 +15,7 @@ import type { LiveView } from '../live-view.js';
 import type { Metrics } from '../metrics.js';
 import { registerOpenAiRoutes } from './openai.js';
 import { openSse } from './sse.js';
-import type { NodeEvent, PullEvent } from '../../shared/view.js';
+import type { ClusterStatus, NodeEvent, PullEvent } from '../../shared/view.js';
 
 export interface ApiInit {
   log: Logger;
@@ -29,6 +29,8 @@ export interface ApiInit {
   metrics: Metrics;
   /** The worker catalog: backends this machine can run, as last detected. */
   backends: () => unknown[];
+  /** Members, queen and every hive of the cluster (this hive alone when clustering is off). */
+  cluster: () => ClusterStatus;
   /** Called once the shutdown request has been answered. */
   onShutdown: () => void;
 }
@@ -173,6 +175,7 @@ export function createApi(init: ApiInit) {
     return { removed: model.id };
   });
 
+  app.get('/v1/cluster', () => init.cluster());
   app.get('/v1/backends', () => ({ backends: init.backends() }));
   app.get('/v1/workers', () => ({ workers: init.workers.list(), breakers: init.workers.breakers() }));
 

@@ -13,7 +13,14 @@ import {
   type JobEvent,
   type JobRequest,
 } from '../../shared/wire.js';
-import { nodeEventSchema, pullEventSchema, type NodeEvent, type PullEvent } from '../../shared/view.js';
+import {
+  clusterStatusSchema,
+  nodeEventSchema,
+  pullEventSchema,
+  type ClusterStatus,
+  type NodeEvent,
+  type PullEvent,
+} from '../../shared/view.js';
 
 export interface NodeClientInit {
   /** e.g. http://127.0.0.1:7833 */
@@ -50,6 +57,8 @@ export interface NodeClient {
   /** Removes a model from the catalog and the disk; MODEL_IN_USE while a worker has it loaded. */
   deleteModel(id: string, options?: { signal?: AbortSignal }): Promise<{ removed: string }>;
   stopWorker(id: string, options?: { signal?: AbortSignal }): Promise<void>;
+  /** Members, queen and hives of the cluster this node belongs to. */
+  cluster(options?: { signal?: AbortSignal }): Promise<ClusterStatus>;
   get<T>(path: string, options?: { signal?: AbortSignal }): Promise<T>;
 }
 
@@ -188,6 +197,10 @@ export function createNodeClient(init: NodeClientInit): NodeClient {
         method: 'DELETE',
         ...signalOf(options.signal),
       });
+    },
+    async cluster(options = {}) {
+      const response = await request('/v1/cluster', signalOf(options.signal));
+      return clusterStatusSchema.parse(await response.json());
     },
     async get<T>(path: string, options: { signal?: AbortSignal } = {}) {
       const response = await request(path, signalOf(options.signal));

@@ -44,4 +44,11 @@ export const MIGRATIONS: readonly string[] = [
     detected_at INTEGER NOT NULL
   ) STRICT;
   `,
+  // 4: what the cluster layer keeps across restarts: the election's term and vote, known members
+  `
+  CREATE TABLE cluster_store (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+  ) STRICT;
+  `,
 ];

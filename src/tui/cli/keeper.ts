@@ -2,7 +2,7 @@
  * What every keeper subcommand shares: where the local node is, how to wake it, and how to print.
  */
 import { InvalidArgumentError } from 'commander';
-import { dataPaths, DEFAULT_HOST, DEFAULT_PORT, resolveDataDir } from '../../shared/paths.js';
+import { dataPaths, DEFAULT_HOST, DEFAULT_PORT, resolveDataDir, type DataPaths } from '../../shared/paths.js';
 import {
   createNodeClient,
   ensureNodeAwake,
@@ -25,6 +25,8 @@ export interface Keeper {
   /** The environment a woken node runs with: the keeper's own, with its --port carried over. */
   nodeEnv(options: CommonOptions): NodeJS.ProcessEnv;
   nodeLog(): string;
+  /** The local data directory's files (keys, logs). */
+  paths(): DataPaths;
   /** Wakes the local node if it is asleep (narrated); says whether this call woke it. */
   wake(options: CommonOptions, client: NodeClient, output: Output): Promise<Awake>;
   /** Runs `fn` against the local node, waking it first and putting it back to sleep if this call woke it. */
@@ -54,6 +56,7 @@ export function createKeeper(init: { mainScript: string; env: NodeJS.ProcessEnv 
     nodeEnv: (options) =>
       options.port === undefined ? { ...env } : { ...env, RBEE_PORT: String(options.port) },
     nodeLog: () => dataPaths(resolveDataDir(env)).nodeLog,
+    paths: () => dataPaths(resolveDataDir(env)),
     wake: (options, client, output) =>
       ensureNodeAwake({
         client,

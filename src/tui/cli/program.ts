@@ -19,6 +19,11 @@ export interface NodeForegroundOptions {
   host?: string;
   port?: number;
   logLevel?: string;
+  /** `--peer` (repeatable) */
+  peer?: string[];
+  /** `--mdns` / `--no-mdns`; undefined when neither was given. */
+  mdns?: boolean;
+  clusterListen?: string[];
 }
 
 export interface ProgramInit {
@@ -149,6 +154,18 @@ export function createProgram(init: ProgramInit): Command {
     .option('--host <host>', `address to listen on (env RBEE_HOST, default ${DEFAULT_HOST})`)
     .addOption(port())
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (env RBEE_LOG_LEVEL)')
+    .option(
+      '--peer <multiaddr>',
+      'a static peer, e.g. /ip4/192.168.1.20/tcp/7834 (repeatable; env RBEE_PEERS)',
+      collect,
+    )
+    .option('--mdns', 'find peers on the LAN by multicast (the default; env RBEE_MDNS=1)')
+    .option('--no-mdns', 'no multicast discovery: static and known peers only (env RBEE_MDNS=0)')
+    .option(
+      '--cluster-listen <multiaddr>',
+      'where peers connect (repeatable; env RBEE_CLUSTER_LISTEN, default /ip4/0.0.0.0/tcp/7834)',
+      collect,
+    )
     .action((opts: NodeForegroundOptions) => init.runNode(opts));
 
   node
@@ -195,6 +212,7 @@ export function createProgram(init: ProgramInit): Command {
 
   registerModels(root, keeper, json, port);
   registerWorkers(root, keeper, json, port);
+  registerCluster(root, keeper, json, port);
   return root;
 }
 
@@ -411,5 +429,120 @@ function registerWorkers(root: Command, keeper: Keeper, json: () => Option, port
     .action(async (id: string, opts: CommonOptions) => {
       await keeper.client(opts).stopWorker(id);
       keeper.output(opts).result({ stopped: id }, `worker ${id} stopped`);
+    });
+}
+
+function shortId(id: string): string {
+  return id.length > 16 ? `${id.slice(0, 6)}…${id.slice(-6)}` : id;
+}
+
+function registerCluster(root: Command, keeper: Keeper, json: () => Option, port: () => Option): void {
+  const hives = root.command('hives').description('the machines (hives) of the cluster');
+  hives
+    .command('ls')
+    .description('list every hive the local node sees: devices, memory, queen, workers, models')
+    .addOption(json())
+    .addOption(port())
+    .action((opts: CommonOptions) =>
+      keeper.withNode(opts, async (client, output) => {
+        const status = await client.cluster();
+        const view = status.hives;
+        output.result(
+          view,
+          view
+            .map((h) => {
+              const gpus = h.gpus.map((g) => `${g.name} ${mib(g.vramFreeBytes)}/${mib(g.vramTotalBytes)}`);
+              return [
+                `${h.queen ? '♛' : ' '} ${h.name}${h.local ? ' (this node)' : ''}`,
+                shortId(h.id),
+                h.health,
+                `${h.cpu.physicalCores} cores`,
+                `RAM ${mib(h.ramFreeBytes)} free of ${mib(h.ramTotalBytes)}`,
+                gpus.length === 0 ? 'no GPU' : gpus.join(', '),
+                h.queen ? `queen, term ${h.term}` : '',
+              ]
+                .filter((field) => field !== '')
+                .join('\t');
+            })
+            .join('\n'),
+        );
+      }),
+    );
+
+  const cluster = root.command('cluster').description('membership, the queen, and joining machines');
+  cluster
+    .command('status', { isDefault: true })
+    .description('members, the queen and her term, and how this node finds peers')
+    .addOption(json())
+    .addOption(port())
+    .action((opts: CommonOptions) =>
+      keeper.withNode(opts, async (client, output) => {
+        const s = await client.cluster();
+        const live = s.members.filter((m) => m.live);
+        const lines = [
+          s.enabled ? `cluster ${s.state}` : 'clustering is off (RBEE_CLUSTER=0): this hive runs alone',
+          `this node: ${s.self.name} ${s.self.id}`,
+          s.queen === null
+            ? 'queen: none yet (electing)'
+            : `queen: ${s.queen.name ?? s.queen.id}${s.isQueen ? ' (this node)' : ''}, term ${s.queen.term}`,
+          `members: ${live.length + 1} live` +
+            (s.members.length > live.length ? `, ${s.members.length - live.length} gone` : ''),
+          ...s.members.map(
+            (m) => `  ${m.live ? 'live' : 'gone'}\t${m.name ?? '?'}\t${m.id}\t${m.addrs.join(' ')}`,
+          ),
+          `discovery: mDNS ${s.mdns ? 'on' : 'off'}` +
+            (s.staticPeers.length > 0 ? `; static peers ${s.staticPeers.join(' ')}` : ''),
+          ...(s.listen.length > 0 ? [`listening on ${s.listen.join(' ')}`] : []),
+          ...s.duplicates.map(
+            (id) => `DUPLICATE: another live node also answers for ${id} (copied data directory?)`,
+          ),
+          ...(s.error === undefined ? [] : [`error: ${s.error.code}: ${s.error.message}`]),
+        ];
+        output.result(s, lines.join('\n'));
+      }),
+    );
+
+  cluster
+    .command('code')
+    .description("print this cluster's join code (for `rbee join CODE` on another machine)")
+    .addOption(json())
+    .action(async (opts: CommonOptions) => {
+      const { clusterJoinCode } = await import('../../node/client/cluster-keys.js');
+      const { code, created } = await clusterJoinCode(keeper.paths());
+      keeper
+        .output(opts)
+        .result(
+          { code, created },
+          `${code}\n\non another machine: rbee join ${code}\n(keep it secret: it lets a machine into the cluster)`,
+        );
+    });
+
+  root
+    .command('join')
+    .description('make this machine a member of the cluster whose join code is CODE')
+    .argument('<code>', 'the code `rbee cluster code` printed on a machine of the cluster')
+    .addOption(json())
+    .addOption(port())
+    .action(async (code: string, opts: CommonOptions) => {
+      const { joinWithCode } = await import('../../node/client/cluster-keys.js');
+      const { changed } = await joinWithCode(keeper.paths(), code);
+      const running = await keeper
+        .client(opts)
+        .health()
+        .then(
+          (h) => h.pid,
+          () => undefined,
+        );
+      const restart = changed && running !== undefined;
+      keeper
+        .output(opts)
+        .result(
+          { joined: true, changed, restartNeeded: restart },
+          !changed
+            ? 'this machine already holds that cluster key'
+            : restart
+              ? `cluster key stored; restart the node to join (rbee node stop && rbee node start)`
+              : 'cluster key stored; the node joins the cluster when it starts',
+        );
     });
 }

@@ -1,0 +1,183 @@
+/**
+ * This node's place in the cluster: starts the p2p layer (src/p2p) with the node's keys and config,
+ * publishes this hive's state whenever it changes, turns the members' published states into the
+ * live view's remote hives, and reports what happens (members, queen, duplicates) in the log and
+ * the narration. Loaded after the API is up, so libp2p's module load never delays a wake.
+ */
+import { createClusterNode, loadOrCreateClusterKey, type ClusterNode, type QueenInfo } from '../p2p/index.js';
+import { toRbeeError } from '../shared/errors.js';
+import { hiveStateSchema, type ClusterStatus, type HiveState } from '../shared/view.js';
+import type { ClusterConfig } from './config.js';
+import type { ClusterSource, LiveView } from './live-view.js';
+import type { Logger } from './logger.js';
+import type { DataPaths } from '../shared/paths.js';
+import type { Database } from './store/db.js';
+import { createSqliteClusterStore } from './store/cluster-store.js';
+
+export interface ClusterLinkInit {
+  config: ClusterConfig;
+  paths: DataPaths;
+  db: Database;
+  log: Logger;
+  nodeName: string;
+  localState: LiveView['localState'];
+  /** Remote hives, the queen or the members changed: the live view recomputes its hive sections. */
+  onViewChange: () => void;
+  narrate: (text: string) => void;
+}
+
+export interface ClusterLink extends ClusterSource {
+  status(): ClusterStatus;
+  /** This hive changed: publish soon (coalesced). */
+  localChanged(): void;
+  /** Leaves the cluster gracefully (a queen hands over at once). Bounded by `timeoutMs`. */
+  stop(timeoutMs?: number): Promise<void>;
+}
+
+/** Shortest time between two publishes of this hive's state. */
+const PUBLISH_COALESCE_MS = 100;
+/** Free memory changes without an event: publish at least this often. */
+const PUBLISH_REFRESH_MS = 5_000;
+
+export async function startClusterLink(init: ClusterLinkInit): Promise<ClusterLink> {
+  const { log, config } = init;
+  const { key, created } = await loadOrCreateClusterKey(init.paths.clusterKey);
+  if (created) {
+    init.narrate('created a new cluster key; `rbee cluster code` prints the code other machines join with');
+  }
+  const node: ClusterNode = await createClusterNode({
+    peerKeyPath: init.paths.peerKey,
+    clusterKey: key,
+    listen: config.listen,
+    mdns: config.mdns,
+    peers: config.peers,
+    store: createSqliteClusterStore(init.db),
+    log: (event, details) => log.debug({ ...details, event }, `election: ${event}`),
+  });
+  const self = node.peerId;
+  const duplicates = new Set<string>();
+  const remoteStates = new Map<string, { version: number; state: HiveState | undefined }>();
+
+  /** Parses a member's state once per version; a state that does not parse is left out and logged. */
+  const remoteState = (id: string, version: number, state: unknown): HiveState | undefined => {
+    const known = remoteStates.get(id);
+    if (known?.version === version) return known.state;
+    const parsed = hiveStateSchema.safeParse(state);
+    if (!parsed.success && version > 0) {
+      log.warn({ peer: id, version }, 'a member published a state that does not parse; left out of the view');
+    }
+    remoteStates.set(id, { version, state: parsed.success ? parsed.data : undefined });
+    return parsed.success ? parsed.data : undefined;
+  };
+
+  const remotes = (): { id: string; lastSeen: number; state: HiveState }[] =>
+    node.view().flatMap((entry) => {
+      if (entry.id === self) return [];
+      const state = remoteState(entry.id, entry.version, entry.state);
+      return state === undefined ? [] : [{ id: entry.id, lastSeen: entry.lastSeen, state }];
+    });
+
+  const nameOf = (id: string): string | undefined =>
+    id === self ? init.nodeName : remotes().find((r) => r.id === id)?.state.hive.name;
+
+  let lastQueen: QueenInfo | null = null;
+  let liveCount = 1;
+  node.on('change', (change) => {
+    if (change.kind === 'queen') {
+      const queen = change.queen;
+      if (queen?.id !== lastQueen?.id || queen?.term !== lastQueen?.term) {
+        log.info({ queen: queen?.id ?? null, term: queen?.term ?? null, self }, 'queen changed');
+        if (queen === null) init.narrate('no queen: the cluster is electing one');
+        else if (queen.id !== lastQueen?.id) {
+          init.narrate(
+            queen.id === self
+              ? `this node is queen (term ${queen.term})`
+              : `queen is ${nameOf(queen.id) ?? queen.id} (term ${queen.term})`,
+          );
+        }
+      }
+      lastQueen = queen;
+    } else if (change.kind === 'members') {
+      const live = node.members().filter((m) => m.live).length + 1;
+      if (live !== liveCount) {
+        log.info(
+          { live, members: node.members().map((m) => ({ id: m.id, live: m.live })) },
+          'members changed',
+        );
+        liveCount = live;
+      }
+    } else if (change.kind === 'duplicate') {
+      if (!duplicates.has(change.id)) {
+        duplicates.add(change.id);
+        log.error(
+          { peer: change.id },
+          'two live nodes share one peer id: a data directory was copied; stop one and delete its peer.key',
+        );
+        init.narrate(
+          `two live nodes answer for ${change.id}: a copied data directory? stop one and delete its peer.key`,
+        );
+      }
+    }
+    if (change.kind === 'view' && change.id === self) return;
+    init.onViewChange();
+  });
+
+  let publishTimer: NodeJS.Timeout | undefined;
+  const publish = (): void => {
+    publishTimer = undefined;
+    try {
+      node.publish(init.localState());
+    } catch (error) {
+      log.warn({ err: error }, 'publishing the hive state failed');
+    }
+  };
+  const refresh = setInterval(publish, PUBLISH_REFRESH_MS);
+  refresh.unref();
+  publish();
+
+  log.info(
+    { peerId: self, addresses: node.addresses(), mdns: config.mdns, peers: config.peers },
+    'cluster node listening',
+  );
+
+  let stopping: Promise<void> | undefined;
+  return {
+    selfId: () => self,
+    queen: () => node.queen(),
+    remotes,
+    localChanged() {
+      publishTimer ??= setTimeout(publish, PUBLISH_COALESCE_MS);
+    },
+    status: () => {
+      const queen = node.queen();
+      return {
+        enabled: true,
+        state: 'running',
+        self: { id: self, name: init.nodeName },
+        queen: queen === null ? null : { ...queen, ...optionalName(nameOf(queen.id)) },
+        isQueen: node.isQueen(),
+        term: node.term(),
+        mdns: config.mdns,
+        listen: node.addresses(),
+        staticPeers: config.peers,
+        members: node.members().map((m) => ({ ...m, ...optionalName(nameOf(m.id)) })),
+        hives: [],
+        duplicates: [...duplicates],
+      };
+    },
+    stop(timeoutMs = 2_000) {
+      stopping ??= (async () => {
+        clearInterval(refresh);
+        clearTimeout(publishTimer);
+        await node.stop({ signal: AbortSignal.timeout(timeoutMs) }).catch((error: unknown) => {
+          log.warn({ err: toRbeeError(error) }, 'leaving the cluster did not finish in time');
+        });
+      })();
+      return stopping;
+    },
+  };
+}
+
+function optionalName(name: string | undefined): { name?: string } {
+  return name === undefined ? {} : { name };
+}

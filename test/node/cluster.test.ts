@@ -1,0 +1,196 @@
+/**
+ * Real `rbee node` processes forming a cluster over loopback with static peers (mDNS is off here:
+ * the namespace harness in test/cluster covers discovery). What a user sees through the CLI and the
+ * HTTP API: one queen, every hive on every node, state that follows changes, keys that keep strangers
+ * out, and identities that survive restarts.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { createNodeClient } from '../../src/node/client/index.js';
+import type { ClusterStatus, NodeEvent } from '../../src/shared/view.js';
+import { createSandbox, freePort, runCli, startCli, type Sandbox } from '../helpers/cli.js';
+import { waitFor } from '../helpers/wait-for.js';
+
+interface ClusterNodeProcess {
+  sandbox: Sandbox;
+  p2pPort: number;
+  addr: string;
+  status(): Promise<ClusterStatus>;
+  stop(): Promise<void>;
+}
+
+const sandboxes: Sandbox[] = [];
+afterAll(async () => {
+  await Promise.all(sandboxes.map((s) => s.cleanup()));
+});
+
+async function newSandbox(): Promise<Sandbox> {
+  const sandbox = await createSandbox();
+  sandboxes.push(sandbox);
+  return sandbox;
+}
+
+async function startClusterNode(
+  sandbox: Sandbox,
+  options: { peers?: string[]; p2pPort?: number } = {},
+): Promise<ClusterNodeProcess> {
+  const p2pPort = options.p2pPort ?? (await freePort());
+  const addr = `/ip4/127.0.0.1/tcp/${p2pPort}`;
+  const args = ['node', '--cluster-listen', addr, ...(options.peers ?? []).flatMap((p) => ['--peer', p])];
+  const run = startCli(args, { env: sandbox.env });
+  const client = createNodeClient({ url: sandbox.url });
+  await waitFor(
+    async () => {
+      if (run.child.exitCode !== null) throw new Error(`node exited: ${run.stderr()}`);
+      const status = await client.cluster().catch(() => undefined);
+      return status?.state === 'running';
+    },
+    { what: 'the node to join its cluster layer' },
+  );
+  return {
+    sandbox,
+    p2pPort,
+    addr,
+    status: () => client.cluster(),
+    async stop() {
+      const result = await runCli(['node', 'stop', '--json'], { env: sandbox.env });
+      expect(result.code, result.stderr).toBe(0);
+      await run.result;
+    },
+  };
+}
+
+async function joinCode(sandbox: Sandbox): Promise<string> {
+  const result = await runCli(['cluster', 'code', '--json'], { env: sandbox.env });
+  expect(result.code, result.stderr).toBe(0);
+  const { code } = JSON.parse(result.stdout) as { code: string };
+  expect(code).toMatch(/^rbee-[A-Za-z0-9_-]+$/);
+  return code;
+}
+
+/** Both nodes list each other as live and agree on one queen. */
+async function agreed(nodes: ClusterNodeProcess[]): Promise<ClusterStatus[] | false> {
+  const all = await Promise.all(nodes.map((n) => n.status()));
+  const queens = new Set(all.map((s) => s.queen?.id ?? 'none'));
+  const full = all.every((s) => s.members.filter((m) => m.live).length === nodes.length - 1);
+  return full && queens.size === 1 && !queens.has('none') ? all : false;
+}
+
+describe('a cluster of real nodes on loopback', () => {
+  let a: ClusterNodeProcess;
+  let b: ClusterNodeProcess;
+  let bSandbox: Sandbox;
+
+  it('joins a second machine with the first one’s code and agrees on one queen', async () => {
+    const aSandbox = await newSandbox();
+    a = await startClusterNode(aSandbox);
+    const code = await joinCode(aSandbox);
+
+    bSandbox = await newSandbox();
+    const joined = await runCli(['join', code, '--json'], { env: bSandbox.env });
+    expect(joined.code, joined.stderr).toBe(0);
+    expect(JSON.parse(joined.stdout)).toMatchObject({ joined: true, changed: true, restartNeeded: false });
+    b = await startClusterNode(bSandbox, { peers: [a.addr] });
+
+    const [sa, sb] = (await waitFor(() => agreed([a, b]), { what: 'one queen for both' })) as ClusterStatus[];
+    expect(sa?.queen?.id).toBe(sb?.queen?.id);
+    // exactly one of them believes it is queen
+    expect([sa?.isQueen, sb?.isQueen].filter(Boolean)).toHaveLength(1);
+
+    // `rbee hives ls --json` on either node lists both hives, one of them the queen
+    const listed = await runCli(['hives', 'ls', '--json'], { env: bSandbox.env });
+    expect(listed.code, listed.stderr).toBe(0);
+    const hives = JSON.parse(listed.stdout) as { id: string; local: boolean; queen: boolean }[];
+    expect(hives.map((h) => h.id).sort()).toEqual([sa?.self.id, sb?.self.id].sort());
+    expect(hives.filter((h) => h.queen).map((h) => h.id)).toEqual([sa?.queen?.id]);
+    expect(hives.find((h) => h.local)?.id).toBe(sb?.self.id);
+  });
+
+  it('shows a model added on one node in the other node’s live view', async () => {
+    const idA = (await a.status()).self.id;
+    const controller = new AbortController();
+    const seen = (async () => {
+      const events = createNodeClient({ url: bSandbox.url }).nodeEvents({ signal: controller.signal });
+      for await (const event of events) {
+        const models =
+          event.type === 'snapshot'
+            ? event.view.models
+            : (event as Extract<NodeEvent, { type: 'models' }>).models;
+        if (models?.some((m) => m.hive === idA && m.name.length > 0)) return models;
+      }
+      return undefined;
+    })();
+    const added = await runCli(['models', 'add', 'demo', '--json'], { env: a.sandbox.env });
+    expect(added.code, added.stderr).toBe(0);
+    const models = await Promise.race([
+      seen,
+      sleep(30_000).then(() => {
+        throw new Error('the model never reached the other node');
+      }),
+    ]);
+    controller.abort();
+    expect(models?.filter((m) => m.hive === idA)).toHaveLength(1);
+  });
+
+  it('keeps its queen when the other node leaves, and a restarted node keeps its id', async () => {
+    const before = await a.status();
+    const idB = (await b.status()).self.id;
+    const queen = before.queen?.id;
+    await b.stop();
+    await waitFor(async () => (await a.status()).members.every((m) => !m.live), { what: 'b to leave' });
+    // longer than a lease and an election timeout: a graceful leave must not cost the queen
+    await sleep(4_000);
+    const after = await a.status();
+    if (queen === before.self.id) expect(after.queen?.id).toBe(queen);
+    else expect(after.queen?.id).toBe(after.self.id); // b was queen and handed over
+    expect(after.isQueen).toBe(true);
+
+    b = await startClusterNode(bSandbox, { peers: [a.addr] });
+    expect((await b.status()).self.id).toBe(idB);
+    await waitFor(() => agreed([a, b]), { what: 'the restarted node to rejoin' });
+  });
+
+  it('keeps a node with another cluster key out', async () => {
+    const stranger = await startClusterNode(await newSandbox(), { peers: [a.addr] });
+    // joining takes well under a second when the key matches
+    await sleep(3_000);
+    const [sa, ss] = await Promise.all([a.status(), stranger.status()]);
+    expect(sa.members.map((m) => m.id)).not.toContain(ss.self.id);
+    expect(ss.members.filter((m) => m.live)).toEqual([]);
+    // alone, it is its own queen
+    expect(ss.queen?.id).toBe(ss.self.id);
+    await stranger.stop();
+    await b.stop();
+    await a.stop();
+  });
+});
+
+describe('joining and discovery settings', () => {
+  it('refuses a damaged join code and stores nothing', async () => {
+    const sandbox = await newSandbox();
+    const result = await runCli(['join', 'rbee-not-a-real-code', '--json'], { env: sandbox.env });
+    expect(result.code).toBe(2);
+    expect(JSON.parse(result.stdout)).toMatchObject({ type: 'error', error: { code: 'CONFIG_INVALID' } });
+    expect(existsSync(join(sandbox.home, 'cluster.key'))).toBe(false);
+  });
+
+  it('refuses mDNS outside a network namespace while the test guard is set', async () => {
+    const sandbox = await newSandbox();
+    expect(sandbox.env.RBEE_MDNS_REQUIRE_NETNS).toBe('1');
+    const result = await runCli(['node'], { env: { ...sandbox.env, RBEE_MDNS: '1' } });
+    expect(result.code).toBe(2);
+    expect(result.stderr).toMatch(/mDNS refused/);
+  });
+
+  it('runs a hive alone as its own queen when clustering is off', async () => {
+    const sandbox = await newSandbox();
+    const result = await runCli(['cluster', '--json'], { env: { ...sandbox.env, RBEE_CLUSTER: '0' } });
+    expect(result.code, result.stderr).toBe(0);
+    const status = JSON.parse(result.stdout) as ClusterStatus;
+    expect(status).toMatchObject({ enabled: false, state: 'disabled', isQueen: true, members: [] });
+    expect(status.hives).toHaveLength(1);
+    expect(status.hives[0]).toMatchObject({ local: true, queen: true });
+  });
+});
