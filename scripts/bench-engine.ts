@@ -141,7 +141,15 @@ async function createFullPath(modelPath: string) {
   const port = 20000 + Math.floor(Math.random() * 20000);
   const url = `http://127.0.0.1:${port}`;
   const node = spawn(process.execPath, [join(DIST, 'main.js'), 'node'], {
-    env: { ...process.env, RBEE_HOME: home, RBEE_PORT: String(port), RBEE_LOG_LEVEL: 'warn' },
+    env: {
+      ...process.env,
+      RBEE_HOME: home,
+      RBEE_PORT: String(port),
+      RBEE_LOG_LEVEL: 'warn',
+      // a benchmark node is alone: no multicast, peers on loopback only
+      RBEE_MDNS: '0',
+      RBEE_CLUSTER_LISTEN: '/ip4/127.0.0.1/tcp/0',
+    },
     stdio: 'ignore',
   });
   for (let i = 0; ; i++) {

@@ -53,6 +53,9 @@ const env: NodeJS.ProcessEnv = {
   RBEE_HOME: home,
   RBEE_PORT: String(port),
   RBEE_LOG_LEVEL: 'warn',
+  // a benchmark node is alone: no multicast, peers on loopback only
+  RBEE_MDNS: '0',
+  RBEE_CLUSTER_LISTEN: '/ip4/127.0.0.1/tcp/0',
 };
 delete env.CI;
 const node = spawn(process.execPath, [CLI, 'node'], { env, stdio: 'ignore' });
