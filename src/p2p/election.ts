@@ -340,12 +340,28 @@ export function createElection(init: ElectionInit): Election {
         if (stopped) throw new RbeeError('NODE_SHUTTING_DOWN', 'not taking part in elections');
         const t = now();
         const sticky = liveLeader();
-        let abandoned = false;
-        if (sticky !== null && sticky !== request.leader) {
-          const mine: LeaderClaim =
-            sticky === self
+        const stickyClaim = (): LeaderClaim | null =>
+          sticky === null
+            ? null
+            : sticky === self
               ? ownClaim()
               : { id: sticky, term, acks: claim.acks, leaderForMs: claim.leaderForMs + (t - heardAt) };
+        if (request.term < term) {
+          // From an older term: a queen that lost, or a heartbeat the network held back (a healed
+          // partition delivers what TCP kept, acks and all). It never deposes anyone; the reply
+          // tells its sender the newer term and who leads in it.
+          const mine = stickyClaim();
+          return {
+            ok: false,
+            term,
+            leader: sticky,
+            acks: mine?.acks ?? 0,
+            leaderForMs: mine?.leaderForMs ?? 0,
+          };
+        }
+        let abandoned = false;
+        if (sticky !== null && sticky !== request.leader) {
+          const mine = stickyClaim()!;
           if (beats(mine, { ...request, id: request.leader })) {
             return { ok: false, term, leader: sticky, acks: mine.acks, leaderForMs: mine.leaderForMs };
           }

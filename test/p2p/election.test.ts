@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { ClusterNode } from '../../src/p2p/index.js';
 import { generateClusterKey } from '../../src/p2p/keys.js';
+import { heartbeatMethod } from '../../src/p2p/election-protocol.js';
 import { waitFor } from '../helpers/wait-for.js';
 import {
   agreedQueen,
@@ -54,6 +55,23 @@ describe('election', () => {
         'STALE_TERM',
       );
     }
+  });
+
+  it('a heartbeat from an older term, held back by the network, never deposes the queen', async () => {
+    // a healed partition delivers what TCP kept: the old queen's heartbeat, with the acks it had then
+    const nodes = await startCluster(scope, 3);
+    const queen = await settled(nodes);
+    const sender = nodes.find((n) => n.peerId !== queen.id)!;
+    const reply = await sender.rpc.call(queen.id, heartbeatMethod, {
+      term: queen.term - 1,
+      leader: sender.peerId,
+      acks: 99,
+      leaderForMs: 3_600_000,
+    });
+    expect(reply).toMatchObject({ ok: false, term: queen.term, leader: queen.id });
+    const after = nodes.find((n) => n.peerId === queen.id)!;
+    expect(after.isQueen()).toBe(true);
+    expect(after.queen()).toEqual(queen);
   });
 
   // a fresh joiner has a lower term than the cluster; a restarted one may have a much higher one
