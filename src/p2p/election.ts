@@ -91,6 +91,7 @@ export function createElection(init: ElectionInit): Election {
   let graceUntil = -Infinity; // a new queen gets one lease period to collect its first acks
   let leaseUntil = -Infinity;
   let activeAt = 0;
+  let activeTimer: NodeJS.Timeout | undefined;
   const lease = createLeaseTracker(self, timing.leaseMs, now);
   const inFlight = new Set<string>();
   let electionDeadline = 0;
@@ -168,6 +169,13 @@ export function createElection(init: ElectionInit): Election {
     renewLease();
     leaderTick();
     report();
+    // the queen starts acting at activeAt, between two ticks: say so at that instant
+    if (waitMs > 0) {
+      clearTimeout(activeTimer);
+      activeTimer = setTimeout(() => {
+        if (!stopped) report();
+      }, waitMs + 1);
+    }
   };
 
   const renewLease = (): void => {
@@ -409,6 +417,7 @@ export function createElection(init: ElectionInit): Election {
       if (role === 'leader') stepDown('stopping');
       stopped = true;
       clearInterval(timer);
+      clearTimeout(activeTimer);
       report();
       events.clear();
     },

@@ -27,6 +27,10 @@ export interface RedialOptions {
   initialMs?: number;
   /** Backoff ceiling. Defaults to 10 s. */
   maxMs?: number;
+  /** Backoff ceiling while a peer was lost recently (a partition that may heal). Defaults to 1 s. */
+  recentMaxMs?: number;
+  /** How long a loss counts as recent. Defaults to 60 s. */
+  recentMs?: number;
   /** How long the higher peer id waits for the lower one to dial. Defaults to 1 s. */
   graceMs?: number;
 }
@@ -87,6 +91,12 @@ export interface P2pHost {
   remember(peer: string, addrs: string[]): void;
   /** Stops re-dialling `peer` (it left the cluster). */
   forget(peer: string): void;
+  /**
+   * Closes the connections to a peer that went silent and re-dials it on a fresh one: after a
+   * partition heals, a new connection is up in milliseconds, while the old one waits out TCP's
+   * retransmission backoff (seconds).
+   */
+  recycle(peer: string): void;
   knownAddresses(peer: string): string[];
   openStream(peer: string, protocol: string, options?: OpenStreamOptions): Promise<Stream>;
   handle(protocol: string, handler: InboundHandler): Promise<void>;
@@ -97,14 +107,26 @@ interface Known {
   addrs: Set<string>;
   attempt: number;
   timer: NodeJS.Timeout | undefined;
+  /** When the connection was last lost (ms, monotonic); -Infinity when never. */
+  lostAt: number;
 }
+
+/** One dial on a LAN takes milliseconds; a peer that does not answer in this long is not there. */
+const DIAL_TIMEOUT_MS = 2_000;
 
 const STREAM_LIMITS = { maxInboundStreams: 256, maxOutboundStreams: 256 };
 
 export async function createP2pHost(init: P2pHostInit): Promise<P2pHost> {
   init.signal?.throwIfAborted();
   const { privateKey, peerId } = await loadOrCreatePeerKey(init.peerKeyPath);
-  const redial = { initialMs: 250, maxMs: 10_000, graceMs: 1_000, ...init.redial };
+  const redial = {
+    initialMs: 250,
+    maxMs: 10_000,
+    recentMaxMs: 1_000,
+    recentMs: 60_000,
+    graceMs: 1_000,
+    ...init.redial,
+  };
   const blocked = new Set<string>();
   const dropped = new Set<string>();
   const known = new Map<string, Known>();
@@ -145,8 +167,9 @@ export async function createP2pHost(init: P2pHostInit): Promise<P2pHost> {
   const isConnected = (peer: string): boolean =>
     libp2p.getConnections(peerIdFromString(peer)).some((c) => c.status === 'open');
 
-  const backoff = (attempt: number): number => {
-    const base = Math.min(redial.maxMs, redial.initialMs * 2 ** attempt);
+  const backoff = (attempt: number, lostAt = -Infinity): number => {
+    const recent = performance.now() - lostAt < redial.recentMs;
+    const base = Math.min(recent ? redial.recentMaxMs : redial.maxMs, redial.initialMs * 2 ** attempt);
     return base / 2 + Math.random() * (base / 2);
   };
 
@@ -161,13 +184,13 @@ export async function createP2pHost(init: P2pHostInit): Promise<P2pHost> {
     entry.timer = setTimeout(() => {
       entry.timer = undefined;
       if (stopped || !known.has(peer) || isConnected(peer) || blocked.has(peer)) return;
-      libp2p.dial(dialTargets(peer, entry.addrs), { signal: AbortSignal.timeout(5_000) }).then(
+      libp2p.dial(dialTargets(peer, entry.addrs), { signal: AbortSignal.timeout(DIAL_TIMEOUT_MS) }).then(
         () => {
           entry.attempt = 0;
         },
         () => {
           entry.attempt += 1;
-          scheduleRedial(peer, backoff(entry.attempt));
+          scheduleRedial(peer, backoff(entry.attempt, entry.lostAt));
         },
       );
     }, delayMs);
@@ -180,7 +203,7 @@ export async function createP2pHost(init: P2pHostInit): Promise<P2pHost> {
     const entry = statics.get(addr);
     if (entry === undefined || stopped) return;
     if (entry.peer !== undefined && isConnected(entry.peer)) return;
-    libp2p.dial(multiaddr(addr), { signal: AbortSignal.timeout(5_000) }).then(
+    libp2p.dial(multiaddr(addr), { signal: AbortSignal.timeout(DIAL_TIMEOUT_MS) }).then(
       (connection) => {
         entry.attempt = 0;
         entry.peer = connection.remotePeer.toString();
@@ -203,7 +226,11 @@ export async function createP2pHost(init: P2pHostInit): Promise<P2pHost> {
   const onDisconnect = (event: CustomEvent<PeerId>): void => {
     const peer = event.detail.toString();
     events.emit('disconnect', peer);
-    if (known.has(peer)) scheduleRedial(peer, firstDialDelay(peer) + backoff(0));
+    const entry = known.get(peer);
+    if (entry !== undefined) {
+      entry.lostAt = performance.now();
+      scheduleRedial(peer, firstDialDelay(peer) + backoff(0));
+    }
     for (const [addr, entry] of statics) {
       if (entry.peer === peer && entry.timer === undefined) {
         entry.timer = setTimeout(() => {
@@ -244,7 +271,7 @@ export async function createP2pHost(init: P2pHostInit): Promise<P2pHost> {
       if (peer === peerId || stopped || !isValidPeerId(peer)) return;
       let entry = known.get(peer);
       if (entry === undefined) {
-        entry = { addrs: new Set(), attempt: 0, timer: undefined };
+        entry = { addrs: new Set(), attempt: 0, timer: undefined, lostAt: -Infinity };
         known.set(peer, entry);
       }
       for (const addr of addrs) {
@@ -259,6 +286,11 @@ export async function createP2pHost(init: P2pHostInit): Promise<P2pHost> {
       known.delete(peer);
     },
     knownAddresses: (peer) => [...(known.get(peer)?.addrs ?? [])],
+    recycle(peer) {
+      if (stopped || !isValidPeerId(peer)) return;
+      // the disconnect event that follows schedules the re-dial
+      libp2p.hangUp(peerIdFromString(peer)).catch(() => undefined);
+    },
     async openStream(peer, protocol, options = {}) {
       if (dropped.has(peer)) {
         // a black hole: nothing comes back until the caller's deadline

@@ -241,7 +241,11 @@ export function createMembership(init: MembershipInit): Membership {
     for (const m of members.values()) {
       // time this process spent frozen (GC, a suspended laptop) is not the peers' silence
       if (gap > timing.heartbeatMs * 4) m.lastHeard += gap - timing.heartbeatMs;
-      if (m.live && t - m.lastHeard > timing.expireMs) drop(m, 'expired');
+      if (m.live && t - m.lastHeard > timing.expireMs) {
+        drop(m, 'expired');
+        // a partition keeps the TCP connection open but useless: start over on a fresh one
+        host.recycle(m.id);
+      }
     }
     for (const peer of host.connectedPeers()) beat(peer);
   };
