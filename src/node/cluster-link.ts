@@ -4,8 +4,15 @@
  * live view's remote hives, and reports what happens (members, queen, duplicates) in the log and
  * the narration. Loaded after the API is up, so libp2p's module load never delays a wake.
  */
-import { createClusterNode, loadOrCreateClusterKey, type ClusterNode, type QueenInfo } from '../p2p/index.js';
-import { toRbeeError } from '../shared/errors.js';
+import { z } from 'zod';
+import {
+  createClusterNode,
+  defineMethod,
+  loadOrCreateClusterKey,
+  type ClusterNode,
+  type QueenInfo,
+} from '../p2p/index.js';
+import { RbeeError, toRbeeError } from '../shared/errors.js';
 import { hiveStateSchema, type ClusterStatus, type HiveState } from '../shared/view.js';
 import type { ClusterConfig } from './config.js';
 import type { ClusterSource, LiveView } from './live-view.js';
@@ -24,12 +31,39 @@ export interface ClusterLinkInit {
   /** Remote hives, the queen or the members changed: the live view recomputes its hive sections. */
   onViewChange: () => void;
   narrate: (text: string) => void;
+  /** The queen told this hive to stop (a fenced command of the current term). */
+  onShutdown: (reason: string) => void;
+}
+
+/** Queen → hive: stop. Carries the queen's term; hives refuse older terms (fencing). */
+export const hiveShutdown = defineMethod(
+  'hive.shutdown',
+  z.object({ term: z.number().int().min(0), reason: z.string().max(200) }),
+  z.object({ stopping: z.literal(true) }),
+);
+/** Any node → queen: stop the whole cluster (the caller stops itself). */
+const queenShutdown = defineMethod(
+  'queen.shutdown',
+  z.object({}),
+  z.object({ queen: z.string(), term: z.number().int(), hives: z.array(z.string()) }),
+);
+
+export interface ClusterShutdown {
+  queen: string;
+  term: number;
+  /** Peer ids of the other hives told to stop. */
+  hives: string[];
 }
 
 export interface ClusterLink extends ClusterSource {
   status(): ClusterStatus;
   /** This hive changed: publish soon (coalesced). */
   localChanged(): void;
+  /**
+   * `rbee shutdown --cluster`: the queen tells every other hive to stop, under its term; from a
+   * follower the request goes to the queen. The caller stops this node itself once it has answered.
+   */
+  shutdownCluster(): Promise<ClusterShutdown>;
   /** Leaves the cluster gracefully (a queen hands over at once). Bounded by `timeoutMs`. */
   stop(timeoutMs?: number): Promise<void>;
 }
@@ -140,11 +174,64 @@ export async function startClusterLink(init: ClusterLinkInit): Promise<ClusterLi
     'cluster node listening',
   );
 
+  /** As queen: tells every live member but `except` to stop, under this term. */
+  const commandShutdown = async (except: string | undefined, by: string): Promise<ClusterShutdown> => {
+    const term = node.term();
+    if (!node.isQueen()) throw new RbeeError('NOT_QUEEN', 'this node is not the queen (any more)');
+    const targets = node
+      .members()
+      .filter((m) => m.live && m.id !== except)
+      .map((m) => m.id);
+    log.info({ term, targets, by }, 'queen: stopping the cluster');
+    init.narrate(`stopping the cluster (term ${term}): ${targets.length + 1} hive(s)`);
+    const told = await Promise.all(
+      targets.map((peer) =>
+        node.rpc.call(peer, hiveShutdown, { term, reason: `the queen stops the cluster (${by})` }).then(
+          () => peer,
+          (error: unknown) => {
+            log.warn({ peer, err: toRbeeError(error) }, 'a hive did not take the stop command');
+            return undefined;
+          },
+        ),
+      ),
+    );
+    return { queen: self, term, hives: told.filter((id): id is string => id !== undefined) };
+  };
+
+  node.rpc.handle(hiveShutdown, ({ term, reason }, { peer }) => {
+    const before = node.term();
+    node.fence(term); // STALE_TERM for a deposed queen's command
+    const queen = node.queen();
+    if (term === before && queen !== null && queen.id !== peer) {
+      throw new RbeeError('NOT_QUEEN', `${peer} is not the queen of term ${term}`);
+    }
+    log.info({ term, from: peer }, 'the queen asked this hive to stop');
+    // answer first: the reply must leave before the node closes its connections
+    setTimeout(() => init.onShutdown(reason), 50);
+    return { stopping: true as const };
+  });
+  node.rpc.handle(queenShutdown, async (_params, { peer }) => {
+    const result = await commandShutdown(peer, `asked by ${nameOf(peer) ?? peer}`);
+    setTimeout(() => init.onShutdown('the queen stops the cluster'), 50);
+    return result;
+  });
+
   let stopping: Promise<void> | undefined;
   return {
     selfId: () => self,
     queen: () => node.queen(),
     remotes,
+    async shutdownCluster() {
+      const queen = node.queen();
+      if (queen === null) {
+        throw new RbeeError(
+          'NO_QUEEN',
+          'the cluster has no queen right now (an election is under way); try again',
+        );
+      }
+      if (queen.id === self) return commandShutdown(undefined, 'asked on this node');
+      return node.rpc.call(queen.id, queenShutdown, {});
+    },
     localChanged() {
       publishTimer ??= setTimeout(publish, PUBLISH_COALESCE_MS);
     },

@@ -225,6 +225,12 @@ export async function startNode(
     backends: () => workerCatalog.list(),
     cluster: clusterStatus,
     onShutdown: () => void close('asked over the API'),
+    shutdownCluster: async () => {
+      if (observers.cluster === undefined) {
+        throw new RbeeError('NO_QUEEN', `this node is not in a cluster (${clusterState}); stop it alone`);
+      }
+      return observers.cluster.shutdownCluster();
+    },
   });
 
   /** libp2p loads after the API is up; a failure leaves this hive running alone, and says why. */
@@ -244,6 +250,7 @@ export async function startNode(
           }
         },
         narrate: narrateHive,
+        onShutdown: (reason) => void close(reason),
       });
       if (closing !== undefined) {
         await link.stop();

@@ -30,6 +30,9 @@ export const ERROR_CODES = {
   NODE_SHUTTING_DOWN: { exit: 6, http: 503 },
   // a queen command from an older term (a deposed queen): refused by fencing
   STALE_TERM: { exit: 6, http: 409 },
+  // a queen command from a node that is not the queen, or a cluster command while none is elected
+  NOT_QUEEN: { exit: 6, http: 409 },
+  NO_QUEEN: { exit: 6, http: 503 },
   WORKER_START_FAILED: { exit: 7, http: 500 },
   WORKER_CRASHED: { exit: 7, http: 500 },
   WORKER_BUSY: { exit: 7, http: 429 },

@@ -10,7 +10,10 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createNodeClient } from '../../src/node/client/index.js';
 import type { ClusterStatus, NodeEvent } from '../../src/shared/view.js';
-import { createSandbox, freePort, runCli, startCli, type Sandbox } from '../helpers/cli.js';
+import { createSandbox, freePort, runCli, startCli, type CliResult, type Sandbox } from '../helpers/cli.js';
+import { createClusterNode, createMemoryStore, loadClusterKey } from '../../src/p2p/index.js';
+import { hiveShutdown } from '../../src/node/cluster-link.js';
+import { RbeeError } from '../../src/shared/errors.js';
 import { waitFor } from '../helpers/wait-for.js';
 
 interface ClusterNodeProcess {
@@ -19,6 +22,8 @@ interface ClusterNodeProcess {
   addr: string;
   status(): Promise<ClusterStatus>;
   stop(): Promise<void>;
+  /** Resolves when the process has exited, however it was stopped. */
+  exited: Promise<CliResult>;
 }
 
 const sandboxes: Sandbox[] = [];
@@ -54,6 +59,7 @@ async function startClusterNode(
     p2pPort,
     addr,
     status: () => client.cluster(),
+    exited: run.result,
     async stop() {
       const result = await runCli(['node', 'stop', '--json'], { env: sandbox.env });
       expect(result.code, result.stderr).toBe(0);
@@ -192,5 +198,66 @@ describe('joining and discovery settings', () => {
     expect(status).toMatchObject({ enabled: false, state: 'disabled', isQueen: true, members: [] });
     expect(status.hives).toHaveLength(1);
     expect(status.hives[0]).toMatchObject({ local: true, queen: true });
+  });
+});
+
+describe('queen commands', () => {
+  it('refuse a stop command from an older term (fencing) or from a node that is not the queen', async () => {
+    const aSandbox = await newSandbox();
+    const a = await startClusterNode(aSandbox);
+    const bSandbox = await newSandbox();
+    expect((await runCli(['join', await joinCode(aSandbox), '--json'], { env: bSandbox.env })).code).toBe(0);
+    const b = await startClusterNode(bSandbox, { peers: [a.addr] });
+    await waitFor(() => agreed([a, b]), { what: 'a queen' });
+
+    // a third member holding the key, in this process: it can speak the cluster's protocols
+    const key = await loadClusterKey(join(aSandbox.home, 'cluster.key'));
+    const probe = await createClusterNode({
+      peerKeyPath: join(bSandbox.home, 'probe.key'),
+      clusterKey: key!,
+      listen: ['/ip4/127.0.0.1/tcp/0'],
+      peers: [a.addr],
+      store: createMemoryStore(),
+    });
+    try {
+      const queen = await waitFor(
+        () => (probe.members().filter((m) => m.live).length === 2 ? probe.queen() : null),
+        {
+          what: 'the probe to join and see the queen',
+        },
+      );
+      const follower = [(await a.status()).self.id, (await b.status()).self.id].find(
+        (id) => id !== queen.id,
+      )!;
+      const refusal = async (term: number): Promise<string> => {
+        const error = await probe.rpc.call(follower, hiveShutdown, { term, reason: 'test' }).then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        expect(error).toBeInstanceOf(RbeeError);
+        return (error as RbeeError).code;
+      };
+      expect(await refusal(queen.term - 1)).toBe('STALE_TERM');
+      expect(await refusal(queen.term)).toBe('NOT_QUEEN');
+      // both nodes still run
+      await sleep(500);
+      expect((await a.status()).state).toBe('running');
+      expect((await b.status()).state).toBe('running');
+    } finally {
+      await probe.stop();
+    }
+
+    // `rbee shutdown --cluster` on the follower: the queen stops every hive, then itself
+    const followerNode = (await a.status()).isQueen ? b : a;
+    const result = await runCli(['shutdown', '--cluster', '--json'], { env: followerNode.sandbox.env });
+    expect(result.code, result.stderr).toBe(0);
+    const stopped = JSON.parse(result.stdout) as {
+      stopped: boolean;
+      cluster: { hives: string[]; term: number };
+    };
+    expect(stopped.stopped).toBe(true);
+    const [ea, eb] = await Promise.all([a.exited, b.exited]);
+    expect(ea.code).toBe(0);
+    expect(eb.code).toBe(0);
   });
 });

@@ -136,6 +136,10 @@ export function createFakeNodeClient(): FakeNodeClient {
     shutdown() {
       return Promise.resolve();
     },
+    shutdownCluster() {
+      calls.push({ method: 'shutdownCluster', args: [] });
+      return Promise.reject(new RbeeError('NO_QUEEN', 'the fake node has no cluster'));
+    },
     cluster() {
       calls.push({ method: 'cluster', args: [] });
       return Promise.reject(new RbeeError('INTERNAL', 'the fake node has no cluster'));

@@ -33,6 +33,8 @@ export interface ApiInit {
   cluster: () => ClusterStatus;
   /** Called once the shutdown request has been answered. */
   onShutdown: () => void;
+  /** `{cluster: true}`: the queen tells every other hive to stop (this node stops after answering). */
+  shutdownCluster: () => Promise<{ queen: string; term: number; hives: string[] }>;
 }
 
 /** Largest request body accepted; prompts are text, so 4 MiB is generous. */
@@ -45,6 +47,7 @@ function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
 }
 
 const modelBodySchema = z.object({ model: z.string().min(1).max(2048) });
+const shutdownBodySchema = z.object({ cluster: z.boolean().optional() });
 
 function writeSse(reply: FastifyReply, index: number, event: JobEvent | NodeEvent | PullEvent): void {
   reply.raw.write(`id: ${index}\nevent: ${event.type}\ndata: ${JSON.stringify(event)}\n\n`);
@@ -192,9 +195,11 @@ export function createApi(init: ApiInit) {
     return { stopped: request.params.id, forced };
   });
 
-  app.post('/v1/shutdown', (_request, reply) => {
-    void reply.status(202).send({ shuttingDown: true });
+  app.post('/v1/shutdown', async (request, reply) => {
+    const { cluster } = parseBody(shutdownBodySchema, request.body ?? {});
+    const stopped = cluster === true ? { cluster: await init.shutdownCluster() } : {};
     reply.raw.once('finish', () => init.onShutdown());
+    return reply.status(202).send({ shuttingDown: true, ...stopped });
   });
 
   return app;

@@ -1,2 +1,7 @@
-export { createNodeClient, type NodeClient, type NodeClientInit } from './node-client.js';
+export {
+  createNodeClient,
+  type ClusterShutdown,
+  type NodeClient,
+  type NodeClientInit,
+} from './node-client.js';
 export { ensureNodeAwake, isAlive, stopNode, type Awake, type WakeInit } from './launcher.js';

@@ -7,7 +7,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { RbeeError } from '../../shared/errors.js';
 import type { Health } from '../../shared/wire.js';
-import type { NodeClient } from './node-client.js';
+import type { ClusterShutdown, NodeClient } from './node-client.js';
 
 export interface WakeInit {
   client: NodeClient;
@@ -125,19 +125,24 @@ export async function ensureNodeAwake(init: WakeInit): Promise<Awake> {
 export async function stopNode(
   client: NodeClient,
   pid: number,
-  options: { timeoutMs?: number; signal?: AbortSignal } = {},
-): Promise<{ forced: boolean }> {
+  options: { timeoutMs?: number; signal?: AbortSignal; cluster?: boolean } = {},
+): Promise<{ forced: boolean; cluster?: ClusterShutdown }> {
   const timeoutMs = options.timeoutMs ?? 15_000;
+  let cluster: ClusterShutdown | undefined;
   try {
-    await client.shutdown();
+    if (options.cluster === true) cluster = await client.shutdownCluster();
+    else await client.shutdown();
   } catch (error) {
+    // a cluster stop that the queen refused must not quietly stop this node alone
+    if (options.cluster === true) throw error;
     if (!(error instanceof RbeeError) || error.code !== 'NODE_UNREACHABLE') throw error;
     if (isAlive(pid)) process.kill(pid, 'SIGTERM');
   }
   const gone = await pollUntil(async () => Promise.resolve(isAlive(pid) ? undefined : true), {
     timeoutMs,
   });
-  if (gone === true) return { forced: false };
+  const told = cluster === undefined ? {} : { cluster };
+  if (gone === true) return { forced: false, ...told };
   process.kill(pid, 'SIGKILL');
-  return { forced: true };
+  return { forced: true, ...told };
 }

@@ -2,6 +2,7 @@
  * The keeper's view of a node: its HTTP API as typed calls. Loads no native code, so the CLI and
  * the TUI can use it without pulling in llama.cpp or SQLite.
  */
+import { z } from 'zod';
 import { RbeeError, type RbeeErrorJson } from '../../shared/errors.js';
 import {
   healthSchema,
@@ -22,6 +23,9 @@ import {
   type PullEvent,
 } from '../../shared/view.js';
 
+const clusterShutdownSchema = z.object({ queen: z.string(), term: z.number(), hives: z.array(z.string()) });
+export type ClusterShutdown = z.infer<typeof clusterShutdownSchema>;
+
 export interface NodeClientInit {
   /** e.g. http://127.0.0.1:7833 */
   url: string;
@@ -36,6 +40,8 @@ export interface NodeClient {
   jobEvents(id: string, options?: { signal?: AbortSignal }): AsyncIterable<JobEvent>;
   cancelJob(id: string, options?: { signal?: AbortSignal }): Promise<void>;
   shutdown(options?: { signal?: AbortSignal }): Promise<void>;
+  /** Asks the queen to stop every hive of the cluster; this node stops too once it has answered. */
+  shutdownCluster(options?: { signal?: AbortSignal }): Promise<ClusterShutdown>;
   /** The node's live view: one `snapshot`, then section updates and narration, until `signal` aborts. */
   nodeEvents(options?: { signal?: AbortSignal }): AsyncIterable<NodeEvent>;
   /**
@@ -161,6 +167,10 @@ export function createNodeClient(init: NodeClientInit): NodeClient {
     },
     async shutdown(options = {}) {
       await request('/v1/shutdown', { method: 'POST', ...signalOf(options.signal) });
+    },
+    async shutdownCluster(options = {}) {
+      const response = await postJson('/v1/shutdown', { cluster: true }, options.signal);
+      return z.object({ cluster: clusterShutdownSchema }).parse(await response.json()).cluster;
     },
     async *nodeEvents(options = {}) {
       const response = await request('/v1/events', {

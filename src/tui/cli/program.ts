@@ -432,6 +432,10 @@ function registerWorkers(root: Command, keeper: Keeper, json: () => Option, port
     });
 }
 
+function optional<T>(cluster: T | undefined): { cluster?: T } {
+  return cluster === undefined ? {} : { cluster };
+}
+
 function shortId(id: string): string {
   return id.length > 16 ? `${id.slice(0, 6)}…${id.slice(-6)}` : id;
 }
@@ -468,6 +472,27 @@ function registerCluster(root: Command, keeper: Keeper, json: () => Option, port
         );
       }),
     );
+
+  root
+    .command('shutdown')
+    .description('stop the local node and its workers; --cluster: every node of the cluster')
+    .option('--cluster', 'the queen tells every hive to stop (under its term, so a deposed queen cannot)')
+    .addOption(json())
+    .addOption(port())
+    .action(async (opts: CommonOptions & { cluster?: boolean }) => {
+      const client = keeper.client(opts);
+      const health = await client.health();
+      const stopped = await stopNode(client, health.pid, { cluster: opts.cluster === true });
+      const others = stopped.cluster?.hives.length ?? 0;
+      keeper
+        .output(opts)
+        .result(
+          { stopped: true, pid: health.pid, forced: stopped.forced, ...optional(stopped.cluster) },
+          stopped.cluster === undefined
+            ? `node stopped (pid ${health.pid})`
+            : `cluster stopped by the queen (term ${stopped.cluster.term}): this node and ${others} other hive(s)`,
+        );
+    });
 
   const cluster = root.command('cluster').description('membership, the queen, and joining machines');
   cluster
