@@ -8,6 +8,7 @@ import {
   hintsFor,
   keyMode,
   keyPress,
+  keyPresses,
   type KeyPress,
   resolveKey,
   type KeyMode,
@@ -79,6 +80,30 @@ describe('keyPress', () => {
     expect(keyPress('j', NO_KEY)).toEqual({ name: 'j', text: 'j' });
     expect(keyPress('G', key({ shift: true }))).toEqual({ name: 'G', text: 'G' });
     expect(keyPress('tab', NO_KEY)).toEqual({ name: '', text: 'tab' });
+  });
+
+  it('splits a pasted line into its text and Enter, as if typed', () => {
+    expect(keyPresses('hf:org/repo\r', NO_KEY)).toEqual([
+      { name: '', text: 'hf:org/repo' },
+      { name: 'enter', text: '' },
+    ]);
+    expect(keyPresses('a\r\nb', NO_KEY)).toEqual([
+      { name: 'a', text: 'a' },
+      { name: 'enter', text: '' },
+      { name: 'b', text: 'b' },
+    ]);
+    expect(keyPresses('x\x07y', NO_KEY)).toEqual([{ name: '', text: 'xy' }]);
+    expect(keyPresses('', key({ return: true }))).toEqual([{ name: 'enter', text: '' }]);
+  });
+
+  it('submits a pasted model ref in the pull dialog', () => {
+    let state = keys(live(), 'tab', 'tab');
+    expect(state.view).toBe('models');
+    state = keys(state, 'p');
+    expect(state.dialog?.kind).toBe('prompt');
+    for (const press of keyPresses('hf:org/repo\r', NO_KEY)) state = applyKey(state, press);
+    // Enter submitted the ref: the pull now asks for confirmation
+    expect(state.dialog).toMatchObject({ kind: 'confirm', command: { kind: 'pull', ref: 'hf:org/repo' } });
   });
 });
 

@@ -8,6 +8,7 @@ import {
   reduce,
   type DashboardAction,
   type DashboardState,
+  uptimeMs,
 } from '../../src/tui/dashboard/state.js';
 import { NOW, hive, oneHive, threeHives, worker } from '../fixtures/cluster-views.js';
 
@@ -35,6 +36,13 @@ describe('node events', () => {
     state = reduce(state, { type: 'node-events', events: [{ type: 'workers', workers: [] }] });
     expect(state.cluster?.workers).toEqual([]);
     expect(state.cluster?.models).toEqual(oneHive.models);
+  });
+
+  it('advances the node’s uptime with the clock, though health comes only with the snapshot', () => {
+    const state = withView(oneHive);
+    const atSnapshot = uptimeMs(state);
+    expect(atSnapshot).toBe(oneHive.health.uptimeS * 1000);
+    expect(uptimeMs(reduce(state, { type: 'tick', now: NOW + 65_000 }))).toBe(atSnapshot + 65_000);
   });
 
   it('ignores a section update that arrives before any snapshot', () => {

@@ -10,7 +10,7 @@ import type { NodeClient } from '../../node/client/index.js';
 import { createBatcher } from './batcher.js';
 import { createCommandRunner, type CommandRunner } from './commands.js';
 import { Screen } from './components/screen.js';
-import { applyKey, keyPress, type KeyPress } from './keymap.js';
+import { applyKey, keyPresses, type KeyPress } from './keymap.js';
 import { createInitialState, reduce, type DashboardAction, type DashboardState } from './state.js';
 import { useNodeEvents } from './use-node-events.js';
 
@@ -147,10 +147,9 @@ export function DashboardApp(props: DashboardAppProps): React.JSX.Element {
     if (state.quit) exit(exitCodeOf(state));
   }, [state, exit]);
 
-  const onInput = useCallback(
-    (input: string, key: Key) => dispatch({ type: 'key', press: keyPress(input, key) }),
-    [],
-  );
+  const onInput = useCallback((input: string, key: Key) => {
+    for (const press of keyPresses(input, key)) dispatch({ type: 'key', press });
+  }, []);
   useInput(onInput);
 
   return <Screen state={state} width={size.columns} height={size.rows} />;

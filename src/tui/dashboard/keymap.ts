@@ -230,6 +230,23 @@ function namedKey(input: string, key: Key): string | undefined {
 const printable = (text: string): boolean =>
   text !== '' && [...text].every((ch) => ch >= ' ' && ch !== '\x7f');
 
+/**
+ * Turns Ink's (input, key) into key presses. A paste arrives as one chunk: "hf:org/repo\r" is the
+ * text and then Enter, as if typed; other control characters in it are dropped.
+ */
+export function keyPresses(input: string, key: Key): KeyPress[] {
+  if (input.length <= 1 || namedKey(input, key) !== undefined) return [keyPress(input, key)];
+  const presses: KeyPress[] = [];
+  for (const part of input.split(/(\r\n|\r|\n)/)) {
+    if (/^(\r\n|\r|\n)$/.test(part)) presses.push({ name: 'enter', text: '' });
+    else {
+      const text = [...part].filter((ch) => ch >= ' ' && ch !== '\x7f').join('');
+      if (text !== '') presses.push({ name: [...text].length === 1 ? text : '', text });
+    }
+  }
+  return presses;
+}
+
 /** Turns Ink's (input, key) into a KeyPress. */
 export function keyPress(input: string, key: Key): KeyPress {
   const named = namedKey(input, key);

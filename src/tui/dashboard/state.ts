@@ -73,6 +73,8 @@ export interface DashboardState {
   /** Bumped to ask the app to try waking the node again. */
   wakeAttempt: number;
   cluster: ClusterView | undefined;
+  /** `now` when the snapshot (and its health, with the node's uptime) arrived. */
+  snapshotAt: number;
   view: ViewId;
   selection: Partial<Record<ViewId, { key: string; index: number }>>;
   details: boolean;
@@ -122,6 +124,7 @@ export function createInitialState(init: { now: number }): DashboardState {
     connection: { status: 'waking' },
     wakeAttempt: 0,
     cluster: undefined,
+    snapshotAt: init.now,
     view: 'cluster',
     selection: {},
     details: false,
@@ -151,7 +154,7 @@ function appendLog(state: DashboardState, entry: Omit<LogEntry, 'seq'>): Dashboa
 }
 
 function applyNodeEvent(state: DashboardState, event: NodeEvent): DashboardState {
-  if (event.type === 'snapshot') return { ...state, cluster: event.view };
+  if (event.type === 'snapshot') return { ...state, cluster: event.view, snapshotAt: state.now };
   if (event.type === 'narration') {
     const next = appendLog(state, {
       ts: event.ts,
@@ -373,3 +376,9 @@ function enterChat(state: DashboardState, view: ViewId): ChatState {
 
 export type { ChatAction, ChatState, ChatTurn } from './state-chat.js';
 export { editText } from './state-ops.js';
+
+/** The node's uptime now: its health at the snapshot plus the time since (the health is not re-sent). */
+export function uptimeMs(state: DashboardState): number {
+  const base = (state.cluster?.health.uptimeS ?? 0) * 1000;
+  return base + Math.max(0, state.now - state.snapshotAt);
+}

@@ -2,7 +2,7 @@
 import { Box, Text } from 'ink';
 import { formatDuration } from '../format.js';
 import { queenOf } from '../selectors.js';
-import type { ConnectionState, DashboardState } from '../state.js';
+import { uptimeMs, type ConnectionState, type DashboardState } from '../state.js';
 import { useTheme, type ThemeToken } from '../theme.js';
 import { healthToken } from './status.js';
 
@@ -43,7 +43,7 @@ export function Header({ state, width }: { state: DashboardState; width: number 
             <Text {...theme.tokens.muted}> node </Text>
             <Text {...theme.tokens.title}>{cluster.health.node}</Text>{' '}
             <Text {...theme.tokens[healthToken(cluster.health.state)]}>{cluster.health.state}</Text>
-            <Text {...theme.tokens.muted}>{` up ${formatDuration(cluster.health.uptimeS * 1000)} │ `}</Text>
+            <Text {...theme.tokens.muted}>{` up ${formatDuration(uptimeMs(state))} │ `}</Text>
             {queen === undefined ? (
               <Text {...theme.tokens.warn}>no queen</Text>
             ) : (
