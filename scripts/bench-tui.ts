@@ -113,7 +113,8 @@ try {
     `RBEE_HOME=${home}`,
     '-e',
     `RBEE_PORT=${port}`,
-    `exec env -u CI '${process.execPath}' '${CLI}'`,
+    // BENCH_CPU_PROF=DIR writes the dashboard's V8 CPU profile there (on quit), to see where it spends
+    `exec env -u CI '${process.execPath}' ${process.env.BENCH_CPU_PROF ? `--cpu-prof --cpu-prof-dir='${process.env.BENCH_CPU_PROF}' ` : ''}'${CLI}'`,
   );
   const dashboardPid = Number(tmux('display-message', '-p', '-t', session, '#{pane_pid}').trim());
   await until(() => screen().includes('● live'), 'the dashboard');
@@ -171,6 +172,10 @@ try {
       `target: CPU < 0.25 of a core (${median(cpu) < 0.25 ? 'met' : 'not met'})`,
   );
 } finally {
+  // quit first, so that the dashboard exits cleanly (and writes its profile when asked to)
+  spawnSync('tmux', ['send-keys', '-t', session, 'Escape']);
+  spawnSync('tmux', ['send-keys', '-t', session, 'q']);
+  await sleep(1500);
   spawnSync('tmux', ['kill-session', '-t', session]);
   await fetch(`${url}/v1/shutdown`, { method: 'POST' }).catch(() => undefined);
   await new Promise((res) => (node.exitCode === null ? node.once('exit', res) : res(undefined)));

@@ -134,7 +134,7 @@ export function ChatPanel({ state, width, height }: ViewProps): React.JSX.Elemen
       </Text>
     );
   return (
-    <Box flexDirection="column" height={height} overflow="hidden">
+    <Box flexDirection="column" height={height} overflowY="hidden">
       <Text wrap="truncate-end">
         <Text {...theme.tokens.muted}>{'model '}</Text>
         {model === undefined ? (
@@ -150,7 +150,7 @@ export function ChatPanel({ state, width, height }: ViewProps): React.JSX.Elemen
             <Picker state={state} width={pickerWidth} height={pickerHeight} />
           </Box>
         ) : null}
-        <Box flexDirection="column" width={textWidth} height={transcriptHeight} overflow="hidden">
+        <Box flexDirection="column" width={textWidth} height={transcriptHeight} overflowY="hidden">
           {tail.length === 0 ? (
             <Text {...theme.tokens.muted}>{cell('Type a message and press Enter.', textWidth)}</Text>
           ) : (

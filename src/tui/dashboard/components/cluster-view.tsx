@@ -131,7 +131,7 @@ export function ClusterPanel({ state, width, height }: ViewProps): React.JSX.Ele
   );
   const hidden = hives.length - (end - start);
   return (
-    <Box flexDirection="column" height={height} overflow="hidden">
+    <Box flexDirection="column" height={height} overflowY="hidden">
       {blocks.slice(start, end).map((lines, i) => (
         <Box key={hives[start + i]?.id ?? i} flexDirection="column" marginBottom={1}>
           {lines}

@@ -107,7 +107,7 @@ export function DetailsPanel({
     row?.view === 'cluster' ? hiveLines(row.hive, { now: state.now, width, selected: false, theme }) : [];
   const labelWidth = Math.max(...details.fields.map(([l]) => l.length)) + 2;
   return (
-    <Box flexDirection="column" height={height} overflow="hidden">
+    <Box flexDirection="column" height={height} overflowY="hidden">
       <Text {...theme.tokens.title}>{details.title}</Text>
       {head}
       {details.fields.map(([label, value]) => (

@@ -16,7 +16,7 @@ export function HelpOverlay({ width, height }: { width: number; height: number }
   const perColumn = Math.ceil(lines.length / columns);
   const colWidth = Math.floor(width / columns) - 1;
   return (
-    <Box flexDirection="column" height={height} overflow="hidden">
+    <Box flexDirection="column" height={height} overflowY="hidden">
       <Text {...theme.tokens.title}>Keys (? or Esc closes)</Text>
       <Box flexDirection="row">
         {Array.from({ length: columns }, (_, c) => (

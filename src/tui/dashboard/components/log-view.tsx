@@ -16,7 +16,7 @@ export function visibleLog(state: DashboardState): LogEntry[] {
 export function LogLines({ entries, height }: { entries: LogEntry[]; height: number }): React.JSX.Element {
   const theme = useTheme();
   return (
-    <Box flexDirection="column" height={height} overflow="hidden">
+    <Box flexDirection="column" height={height} overflowY="hidden">
       {entries.map((e) => (
         <Text key={e.seq} wrap="truncate-end">
           <Text {...theme.tokens.muted}>{formatClock(e.ts)} </Text>
@@ -35,7 +35,7 @@ export function LogPanel({ state, height }: ViewProps): React.JSX.Element {
   const shown = all.slice(Math.max(0, end - rows), end);
   const filters = [undefined, ...LOG_SOURCES];
   return (
-    <Box flexDirection="column" height={height} overflow="hidden">
+    <Box flexDirection="column" height={height} overflowY="hidden">
       <Text wrap="truncate-end">
         <Text {...theme.tokens.muted}>{'filter (f): '}</Text>
         {filters.map((f) => (

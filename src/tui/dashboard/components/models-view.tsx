@@ -78,7 +78,7 @@ export function ModelsPanel({ state, width, height }: ViewProps): React.JSX.Elem
     ],
   }));
   return (
-    <Box flexDirection="column" height={height} overflow="hidden">
+    <Box flexDirection="column" height={height} overflowY="hidden">
       <Table
         columns={columns}
         rows={rows}
@@ -88,7 +88,7 @@ export function ModelsPanel({ state, width, height }: ViewProps): React.JSX.Elem
         empty="no models on disk: press p to pull one"
       />
       {downloadLines > 0 ? (
-        <Box flexDirection="column" height={downloadLines} overflow="hidden">
+        <Box flexDirection="column" height={downloadLines} overflowY="hidden">
           <Text {...theme.tokens.title}>
             {` Downloads (${downloads.length})`}
             {downloads.length > shown ? <Text {...theme.tokens.muted}>{`, ${shown} shown`}</Text> : null}

@@ -43,7 +43,7 @@ function Waiting({ state, width, height }: ScreenProps): React.JSX.Element {
         : 'Connecting to the node…';
   const tail = state.log.entries.slice(-(height - 3));
   return (
-    <Box flexDirection="column" height={height} width={width} overflow="hidden">
+    <Box flexDirection="column" height={height} width={width} overflowY="hidden">
       <Text wrap="truncate-end" {...(c.status === 'wake-failed' ? theme.tokens.error : theme.tokens.accent)}>
         {title}
       </Text>
@@ -83,10 +83,10 @@ export function Screen({ state, width: columns, height: rows }: ScreenProps): Re
   const dialog = state.dialog;
   const bodyHeight = height - 3 - dialogHeight(dialog);
   return (
-    <Box flexDirection="column" width={width} height={height} overflow="hidden">
+    <Box flexDirection="column" width={width} height={height} overflowY="hidden">
       <Header state={state} width={width} />
       <TabBar state={state} width={width} />
-      <Box height={bodyHeight} flexDirection="column" overflow="hidden">
+      <Box height={bodyHeight} flexDirection="column" overflowY="hidden">
         <Body state={state} width={width} height={bodyHeight} />
       </Box>
       {dialog === undefined ? null : <DialogBox dialog={dialog} width={width} />}

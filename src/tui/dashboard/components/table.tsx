@@ -53,7 +53,7 @@ export function Table({ columns, rows, selected, width, height, empty }: TablePr
   const visible = rows.slice(start, start + bodyHeight);
   const header = columns.map((c, i) => cell(c.title, widths[i] ?? 0, c.align)).join(' ');
   return (
-    <Box flexDirection="column" height={height} overflow="hidden">
+    <Box flexDirection="column" height={height} overflowY="hidden">
       <Text wrap="truncate-end" {...theme.tokens.muted}>
         {' '.repeat(MARK)}
         {header}
