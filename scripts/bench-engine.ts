@@ -217,16 +217,18 @@ async function concurrency(modelPath: string): Promise<Map<number, number>> {
   const result = new Map<number, number>();
   try {
     await path.run(); // warm-up
-    for (const k of [1, 2, 4]) {
-      const rates: number[] = [];
-      for (let r = 0; r < Math.max(3, Math.ceil(REPEATS / 2)); r++) {
+    // levels interleaved round by round (1, 2, 4, 1, 2, 4, …), so that drift in the machine's speed
+    // during the run falls on all of them alike
+    const rates = new Map<number, number[]>([1, 2, 4].map((k) => [k, []]));
+    for (let r = 0; r < Math.max(5, REPEATS); r++) {
+      for (const [k, list] of rates) {
         const start = performance.now();
         const runs = await Promise.all(Array.from({ length: k }, () => path.run()));
         const seconds = (performance.now() - start) / 1000;
-        rates.push(runs.reduce((n, x) => n + x.tokens, 0) / seconds);
+        list.push(runs.reduce((n, x) => n + x.tokens, 0) / seconds);
       }
-      result.set(k, median(rates));
     }
+    for (const [k, list] of rates) result.set(k, median(list));
   } finally {
     await path.worker.stop();
   }
