@@ -6,7 +6,7 @@
  * callers should prefer a worker's observed memoryBytes once it has one.
  */
 import { stat } from 'node:fs/promises';
-import { GgufInsights, readGgufFileInfo } from 'node-llama-cpp';
+import type { GgufInsights } from 'node-llama-cpp';
 import { RbeeError, toRbeeError } from '../shared/errors.js';
 import type { MemoryEstimate } from './types.js';
 
@@ -67,14 +67,16 @@ export async function estimateWorkerMemory(
     }
     throw toRbeeError(error, 'MODEL_INVALID');
   }
+  // loaded on first use: importing node-llama-cpp takes ~1 s that the node's start need not wait for
+  const llamaCpp = await import('node-llama-cpp');
   let insights: GgufInsights;
   try {
-    const info = await readGgufFileInfo(modelPath, {
+    const info = await llamaCpp.readGgufFileInfo(modelPath, {
       sourceType: 'filesystem',
       logWarnings: false,
       signal,
     });
-    insights = await GgufInsights.from(info);
+    insights = await llamaCpp.GgufInsights.from(info);
   } catch (error) {
     if (isAborted(signal)) throw toRbeeError(signal?.reason, 'JOB_CANCELLED');
     throw new RbeeError('MODEL_INVALID', `${modelPath}: not a readable GGUF file (${messageOf(error)})`, {

@@ -5,7 +5,10 @@
  */
 import { stat } from 'node:fs/promises';
 import { basename } from 'node:path';
-import { GgmlType, GgufFileType, readGgufFileInfo, type GgufTensorInfo } from 'node-llama-cpp';
+import type { GgmlType, GgufTensorInfo } from 'node-llama-cpp';
+
+/** node-llama-cpp, loaded on first use: importing it takes ~1 s, which the node's start need not wait for. */
+type LlamaCpp = typeof import('node-llama-cpp');
 import { RbeeError, toRbeeError } from '../shared/errors.js';
 
 export interface ModelInfo {
@@ -43,9 +46,10 @@ export async function readModelInfo(path: string, options: ReadModelInfoOptions 
     throw toRbeeError(error, 'MODEL_INVALID');
   }
 
-  let info: Awaited<ReturnType<typeof readGgufFileInfo>>;
+  const llamaCpp = await import('node-llama-cpp');
+  let info: Awaited<ReturnType<LlamaCpp['readGgufFileInfo']>>;
   try {
-    info = await readGgufFileInfo(path, {
+    info = await llamaCpp.readGgufFileInfo(path, {
       sourceType: 'filesystem',
       logWarnings: false,
       // Split models are out of scope: each part is checked as the whole file it claims to be.
@@ -74,7 +78,7 @@ export async function readModelInfo(path: string, options: ReadModelInfoOptions 
     throw invalid(path, `the GGUF header has no ${architecture}.context_length`);
   }
   const tensors = info.tensorInfo ?? [];
-  const needed = bytesNeeded(tensors);
+  const needed = bytesNeeded(tensors, llamaCpp);
   if (needed > fileBytes) {
     throw invalid(path, `the file is truncated: ${fileBytes} bytes, its tensors need ${needed}`);
   }
@@ -83,7 +87,7 @@ export async function readModelInfo(path: string, options: ReadModelInfoOptions 
   const result: ModelInfo = {
     architecture,
     name: typeof name === 'string' && name !== '' ? name : basename(path).replace(/\.gguf$/i, ''),
-    quantization: quantizationName(metadata.general?.file_type, tensors),
+    quantization: quantizationName(metadata.general?.file_type, tensors, llamaCpp),
     contextLength,
   };
   if (tensors.length > 0) result.parameterCount = tensors.reduce((sum, t) => sum + elements(t), 0);
@@ -100,9 +104,9 @@ function invalid(path: string, why: string, cause?: unknown): RbeeError {
 }
 
 /** "MOSTLY_Q4_K_M" → "Q4_K_M", "ALL_F32" → "F32"; without file_type, the type holding most elements. */
-function quantizationName(fileType: unknown, tensors: readonly GgufTensorInfo[]): string {
+function quantizationName(fileType: unknown, tensors: readonly GgufTensorInfo[], llamaCpp: LlamaCpp): string {
   if (typeof fileType === 'number') {
-    const enumName = (GgufFileType as Record<number, string | undefined>)[fileType];
+    const enumName = (llamaCpp.GgufFileType as Record<number, string | undefined>)[fileType];
     if (enumName !== undefined) return enumName.replace(/^(MOSTLY|ALL)_/, '');
   }
   const byType = new Map<number, number>();
@@ -112,7 +116,7 @@ function quantizationName(fileType: unknown, tensors: readonly GgufTensorInfo[])
   for (const [type, count] of byType) if (best === undefined || count > (byType.get(best) ?? 0)) best = type;
   return best === undefined
     ? 'unknown'
-    : ((GgmlType as Record<number, string | undefined>)[best] ?? 'unknown');
+    : ((llamaCpp.GgmlType as Record<number, string | undefined>)[best] ?? 'unknown');
 }
 
 function elements(tensor: GgufTensorInfo): number {
@@ -120,48 +124,54 @@ function elements(tensor: GgufTensorInfo): number {
 }
 
 /** [elements per block, bytes per block] for ggml types, from ggml.c's type traits. */
-const BLOCKS: Partial<Record<GgmlType, readonly [number, number]>> = {
-  [GgmlType.F32]: [1, 4],
-  [GgmlType.F16]: [1, 2],
-  [GgmlType.BF16]: [1, 2],
-  [GgmlType.F64]: [1, 8],
-  [GgmlType.I8]: [1, 1],
-  [GgmlType.I16]: [1, 2],
-  [GgmlType.I32]: [1, 4],
-  [GgmlType.I64]: [1, 8],
-  [GgmlType.Q4_0]: [32, 18],
-  [GgmlType.Q4_1]: [32, 20],
-  [GgmlType.Q5_0]: [32, 22],
-  [GgmlType.Q5_1]: [32, 24],
-  [GgmlType.Q8_0]: [32, 34],
-  [GgmlType.Q8_1]: [32, 36],
-  [GgmlType.IQ4_NL]: [32, 18],
-  [GgmlType.Q2_K]: [256, 84],
-  [GgmlType.Q3_K]: [256, 110],
-  [GgmlType.Q4_K]: [256, 144],
-  [GgmlType.Q5_K]: [256, 176],
-  [GgmlType.Q6_K]: [256, 210],
-  [GgmlType.Q8_K]: [256, 292],
-  [GgmlType.IQ2_XXS]: [256, 66],
-  [GgmlType.IQ2_XS]: [256, 74],
-  [GgmlType.IQ2_S]: [256, 82],
-  [GgmlType.IQ3_XXS]: [256, 98],
-  [GgmlType.IQ3_S]: [256, 110],
-  [GgmlType.IQ1_S]: [256, 50],
-  [GgmlType.IQ1_M]: [256, 56],
-  [GgmlType.IQ4_XS]: [256, 136],
-  [GgmlType.TQ1_0]: [256, 54],
-  [GgmlType.TQ2_0]: [256, 66],
-};
+let blocks: Partial<Record<GgmlType, readonly [number, number]>> | undefined;
+function blocksOf(llamaCpp: LlamaCpp): Partial<Record<GgmlType, readonly [number, number]>> {
+  const T = llamaCpp.GgmlType;
+  blocks ??= {
+    [T.F32]: [1, 4],
+    [T.F16]: [1, 2],
+    [T.BF16]: [1, 2],
+    [T.F64]: [1, 8],
+    [T.I8]: [1, 1],
+    [T.I16]: [1, 2],
+    [T.I32]: [1, 4],
+    [T.I64]: [1, 8],
+    [T.Q4_0]: [32, 18],
+    [T.Q4_1]: [32, 20],
+    [T.Q5_0]: [32, 22],
+    [T.Q5_1]: [32, 24],
+    [T.Q8_0]: [32, 34],
+    [T.Q8_1]: [32, 36],
+    [T.IQ4_NL]: [32, 18],
+    [T.Q2_K]: [256, 84],
+    [T.Q3_K]: [256, 110],
+    [T.Q4_K]: [256, 144],
+    [T.Q5_K]: [256, 176],
+    [T.Q6_K]: [256, 210],
+    [T.Q8_K]: [256, 292],
+    [T.IQ2_XXS]: [256, 66],
+    [T.IQ2_XS]: [256, 74],
+    [T.IQ2_S]: [256, 82],
+    [T.IQ3_XXS]: [256, 98],
+    [T.IQ3_S]: [256, 110],
+    [T.IQ1_S]: [256, 50],
+    [T.IQ1_M]: [256, 56],
+    [T.IQ4_XS]: [256, 136],
+    [T.TQ1_0]: [256, 54],
+    [T.TQ2_0]: [256, 66],
+  };
+  return blocks;
+}
 
 /**
  * The file length that the tensor table implies: the end of the furthest tensor. A tensor of a type
  * not in the table counts as one byte, which still catches a file cut before that tensor starts.
  */
-function bytesNeeded(tensors: readonly GgufTensorInfo[]): number {
+function bytesNeeded(tensors: readonly GgufTensorInfo[], llamaCpp: LlamaCpp): number {
+  const table = blocksOf(llamaCpp);
   let end = 0;
   for (const tensor of tensors) {
-    const block = BLOCKS[tensor.ggmlType];
+    const block = table[tensor.ggmlType];
     const size = block === undefined ? 1 : Math.ceil(elements(tensor) / block[0]) * block[1];
     end = Math.max(end, Number(tensor.fileOffset) + size);
   }

@@ -4,7 +4,7 @@
  * download progress) costs one update per interval, and sent whole to every subscriber of
  * `GET /v1/events`.
  */
-import { freemem, totalmem } from 'node:os';
+import { freemem, loadavg, totalmem } from 'node:os';
 import type { DeviceInfo } from '../engine/types.js';
 import type { Health, NarrationEvent } from '../shared/wire.js';
 import type { ClusterView, HiveState, HiveView, NodeEvent } from '../shared/view.js';
@@ -66,6 +66,7 @@ export function createLiveView(init: LiveViewInit): LiveView {
         cpu: devices?.cpu ?? { model: 'unknown', physicalCores: 0, logicalCores: 0 },
         ramTotalBytes: totalmem(),
         ramFreeBytes: freemem(),
+        loadAverage: Math.round(loadavg()[0]! * 100) / 100,
         gpus: (devices?.gpus ?? []).map((g) => ({
           index: g.index,
           name: g.name,

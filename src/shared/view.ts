@@ -25,6 +25,8 @@ export const hiveViewSchema = z.object({
   cpu: z.object({ model: z.string(), physicalCores: z.number().int(), logicalCores: z.number().int() }),
   ramTotalBytes: z.number(),
   ramFreeBytes: z.number(),
+  /** The 1-minute load average (runnable processes; compare with the cores). */
+  loadAverage: z.number().optional(),
   gpus: z.array(gpuViewSchema),
   backends: z.array(z.string()),
   lastSeen: z.number(),

@@ -50,7 +50,7 @@ describe('Cluster', () => {
     expect(text).toContain('rbee node laptop ready up 3h02m');
     expect(text).toContain('● live');
     expect(text).toContain('laptop (this node) queen · term 1 ready');
-    expect(text).toContain('AMD Ryzen 7 5800X · 8C/16T');
+    expect(text).toContain('AMD Ryzen 7 5800X · 8C/16T · load 1.50');
     expect(text).toMatch(/RAM\s+█+░+ 10\.0\/16\.0 GiB used/);
     expectFits(text, 80, 24);
   });

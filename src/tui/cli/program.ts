@@ -462,6 +462,7 @@ function registerCluster(root: Command, keeper: Keeper, json: () => Option, port
                 h.health,
                 `${h.cpu.physicalCores} cores`,
                 `RAM ${mib(h.ramFreeBytes)} free of ${mib(h.ramTotalBytes)}`,
+                h.loadAverage === undefined ? '' : `load ${h.loadAverage.toFixed(2)}`,
                 gpus.length === 0 ? 'no GPU' : gpus.join(', '),
                 h.queen ? `queen, term ${h.term}` : '',
               ]

@@ -67,6 +67,7 @@ export function hiveLines(
       {'    '}
       <Text {...theme.tokens.muted}>{'CPU  '}</Text>
       {`${hive.cpu.model} · ${hive.cpu.physicalCores}C/${hive.cpu.logicalCores}T`}
+      {hive.loadAverage === undefined ? null : ` · load ${hive.loadAverage.toFixed(2)}`}
       <Text {...theme.tokens.muted}>{` · backends ${hive.backends.join(', ') || '–'}`}</Text>
     </Text>,
   );
