@@ -5,10 +5,11 @@
  */
 import { stat } from 'node:fs/promises';
 import { basename } from 'node:path';
+import type * as LlamaCppModule from 'node-llama-cpp';
 import type { GgmlType, GgufTensorInfo } from 'node-llama-cpp';
 
 /** node-llama-cpp, loaded on first use: importing it takes ~1 s, which the node's start need not wait for. */
-type LlamaCpp = typeof import('node-llama-cpp');
+type LlamaCpp = typeof LlamaCppModule;
 import { RbeeError, toRbeeError } from '../shared/errors.js';
 
 export interface ModelInfo {
