@@ -23,6 +23,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { getLlama, LlamaCompletion } from 'node-llama-cpp';
 import type * as Engine from '../src/engine/index.js';
 import type { JobEvent } from '../src/shared/wire.js';
+import { loneNodeEnv } from '../test/helpers/cli.js';
 
 const REPO = resolve(import.meta.dirname, '..');
 const DIST = join(REPO, 'dist');
@@ -141,15 +142,7 @@ async function createFullPath(modelPath: string) {
   const port = 20000 + Math.floor(Math.random() * 20000);
   const url = `http://127.0.0.1:${port}`;
   const node = spawn(process.execPath, [join(DIST, 'main.js'), 'node'], {
-    env: {
-      ...process.env,
-      RBEE_HOME: home,
-      RBEE_PORT: String(port),
-      RBEE_LOG_LEVEL: 'warn',
-      // a benchmark node is alone: no multicast, peers on loopback only
-      RBEE_MDNS: '0',
-      RBEE_CLUSTER_LISTEN: '/ip4/127.0.0.1/tcp/0',
-    },
+    env: loneNodeEnv(home, port, 'warn'),
     stdio: 'ignore',
   });
   for (let i = 0; ; i++) {

@@ -12,6 +12,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { loneNodeEnv } from '../test/helpers/cli.js';
 
 const REPO = resolve(import.meta.dirname, '..');
 const CLI = join(REPO, 'dist', 'main.js');
@@ -48,15 +49,7 @@ const home = mkdtempSync(join(tmpdir(), 'rbee-bench-tui-'));
 writeFileSync(join(home, 'config.json'), JSON.stringify({ keepAliveS: -1, slots: 1 }));
 const port = 20000 + Math.floor(Math.random() * 20000);
 const url = `http://127.0.0.1:${port}`;
-const env: NodeJS.ProcessEnv = {
-  ...process.env,
-  RBEE_HOME: home,
-  RBEE_PORT: String(port),
-  RBEE_LOG_LEVEL: 'warn',
-  // a benchmark node is alone: no multicast, peers on loopback only
-  RBEE_MDNS: '0',
-  RBEE_CLUSTER_LISTEN: '/ip4/127.0.0.1/tcp/0',
-};
+const env = loneNodeEnv(home, port, 'warn');
 delete env.CI;
 const node = spawn(process.execPath, [CLI, 'node'], { env, stdio: 'ignore' });
 const session = `rbee-bench-tui-${process.pid}`;

@@ -34,13 +34,13 @@ describe.skipIf(!hasTmux)('rbee dashboard in a terminal', () => {
     let last = '';
     const look = (): string => (last = screen());
     onTestFailed(() => console.log(`the terminal showed:\n${last}`));
-    // a tmux server started elsewhere keeps its own environment: pass the cluster settings explicitly
+    // a tmux server started elsewhere keeps its own environment: pass the node's settings explicitly
     const vars = {
       RBEE_HOME: box.home,
       RBEE_PORT: String(box.port),
-      RBEE_MDNS: '0',
+      RBEE_MDNS: box.env.RBEE_MDNS ?? '0',
       RBEE_MDNS_REQUIRE_NETNS: '1',
-      RBEE_CLUSTER_LISTEN: '/ip4/127.0.0.1/tcp/0',
+      RBEE_CLUSTER_LISTEN: box.env.RBEE_CLUSTER_LISTEN ?? '',
     };
     tmux(
       'new-session',

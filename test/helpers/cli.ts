@@ -10,6 +10,23 @@ export const REPO = resolve(import.meta.dirname, '../..');
 /** The built CLI: tests exercise what users run (`npm test` builds first). */
 export const CLI = join(REPO, 'dist', 'main.js');
 
+/**
+ * The environment of a node that runs alone on this machine: no multicast discovery, peers on
+ * loopback only. mDNS runs nowhere but inside network namespaces a test made (test/cluster).
+ */
+export function loneNodeEnv(home: string, port: number, logLevel = 'debug'): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    RBEE_HOME: home,
+    RBEE_PORT: String(port),
+    RBEE_LOG_LEVEL: logLevel,
+    RBEE_MDNS: '0',
+    RBEE_CLUSTER_LISTEN: '/ip4/127.0.0.1/tcp/0',
+  };
+  delete env.NODE_OPTIONS;
+  return env;
+}
+
 export async function freePort(): Promise<number> {
   return new Promise((res, rej) => {
     const server = createServer();
@@ -34,13 +51,7 @@ export interface Sandbox {
 export async function createSandbox(): Promise<Sandbox> {
   const home = mkdtempSync(join(tmpdir(), 'rbee-test-'));
   const port = await freePort();
-  const env: NodeJS.ProcessEnv = {
-    ...process.env,
-    RBEE_HOME: home,
-    RBEE_PORT: String(port),
-    RBEE_LOG_LEVEL: 'debug',
-  };
-  delete env.NODE_OPTIONS;
+  const env = loneNodeEnv(home, port);
   return {
     home,
     port,
