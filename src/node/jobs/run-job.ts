@@ -1,5 +1,6 @@
 /**
- * One job on one machine, following the happy flow: the queen places it (here: the only hive),
+ * One job on one machine, following the happy flow: it runs on the hive that received it (placement
+ * across the cluster's hives comes later),
  * the hive makes sure the model is on disk and a worker has it loaded, the worker streams tokens.
  */
 import { parseKeepAlive } from '../../shared/duration.js';
@@ -33,7 +34,8 @@ export function createJobRunner(deps: RunJobDeps): (job: JobContext) => Promise<
 
     const ref = deps.parseModelRef(request.model);
     const keepAliveS = request.keepAlive === undefined ? undefined : parseKeepAlive(request.keepAlive);
-    narrate('queen', `placing job on hive ${deps.nodeName} (the only hive in this cluster)`);
+    // placement across hives is not built yet: a job runs on the hive of the node that received it
+    narrate('hive', `running the job on this hive (${deps.nodeName}), which received it`);
 
     let lastLine: string | undefined;
     const { model, cached } = await deps.provisioner.ensure(ref, {

@@ -11,6 +11,7 @@ import {
   type NodeClient,
 } from '../../node/client/index.js';
 import { createOutput, type Output } from './output.js';
+import type { LiveStatus } from './live-status.js';
 
 export interface CommonOptions {
   json?: boolean;
@@ -21,7 +22,7 @@ export interface Keeper {
   /** The rbee entry script, run as `node <script> node` to wake a node. */
   mainScript: string;
   client(options: CommonOptions): NodeClient;
-  output(options: CommonOptions, kind?: { stream?: boolean }): Output;
+  output(options: CommonOptions, kind?: { stream?: boolean; live?: LiveStatus }): Output;
   /** The environment a woken node runs with: the keeper's own, with its --port carried over. */
   nodeEnv(options: CommonOptions): NodeJS.ProcessEnv;
   nodeLog(): string;
@@ -50,6 +51,7 @@ export function createKeeper(init: { mainScript: string; env: NodeJS.ProcessEnv 
       createOutput({
         json: options.json === true,
         stream: kind.stream ?? false,
+        live: kind.live,
         stdout: process.stdout,
         stderr: process.stderr,
       }),

@@ -4,6 +4,7 @@
  */
 import { toRbeeError, type RbeeError } from '../../shared/errors.js';
 import type { JobEvent, NarrationSource } from '../../shared/wire.js';
+import type { LiveStatus } from './live-status.js';
 
 export interface Output {
   readonly json: boolean;
@@ -25,6 +26,8 @@ export interface OutputInit {
   stderr: NodeJS.WritableStream;
   /** Node name shown on keeper narration. */
   node?: string;
+  /** On a terminal: narration above a spinner with the latest step, until output begins. */
+  live?: LiveStatus | undefined;
 }
 
 const KEEPER_JOB = '-';
@@ -35,7 +38,9 @@ export function createOutput(init: OutputInit): Output {
   let midLine = false; // tokens written without a final newline yet
   let lastProgressAt = 0;
 
+  const { live } = init;
   const toStderr = (text: string): void => {
+    live?.stop();
     if (midLine) {
       stdout.write('\n');
       midLine = false;
@@ -55,6 +60,9 @@ export function createOutput(init: OutputInit): Output {
           node: init.node ?? 'local',
           text,
         });
+      } else if (live !== undefined) {
+        live.line(`[${source}] ${text}`);
+        live.status(text);
       } else {
         toStderr(`[${source}] ${text}`);
       }
@@ -63,6 +71,11 @@ export function createOutput(init: OutputInit): Output {
       if (init.json) return line(event);
       switch (event.type) {
         case 'narration': {
+          if (live !== undefined) {
+            // progress redraws the spinner's label; steps also stay as lines
+            if (event.progress === undefined) live.line(`[${event.source}] ${event.text}`);
+            return live.status(event.text);
+          }
           // Progress narration arrives several times a second; one line a second is enough on a log.
           if (event.progress !== undefined) {
             const now = Date.now();
@@ -72,10 +85,12 @@ export function createOutput(init: OutputInit): Output {
           return toStderr(`[${event.source}] ${event.text}`);
         }
         case 'token':
+          live?.stop();
           stdout.write(event.text);
           midLine = !event.text.endsWith('\n');
           return;
         case 'done': {
+          live?.stop();
           if (midLine) stdout.write('\n');
           midLine = false;
           const t = event.timings;

@@ -139,13 +139,22 @@ export function createProgram(init: ProgramInit): Command {
       for (const key of ['maxTokens', 'temperature', 'topP', 'topK', 'seed', 'stop', 'system'] as const) {
         if (opts[key] !== undefined) Object.assign(request, { [key]: opts[key] });
       }
-      process.exitCode = await runInfer({
-        client: keeper.client(opts),
-        output: keeper.output(opts, { stream: true }),
-        request,
-        wake: { mainScript: keeper.mainScript, env: keeper.nodeEnv(opts), nodeLog: keeper.nodeLog() },
-        signal: interruptSignal(),
-      });
+      // a spinner on a terminal; plain lines elsewhere; never with --json
+      const live =
+        opts.json !== true && process.stderr.isTTY
+          ? (await import('./live-status.js')).createLiveStatus(process.stderr)
+          : undefined;
+      try {
+        process.exitCode = await runInfer({
+          client: keeper.client(opts),
+          output: keeper.output(opts, { stream: true, live }),
+          request,
+          wake: { mainScript: keeper.mainScript, env: keeper.nodeEnv(opts), nodeLog: keeper.nodeLog() },
+          signal: interruptSignal(),
+        });
+      } finally {
+        live?.stop();
+      }
     });
 
   const node = root
