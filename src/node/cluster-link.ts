@@ -33,7 +33,16 @@ export interface ClusterLinkInit {
   narrate: (text: string) => void;
   /** The queen told this hive to stop (a fenced command of the current term). */
   onShutdown: (reason: string) => void;
+  /** Another node asks this hive to stop one of its workers (a user acting from that node). */
+  stopWorker: (id: string, reason: string) => Promise<{ forced: boolean }>;
 }
+
+/** Node → the hive that runs a worker: stop it (what `rbee workers stop` and the dashboard send). */
+const hiveStopWorker = defineMethod(
+  'hive.stopWorker',
+  z.object({ id: z.string().min(1).max(128) }),
+  z.object({ forced: z.boolean() }),
+);
 
 /** Queen → hive: stop. Carries the queen's term; hives refuse older terms (fencing). */
 export const hiveShutdown = defineMethod(
@@ -64,6 +73,8 @@ export interface ClusterLink extends ClusterSource {
    * follower the request goes to the queen. The caller stops this node itself once it has answered.
    */
   shutdownCluster(): Promise<ClusterShutdown>;
+  /** Stops a worker that runs on another hive; NOT_FOUND when no member runs it. */
+  stopRemoteWorker(id: string): Promise<{ forced: boolean; hive: string }>;
   /** Leaves the cluster gracefully (a queen hands over at once). Bounded by `timeoutMs`. */
   stop(timeoutMs?: number): Promise<void>;
 }
@@ -210,6 +221,9 @@ export async function startClusterLink(init: ClusterLinkInit): Promise<ClusterLi
     setTimeout(() => init.onShutdown(reason), 50);
     return { stopping: true as const };
   });
+  node.rpc.handle(hiveStopWorker, ({ id }, { peer }) =>
+    init.stopWorker(id, `asked from ${nameOf(peer) ?? peer}`),
+  );
   node.rpc.handle(queenShutdown, async (_params, { peer }) => {
     const result = await commandShutdown(peer, `asked by ${nameOf(peer) ?? peer}`);
     setTimeout(() => init.onShutdown('the queen stops the cluster'), 50);
@@ -231,6 +245,12 @@ export async function startClusterLink(init: ClusterLinkInit): Promise<ClusterLi
       }
       if (queen.id === self) return commandShutdown(undefined, 'asked on this node');
       return node.rpc.call(queen.id, queenShutdown, {});
+    },
+    async stopRemoteWorker(id) {
+      const owner = remotes().find((r) => r.state.workers.some((w) => w.id === id));
+      if (owner === undefined) throw new RbeeError('NOT_FOUND', `no worker ${id} on any hive of the cluster`);
+      const { forced } = await node.rpc.call(owner.id, hiveStopWorker, { id }, { timeoutMs: 20_000 });
+      return { forced, hive: owner.id };
     },
     localChanged() {
       publishTimer ??= setTimeout(publish, PUBLISH_COALESCE_MS);

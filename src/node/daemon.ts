@@ -225,6 +225,10 @@ export async function startNode(
     backends: () => workerCatalog.list(),
     cluster: clusterStatus,
     onShutdown: () => void close('asked over the API'),
+    stopRemoteWorker: async (id) => {
+      if (observers.cluster === undefined) throw new RbeeError('NOT_FOUND', `no worker ${id}`);
+      return observers.cluster.stopRemoteWorker(id);
+    },
     shutdownCluster: async () => {
       if (observers.cluster === undefined) {
         throw new RbeeError('NO_QUEEN', `this node is not in a cluster (${clusterState}); stop it alone`);
@@ -251,6 +255,7 @@ export async function startNode(
         },
         narrate: narrateHive,
         onShutdown: (reason) => void close(reason),
+        stopWorker: (id, reason) => workers.stop(id, reason),
       });
       if (closing !== undefined) {
         await link.stop();

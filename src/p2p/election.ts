@@ -355,17 +355,16 @@ export function createElection(init: ElectionInit): Election {
               ? ownClaim()
               : { id: sticky, term, acks: claim.acks, leaderForMs: claim.leaderForMs + (t - heardAt) };
         if (request.term < term) {
-          // From an older term: a queen that lost, or a heartbeat the network held back (a healed
-          // partition delivers what TCP kept, acks and all). It never deposes anyone; the reply
-          // tells its sender the newer term and who leads in it.
+          // From an older term while we follow (or are) a queen that a majority acks: a queen that
+          // lost, or a heartbeat the network held back (a healed partition delivers what TCP kept,
+          // with the acks it had then). It never deposes a majority's queen; the reply names her.
+          // A lone queen with a newer term (a restarted node joining) has no majority: the merge
+          // rule below decides, so that joining never changes the cluster's queen.
           const mine = stickyClaim();
-          return {
-            ok: false,
-            term,
-            leader: sticky,
-            acks: mine?.acks ?? 0,
-            leaderForMs: mine?.leaderForMs ?? 0,
-          };
+          // (a lone queen's own ack never counts: her voters may not have caught up with a joiner)
+          if (mine !== null && mine.acks >= Math.max(2, quorum(voters().length))) {
+            return { ok: false, term, leader: sticky, acks: mine.acks, leaderForMs: mine.leaderForMs };
+          }
         }
         let abandoned = false;
         if (sticky !== null && sticky !== request.leader) {

@@ -9,7 +9,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createNodeClient } from '../../src/node/client/index.js';
-import type { ClusterStatus, NodeEvent } from '../../src/shared/view.js';
+import type { ClusterStatus, ClusterView, NodeEvent } from '../../src/shared/view.js';
 import { createSandbox, freePort, runCli, startCli, type CliResult, type Sandbox } from '../helpers/cli.js';
 import { createClusterNode, createMemoryStore, loadClusterKey } from '../../src/p2p/index.js';
 import { hiveShutdown } from '../../src/node/cluster-link.js';
@@ -138,6 +138,37 @@ describe('a cluster of real nodes on loopback', () => {
     ]);
     controller.abort();
     expect(models?.filter((m) => m.hive === idA)).toHaveLength(1);
+  });
+
+  it('stops a worker that runs on the other hive, from this node', async () => {
+    const idA = (await a.status()).self.id;
+    const spawned = await runCli(['workers', 'spawn', 'demo', '--json'], { env: a.sandbox.env });
+    expect(spawned.code, spawned.stderr).toBe(0);
+    const worker = JSON.parse(spawned.stdout) as { id: string };
+    // b's live view shows a's worker, under a's hive
+    const snapshotOfB = async (): Promise<ClusterView> => {
+      const controller = new AbortController();
+      const events = createNodeClient({ url: bSandbox.url }).nodeEvents({ signal: controller.signal });
+      const first = await events[Symbol.asyncIterator]().next();
+      controller.abort();
+      if (first.done === true || first.value.type !== 'snapshot') throw new Error('no snapshot');
+      return first.value.view;
+    };
+    await waitFor(
+      async () => (await snapshotOfB()).workers.some((w) => w.id === worker.id && w.hive === idA),
+      {
+        what: "a's worker in b's view",
+      },
+    );
+    const stopped = await runCli(['workers', 'stop', worker.id, '--json'], { env: bSandbox.env });
+    expect(stopped.code, stopped.stderr).toBe(0);
+    const onA = await createNodeClient({ url: a.sandbox.url }).get<{ workers: { id: string }[] }>(
+      '/v1/workers',
+    );
+    expect(onA.workers.map((w) => w.id)).not.toContain(worker.id);
+    // a worker no hive runs is NOT_FOUND (exit 3), not a hang
+    const missing = await runCli(['workers', 'stop', 'no-such-worker', '--json'], { env: bSandbox.env });
+    expect(missing.code).toBe(3);
   });
 
   it('keeps its queen when the other node leaves, and a restarted node keeps its id', async () => {

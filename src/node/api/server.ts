@@ -33,6 +33,8 @@ export interface ApiInit {
   cluster: () => ClusterStatus;
   /** Called once the shutdown request has been answered. */
   onShutdown: () => void;
+  /** A worker on another hive of the cluster (NOT_FOUND when none runs it). */
+  stopRemoteWorker: (id: string) => Promise<{ forced: boolean; hive: string }>;
   /** `{cluster: true}`: the queen tells every other hive to stop (this node stops after answering). */
   shutdownCluster: () => Promise<{ queen: string; term: number; hives: string[] }>;
 }
@@ -191,8 +193,14 @@ export function createApi(init: ApiInit) {
   });
 
   app.delete<{ Params: { id: string } }>('/v1/workers/:id', async (request) => {
-    const { forced } = await init.workers.stop(request.params.id, 'asked by the user');
-    return { stopped: request.params.id, forced };
+    const { id } = request.params;
+    if (init.workers.list().some((w) => w.id === id)) {
+      const { forced } = await init.workers.stop(id, 'asked by the user');
+      return { stopped: id, forced };
+    }
+    // not here: the hive that runs it stops it (the dashboard shows every hive's workers)
+    const { forced, hive } = await init.stopRemoteWorker(id);
+    return { stopped: id, forced, hive };
   });
 
   app.post('/v1/shutdown', async (request, reply) => {
