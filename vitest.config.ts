@@ -13,7 +13,10 @@ export default defineConfig({
     // Every node a test starts (in-process or spawned: children inherit this) talks to peers on
     // loopback only, with multicast discovery off; the namespace harness alone turns mDNS on, inside
     // namespaces it made, and a node refuses mDNS in the host's namespace while this guard is set.
+    // CI=0: Ink draws only the last frame when CI is set (as on a CI runner); the tests check what a
+    // person's terminal shows, the same on every machine.
     env: {
+      CI: '0',
       RBEE_MDNS: '0',
       RBEE_MDNS_REQUIRE_NETNS: '1',
       RBEE_CLUSTER_LISTEN: '/ip4/127.0.0.1/tcp/0',

@@ -87,7 +87,7 @@ describe('jobs', () => {
     expect(health).toMatchObject({ state: 'ready', pid: process.pid });
   });
 
-  it('stream narration from queen, hive and worker, then tokens, then done', async () => {
+  it('stream narration from the hive and its worker, then tokens, then done', async () => {
     const client = createNodeClient({ url });
     const { id, events: path } = await client.submitJob({
       model: 'demo',
@@ -99,7 +99,7 @@ describe('jobs', () => {
     expect(path).toBe(`/v1/jobs/${id}/events`);
     const events = await collect(id);
     const sources = new Set(events.flatMap((e) => (e.type === 'narration' ? [e.source] : [])));
-    expect(sources).toEqual(new Set(['queen', 'hive', 'worker']));
+    expect(sources).toEqual(new Set(['hive', 'worker']));
     expect(events.filter((e) => e.type === 'token').length).toBeGreaterThan(0);
     const done = events.at(-1);
     expect(done).toMatchObject({ type: 'done', finishReason: 'length', usage: { completionTokens: 8 } });
