@@ -60,7 +60,7 @@ const queenShutdown = defineMethod(
 export interface ClusterShutdown {
   queen: string;
   term: number;
-  /** Peer ids of the other hives told to stop. */
+  /** Peer ids of the hives that stop besides the node that asked (the queen among them). */
   hives: string[];
 }
 
@@ -227,7 +227,8 @@ export async function startClusterLink(init: ClusterLinkInit): Promise<ClusterLi
   node.rpc.handle(queenShutdown, async (_params, { peer }) => {
     const result = await commandShutdown(peer, `asked by ${nameOf(peer) ?? peer}`);
     setTimeout(() => init.onShutdown('the queen stops the cluster'), 50);
-    return result;
+    // seen from the asking node, the queen is one of the other hives that stop
+    return { ...result, hives: [...result.hives, self] };
   });
 
   let stopping: Promise<void> | undefined;

@@ -280,6 +280,7 @@ describe('queen commands', () => {
 
     // `rbee shutdown --cluster` on the follower: the queen stops every hive, then itself
     const followerNode = (await a.status()).isQueen ? b : a;
+    const queenId = (await (followerNode === a ? b : a).status()).self.id;
     const result = await runCli(['shutdown', '--cluster', '--json'], { env: followerNode.sandbox.env });
     expect(result.code, result.stderr).toBe(0);
     const stopped = JSON.parse(result.stdout) as {
@@ -287,6 +288,8 @@ describe('queen commands', () => {
       cluster: { hives: string[]; term: number };
     };
     expect(stopped.stopped).toBe(true);
+    // seen from the follower: one other hive stops, the queen
+    expect(stopped.cluster.hives).toEqual([queenId]);
     const [ea, eb] = await Promise.all([a.exited, b.exited]);
     expect(ea.code).toBe(0);
     expect(eb.code).toBe(0);
