@@ -185,6 +185,20 @@ describe('actions ask for confirmation and queue a command', () => {
     ]);
   });
 
+  it('says that a worker for another hive’s model starts on this node', () => {
+    // jupiter's model, asked for on mars (this node): the question says where the worker starts
+    const state = run(withView(), { type: 'switch-view', view: 'models' }, { type: 'ask-spawn' });
+    expect(state.dialog).toMatchObject({ kind: 'confirm' });
+    expect(state.dialog?.kind === 'confirm' ? state.dialog.question : '').toMatch(/on this node \(mars\)/);
+    const local = run(
+      withView(),
+      { type: 'switch-view', view: 'models' },
+      { type: 'move', delta: 1 },
+      { type: 'ask-spawn' },
+    );
+    expect(local.dialog?.kind === 'confirm' ? local.dialog.question : '').not.toMatch(/on this node/);
+  });
+
   it('pulls a typed ref: prompt, then confirm', () => {
     let state = run(withView(), { type: 'ask-pull' });
     expect(state.dialog?.kind).toBe('prompt');

@@ -206,7 +206,12 @@ function askFor(state: DashboardState, action: DashboardAction['type']): Dashboa
         return notice(state, 'info', 's spawns a worker for the model selected in Models (3)');
       }
       const { model } = row;
-      return confirm(state, `Spawn a worker for ${model.name} (${model.ref})?`, {
+      const local = cluster?.hives.find((h) => h.local);
+      const elsewhere =
+        local !== undefined && model.hive !== local.id
+          ? ` on this node (${local.name}); it fetches the model by its ref, since workers start where they are asked for`
+          : '';
+      return confirm(state, `Spawn a worker for ${model.name} (${model.ref})${elsewhere}?`, {
         kind: 'spawn',
         model: model.ref,
         hive: model.hive,
