@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -16,7 +16,6 @@ import {
 } from '../../src/node/hive/provisioner.js';
 import { openDatabase, type Database } from '../../src/node/store/db.js';
 import { createModelCatalog, type ModelCatalog } from '../../src/node/store/model-catalog.js';
-import type { RbeeError } from '../../src/shared/errors.js';
 import { tinyModelPath } from '../helpers/tiny-model.js';
 import { waitFor } from '../helpers/wait-for.js';
 import {
@@ -30,6 +29,7 @@ import {
   startServer,
   type TestServer,
 } from './gguf-http-server.js';
+import { failure, filesUnder, shaOfFile } from './provisioner-fixture.js';
 
 let tiny: Buffer;
 let tinySha: string;
@@ -74,41 +74,13 @@ afterEach(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-async function filesUnder(root: string): Promise<string[]> {
-  let entries;
-  try {
-    entries = await readdir(root, { withFileTypes: true });
-  } catch {
-    return [];
-  }
-  const out: string[] = [];
-  for (const entry of entries) {
-    const path = join(root, entry.name);
-    if (entry.isDirectory()) out.push(...(await filesUnder(path)));
-    else out.push(path);
-  }
-  return out;
-}
-
-async function failure(promise: Promise<unknown>): Promise<RbeeError> {
-  try {
-    await promise;
-  } catch (error) {
-    return error as RbeeError;
-  }
-  throw new Error('expected a failure');
-}
-
 /** What a user notices after a failed ensure: nothing on disk, nothing in the catalog. */
 async function expectNothingLeft(): Promise<void> {
   expect(await filesUnder(modelsDir)).toEqual([]);
   expect(catalog.list()).toEqual([]);
 }
 
-const sha = async (path: string): Promise<string> =>
-  createHash('sha256')
-    .update(await readFile(path))
-    .digest('hex');
+const sha = shaOfFile;
 
 describe('download from a URL', () => {
   it('stores the file, its sha256 and a row, with rising progress', async () => {
