@@ -115,12 +115,17 @@ export async function startClusterLink(init: ClusterLinkInit): Promise<ClusterLi
     return parsed.success ? parsed.data : undefined;
   };
 
-  const remotes = (): { id: string; lastSeen: number; state: HiveState }[] =>
-    node.view().flatMap((entry) => {
+  const remotes = (): { id: string; lastSeen: number; state: HiveState }[] => {
+    const view = node.view();
+    // members that left take their parsed states with them
+    const present = new Set(view.map((entry) => entry.id));
+    for (const id of remoteStates.keys()) if (!present.has(id)) remoteStates.delete(id);
+    return view.flatMap((entry) => {
       if (entry.id === self) return [];
       const state = remoteState(entry.id, entry.version, entry.state);
       return state === undefined ? [] : [{ id: entry.id, lastSeen: entry.lastSeen, state }];
     });
+  };
 
   const nameOf = (id: string): string | undefined =>
     id === self ? init.nodeName : remotes().find((r) => r.id === id)?.state.hive.name;

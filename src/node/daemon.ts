@@ -187,7 +187,7 @@ export async function startNode(
   let clusterState: ClusterStatus['state'] = config.cluster.enabled ? 'starting' : 'disabled';
   let clusterError: ClusterStatus['error'];
   const clusterStatus = (): ClusterStatus => {
-    const hives = liveView.snapshot().hives;
+    const hives = liveView.hives();
     if (observers.cluster !== undefined) return { ...observers.cluster.status(), hives };
     return {
       enabled: config.cluster.enabled,

@@ -41,6 +41,8 @@ export interface LiveViewInit {
 
 export interface LiveView {
   snapshot(): ClusterView;
+  /** Every hive of the cluster as dashboards see it (what `GET /v1/cluster` lists). */
+  hives(): HiveView[];
   /** This hive's own state, as published to the cluster. */
   localState(): HiveState;
   /** `origin: 'cluster'` when the change came from another member (it is not published again). */
@@ -203,6 +205,7 @@ export function createLiveView(init: LiveViewInit): LiveView {
       downloads: sections.downloads(),
       jobs: sections.jobs(),
     }),
+    hives: () => sections.hives(),
     localState: () => {
       const self = selfId();
       return {
