@@ -193,6 +193,37 @@ describe('Chat', () => {
     expectFits(text, 80, 24);
   });
 
+  it('streams a long answer without re-flowing the lines already on screen', () => {
+    let state = stateOf(
+      oneHive,
+      '5',
+      { type: 'chat-edit', edit: { insert: 'tell me a long story' } },
+      'enter',
+      { type: 'chat-accepted', turnId: 1, jobId: 'job-7' },
+    );
+    const words = ['a', 'tale', 'of', 'unexpectedly', 'long', 'words', 'and', 'short', 'ones', 'x'];
+    const transcript = (text: string): string[] => text.split('\n').slice(3, -2);
+    let previous: string[] | undefined;
+    for (let chunk = 0; chunk < 120; chunk += 1) {
+      const text = Array.from({ length: 12 }, (_, i) => words[(chunk * 7 + i * 3) % words.length]).join(' ');
+      state = reduce(state, { type: 'chat-tokens', turnId: 1, text: `${text} ` });
+      const lines = transcript(frame(state));
+      if (previous !== undefined) {
+        // Every finished line of the last frame is still there, the same, in the same order.
+        const finished = previous.slice(
+          0,
+          previous.findIndex((l) => l.includes('▍')),
+        );
+        const last = lines.lastIndexOf(finished.at(-1) ?? '');
+        expect(last, `chunk ${chunk}`).toBeGreaterThanOrEqual(0);
+        const kept = Math.min(finished.length, last + 1);
+        expect(lines.slice(last + 1 - kept, last + 1), `chunk ${chunk}`).toEqual(finished.slice(-kept));
+      }
+      previous = lines;
+    }
+    expect(state.chat.turns[0]?.answer.length).toBeGreaterThan(6000);
+  });
+
   it('shows the picker after Esc, and the status while waiting for the first token', () => {
     const picking = frame(stateOf(threeHives, '5', 'escape'));
     expect(picking).toContain('PICK A MODEL');

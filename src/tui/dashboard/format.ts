@@ -75,28 +75,81 @@ export function clip(text: string, width: number): string {
   return cell(text, width).trimEnd();
 }
 
+/** Word-wrapped lines, and where each one starts in the text. */
+export interface WrappedText {
+  lines: string[];
+  starts: number[];
+}
+
 /** Word-wraps `text` to lines of at most `width` characters, keeping explicit newlines. */
-export function wrapText(text: string, width: number): string[] {
+export function wrapTextAt(text: string, width: number): WrappedText {
   const w = Math.max(1, width);
   const lines: string[] = [];
+  const starts: number[] = [];
+  let base = 0;
   for (const paragraph of text.split('\n')) {
     let line = '';
+    let lineStart = base;
+    let pos = base;
     for (const word of paragraph.split(/(\s+)/)) {
+      const at = pos;
+      pos += word.length;
       if (word === '') continue;
       if (line.length + word.length <= w) {
+        if (line === '') lineStart = at;
         line += word;
         continue;
       }
-      if (line.trim() !== '') lines.push(line.trimEnd());
-      line = /^\s+$/.test(word) ? '' : word;
+      if (line.trim() !== '') {
+        lines.push(line.trimEnd());
+        starts.push(lineStart);
+      }
+      const blank = /^\s+$/.test(word);
+      line = blank ? '' : word;
+      lineStart = blank ? pos : at;
       while (line.length > w) {
         lines.push(line.slice(0, w));
+        starts.push(lineStart);
         line = line.slice(w);
+        lineStart += w;
       }
     }
     lines.push(line.trimEnd());
+    starts.push(lineStart);
+    base += paragraph.length + 1;
   }
-  return lines;
+  return { lines, starts };
+}
+
+export function wrapText(text: string, width: number): string[] {
+  return wrapTextAt(text, width).lines;
+}
+
+/**
+ * Word-wraps a text that only grows, such as a streaming answer, with the same result as
+ * `wrapText`: the lines before the last are final (a word that did not fit stays on the next line
+ * however long it grows), so each call wraps only the last line and what was appended since.
+ */
+export function createGrowingWrap(): (text: string, width: number) => string[] {
+  let last: { text: string; width: number; wrapped: WrappedText } | undefined;
+  return (text, width) => {
+    let wrapped: WrappedText;
+    if (last !== undefined && last.width === width && text.startsWith(last.text)) {
+      const { lines, starts } = last.wrapped;
+      // Re-wrap from the last line's start; a line that is empty at the very end of the text may
+      // be followed by more whitespace that merges with the run before it, so start one earlier.
+      let keep = lines.length - 1;
+      if ((starts[keep] ?? 0) >= last.text.length && keep > 0) keep -= 1;
+      const cut = starts[keep] ?? 0;
+      const tail = wrapTextAt(text.slice(cut), width);
+      wrapped = {
+        lines: lines.slice(0, keep).concat(tail.lines),
+        starts: starts.slice(0, keep).concat(tail.starts.map((s) => s + cut)),
+      };
+    } else wrapped = wrapTextAt(text, width);
+    last = { text, width, wrapped };
+    return wrapped.lines;
+  };
 }
 
 /** The start of a `height`-row window over `count` rows that keeps row `selected` visible, centred-ish. */

@@ -7,7 +7,7 @@
  */
 import { Box, Text } from 'ink';
 import type { ReactNode } from 'react';
-import { cell, formatBytes, formatMs, wrapText } from '../format.js';
+import { cell, createGrowingWrap, formatBytes, formatMs, wrapText } from '../format.js';
 import { chatModel, rowsFor, selectedIndex } from '../selectors.js';
 import type { ChatTurn } from '../state.js';
 import { useTheme, type Theme } from '../theme.js';
@@ -25,12 +25,25 @@ function summary(turn: ChatTurn): string {
   )} · ${finishReason}`;
 }
 
-/** Wraps only the end of a long text: the screen shows its last lines, and wrapping is per render. */
-function wrapTail(text: string, width: number, maxLines: number): string[] {
-  const budget = width * maxLines * 2;
-  if (text.length <= budget) return wrapText(text, width);
-  // The first wrapped line may start mid-word; it is dropped.
-  return wrapText(text.slice(-budget), width).slice(1);
+/** Answers' wraps, by turn id, for the newest turns: an answer is wrapped once, then only as it grows. */
+const answerWraps = new Map<number, ReturnType<typeof createGrowingWrap>>();
+const WRAPS_KEPT = 16;
+
+/**
+ * The answer's last `maxLines` lines. While tokens stream, the lines already shown stay exactly as
+ * they were (no re-flow), and only the newest text is wrapped, however long the answer grows.
+ */
+function answerTail(turn: ChatTurn, width: number, maxLines: number, cursor: boolean): string[] {
+  let wrap = answerWraps.get(turn.id);
+  if (wrap === undefined) {
+    wrap = createGrowingWrap();
+    answerWraps.set(turn.id, wrap);
+    for (const id of answerWraps.keys()) if (answerWraps.size > WRAPS_KEPT) answerWraps.delete(id);
+  }
+  const lines = wrap(turn.answer, width).slice(-maxLines);
+  if (!cursor) return lines;
+  const last = lines.at(-1) ?? '';
+  return last.length < width ? [...lines.slice(0, -1), `${last}▍`] : [...lines, '▍'].slice(-maxLines);
 }
 
 function turnLines(turn: ChatTurn, width: number, maxLines: number, theme: Theme): ReactNode[] {
@@ -46,8 +59,8 @@ function turnLines(turn: ChatTurn, width: number, maxLines: number, theme: Theme
   wrapText(`› ${turn.prompt}`, width).forEach((l, i) => push(`${k}p${i}`, l, theme.tokens.accent));
   push(`${k}m`, `  ${turn.model}`, theme.tokens.muted);
   const streaming = turn.state === 'sending' || turn.state === 'streaming';
-  const answer = turn.answer + (streaming && turn.answer !== '' ? '▍' : '');
-  if (answer !== '') wrapTail(answer, width, maxLines).forEach((l, i) => push(`${k}a${i}`, l));
+  if (turn.answer !== '')
+    answerTail(turn, width, maxLines, streaming).forEach((l, i) => push(`${k}a${i}`, l));
   if (turn.cancelling === true) push(`${k}s`, 'cancelling…', theme.tokens.warn);
   else if (streaming && turn.answer === '')
     push(`${k}s`, `waiting… ${turn.status ?? ''}`, theme.tokens.muted);
