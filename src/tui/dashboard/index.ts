@@ -9,6 +9,7 @@ import { render } from 'ink';
 import { RbeeError, toRbeeError } from '../../shared/errors.js';
 import type { NodeClient } from '../../node/client/index.js';
 import { DashboardApp, type WakeNode } from './app.js';
+import { installInkLineCache } from './ink-line-cache.js';
 import { ThemeContext, themeFromEnv } from './theme.js';
 
 export type { WakeNode } from './app.js';
@@ -60,6 +61,7 @@ export async function runDashboard(init: DashboardInit): Promise<number> {
     void settled.then(() => pending.delete(settled));
   };
 
+  await installInkLineCache();
   stdout.write(ENTER_ALT_SCREEN);
   let signalCode: number | undefined;
   let app: ReturnType<typeof render> | undefined;
