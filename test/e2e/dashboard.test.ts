@@ -1,60 +1,41 @@
 /**
- * The dashboard as a person uses it: `rbee` in a real terminal (tmux), against a real node with
- * the demo model. Open, switch views, chat and watch tokens stream, quit, terminal restored.
+ * rbee as a person uses it in a real terminal (tmux), against a real node. The dashboard with the
+ * demo model: open, switch views, chat and watch tokens stream, quit, terminal restored. And
+ * `rbee models pull` from a slow local server: a progress bar while it downloads, cleared after.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { createReadStream, statSync } from 'node:fs';
 import { afterEach, beforeEach, describe, expect, it, onTestFailed } from 'vitest';
+import { startServer, type TestServer } from '../node/gguf-http-server.js';
 import { CLI, createSandbox, runCli, type Sandbox } from '../helpers/cli.js';
+import { hasTmux, openTerminal, type Terminal } from '../helpers/tmux.js';
+import { tinyModelPath } from '../helpers/tiny-model.js';
 import { waitFor } from '../helpers/wait-for.js';
 
-const hasTmux = spawnSync('tmux', ['-V']).status === 0;
-
 let box: Sandbox;
-let session: string;
-
-const tmux = (...args: string[]): string => execFileSync('tmux', args, { encoding: 'utf8' });
-const screen = (): string => tmux('capture-pane', '-t', session, '-p');
-/** One key or one piece of text at a time, as a person types (a chunk with Enter reads as a paste). */
-const press = (...keys: string[]): void => {
-  for (const key of keys) tmux('send-keys', '-t', session, key);
-};
-const type = (text: string): void => void tmux('send-keys', '-t', session, '-l', text);
+let terminal: Terminal | undefined;
 
 beforeEach(async () => {
   box = await createSandbox();
-  session = `rbee-test-${process.pid}-${Date.now()}`;
 });
 afterEach(async () => {
-  spawnSync('tmux', ['kill-session', '-t', session]);
+  terminal?.kill();
+  terminal = undefined;
   await box.cleanup();
 });
 
+/** Opens `rbee ARGS` in a terminal; the test's failure message shows what the terminal last showed. */
+function open(args: string): { look: () => string; t: Terminal } {
+  const t = openTerminal(box, `'${process.execPath}' '${CLI}' ${args}`);
+  terminal = t;
+  let last = '';
+  onTestFailed(() => console.log(`the terminal showed:\n${last}`));
+  return { look: () => (last = t.screen()), t };
+}
+
 describe.skipIf(!hasTmux)('rbee dashboard in a terminal', () => {
   it('opens, switches views, streams a chat answer, and restores the terminal on quit', async () => {
-    let last = '';
-    const look = (): string => (last = screen());
-    onTestFailed(() => console.log(`the terminal showed:\n${last}`));
-    // a tmux server started elsewhere keeps its own environment: pass the node's settings explicitly
-    const vars = {
-      RBEE_HOME: box.home,
-      RBEE_PORT: String(box.port),
-      RBEE_MDNS: box.env.RBEE_MDNS ?? '0',
-      RBEE_MDNS_REQUIRE_NETNS: '1',
-      RBEE_CLUSTER_LISTEN: box.env.RBEE_CLUSTER_LISTEN ?? '',
-    };
-    tmux(
-      'new-session',
-      '-d',
-      '-s',
-      session,
-      '-x',
-      '100',
-      '-y',
-      '30',
-      ...Object.entries(vars).flatMap(([k, v]) => ['-e', `${k}=${v}`]),
-      // Ink draws only the last frame when CI is set at all (even empty); a person's terminal has none.
-      `env -u CI '${process.execPath}' '${CLI}'; echo "EXIT=$?"; sleep 30`,
-    );
+    const { look, t } = open('');
+    const { screen, press, type } = t;
     await waitFor(() => look().includes('● live'), { what: 'the dashboard to connect', timeoutMs: 60_000 });
     expect(screen()).toMatch(/1 Cluster/);
     expect(screen()).toContain('(this node)');
@@ -92,4 +73,38 @@ describe.skipIf(!hasTmux)('rbee dashboard in a terminal', () => {
     const status = await runCli(['node', 'status', '--json'], { env: box.env });
     expect(JSON.parse(status.stdout)).toMatchObject({ state: 'ready' });
   }, 240_000);
+});
+
+describe.skipIf(!hasTmux)('rbee models pull in a terminal', () => {
+  let server: TestServer;
+  beforeEach(async () => {
+    server = await startServer();
+  });
+  afterEach(() => server.close());
+
+  it('draws a progress bar while it downloads, then leaves only the narration and the result', async () => {
+    const model = await tinyModelPath();
+    const size = statSync(model).size;
+    // ~1 MB in ~2.5 s: long enough for several frames of the bar.
+    server.route('/slow.gguf', async (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': size });
+      for await (const chunk of createReadStream(model, { highWaterMark: 20_000 })) {
+        res.write(chunk);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      res.end();
+    });
+    const { look } = open(`models pull ${server.origin}/slow.gguf`);
+    await waitFor(() => /░+\s+\d+%\s+[\d.]+ [KM]B \/ 1\.0 MB\s+[\d.]+ [KM]B\/s/.test(look()), {
+      what: 'the progress bar',
+      timeoutMs: 60_000,
+    });
+    await waitFor(() => look().includes('EXIT=0'), { what: 'the pull to finish', timeoutMs: 60_000 });
+    const end = look();
+    expect(end).toContain('[keeper] node is asleep, waking it');
+    expect(end).toContain('[hive] downloading slow.gguf');
+    expect(end).toMatch(/pulled: \S+slow\.gguf\S* \(1\.0 MiB\)/);
+    // The spinner and the bar are cleared, not left behind.
+    expect(end).not.toMatch(/[⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏]|░|MB\/s/);
+  }, 120_000);
 });

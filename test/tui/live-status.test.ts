@@ -1,7 +1,7 @@
 import { PassThrough } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
-import { createLiveStatus } from '../../src/tui/cli/live-status.js';
+import { createLiveStatus, progressLine } from '../../src/tui/cli/live-status.js';
 import { createOutput } from '../../src/tui/cli/output.js';
 
 const SPINNER = /[⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏]/;
@@ -45,6 +45,50 @@ describe('rbee infer on a terminal', () => {
     expect(stderr.text().length).toBe(atFirstToken);
     expect(stdout.text()).toBe('Hello');
     live.stop(); // idempotent
+  });
+
+  it("draws a download's progress bar under the spinner, and drops it when the next step begins", async () => {
+    const stderr = fakeTerminal();
+    const stdout = fakeTerminal();
+    const live = createLiveStatus(stderr);
+    const output = createOutput({ json: false, stream: true, stdout, stderr, live });
+    const download = (bytes: number): void =>
+      output.event({
+        type: 'narration',
+        source: 'hive',
+        node: 'n',
+        jobId: 'j',
+        ts: 0,
+        text: 'downloading model.gguf',
+        progress: { bytes, totalBytes: 100e6, bytesPerSecond: 5e6, etaSeconds: (100e6 - bytes) / 5e6 },
+      });
+    download(40e6);
+    await sleep(150);
+    expect(stderr.text()).toContain(
+      '████████████░░░░░░░░░░░░░░░░░░  40%  40.0 MB / 100 MB  5.0 MB/s  ETA 12 s',
+    );
+    download(90e6);
+    await sleep(150);
+    expect(stderr.text()).toContain(' 90%  90.0 MB / 100 MB  5.0 MB/s  ETA 2 s');
+    const mark = stderr.text().length;
+    output.event({
+      type: 'narration',
+      source: 'worker',
+      node: 'n',
+      jobId: 'j',
+      ts: 0,
+      text: 'loading model',
+    });
+    await sleep(150);
+    const after = stderr.text().slice(mark);
+    expect(after).toContain('loading model');
+    expect(after).not.toContain('MB/s');
+    live.stop();
+  });
+
+  it('shows bytes and speed without a bar when the size is not known', () => {
+    expect(progressLine({ bytes: 1.5e6, bytesPerSecond: 2e6 })).toBe('1.5 MB  2.0 MB/s');
+    expect(progressLine({ bytes: 0, totalBytes: 10 }, 4)).toBe('░░░░   0%  0 B / 10 B');
   });
 
   it('draws no spinner without a live status (not a terminal, or --json)', () => {

@@ -34,7 +34,7 @@ export interface Keeper {
   withNode<T>(
     options: CommonOptions,
     fn: (client: NodeClient, output: Output) => Promise<T>,
-    kind?: { stream?: boolean },
+    kind?: { stream?: boolean; live?: LiveStatus | undefined },
   ): Promise<T>;
 }
 

@@ -63,6 +63,7 @@ export function createOutput(init: OutputInit): Output {
       } else if (live !== undefined) {
         live.line(`[${source}] ${text}`);
         live.status(text);
+        live.progress(undefined);
       } else {
         toStderr(`[${source}] ${text}`);
       }
@@ -72,9 +73,10 @@ export function createOutput(init: OutputInit): Output {
       switch (event.type) {
         case 'narration': {
           if (live !== undefined) {
-            // progress redraws the spinner's label; steps also stay as lines
+            // progress redraws the spinner's label and bar; steps also stay as lines
             if (event.progress === undefined) live.line(`[${event.source}] ${event.text}`);
-            return live.status(event.text);
+            live.status(event.text);
+            return live.progress(event.progress);
           }
           // Progress narration arrives several times a second; one line a second is enough on a log.
           if (event.progress !== undefined) {

@@ -263,48 +263,51 @@ function registerModels(root: Command, keeper: Keeper, json: () => Option, port:
     .argument('<ref>', 'demo, hf:org/repo[:quant], hf:org/repo/file.gguf, https://…/x.gguf, or a path')
     .addOption(json())
     .addOption(port())
-    .action((ref: string, opts: CommonOptions) =>
-      keeper.withNode(
-        opts,
-        async (client, output) => {
-          let lastLine = 0;
-          // On a terminal, one bar redrawn in place on stderr; otherwise a plain line a second.
-          const bar = process.stderr.isTTY && !output.json;
-          let barShown = false;
-          const done = await client.pullModel(resolveModelArg(ref), {
-            onProgress: (p) => {
-              if (output.json) return output.result(p, '');
-              if (p.phase === 'done') return; // the result line says it
-              const pct = p.totalBytes ? ` ${((100 * p.bytes) / p.totalBytes).toFixed(0)}%` : '';
-              const rate = p.bytesPerSecond ? ` ${mib(p.bytesPerSecond)}/s` : '';
-              const eta = p.etaSeconds !== undefined ? ` ETA ${Math.ceil(p.etaSeconds)} s` : '';
-              if (bar && p.phase === 'downloading') {
-                const width = 30;
-                const filled = p.totalBytes
-                  ? Math.min(width, Math.round((width * p.bytes) / p.totalBytes))
-                  : 0;
-                const line = `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}]${pct} ${mib(p.bytes)}${rate}${eta}`;
-                process.stderr.write(`\r\x1b[2K${line}`);
-                barShown = true;
-                return;
-              }
-              if (barShown) process.stderr.write('\n');
-              barShown = false;
-              const now = Date.now();
-              if (p.phase === 'downloading' && now - lastLine < 1000) return;
-              lastLine = now;
-              output.narrate('hive', p.message ?? `${p.phase} ${p.file ?? ref}${pct}${rate}${eta}`);
-            },
-          });
-          if (barShown) process.stderr.write('\n');
-          output.result(
-            done,
-            `${done.cached ? 'already on disk' : 'pulled'}: ${done.model.id} (${mib(done.model.bytes)})`,
-          );
-        },
-        { stream: true },
-      ),
-    );
+    .action(async (ref: string, opts: CommonOptions) => {
+      // A spinner and a progress bar on a terminal; a plain line a second elsewhere; never with --json.
+      const live =
+        opts.json !== true && process.stderr.isTTY
+          ? (await import('./live-status.js')).createLiveStatus(process.stderr)
+          : undefined;
+      try {
+        await keeper.withNode(
+          opts,
+          async (client, output) => {
+            let lastLine = 0;
+            let phase = '';
+            const done = await client.pullModel(resolveModelArg(ref), {
+              onProgress: (p) => {
+                if (output.json) return output.result(p, '');
+                if (p.phase === 'done') return; // the result line says it
+                const what = p.message ?? `${p.phase} ${p.file ?? ref}`;
+                if (live !== undefined && p.phase === 'downloading') {
+                  if (phase !== p.phase) live.line(`[hive] ${what}`);
+                  phase = p.phase;
+                  live.status(what);
+                  return live.progress(p);
+                }
+                phase = p.phase;
+                const now = Date.now();
+                if (p.phase === 'downloading' && now - lastLine < 1000) return;
+                lastLine = now;
+                const pct = p.totalBytes ? ` ${((100 * p.bytes) / p.totalBytes).toFixed(0)}%` : '';
+                const rate = p.bytesPerSecond ? ` ${mib(p.bytesPerSecond)}/s` : '';
+                const eta = p.etaSeconds !== undefined ? ` ETA ${Math.ceil(p.etaSeconds)} s` : '';
+                output.narrate('hive', p.message ?? `${p.phase} ${p.file ?? ref}${pct}${rate}${eta}`);
+              },
+            });
+            live?.stop();
+            output.result(
+              done,
+              `${done.cached ? 'already on disk' : 'pulled'}: ${done.model.id} (${mib(done.model.bytes)})`,
+            );
+          },
+          { stream: true, live },
+        );
+      } finally {
+        live?.stop();
+      }
+    });
 
   models
     .command('rm')
