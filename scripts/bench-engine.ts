@@ -1,7 +1,8 @@
 /**
  * `npm run bench:engine`: what rbee adds on top of llama.cpp, measured in one run on one model.
  *
- *   (a) node-llama-cpp in this process, no rbee — the floor
+ *   (a) node-llama-cpp in a process of its own that does nothing else, no rbee — the floor
+ *   (a′) the same in this benchmark process, beside the clients of (b) and (c), for comparison
  *   (b) an rbee worker process through the hive's local path (spawnWorker + IPC)
  *   (c) the full path: a real `rbee node`, the HTTP job API and SSE, this script as the client
  *
@@ -14,7 +15,7 @@
  *      BENCH_PRESET (small), BENCH_SKIP_CONCURRENCY=1.
  */
 import '../src/shared/polyfill.js';
-import { spawn } from 'node:child_process';
+import { fork, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -76,7 +77,7 @@ async function ensureModel(): Promise<string> {
   return path;
 }
 
-// (a) the floor: node-llama-cpp in this process.
+// (a′) node-llama-cpp in the calling process; (a) runs the same in a child of its own (below).
 async function createFloor(modelPath: string): Promise<{ run(): Promise<Sample>; dispose(): Promise<void> }> {
   const llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' as never });
   const model = await llama.loadModel({ modelPath });
@@ -108,6 +109,52 @@ async function createFloor(modelPath: string): Promise<{ run(): Promise<Sample>;
       await llama.dispose();
     },
   };
+}
+
+/**
+ * (a) the floor in a process of its own: this script again, as a child that loads the model and
+ * generates when asked. The benchmark process also hosts the clients of (b) and (c) (and a worker's
+ * heartbeats); a floor alone in its process is the cleaner condition. (a′) keeps the in-process
+ * figure beside it: one session-3 run measured 26 tok/s in-process against 41 alone, the next
+ * measured both at 39, so sharing the process is shown, not assumed.
+ */
+async function createFloorProcess(): Promise<{ run(): Promise<Sample>; dispose(): Promise<void> }> {
+  const child: ChildProcess = fork(import.meta.filename, [], {
+    execArgv: process.execArgv,
+    env: { ...process.env, BENCH_FLOOR_CHILD: '1' },
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
+  const next = (): Promise<unknown> =>
+    new Promise((resolveMessage, reject) => {
+      const onExit = (code: number | null): void => reject(new Error(`the floor process exited (${code})`));
+      child.once('exit', onExit);
+      child.once('message', (message) => {
+        child.off('exit', onExit);
+        resolveMessage(message);
+      });
+    });
+  await next(); // ready
+  return {
+    async run() {
+      const reply = next();
+      child.send('run');
+      return (await reply) as Sample;
+    },
+    async dispose() {
+      const exited = new Promise((res) => child.once('exit', res));
+      child.send('exit');
+      await exited;
+    },
+  };
+}
+
+async function floorChild(): Promise<void> {
+  const floor = await createFloor(await ensureModel());
+  process.on('message', (message) => {
+    if (message === 'run') void floor.run().then((sample) => process.send?.(sample));
+    else void floor.dispose().then(() => process.disconnect());
+  });
+  process.send?.('ready');
 }
 
 // (b) an rbee worker through the hive's local path.
@@ -236,11 +283,12 @@ async function main(): Promise<void> {
     `# bench:engine — ${PRESET} model, ${TOKENS} tokens, ${THREADS} thread(s), ${REPEATS} repeats, ` +
       `${cpus()[0]?.model ?? 'cpu'} ×${cpus().length}, ${Math.round(totalmem() / 2 ** 30)} GiB, node ${process.version}`,
   );
-  const floor = await createFloor(modelPath);
+  const floor = await createFloorProcess();
+  const shared = await createFloor(modelPath);
   const worker = await createWorkerPath(modelPath);
   const full = await createFullPath(modelPath);
-  const variants = { a: floor.run, b: worker.run, c: full.run } as const;
-  const samples: Record<keyof typeof variants, Sample[]> = { a: [], b: [], c: [] };
+  const variants = { a: floor.run, a2: shared.run, b: worker.run, c: full.run } as const;
+  const samples: Record<keyof typeof variants, Sample[]> = { a: [], a2: [], b: [], c: [] };
   try {
     for (const run of Object.values(variants)) await run(); // warm-up: loads, caches, JIT
     for (let r = 0; r < REPEATS; r++) {
@@ -254,6 +302,7 @@ async function main(): Promise<void> {
   } finally {
     await worker.worker.stop();
     await full.dispose();
+    await shared.dispose();
     await floor.dispose();
   }
   const med = (name: keyof typeof variants, key: keyof Sample): number =>
@@ -261,11 +310,12 @@ async function main(): Promise<void> {
   console.log('\n| path | generation tok/s | prompt tok/s | time to first token (ms) |');
   console.log('|---|---|---|---|');
   const labels = {
-    a: '(a) node-llama-cpp in-process',
+    a: '(a) node-llama-cpp, a process of its own',
+    a2: '(a′) node-llama-cpp in the benchmark process',
     b: '(b) rbee worker (IPC)',
     c: '(c) rbee node (HTTP + SSE)',
   };
-  for (const name of ['a', 'b', 'c'] as const) {
+  for (const name of ['a', 'a2', 'b', 'c'] as const) {
     console.log(
       `| ${labels[name]} | ${fmt(med(name, 'genTokS'))} | ${fmt(med(name, 'promptTokS'))} | ${fmt(med(name, 'ttftMs'))} |`,
     );
@@ -274,7 +324,7 @@ async function main(): Promise<void> {
     `\nratios: generation b/a ${fmt(med('b', 'genTokS') / med('a', 'genTokS'), 3)}, c/a ${fmt(
       med('c', 'genTokS') / med('a', 'genTokS'),
       3,
-    )}; prompt c/a ${fmt(med('c', 'promptTokS') / med('a', 'promptTokS'), 3)}; ` +
+    )}, a′/a ${fmt(med('a2', 'genTokS') / med('a', 'genTokS'), 3)}; prompt c/a ${fmt(med('c', 'promptTokS') / med('a', 'promptTokS'), 3)}; ` +
       `time to first token added by (c) over (a): ${fmt(med('c', 'ttftMs') - med('a', 'ttftMs'))} ms median`,
   );
   if (process.env.BENCH_SKIP_CONCURRENCY !== '1') {
@@ -286,4 +336,5 @@ async function main(): Promise<void> {
   }
 }
 
-await main();
+if (process.env.BENCH_FLOOR_CHILD === '1') await floorChild();
+else await main();
