@@ -2,6 +2,7 @@
 export { spawnWorker } from './worker/client.js';
 export { describeBackends, type BackendInfo } from './backends.js';
 export { defaultThreads, detectDevices, physicalCores } from './hardware.js';
+export { diagnoseEngine, type EngineDiagnosis } from './doctor.js';
 export { readModelInfo, type ModelInfo } from './model-info.js';
 export {
   DEFAULT_CONTEXT_CAP,

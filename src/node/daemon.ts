@@ -3,7 +3,16 @@
  */
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { isIP } from 'node:net';
-import { describeBackends, detectDevices, estimateWorkerMemory, spawnWorker } from '../engine/index.js';
+import { arch, platform } from 'node:os';
+import {
+  defaultThreads,
+  describeBackends,
+  detectDevices,
+  diagnoseEngine,
+  estimateWorkerMemory,
+  physicalCores,
+  spawnWorker,
+} from '../engine/index.js';
 import type { DeviceInfo } from '../engine/types.js';
 import { RbeeError, toRbeeError } from '../shared/errors.js';
 import type { Health } from '../shared/wire.js';
@@ -26,6 +35,8 @@ import { createMetrics, type Metrics } from './metrics.js';
 import { openDatabase } from './store/db.js';
 import { createModelCatalog } from './store/model-catalog.js';
 import { VERSION } from '../shared/version.js';
+import { doctorReport } from './doctor.js';
+import { freeDiskBytes } from './hive/disk-space.js';
 
 export interface RunningNode {
   url: string;
@@ -223,6 +234,27 @@ export async function startNode(
     live: liveView,
     metrics,
     backends: () => workerCatalog.list(),
+    doctor: async () => {
+      const [engine, found, free] = await Promise.all([
+        diagnoseEngine().catch((error: unknown) => ({ error: toRbeeError(error).message })),
+        detectDevices(),
+        freeDiskBytes(config.paths.models),
+      ]);
+      return doctorReport({
+        nodeName: config.nodeName,
+        nodeVersion: process.versions.node,
+        platform: platform(),
+        arch: arch(),
+        engine,
+        configuredThreads: config.threads,
+        physicalCores: physicalCores(),
+        defaultThreads: defaultThreads(),
+        devices: found,
+        backends: describeBackends(found),
+        modelsDir: config.paths.models,
+        freeDiskBytes: free,
+      });
+    },
     cluster: clusterStatus,
     onShutdown: () => void close('asked over the API'),
     stopRemoteWorker: async (id) => {

@@ -175,3 +175,29 @@ export const pullEventSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('error'), error: errorJsonSchema }),
 ]);
 export type PullEvent = z.infer<typeof pullEventSchema>;
+
+/** `GET /v1/doctor`: what `rbee doctor` checks on a node, each check with a fix when it has one. */
+export const doctorCheckSchema = z.object({
+  id: z.string(),
+  /** ok: fine; hint: fine, but something could be better; warn: likely to hurt; fail: broken. */
+  status: z.enum(['ok', 'hint', 'warn', 'fail']),
+  summary: z.string(),
+  fix: z.string().optional(),
+});
+export type DoctorCheck = z.infer<typeof doctorCheckSchema>;
+
+export const doctorReportSchema = z.object({
+  node: z.object({ name: z.string(), version: z.string(), nodeVersion: z.string(), platform: z.string() }),
+  engine: z.union([
+    z.object({
+      binary: z.enum(['prebuilt', 'localBuild']),
+      llamaCpp: z.object({ repo: z.string(), release: z.string() }),
+      systemInfo: z.string(),
+      cpuFeatures: z.array(z.string()),
+    }),
+    z.object({ error: z.string() }),
+  ]),
+  threads: z.object({ configured: z.number().optional(), effective: z.number(), physicalCores: z.number() }),
+  checks: z.array(doctorCheckSchema),
+});
+export type DoctorReport = z.infer<typeof doctorReportSchema>;

@@ -144,6 +144,10 @@ export function createFakeNodeClient(): FakeNodeClient {
       calls.push({ method: 'cluster', args: [] });
       return Promise.reject(new RbeeError('INTERNAL', 'the fake node has no cluster'));
     },
+    doctor() {
+      calls.push({ method: 'doctor', args: [] });
+      return Promise.reject(new RbeeError('INTERNAL', 'the fake node has no doctor'));
+    },
     nodeEvents(options: { signal?: AbortSignal } = {}) {
       calls.push({ method: 'nodeEvents', args: [] });
       const channel = createChannel<NodeEvent>(options.signal);

@@ -15,7 +15,7 @@ import type { LiveView } from '../live-view.js';
 import type { Metrics } from '../metrics.js';
 import { registerOpenAiRoutes } from './openai.js';
 import { openSse } from './sse.js';
-import type { ClusterStatus, NodeEvent, PullEvent } from '../../shared/view.js';
+import type { ClusterStatus, DoctorReport, NodeEvent, PullEvent } from '../../shared/view.js';
 
 export interface ApiInit {
   log: Logger;
@@ -29,6 +29,8 @@ export interface ApiInit {
   metrics: Metrics;
   /** The worker catalog: backends this machine can run, as last detected. */
   backends: () => unknown[];
+  /** What `rbee doctor` reports about this node. */
+  doctor: () => Promise<DoctorReport>;
   /** Members, queen and every hive of the cluster (this hive alone when clustering is off). */
   cluster: () => ClusterStatus;
   /** Called once the shutdown request has been answered. */
@@ -182,6 +184,7 @@ export function createApi(init: ApiInit) {
 
   app.get('/v1/cluster', () => init.cluster());
   app.get('/v1/backends', () => ({ backends: init.backends() }));
+  app.get('/v1/doctor', () => init.doctor());
   app.get('/v1/workers', () => ({ workers: init.workers.list(), breakers: init.workers.breakers() }));
 
   app.post('/v1/workers', async (request, reply) => {

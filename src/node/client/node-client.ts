@@ -18,9 +18,11 @@ import {
 } from '../../shared/wire.js';
 import {
   clusterStatusSchema,
+  doctorReportSchema,
   nodeEventSchema,
   pullEventSchema,
   type ClusterStatus,
+  type DoctorReport,
   type NodeEvent,
   type PullEvent,
 } from '../../shared/view.js';
@@ -67,6 +69,8 @@ export interface NodeClient {
   stopWorker(id: string, options?: { signal?: AbortSignal }): Promise<void>;
   /** Members, queen and hives of the cluster this node belongs to. */
   cluster(options?: { signal?: AbortSignal }): Promise<ClusterStatus>;
+  /** What `rbee doctor` checks on this node (loads llama.cpp there the first time, about a second). */
+  doctor(options?: { signal?: AbortSignal }): Promise<DoctorReport>;
   get<T>(path: string, options?: { signal?: AbortSignal }): Promise<T>;
 }
 
@@ -262,6 +266,10 @@ export function createNodeClient(init: NodeClientInit): NodeClient {
     async cluster(options = {}) {
       const response = await request('/v1/cluster', signalOf(options.signal));
       return clusterStatusSchema.parse(await response.json());
+    },
+    async doctor(options = {}) {
+      const response = await request('/v1/doctor', signalOf(options.signal));
+      return doctorReportSchema.parse(await response.json());
     },
     async get<T>(path: string, options: { signal?: AbortSignal } = {}) {
       const response = await request(path, signalOf(options.signal));

@@ -222,6 +222,28 @@ export function createProgram(init: ProgramInit): Command {
   registerModels(root, keeper, json, port);
   registerWorkers(root, keeper, json, port);
   registerCluster(root, keeper, json, port);
+
+  root
+    .command('doctor')
+    .description('check this machine: Node, the llama.cpp binary and CPU features, threads, GPUs, disk')
+    .addOption(json())
+    .addOption(port())
+    .action((opts: CommonOptions) =>
+      keeper.withNode(opts, async (client, output) => {
+        const report = await client.doctor();
+        const mark = { ok: '✓', hint: '•', warn: '!', fail: '✗' } as const;
+        const lines = [
+          `rbee ${report.node.version} on ${report.node.name} (${report.node.platform}, Node v${report.node.nodeVersion})`,
+          ...report.checks.flatMap((c) => [
+            `${mark[c.status]} ${c.summary}`,
+            ...(c.fix === undefined ? [] : [`  → ${c.fix}`]),
+          ]),
+        ];
+        output.result(report, lines.join('\n'));
+        // A failed check is a broken installation: say so in the exit code too.
+        if (report.checks.some((c) => c.status === 'fail')) process.exitCode = 1;
+      }),
+    );
   return root;
 }
 

@@ -1,0 +1,183 @@
+/**
+ * `rbee doctor` on a node: the facts that decide how fast and how safely this machine runs models
+ * (Node, the llama.cpp binary and the CPU features it found, threads, GPU backends, disk), turned
+ * into checks that each say what to do when something could be better.
+ */
+import type { BackendInfo, DeviceInfo, EngineDiagnosis } from '../engine/index.js';
+import { VERSION } from '../shared/version.js';
+import type { DoctorCheck, DoctorReport } from '../shared/view.js';
+
+export interface DoctorFacts {
+  nodeName: string;
+  /** process.versions.node */
+  nodeVersion: string;
+  platform: string;
+  arch: string;
+  engine: EngineDiagnosis | { error: string };
+  /** `threads` from config.json, when set. */
+  configuredThreads: number | undefined;
+  physicalCores: number;
+  defaultThreads: number;
+  devices: DeviceInfo;
+  backends: BackendInfo[];
+  modelsDir: string;
+  /** Free bytes where models are stored; undefined when the filesystem cannot say. */
+  freeDiskBytes: number | undefined;
+}
+
+/** The oldest Node rbee runs on (package.json `engines`). */
+const MIN_NODE = [20, 19] as const;
+/** Below this much free space a typical 4–8 GB model no longer fits. */
+const LOW_DISK_BYTES = 10 * 1e9;
+/** CPU features that decide llama.cpp's speed, listed when present. */
+const KEY_FEATURES = [
+  'AVX',
+  'AVX2',
+  'FMA',
+  'F16C',
+  'AVX512',
+  'AVX512_VNNI',
+  'AVX_VNNI',
+  'NEON',
+  'ARM_FMA',
+  'SVE',
+];
+
+const gb = (bytes: number): string => `${(bytes / 1e9).toFixed(1)} GB`;
+
+function nodeCheck(version: string): DoctorCheck {
+  const [major = 0, minor = 0] = version.split('.').map(Number);
+  const recent = major > MIN_NODE[0] || (major === MIN_NODE[0] && minor >= MIN_NODE[1]);
+  return recent
+    ? { id: 'node', status: 'ok', summary: `Node v${version}` }
+    : {
+        id: 'node',
+        status: 'fail',
+        summary: `Node v${version} is too old: rbee needs ${MIN_NODE.join('.')} or newer`,
+        fix: 'install Node 20.19 or newer, then `npm install` again',
+      };
+}
+
+function binaryCheck(engine: DoctorFacts['engine'], platform: string, arch: string): DoctorCheck {
+  if ('error' in engine) {
+    return {
+      id: 'llama-binary',
+      status: 'fail',
+      summary: `llama.cpp did not load: ${engine.error}`,
+      fix: `reinstall rbee's dependencies (\`npm install\`); the CPU binary comes in @node-llama-cpp/${platform}-${arch}`,
+    };
+  }
+  const release = `llama.cpp ${engine.llamaCpp.release}`;
+  if (engine.binary === 'localBuild') {
+    return { id: 'llama-binary', status: 'ok', summary: `${release}, built on this machine` };
+  }
+  return {
+    id: 'llama-binary',
+    status: 'hint',
+    summary: `${release}, the prebuilt binary from npm`,
+    fix:
+      'a binary built on this machine generated up to 15% faster at 1 thread (more with several) ' +
+      'where rbee was measured: ' +
+      '`npx --no node-llama-cpp source download --gpu false` (about 5 minutes, no download needed); ' +
+      'workers started afterwards use it',
+  };
+}
+
+function cpuCheck(engine: DoctorFacts['engine'], arch: string): DoctorCheck | undefined {
+  if ('error' in engine) return undefined;
+  const present = new Set(engine.cpuFeatures);
+  const listed = KEY_FEATURES.filter((f) => present.has(f));
+  if (arch === 'x64' && !present.has('AVX2')) {
+    return {
+      id: 'cpu-features',
+      status: 'warn',
+      summary: `llama.cpp found no AVX2 on this CPU${listed.length > 0 ? ` (has ${listed.join(', ')})` : ''}`,
+      fix: 'generation runs several times slower without AVX2; prefer a machine that has it, or a GPU',
+    };
+  }
+  return {
+    id: 'cpu-features',
+    status: 'ok',
+    summary: `CPU features used by llama.cpp: ${listed.length > 0 ? listed.join(', ') : 'none of note'}`,
+  };
+}
+
+function threadsCheck(facts: DoctorFacts): DoctorCheck {
+  const threads = facts.configuredThreads ?? facts.defaultThreads;
+  const cores = facts.physicalCores;
+  const of = `${threads} generation thread${threads === 1 ? '' : 's'} on ${cores} physical core${cores === 1 ? '' : 's'}`;
+  if (facts.configuredThreads !== undefined && cores > 1 && threads >= cores) {
+    return {
+      id: 'threads',
+      status: 'warn',
+      summary: `${of}: none is left to the node`,
+      fix:
+        `llama.cpp's threads spin-wait, and competing with the node for a core slowed generation 1.5–8× ` +
+        `where rbee was measured; set \`threads\` to ${facts.defaultThreads} in config.json or remove it`,
+    };
+  }
+  return {
+    id: 'threads',
+    status: 'ok',
+    summary: `${of}${facts.configuredThreads === undefined ? ' (the default)' : ' (config.json)'}`,
+  };
+}
+
+function gpuCheck(facts: DoctorFacts): DoctorCheck {
+  const gpus = facts.backends.filter((b) => b.name !== 'cpu' && b.available);
+  if (gpus.length > 0) {
+    return {
+      id: 'gpu',
+      status: 'ok',
+      summary: gpus.map((b) => `${b.name}: ${b.devices.join(', ')}`).join('; '),
+    };
+  }
+  if (facts.devices.gpuProbeError !== undefined) {
+    return {
+      id: 'gpu',
+      status: 'warn',
+      summary: `GPU detection failed: ${facts.devices.gpuProbeError}`,
+      fix: 'workers run on the CPU; check the GPU driver, then restart the node (`rbee node stop`)',
+    };
+  }
+  return { id: 'gpu', status: 'ok', summary: 'no GPU found: workers run on the CPU' };
+}
+
+function diskCheck(facts: DoctorFacts): DoctorCheck | undefined {
+  if (facts.freeDiskBytes === undefined) return undefined;
+  const summary = `${gb(facts.freeDiskBytes)} free for models in ${facts.modelsDir}`;
+  return facts.freeDiskBytes < LOW_DISK_BYTES
+    ? {
+        id: 'disk',
+        status: 'warn',
+        summary,
+        fix: 'a typical 7–8B model needs 4–8 GB: free space, or remove models with `rbee models rm`',
+      }
+    : { id: 'disk', status: 'ok', summary };
+}
+
+export function doctorReport(facts: DoctorFacts): DoctorReport {
+  const checks = [
+    nodeCheck(facts.nodeVersion),
+    binaryCheck(facts.engine, facts.platform, facts.arch),
+    cpuCheck(facts.engine, facts.arch),
+    threadsCheck(facts),
+    gpuCheck(facts),
+    diskCheck(facts),
+  ].filter((c): c is DoctorCheck => c !== undefined);
+  return {
+    node: {
+      name: facts.nodeName,
+      version: VERSION,
+      nodeVersion: facts.nodeVersion,
+      platform: `${facts.platform} ${facts.arch}`,
+    },
+    engine: facts.engine,
+    threads: {
+      ...(facts.configuredThreads === undefined ? {} : { configured: facts.configuredThreads }),
+      effective: facts.configuredThreads ?? facts.defaultThreads,
+      physicalCores: facts.physicalCores,
+    },
+    checks,
+  };
+}
