@@ -160,6 +160,15 @@ describe('a cluster of real nodes on loopback', () => {
         what: "a's worker in b's view",
       },
     );
+    // `rbee workers ls` on b lists it too, under a's hive name
+    const nameOfA = (await a.status()).self.name;
+    const listed = await runCli(['workers', 'ls', '--json'], { env: bSandbox.env });
+    expect(listed.code, listed.stderr).toBe(0);
+    expect(JSON.parse(listed.stdout)).toContainEqual(
+      expect.objectContaining({ id: worker.id, hive: idA, hiveName: nameOfA, local: false }) as unknown,
+    );
+    const plainList = await runCli(['workers', 'ls'], { env: bSandbox.env });
+    expect(plainList.stdout).toContain(`${worker.id}\t${nameOfA}\t`);
     const stopped = await runCli(['workers', 'stop', worker.id, '--json'], { env: bSandbox.env });
     expect(stopped.code, stopped.stderr).toBe(0);
     const onA = await createNodeClient({ url: a.sandbox.url }).get<{ workers: { id: string }[] }>(

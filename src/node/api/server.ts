@@ -183,6 +183,18 @@ export function createApi(init: ApiInit) {
   });
 
   app.get('/v1/cluster', () => init.cluster());
+  // Every worker of the cluster, each with its hive's name: what `rbee workers ls` lists.
+  app.get('/v1/cluster/workers', () => {
+    const view = init.live.snapshot();
+    const names = new Map(view.hives.map((h) => [h.id, h]));
+    return {
+      workers: view.workers.map((w) => ({
+        ...w,
+        hiveName: names.get(w.hive)?.name ?? w.hive,
+        local: names.get(w.hive)?.local ?? false,
+      })),
+    };
+  });
   app.get('/v1/backends', () => ({ backends: init.backends() }));
   app.get('/v1/doctor', () => init.doctor());
   app.get('/v1/workers', () => ({ workers: init.workers.list(), breakers: init.workers.breakers() }));

@@ -365,21 +365,22 @@ function registerModels(root: Command, keeper: Keeper, json: () => Option, port:
 
 interface WorkerLike {
   id: string;
+  hiveName: string;
+  local: boolean;
   pid: number;
   model: string;
   state: string;
   slots: number;
   slotsBusy: number;
-  threads: number;
   memoryBytes: number;
   tokensPerSecond: number;
 }
 
 function registerWorkers(root: Command, keeper: Keeper, json: () => Option, port: () => Option): void {
-  const workers = root.command('workers').description('workers (llama.cpp processes) on this node');
+  const workers = root.command('workers').description('workers (llama.cpp processes) of the cluster');
   workers
     .command('ls')
-    .description('list running workers')
+    .description('list the workers running on every hive of the cluster')
     .addOption(json())
     .addOption(port())
     .action(async (opts: CommonOptions) => {
@@ -387,7 +388,7 @@ function registerWorkers(root: Command, keeper: Keeper, json: () => Option, port
       const output = keeper.output(opts);
       const { workers: rows } = await keeper
         .client(opts)
-        .get<{ workers: WorkerLike[] }>('/v1/workers')
+        .get<{ workers: WorkerLike[] }>('/v1/cluster/workers')
         .catch((error: unknown) => {
           if (error instanceof RbeeError && error.code === 'NODE_UNREACHABLE') return { workers: [] };
           throw error;
@@ -399,7 +400,8 @@ function registerWorkers(root: Command, keeper: Keeper, json: () => Option, port
           : rows
               .map(
                 (w) =>
-                  `${w.id}\tpid ${w.pid}\t${w.model}\t${w.state}\t${w.slotsBusy}/${w.slots} slots\t` +
+                  `${w.id}\t${w.hiveName}${w.local ? ' (this node)' : ''}\tpid ${w.pid}\t${w.model}\t` +
+                  `${w.state}\t${w.slotsBusy}/${w.slots} slots\t` +
                   `${w.tokensPerSecond.toFixed(1)} tok/s\t${mib(w.memoryBytes)}`,
               )
               .join('\n'),
