@@ -20,6 +20,7 @@ const fileConfigSchema = z
   .object({
     host: z.string().optional(),
     port: z.number().int().min(0).max(65535).optional(),
+    auth: z.enum(['remote', 'always']).optional(),
     logLevel: logLevelSchema.optional(),
     nodeName: z.string().min(1).max(64).optional(),
     threads: z.number().int().positive().optional(),
@@ -65,6 +66,11 @@ export interface NodeConfig {
   paths: DataPaths;
   host: string;
   port: number;
+  /**
+   * Who needs an API key: clients beyond this machine (`remote`, the default), or every client
+   * (`always`, e.g. on a shared machine). Env RBEE_AUTH.
+   */
+  auth: 'remote' | 'always';
   logLevel: z.infer<typeof logLevelSchema>;
   nodeName: string;
   /** Worker threads; undefined means the engine default (physical cores less one). */
@@ -182,9 +188,14 @@ export function loadNodeConfig(
   if (!logLevel.success) {
     throw new RbeeError('CONFIG_INVALID', `log level must be one of ${logLevelSchema.options.join(', ')}`);
   }
+  const auth = env.RBEE_AUTH === undefined || env.RBEE_AUTH === '' ? (file.auth ?? 'remote') : env.RBEE_AUTH;
+  if (auth !== 'remote' && auth !== 'always') {
+    throw new RbeeError('CONFIG_INVALID', `RBEE_AUTH must be remote or always, not ${auth}`);
+  }
   return {
     paths,
     host: overrides.host ?? env.RBEE_HOST ?? file.host ?? DEFAULT_HOST,
+    auth,
     port: overrides.port ?? parsePort(env.RBEE_PORT, 'RBEE_PORT') ?? file.port ?? DEFAULT_PORT,
     logLevel: logLevel.data,
     nodeName: file.nodeName ?? hostname(),

@@ -25,6 +25,7 @@ import { createMemoryChecker } from './hive/memory-checker.js';
 import { createRestartPolicy } from './hive/restart-policy.js';
 import { createMemoryObservations } from './store/memory-observations.js';
 import { createWorkerCatalog } from './store/worker-catalog.js';
+import { createApiKeyStore } from './store/api-keys.js';
 import { createWorkerPool } from './hive/worker-pool.js';
 import { createJobManager } from './jobs/job-manager.js';
 import { createJobRunner } from './jobs/run-job.js';
@@ -70,12 +71,6 @@ export async function startNode(
   config: NodeConfig,
   options: { foreground?: boolean } = {},
 ): Promise<RunningNode> {
-  if (!LOOPBACK.has(config.host)) {
-    throw new RbeeError(
-      'CONFIG_INVALID',
-      `refusing to listen on ${config.host}: binding beyond loopback needs API keys, which this version does not have yet`,
-    );
-  }
   mkdirSync(config.paths.models, { recursive: true });
   const log = createLogger({
     file: config.paths.nodeLog,
@@ -223,6 +218,7 @@ export async function startNode(
   let closing: Promise<void> | undefined;
   let clusterStarting: Promise<void> = Promise.resolve();
 
+  const apiKeys = createApiKeyStore(db);
   const api = createApi({
     log,
     health,
@@ -234,6 +230,8 @@ export async function startNode(
     live: liveView,
     metrics,
     backends: () => workerCatalog.list(),
+    keys: apiKeys,
+    auth: config.auth,
     doctor: async () => {
       const [engine, found, free] = await Promise.all([
         diagnoseEngine().catch((error: unknown) => ({ error: toRbeeError(error).message })),
@@ -355,6 +353,15 @@ export async function startNode(
   const pidFile: PidFile = { pid: process.pid, host: config.host, port, url, startedAt };
   writeFileSync(config.paths.pidFile, JSON.stringify(pidFile));
   state = 'ready';
+  if (!LOOPBACK.has(config.host)) {
+    // Reachable from the LAN: every client there needs an API key (src/node/api/auth.ts).
+    log.warn(
+      { host: config.host, keys: apiKeys.count() },
+      apiKeys.count() === 0
+        ? `listening on ${config.host}: clients on other machines need an API key, and none exists yet (rbee keys create)`
+        : `listening on ${config.host}: clients on other machines need an API key`,
+    );
+  }
   // GPU probing can take seconds: the API is up meanwhile and the hive view fills in when done.
   detectDevices()
     .then((found) => {

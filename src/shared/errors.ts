@@ -8,6 +8,8 @@ export const ERROR_CODES = {
   MODEL_REF_INVALID: { exit: 2, http: 400 },
   PROMPT_MISSING: { exit: 2, http: 400 },
   CONFIG_INVALID: { exit: 2, http: 400 },
+  // no API key, or one this node does not know (clients beyond this machine need one)
+  UNAUTHORIZED: { exit: 2, http: 401 },
   // something named does not exist
   MODEL_NOT_FOUND: { exit: 3, http: 404 },
   JOB_NOT_FOUND: { exit: 3, http: 404 },

@@ -94,6 +94,45 @@ describe.skipIf(!support.ok)(title, () => {
     expect(await lab.agreedQueen(nodes)).toBeDefined();
   });
 
+  it('refuse API clients on other machines without an API key when bound beyond loopback', async () => {
+    const [server, client] = [nodes[1]!, nodes[2]!];
+    await lab.kill(server);
+    await lab.start(server, { RBEE_HOST: '0.0.0.0' });
+    const remote = `http://${server.host.ip}:7833`;
+    const statusFrom = (extra: string[], path: string): Promise<string> =>
+      lab.net.exec(client.host, [
+        'curl',
+        '-s',
+        '-o',
+        '/dev/null',
+        '-w',
+        '%{http_code}',
+        ...extra,
+        `${remote}${path}`,
+      ]);
+    expect(await statusFrom([], '/health')).toBe('200');
+    expect(await statusFrom([], '/v1/models')).toBe('401');
+    // keys are made on the node's own machine, and only there
+    expect(
+      await statusFrom(['-X', 'POST', '-H', 'content-type: application/json', '-d', '{}'], '/v1/keys'),
+    ).toBe('401');
+    const created = await lab.net.exec(server.host, [
+      'curl',
+      '-sf',
+      '-X',
+      'POST',
+      '-H',
+      'content-type: application/json',
+      '-d',
+      '{"name":"lan"}',
+      'http://127.0.0.1:7833/v1/keys',
+    ]);
+    const { key } = JSON.parse(created) as { key: string };
+    expect(await statusFrom(['-H', `authorization: Bearer ${key}`], '/v1/models')).toBe('200');
+    expect(await statusFrom(['-H', `x-api-key: ${key}`], '/v1/cluster')).toBe('200');
+    expect(await statusFrom(['-H', 'authorization: Bearer rbee_not-a-key'], '/v1/models')).toBe('401');
+  });
+
   it('report two live nodes with one peer id (a copied data directory)', async () => {
     const original = nodes[0]!;
     const copy = await lab.addNode();

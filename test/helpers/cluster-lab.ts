@@ -26,8 +26,8 @@ export interface ClusterLab {
   nodes: LabNode[];
   /** Adds a host and its data directory; `key: 'own'` gives it a cluster key of its own. */
   addNode(options?: { key?: 'shared' | 'own' }): Promise<LabNode>;
-  /** Starts (or restarts) a node and waits until its cluster layer runs. */
-  start(node: LabNode): Promise<void>;
+  /** Starts (or restarts) a node and waits until its cluster layer runs; `env` adds settings. */
+  start(node: LabNode, env?: NodeJS.ProcessEnv): Promise<void>;
   kill(node: LabNode): Promise<void>;
   status(node: LabNode): Promise<ClusterStatus>;
   /**
@@ -80,8 +80,8 @@ export async function createClusterLab(count: number): Promise<ClusterLab> {
       }
       return node;
     },
-    async start(node) {
-      const child = net.spawn(node.host, [process.execPath, CLI, 'node'], envOf(node));
+    async start(node, env = {}) {
+      const child = net.spawn(node.host, [process.execPath, CLI, 'node'], { ...envOf(node), ...env });
       let stderr = '';
       child.stderr?.setEncoding('utf8').on('data', (d: string) => (stderr += d));
       child.stdout?.resume();

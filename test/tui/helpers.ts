@@ -144,6 +144,12 @@ export function createFakeNodeClient(): FakeNodeClient {
       calls.push({ method: 'cluster', args: [] });
       return Promise.reject(new RbeeError('INTERNAL', 'the fake node has no cluster'));
     },
+    post() {
+      return Promise.reject(new RbeeError('INTERNAL', 'the fake node takes no posts'));
+    },
+    delete() {
+      return Promise.reject(new RbeeError('INTERNAL', 'the fake node deletes nothing'));
+    },
     doctor() {
       calls.push({ method: 'doctor', args: [] });
       return Promise.reject(new RbeeError('INTERNAL', 'the fake node has no doctor'));

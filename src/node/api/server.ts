@@ -15,6 +15,8 @@ import type { LiveView } from '../live-view.js';
 import type { Metrics } from '../metrics.js';
 import { registerOpenAiRoutes } from './openai.js';
 import { openSse } from './sse.js';
+import type { ApiKeyStore } from '../store/api-keys.js';
+import { createAuthHook, type AuthMode } from './auth.js';
 import type { ClusterStatus, DoctorReport, NodeEvent, PullEvent } from '../../shared/view.js';
 
 export interface ApiInit {
@@ -31,6 +33,9 @@ export interface ApiInit {
   backends: () => unknown[];
   /** What `rbee doctor` reports about this node. */
   doctor: () => Promise<DoctorReport>;
+  keys: ApiKeyStore;
+  /** Who needs an API key: clients beyond this machine (`remote`), or every client (`always`). */
+  auth: AuthMode;
   /** Members, queen and every hive of the cluster (this hive alone when clustering is off). */
   cluster: () => ClusterStatus;
   /** Called once the shutdown request has been answered. */
@@ -52,6 +57,7 @@ function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
 
 const modelBodySchema = z.object({ model: z.string().min(1).max(2048) });
 const shutdownBodySchema = z.object({ cluster: z.boolean().optional() });
+const keyBodySchema = z.object({ name: z.string().min(1).max(100).optional() });
 
 function writeSse(reply: FastifyReply, index: number, event: JobEvent | NodeEvent | PullEvent): void {
   reply.raw.write(`id: ${index}\nevent: ${event.type}\ndata: ${JSON.stringify(event)}\n\n`);
@@ -84,6 +90,8 @@ export function createApi(init: ApiInit) {
       .status(404)
       .send({ error: { code: 'NOT_FOUND', message: `no route ${request.method} ${request.url}` } });
   });
+
+  app.addHook('onRequest', createAuthHook({ keys: init.keys, mode: () => init.auth }));
 
   app.addHook('onResponse', (request, reply, done) => {
     init.metrics.observeRequest(request.routeOptions.url ?? 'unmatched', request.method, reply.statusCode);
@@ -197,6 +205,16 @@ export function createApi(init: ApiInit) {
   });
   app.get('/v1/backends', () => ({ backends: init.backends() }));
   app.get('/v1/doctor', () => init.doctor());
+
+  app.get('/v1/keys', () => ({ keys: init.keys.list() }));
+  app.post('/v1/keys', (request, reply) => {
+    const { name } = parseBody(keyBodySchema, request.body ?? {});
+    void reply.status(201).send(init.keys.create(name ?? 'unnamed'));
+  });
+  app.delete<{ Params: { id: string } }>('/v1/keys/:id', (request) => {
+    init.keys.remove(request.params.id);
+    return { removed: request.params.id };
+  });
   app.get('/v1/workers', () => ({ workers: init.workers.list(), breakers: init.workers.breakers() }));
 
   app.post('/v1/workers', async (request, reply) => {

@@ -33,6 +33,8 @@ export type ClusterShutdown = z.infer<typeof clusterShutdownSchema>;
 export interface NodeClientInit {
   /** e.g. http://127.0.0.1:7833 */
   url: string;
+  /** An API key of that node (`rbee keys create`): needed beyond its machine. */
+  apiKey?: string | undefined;
 }
 
 export interface NodeClient {
@@ -72,6 +74,8 @@ export interface NodeClient {
   /** What `rbee doctor` checks on this node (loads llama.cpp there the first time, about a second). */
   doctor(options?: { signal?: AbortSignal }): Promise<DoctorReport>;
   get<T>(path: string, options?: { signal?: AbortSignal }): Promise<T>;
+  post<T>(path: string, body: unknown, options?: { signal?: AbortSignal }): Promise<T>;
+  delete<T>(path: string, options?: { signal?: AbortSignal }): Promise<T>;
 }
 
 const HEALTH_TIMEOUT_MS = 2_000;
@@ -124,7 +128,7 @@ async function readAll(response: IncomingMessage): Promise<string> {
 async function* eventStream(
   base: string,
   path: string,
-  init: { method?: 'GET' | 'POST'; body?: unknown; signal?: AbortSignal },
+  init: { method?: 'GET' | 'POST'; body?: unknown; signal?: AbortSignal; headers?: Record<string, string> },
 ): AsyncGenerator<string> {
   const url = new URL(`${base}${path}`);
   const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
@@ -137,6 +141,7 @@ async function* eventStream(
         {
           method: init.method ?? 'GET',
           headers: {
+            ...init.headers,
             accept: 'text/event-stream',
             ...(body === undefined ? {} : { 'content-type': 'application/json' }),
           },
@@ -163,11 +168,16 @@ async function* eventStream(
 
 export function createNodeClient(init: NodeClientInit): NodeClient {
   const base = init.url.replace(/\/+$/, '');
+  const auth: Record<string, string> =
+    init.apiKey === undefined || init.apiKey === '' ? {} : { authorization: `Bearer ${init.apiKey}` };
 
   async function request(path: string, initReq: RequestInit & { signal?: AbortSignal }): Promise<Response> {
     let response: Response;
     try {
-      response = await fetch(`${base}${path}`, initReq);
+      response = await fetch(`${base}${path}`, {
+        ...initReq,
+        headers: { ...(initReq.headers as Record<string, string> | undefined), ...auth },
+      });
     } catch (error) {
       if (initReq.signal?.aborted === true) throw error;
       throw new RbeeError('NODE_UNREACHABLE', `no rbee node answers at ${base}`, { cause: error });
@@ -211,7 +221,7 @@ export function createNodeClient(init: NodeClientInit): NodeClient {
     },
     async *jobEvents(id, options = {}) {
       const path = `/v1/jobs/${encodeURIComponent(id)}/events`;
-      for await (const data of eventStream(base, path, signalOf(options.signal))) {
+      for await (const data of eventStream(base, path, { ...signalOf(options.signal), headers: auth })) {
         const event = jobEventSchema.parse(JSON.parse(data));
         yield event;
         if (isTerminal(event)) return;
@@ -229,11 +239,15 @@ export function createNodeClient(init: NodeClientInit): NodeClient {
       return z.object({ cluster: clusterShutdownSchema }).parse(await response.json()).cluster;
     },
     async *nodeEvents(options = {}) {
-      for await (const data of eventStream(base, '/v1/events', signalOf(options.signal)))
+      for await (const data of eventStream(base, '/v1/events', {
+        ...signalOf(options.signal),
+        headers: auth,
+      }))
         yield nodeEventSchema.parse(JSON.parse(data));
     },
     async pullModel(ref, options = {}) {
       const stream = eventStream(base, '/v1/models/pull', {
+        headers: auth,
         method: 'POST',
         body: { model: ref },
         ...signalOf(options.signal),
@@ -273,6 +287,14 @@ export function createNodeClient(init: NodeClientInit): NodeClient {
     },
     async get<T>(path: string, options: { signal?: AbortSignal } = {}) {
       const response = await request(path, signalOf(options.signal));
+      return (await response.json()) as T;
+    },
+    async post<T>(path: string, body: unknown, options: { signal?: AbortSignal } = {}) {
+      const response = await postJson(path, body, options.signal);
+      return (await response.json()) as T;
+    },
+    async delete<T>(path: string, options: { signal?: AbortSignal } = {}) {
+      const response = await request(path, { method: 'DELETE', ...signalOf(options.signal) });
       return (await response.json()) as T;
     },
   };

@@ -51,4 +51,14 @@ export const MIGRATIONS: readonly string[] = [
     value TEXT NOT NULL
   ) STRICT;
   `,
+  // 5: API keys for clients beyond this machine; only their sha256 is kept
+  `
+  CREATE TABLE api_keys (
+    id           TEXT PRIMARY KEY,
+    name         TEXT NOT NULL,
+    hash         TEXT NOT NULL UNIQUE,
+    created_at   INTEGER NOT NULL,
+    last_used_at INTEGER
+  ) STRICT;
+  `,
 ];

@@ -46,7 +46,7 @@ export function createKeeper(init: { mainScript: string; env: NodeJS.ProcessEnv 
   };
   const keeper: Keeper = {
     mainScript: init.mainScript,
-    client: (options) => createNodeClient({ url: url(options) }),
+    client: (options) => createNodeClient({ url: url(options), apiKey: env.RBEE_API_KEY }),
     output: (options, kind = {}) =>
       createOutput({
         json: options.json === true,

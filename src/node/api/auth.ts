@@ -1,0 +1,55 @@
+/**
+ * Who may use the HTTP API. Clients on this machine (loopback) are its owner and need nothing;
+ * every other client shows an API key (`Authorization: Bearer rbee_…`, as OpenAI clients send it,
+ * or `x-api-key`). With `auth: "always"` clients on this machine need one too (but the first key
+ * can be created without one). `/health` stays open for probes; keys are managed only from this
+ * machine.
+ */
+import type { FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify';
+import { RbeeError } from '../../shared/errors.js';
+import type { ApiKeyStore } from '../store/api-keys.js';
+
+export type AuthMode = 'remote' | 'always';
+
+const OPEN_ROUTES = new Set(['/health']);
+
+export function isLoopback(address: string | undefined): boolean {
+  if (address === undefined) return false;
+  return address === '::1' || address.startsWith('127.') || address.startsWith('::ffff:127.');
+}
+
+function presentedKey(request: FastifyRequest): string | undefined {
+  const header = request.headers.authorization;
+  const bearer = header === undefined ? undefined : /^Bearer\s+(\S+)$/i.exec(header)?.[1];
+  const apiKey = request.headers['x-api-key'];
+  return bearer ?? (typeof apiKey === 'string' ? apiKey : undefined);
+}
+
+export function createAuthHook(init: { keys: ApiKeyStore; mode: () => AuthMode }) {
+  return (request: FastifyRequest, _reply: FastifyReply, done: HookHandlerDoneFunction): void => {
+    const path = request.url.split('?')[0] ?? '';
+    if (OPEN_ROUTES.has(path)) return done();
+    const local = isLoopback(request.socket.remoteAddress);
+    if (path === '/v1/keys' || path.startsWith('/v1/keys/')) {
+      if (!local)
+        return done(new RbeeError('UNAUTHORIZED', "API keys are managed on the node's own machine"));
+      // With `always`, the first key is created without one; after that, managing keys takes a key.
+      if (init.mode() !== 'always' || init.keys.count() === 0) return done();
+    } else if (local && init.mode() !== 'always') return done();
+    const key = presentedKey(request);
+    if (key === undefined) {
+      return done(
+        new RbeeError(
+          'UNAUTHORIZED',
+          'this node needs an API key (Authorization: Bearer rbee_…); create one with `rbee keys create` on its machine',
+        ),
+      );
+    }
+    if (init.keys.verify(key) === undefined) {
+      return done(
+        new RbeeError('UNAUTHORIZED', 'this API key is not one of this node’s (revoked or mistyped)'),
+      );
+    }
+    done();
+  };
+}
