@@ -25,7 +25,7 @@ function presentedKey(request: FastifyRequest): string | undefined {
   return bearer ?? (typeof apiKey === 'string' ? apiKey : undefined);
 }
 
-export function createAuthHook(init: { keys: ApiKeyStore; mode: () => AuthMode }) {
+export function createAuthHook(init: { keys: ApiKeyStore; mode: AuthMode }) {
   return (request: FastifyRequest, _reply: FastifyReply, done: HookHandlerDoneFunction): void => {
     const path = request.url.split('?')[0] ?? '';
     if (OPEN_ROUTES.has(path)) return done();
@@ -34,8 +34,8 @@ export function createAuthHook(init: { keys: ApiKeyStore; mode: () => AuthMode }
       if (!local)
         return done(new RbeeError('UNAUTHORIZED', "API keys are managed on the node's own machine"));
       // With `always`, the first key is created without one; after that, managing keys takes a key.
-      if (init.mode() !== 'always' || init.keys.count() === 0) return done();
-    } else if (local && init.mode() !== 'always') return done();
+      if (init.mode !== 'always' || init.keys.count() === 0) return done();
+    } else if (local && init.mode !== 'always') return done();
     const key = presentedKey(request);
     if (key === undefined) {
       return done(

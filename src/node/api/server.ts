@@ -91,7 +91,7 @@ export function createApi(init: ApiInit) {
       .send({ error: { code: 'NOT_FOUND', message: `no route ${request.method} ${request.url}` } });
   });
 
-  app.addHook('onRequest', createAuthHook({ keys: init.keys, mode: () => init.auth }));
+  app.addHook('onRequest', createAuthHook({ keys: init.keys, mode: init.auth }));
 
   app.addHook('onResponse', (request, reply, done) => {
     init.metrics.observeRequest(request.routeOptions.url ?? 'unmatched', request.method, reply.statusCode);

@@ -223,63 +223,7 @@ export function createProgram(init: ProgramInit): Command {
   registerWorkers(root, keeper, json, port);
   registerCluster(root, keeper, json, port);
 
-  const keys = root
-    .command('keys')
-    .description("API keys: what clients beyond this machine need to use this node's API");
-  keys
-    .command('create')
-    .description('create a key and print it (the only time it is shown)')
-    .option('--name <name>', 'what the key is for, e.g. "laptop editor"')
-    .addOption(json())
-    .addOption(port())
-    .action((opts: CommonOptions & { name?: string }) =>
-      keeper.withNode(opts, async (client, output) => {
-        const created = await client.post<{ id: string; name: string; key: string }>('/v1/keys', {
-          ...(opts.name === undefined ? {} : { name: opts.name }),
-        });
-        output.result(
-          created,
-          `${created.key}\n(key ${created.id}, "${created.name}": shown once; send it as Authorization: Bearer …)`,
-        );
-      }),
-    );
-  keys
-    .command('ls')
-    .description('list the keys (their ids and names; the keys themselves are not stored)')
-    .addOption(json())
-    .addOption(port())
-    .action((opts: CommonOptions) =>
-      keeper.withNode(opts, async (client, output) => {
-        const { keys: rows } = await client.get<{
-          keys: { id: string; name: string; createdAt: number; lastUsedAt?: number }[];
-        }>('/v1/keys');
-        const when = (ts: number | undefined): string =>
-          ts === undefined ? 'never used' : `last used ${new Date(ts).toISOString()}`;
-        output.result(
-          rows,
-          rows.length === 0
-            ? 'no API keys (clients on this machine need none)'
-            : rows
-                .map(
-                  (k) =>
-                    `${k.id}\t${k.name}\tcreated ${new Date(k.createdAt).toISOString()}\t${when(k.lastUsedAt)}`,
-                )
-                .join('\n'),
-        );
-      }),
-    );
-  keys
-    .command('rm')
-    .description('revoke a key: clients using it are refused from the next request')
-    .argument('<id>', 'the key id (from `rbee keys ls`)')
-    .addOption(json())
-    .addOption(port())
-    .action((id: string, opts: CommonOptions) =>
-      keeper.withNode(opts, async (client, output) => {
-        const removed = await client.delete<{ removed: string }>(`/v1/keys/${encodeURIComponent(id)}`);
-        output.result(removed, `revoked ${removed.removed}`);
-      }),
-    );
+  registerKeys(root, keeper, json, port);
 
   root
     .command('doctor')
@@ -665,4 +609,64 @@ function registerCluster(root: Command, keeper: Keeper, json: () => Option, port
               : 'cluster key stored; the node joins the cluster when it starts',
         );
     });
+}
+
+function registerKeys(root: Command, keeper: Keeper, json: () => Option, port: () => Option): void {
+  const keys = root
+    .command('keys')
+    .description("API keys: what clients beyond this machine need to use this node's API");
+  keys
+    .command('create')
+    .description('create a key and print it (the only time it is shown)')
+    .option('--name <name>', 'what the key is for, e.g. "laptop editor"')
+    .addOption(json())
+    .addOption(port())
+    .action((opts: CommonOptions & { name?: string }) =>
+      keeper.withNode(opts, async (client, output) => {
+        const created = await client.post<{ id: string; name: string; key: string }>('/v1/keys', {
+          ...(opts.name === undefined ? {} : { name: opts.name }),
+        });
+        output.result(
+          created,
+          `${created.key}\n(key ${created.id}, "${created.name}": shown once; send it as Authorization: Bearer …)`,
+        );
+      }),
+    );
+  keys
+    .command('ls')
+    .description('list the keys (their ids and names; the keys themselves are not stored)')
+    .addOption(json())
+    .addOption(port())
+    .action((opts: CommonOptions) =>
+      keeper.withNode(opts, async (client, output) => {
+        const { keys: rows } = await client.get<{
+          keys: { id: string; name: string; createdAt: number; lastUsedAt?: number }[];
+        }>('/v1/keys');
+        const when = (ts: number | undefined): string =>
+          ts === undefined ? 'never used' : `last used ${new Date(ts).toISOString()}`;
+        output.result(
+          rows,
+          rows.length === 0
+            ? 'no API keys (clients on this machine need none)'
+            : rows
+                .map(
+                  (k) =>
+                    `${k.id}\t${k.name}\tcreated ${new Date(k.createdAt).toISOString()}\t${when(k.lastUsedAt)}`,
+                )
+                .join('\n'),
+        );
+      }),
+    );
+  keys
+    .command('rm')
+    .description('revoke a key: clients using it are refused from the next request')
+    .argument('<id>', 'the key id (from `rbee keys ls`)')
+    .addOption(json())
+    .addOption(port())
+    .action((id: string, opts: CommonOptions) =>
+      keeper.withNode(opts, async (client, output) => {
+        const removed = await client.delete<{ removed: string }>(`/v1/keys/${encodeURIComponent(id)}`);
+        output.result(removed, `revoked ${removed.removed}`);
+      }),
+    );
 }
