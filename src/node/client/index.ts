@@ -4,4 +4,4 @@ export {
   type NodeClient,
   type NodeClientInit,
 } from './node-client.js';
-export { ensureNodeAwake, isAlive, stopNode, type Awake, type WakeInit } from './launcher.js';
+export { ensureNodeAwake, isAlive, isThisMachine, stopNode, type Awake, type WakeInit } from './launcher.js';

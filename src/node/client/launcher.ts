@@ -4,8 +4,10 @@
  */
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
+import { networkInterfaces } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { RbeeError } from '../../shared/errors.js';
+import { DEFAULT_HOST } from '../../shared/paths.js';
 import type { Health } from '../../shared/wire.js';
 import type { ClusterShutdown, NodeClient } from './node-client.js';
 
@@ -21,6 +23,21 @@ export interface WakeInit {
   /** Defaults to 30 s. */
   timeoutMs?: number;
   signal?: AbortSignal;
+}
+
+/** Whether `host` names this machine: loopback, the unspecified address, or one of its interfaces. */
+export function isThisMachine(host: string, interfaces = networkInterfaces()): boolean {
+  const bare = host.replace(/^\[|\]$/g, '').toLowerCase();
+  if (
+    bare === 'localhost' ||
+    bare === '0.0.0.0' ||
+    bare === '::' ||
+    bare === '::1' ||
+    bare.startsWith('127.')
+  ) {
+    return true;
+  }
+  return Object.values(interfaces).some((list) => (list ?? []).some((i) => i.address.toLowerCase() === bare));
 }
 
 export interface Awake {
@@ -78,6 +95,14 @@ export async function ensureNodeAwake(init: WakeInit): Promise<Awake> {
     return { health: await init.client.health(signalOpt), woke: false };
   } catch (error) {
     if (!(error instanceof RbeeError) || error.code !== 'NODE_UNREACHABLE') throw error;
+    // A node on another machine (RBEE_HOST) is not started from here.
+    if (!isThisMachine(init.env.RBEE_HOST ?? DEFAULT_HOST)) {
+      throw new RbeeError(
+        'NODE_UNREACHABLE',
+        `${error.message}; a node on another machine is not started from here (run \`rbee node start\` there)`,
+        { cause: error },
+      );
+    }
   }
   init.narrate('node is asleep, waking it');
   const started = Date.now();
