@@ -7,10 +7,10 @@ import { stat } from 'node:fs/promises';
 import { basename } from 'node:path';
 import type * as LlamaCppModule from 'node-llama-cpp';
 import type { GgmlType, GgufTensorInfo } from 'node-llama-cpp';
+import { RbeeError, toRbeeError } from '../shared/errors.js';
 
 /** node-llama-cpp, loaded on first use: importing it takes ~1 s, which the node's start need not wait for. */
 type LlamaCpp = typeof LlamaCppModule;
-import { RbeeError, toRbeeError } from '../shared/errors.js';
 
 export interface ModelInfo {
   /** `general.architecture`, e.g. "llama". */

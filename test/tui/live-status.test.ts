@@ -3,6 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import { createLiveStatus, progressLine } from '../../src/tui/cli/live-status.js';
 import { createOutput } from '../../src/tui/cli/output.js';
+import { waitFor } from '../helpers/wait-for.js';
 
 const SPINNER = /[⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏]/;
 
@@ -31,7 +32,7 @@ describe('rbee infer on a terminal', () => {
       text: 'downloading model.gguf 40%',
       progress: { bytes: 40, totalBytes: 100 },
     });
-    await sleep(200);
+    await waitFor(() => stderr.text().includes('downloading model.gguf 40%'), { what: 'the label' });
     expect(stderr.text()).toContain('[keeper] node is asleep, waking it');
     expect(stderr.text()).toMatch(SPINNER);
     expect(stderr.text()).toContain('downloading model.gguf 40%');
@@ -41,7 +42,8 @@ describe('rbee infer on a terminal', () => {
     output.event({ type: 'token', jobId: 'j', ts: 0, text: 'Hello' });
     const atFirstToken = stderr.text().length;
     await sleep(200);
-    // the spinner stopped: nothing more is drawn on stderr while tokens stream
+    // the spinner stopped: nothing more is drawn on stderr while tokens stream (a spinner frame
+    // would come within 80 ms)
     expect(stderr.text().length).toBe(atFirstToken);
     expect(stdout.text()).toBe('Hello');
     live.stop(); // idempotent
@@ -63,12 +65,12 @@ describe('rbee infer on a terminal', () => {
         progress: { bytes, totalBytes: 100e6, bytesPerSecond: 5e6, etaSeconds: (100e6 - bytes) / 5e6 },
       });
     download(40e6);
-    await sleep(150);
+    await waitFor(() => stderr.text().includes(' 40%  '), { what: 'the bar at 40%' });
     expect(stderr.text()).toContain(
       '████████████░░░░░░░░░░░░░░░░░░  40%  40.0 MB / 100 MB  5.0 MB/s  ETA 12 s',
     );
     download(90e6);
-    await sleep(150);
+    await waitFor(() => stderr.text().includes(' 90%  '), { what: 'the bar at 90%' });
     expect(stderr.text()).toContain(' 90%  90.0 MB / 100 MB  5.0 MB/s  ETA 2 s');
     const mark = stderr.text().length;
     output.event({
@@ -79,7 +81,7 @@ describe('rbee infer on a terminal', () => {
       ts: 0,
       text: 'loading model',
     });
-    await sleep(150);
+    await waitFor(() => stderr.text().slice(mark).includes('loading model'), { what: 'the next step' });
     const after = stderr.text().slice(mark);
     expect(after).toContain('loading model');
     expect(after).not.toContain('MB/s');

@@ -33,7 +33,7 @@ interface Store {
 
 const BAR_WIDTH = 30;
 
-/** "[██████░░░░] 40%  12.0 MB / 30.0 MB  5.1 MB/s  ETA 4 s"; without a total, bytes and speed only. */
+/** "██████░░░░  40%  12.0 MB / 30.0 MB  5.1 MB/s  ETA 4 s"; without a total, bytes and speed only. */
 export function progressLine(p: Progress, width = BAR_WIDTH): string {
   const parts: string[] = [];
   if (p.totalBytes !== undefined && p.totalBytes > 0) {

@@ -14,6 +14,7 @@ import { stopNode } from '../../node/client/index.js';
 import { runInfer } from './infer.js';
 import { mib } from '../../shared/format.js';
 import { floatArg, intArg, type CommonOptions, type Keeper } from './keeper.js';
+import type { LiveStatus } from './live-status.js';
 
 export interface NodeForegroundOptions {
   host?: string;
@@ -139,11 +140,7 @@ export function createProgram(init: ProgramInit): Command {
       for (const key of ['maxTokens', 'temperature', 'topP', 'topK', 'seed', 'stop', 'system'] as const) {
         if (opts[key] !== undefined) Object.assign(request, { [key]: opts[key] });
       }
-      // a spinner on a terminal; plain lines elsewhere; never with --json
-      const live =
-        opts.json !== true && process.stderr.isTTY
-          ? (await import('./live-status.js')).createLiveStatus(process.stderr)
-          : undefined;
+      const live = await liveStatusFor(opts);
       try {
         process.exitCode = await runInfer({
           client: keeper.client(opts),
@@ -222,7 +219,6 @@ export function createProgram(init: ProgramInit): Command {
   registerModels(root, keeper, json, port);
   registerWorkers(root, keeper, json, port);
   registerCluster(root, keeper, json, port);
-
   registerKeys(root, keeper, json, port);
 
   root
@@ -288,11 +284,8 @@ function registerModels(root: Command, keeper: Keeper, json: () => Option, port:
     .addOption(json())
     .addOption(port())
     .action(async (ref: string, opts: CommonOptions) => {
-      // A spinner and a progress bar on a terminal; a plain line a second elsewhere; never with --json.
-      const live =
-        opts.json !== true && process.stderr.isTTY
-          ? (await import('./live-status.js')).createLiveStatus(process.stderr)
-          : undefined;
+      // Off a terminal, downloading narrates a plain line a second instead of the bar.
+      const live = await liveStatusFor(opts);
       try {
         await keeper.withNode(
           opts,
@@ -317,7 +310,7 @@ function registerModels(root: Command, keeper: Keeper, json: () => Option, port:
                 const pct = p.totalBytes ? ` ${((100 * p.bytes) / p.totalBytes).toFixed(0)}%` : '';
                 const rate = p.bytesPerSecond ? ` ${mib(p.bytesPerSecond)}/s` : '';
                 const eta = p.etaSeconds !== undefined ? ` ETA ${Math.ceil(p.etaSeconds)} s` : '';
-                output.narrate('hive', p.message ?? `${p.phase} ${p.file ?? ref}${pct}${rate}${eta}`);
+                output.narrate('hive', p.message ?? `${what}${pct}${rate}${eta}`);
               },
             });
             live?.stop();
@@ -363,6 +356,15 @@ function registerModels(root: Command, keeper: Keeper, json: () => Option, port:
         );
       }),
     );
+}
+
+/**
+ * What a streaming command (infer, pull) draws on a terminal: narration above a spinner and, while
+ * a download runs, its progress bar. Nothing off a terminal or with --json. Stop it when done.
+ */
+async function liveStatusFor(opts: CommonOptions): Promise<LiveStatus | undefined> {
+  if (opts.json === true || !process.stderr.isTTY) return undefined;
+  return (await import('./live-status.js')).createLiveStatus(process.stderr);
 }
 
 interface WorkerLike {
