@@ -1,9 +1,9 @@
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { multiaddr } from '@multiformats/multiaddr';
 import { z } from 'zod';
 import { RbeeError } from '../shared/errors.js';
+import { assertMdnsAllowed } from '../shared/mdns-guard.js';
 import {
   dataPaths,
   DEFAULT_CLUSTER_PORT,
@@ -139,28 +139,14 @@ function loadClusterConfig(
   const peers = [...(file.peers ?? []), ...(parseList(env.RBEE_PEERS) ?? []), ...(overrides.peers ?? [])];
   const enabled = parseSwitch(env.RBEE_CLUSTER, 'RBEE_CLUSTER') ?? file.enabled ?? true;
   const mdns = overrides.mdns ?? parseSwitch(env.RBEE_MDNS, 'RBEE_MDNS') ?? file.mdns ?? true;
-  if (enabled && mdns && env.RBEE_MDNS_REQUIRE_NETNS === '1' && !inOwnNetworkNamespace()) {
-    throw new RbeeError(
-      'CONFIG_INVALID',
-      'mDNS refused: RBEE_MDNS_REQUIRE_NETNS=1 allows it only inside a named network namespace (ip netns)',
-    );
-  }
+  // the guard reads process.env, never `env`: a caller's own environment cannot switch it off
+  if (enabled && mdns) assertMdnsAllowed();
   return {
     enabled,
     listen: checkMultiaddrs(listen, 'cluster listen address'),
     mdns,
     peers: checkMultiaddrs([...new Set(peers)], 'static peer'),
   };
-}
-
-/** True when this process runs in a named network namespace (`ip netns add`), as `ip netns identify` tells. */
-function inOwnNetworkNamespace(): boolean {
-  try {
-    const self = statSync('/proc/self/ns/net').ino;
-    return readdirSync('/run/netns').some((name) => statSync(join('/run/netns', name)).ino === self);
-  } catch {
-    return false; // not Linux, or no named namespaces: not provably isolated
-  }
 }
 
 /** Resolves the node's configuration: flags, then environment, then config.json, then defaults. */

@@ -21,6 +21,7 @@ import { RbeeError, toRbeeError } from '../shared/errors.js';
 import { createEmitter, type Emitter } from './emitter.js';
 import { createFrameStats, raceSignal, type FrameStats } from './codec.js';
 import { clusterKeyToPsk, loadOrCreatePeerKey } from './keys.js';
+import { assertMdnsAllowed } from '../shared/mdns-guard.js';
 
 export interface RedialOptions {
   /** First retry delay after a loss. Defaults to 250 ms. */
@@ -118,6 +119,8 @@ const STREAM_LIMITS = { maxInboundStreams: 256, maxOutboundStreams: 256 };
 
 export async function createP2pHost(init: P2pHostInit): Promise<P2pHost> {
   init.signal?.throwIfAborted();
+  // the last point before a multicast socket opens: refused here whoever built the init
+  if (init.mdns === true) assertMdnsAllowed();
   const { privateKey, peerId } = await loadOrCreatePeerKey(init.peerKeyPath);
   const redial = {
     initialMs: 250,

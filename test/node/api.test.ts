@@ -8,7 +8,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadNodeConfig } from '../../src/node/config.js';
+import { testNodeConfig } from '../helpers/test-node.js';
 import { startNode, type RunningNode } from '../../src/node/daemon.js';
 import { createNodeClient, isAlive } from '../../src/node/client/index.js';
 import type { JobEvent } from '../../src/shared/wire.js';
@@ -23,7 +23,7 @@ let url: string;
 
 beforeAll(async () => {
   home = mkdtempSync(join(tmpdir(), 'rbee-api-'));
-  node = await startNode(loadNodeConfig({ dataDir: home, port: 0, logLevel: 'warn' }, {}));
+  node = await startNode(testNodeConfig(home));
   url = node.url;
 });
 afterAll(async () => {

@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { loadNodeConfig } from '../../src/node/config.js';
+import { testNodeConfig } from '../helpers/test-node.js';
 import { startNode, type RunningNode } from '../../src/node/daemon.js';
 import { createNodeClient } from '../../src/node/client/index.js';
 import { pidsWithEnv } from '../helpers/processes.js';
@@ -18,7 +18,7 @@ let node: RunningNode | undefined;
 async function start(config: Record<string, unknown>): Promise<ReturnType<typeof createNodeClient>> {
   home = mkdtempSync(join(tmpdir(), 'rbee-memory-'));
   writeFileSync(join(home, 'config.json'), JSON.stringify({ threads: 1, ...config }));
-  node = await startNode(loadNodeConfig({ dataDir: home, port: 0, logLevel: 'warn' }, {}));
+  node = await startNode(testNodeConfig(home));
   return createNodeClient({ url: node.url });
 }
 

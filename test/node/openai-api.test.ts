@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadNodeConfig } from '../../src/node/config.js';
+import { testNodeConfig } from '../helpers/test-node.js';
 import { startNode, type RunningNode } from '../../src/node/daemon.js';
 import { waitFor } from '../helpers/wait-for.js';
 
@@ -17,7 +17,7 @@ let client: OpenAI;
 
 beforeAll(async () => {
   home = mkdtempSync(join(tmpdir(), 'rbee-openai-'));
-  node = await startNode(loadNodeConfig({ dataDir: home, port: 0, logLevel: 'warn' }, {}));
+  node = await startNode(testNodeConfig(home));
   client = new OpenAI({ baseURL: `${node.url}/v1`, apiKey: 'unused', maxRetries: 0 });
 });
 afterAll(async () => {

@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { loadNodeConfig } from '../../src/node/config.js';
+import { testNodeConfig } from '../helpers/test-node.js';
 import { startNode, type RunningNode } from '../../src/node/daemon.js';
 import { createNodeClient, type NodeClient } from '../../src/node/client/index.js';
 import type { JobEvent } from '../../src/shared/wire.js';
@@ -34,7 +34,7 @@ beforeEach(async () => {
       restart: { failures: 3, windowS: 120, cooldownS: 120, baseDelayMs: 50 },
     }),
   );
-  node = await startNode(loadNodeConfig({ dataDir: home, port: 0, logLevel: 'warn' }, {}));
+  node = await startNode(testNodeConfig(home));
   client = createNodeClient({ url: node.url });
   narration = [];
   watch = new AbortController();
