@@ -6,6 +6,8 @@ import reactHooks from 'eslint-plugin-react-hooks';
 const restrict = (patterns) => ({
   'no-restricted-imports': ['error', { patterns }],
 });
+/** The folders of src/node, one per role (STYLE.md), each with an index.ts that is its API. */
+const NODE_ROLES = ['models', 'hive', 'queen', 'cluster', 'jobs', 'api', 'store', 'client', 'view'];
 const nativeFromTui = [
   { group: ['**/engine/**', '**/p2p/**'], message: 'tui/ never imports engine or p2p.' },
   {
@@ -64,6 +66,11 @@ export default tseslint.config(
     rules: restrict([
       { group: ['**/tui/**'], message: 'node/ never imports tui/.' },
       { group: ['ink', 'react'], message: 'Only tui/ uses ink and react.' },
+      {
+        // each role folder's index.ts is its API: no reaching into another role's files
+        regex: `^\\.\\.?/(${NODE_ROLES.join('|')})/(?!index\\.js$)`,
+        message: "Import another role of node/ through its index.js (e.g. '../hive/index.js').",
+      },
     ]),
   },
   { files: ['src/tui/**'], rules: restrict(nativeFromTui) },

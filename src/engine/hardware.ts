@@ -6,6 +6,7 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { arch, availableParallelism, cpus, freemem, platform, totalmem } from 'node:os';
+import { raceSignal } from '../shared/abort.js';
 import type { Backend, DeviceInfo, GpuDevice } from './types.js';
 
 let cachedPhysicalCores: number | undefined;
@@ -101,7 +102,7 @@ export async function detectDevices(options: { signal?: AbortSignal } = {}): Pro
     supported: [],
     error: error instanceof Error ? error.message : String(error),
   }));
-  const probe = await abortable(gpuProbe, options.signal);
+  const probe = await raceSignal(gpuProbe, options.signal);
   const cpuList = cpus();
   const gpus: GpuDevice[] = [];
   if (probe.backend !== undefined) {
@@ -135,22 +136,4 @@ export async function detectDevices(options: { signal?: AbortSignal } = {}): Pro
   if (probe.vram !== undefined && probe.backend !== undefined) info.vram = probe.vram;
   if (probe.error !== undefined) info.gpuProbeError = probe.error;
   return info;
-}
-
-function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (signal === undefined) return promise;
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(signal.reason as Error);
-    signal.addEventListener('abort', onAbort, { once: true });
-    promise.then(
-      (value) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(value);
-      },
-      (error: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(error instanceof Error ? error : new Error(String(error)));
-      },
-    );
-  });
 }

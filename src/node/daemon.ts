@@ -3,41 +3,34 @@
  */
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { isIP } from 'node:net';
-import { arch, platform } from 'node:os';
-import {
-  defaultThreads,
-  describeBackends,
-  detectDevices,
-  diagnoseEngine,
-  estimateWorkerMemory,
-  physicalCores,
-  spawnWorker,
-} from '../engine/index.js';
+import { describeBackends, detectDevices, estimateWorkerMemory, spawnWorker } from '../engine/index.js';
 import type { DeviceInfo } from '../engine/types.js';
+import { createDisposeChain } from '../shared/dispose.js';
 import { RbeeError, toRbeeError } from '../shared/errors.js';
-import type { Health } from '../shared/wire.js';
-import { createApi } from './api/server.js';
-import type { NodeConfig } from './config.js';
-import { createLogger, type Logger } from './logger.js';
-import { parseModelRef } from './hive/model-ref.js';
-import { createProvisioner } from './hive/provisioner.js';
-import { createMemoryChecker } from './hive/memory-checker.js';
-import { createRestartPolicy } from './hive/restart-policy.js';
-import { createMemoryObservations } from './store/memory-observations.js';
-import { createWorkerCatalog } from './store/worker-catalog.js';
-import { createApiKeyStore } from './store/api-keys.js';
-import { createWorkerPool } from './hive/worker-pool.js';
-import { createJobManager } from './jobs/job-manager.js';
-import { createJobRunner } from './jobs/run-job.js';
-import { createLiveView, type LiveView } from './live-view.js';
-import type { ClusterLink } from './cluster-link.js';
-import type { ClusterStatus } from '../shared/view.js';
-import { createMetrics, type Metrics } from './metrics.js';
-import { openDatabase } from './store/db.js';
-import { createModelCatalog } from './store/model-catalog.js';
 import { VERSION } from '../shared/version.js';
-import { doctorReport } from './doctor.js';
-import { freeDiskBytes } from './hive/disk-space.js';
+import type { ClusterStatus } from '../shared/view.js';
+import type { Health, NarrationEvent } from '../shared/wire.js';
+import { createApi } from './api/index.js';
+import { aloneStatus, type ClusterLink } from './cluster/index.js';
+import type { NodeConfig } from './config.js';
+import {
+  createLocalHive,
+  createMemoryChecker,
+  createRestartPolicy,
+  createWorkerPool,
+  diagnoseNode,
+} from './hive/index.js';
+import { createJobManager, createRouter } from './jobs/index.js';
+import { createLogger, type Logger } from './logger.js';
+import { createProvisioner, observeProvisioner, parseModelRef } from './models/index.js';
+import {
+  createApiKeyStore,
+  createMemoryObservations,
+  createModelCatalog,
+  createWorkerCatalog,
+  openDatabase,
+} from './store/index.js';
+import { createLiveView, createMetrics, type LiveView, type Metrics } from './view/index.js';
 
 export interface RunningNode {
   url: string;
@@ -79,61 +72,29 @@ export async function startNode(
   });
   const startedAt = Date.now();
   let state: Health['state'] = 'starting';
+  let devices: DeviceInfo | undefined;
+  // Every part registers its teardown as it is created; close() runs them in reverse.
+  const teardown = createDisposeChain((name, error) => log.warn({ err: error }, `closing ${name} failed`));
 
   const db = openDatabase(config.paths.db);
+  teardown.add('the database', () => db.close());
   const catalog = createModelCatalog(db);
   const workerCatalog = createWorkerCatalog(db);
-  // The live view and the metrics watch the pool and the jobs, which are created first and
-  // report their changes through these late-bound observers.
+  const apiKeys = createApiKeyStore(db);
+  // The live view, the metrics and the cluster link watch parts created before them, which report
+  // to them through these late-bound observers.
   const observers: { live?: LiveView; metrics?: Metrics; cluster?: ClusterLink } = {};
-  // The pool logs its own narration; this forwards it to dashboards.
-  const narrateHive = (text: string): void => {
-    observers.live?.narration({
-      type: 'narration',
-      source: 'hive',
-      node: config.nodeName,
-      text,
-      ts: Date.now(),
-      jobId: '-',
-    });
-  };
-  const baseProvisioner = createProvisioner({ catalog, modelsDir: config.paths.models });
-  const provisioner: typeof baseProvisioner = {
-    ...baseProvisioner,
-    ensure: (ref, opts = {}) => {
-      const started = Date.now();
-      let lastBytes = 0;
-      let fetched = false;
-      return baseProvisioner
-        .ensure(ref, {
-          ...opts,
-          onProgress: (p) => {
-            opts.onProgress?.(p);
-            if (p.phase === 'downloading') {
-              fetched = true;
-              // A resumed or retried download may report fewer bytes than before: count only growth.
-              observers.metrics?.downloadBytes(Math.max(0, p.bytes - lastBytes));
-              lastBytes = Math.max(lastBytes, p.bytes);
-            }
-            observers.live?.markDirty('downloads');
-          },
-        })
-        .then(
-          (result) => {
-            if (fetched) observers.metrics?.downloadDone('done', (Date.now() - started) / 1000);
-            return result;
-          },
-          (error: unknown) => {
-            if (fetched) observers.metrics?.downloadDone('failed', (Date.now() - started) / 1000);
-            throw error;
-          },
-        )
-        .finally(() => {
-          observers.live?.markDirty('downloads');
-          observers.live?.markDirty('models');
-        });
-    },
-  };
+  const narrateHive = (text: string): void =>
+    observers.live?.narration(narration('hive', config.nodeName, text));
+
+  const provisioner = observeProvisioner(
+    createProvisioner({ catalog, modelsDir: config.paths.models }),
+    () => ({
+      bytes: (delta) => observers.metrics?.downloadBytes(delta),
+      finished: (outcome, seconds) => observers.metrics?.downloadDone(outcome, seconds),
+      changed: (section) => observers.live?.markDirty(section),
+    }),
+  );
   const workers = createWorkerPool({
     spawn: spawnWorker,
     log,
@@ -159,15 +120,6 @@ export async function startNode(
     onChange: () => observers.live?.markDirty('workers'),
     onWorkerEvent: (kind) => observers.metrics?.workerEvent(kind),
   });
-  const jobs = createJobManager({
-    run: createJobRunner({ nodeName: config.nodeName, parseModelRef, provisioner, workers }),
-    onChange: () => observers.live?.markDirty('jobs'),
-    onEvent: (event) => {
-      observers.metrics?.observeJobEvent(event);
-      if (event.type === 'narration') observers.live?.narration(event);
-    },
-  });
-  let devices: DeviceInfo | undefined;
   const health = (): Health => ({
     state,
     uptimeS: Math.round((Date.now() - startedAt) / 1000),
@@ -175,42 +127,49 @@ export async function startNode(
     node: config.nodeName,
     pid: process.pid,
   });
-  const liveView = createLiveView({
-    nodeName: config.nodeName,
+  const localHive = createLocalHive({
+    id: () => observers.cluster?.selfId() ?? config.nodeName,
+    name: config.nodeName,
     health,
     devices: () => devices,
-    workers,
-    catalog,
+    parseModelRef,
     provisioner,
+    catalog,
+    workers,
+  });
+  const jobs = createJobManager({
+    run: createRouter({ local: localHive }),
+    onChange: () => observers.live?.markDirty('jobs'),
+    onEvent: (event) => {
+      observers.metrics?.observeJobEvent(event);
+      if (event.type === 'narration') observers.live?.narration(event);
+    },
+  });
+  const liveView = createLiveView({
+    health,
+    local: localHive,
     jobs,
     cluster: () => observers.cluster,
     onLocalChange: () => observers.cluster?.localChanged(),
   });
-  const metrics = createMetrics({ workers, catalog, provisioner, modelsDir: config.paths.models });
+  teardown.add('the live view', () => liveView.close());
   observers.live = liveView;
-  observers.metrics = metrics;
+  observers.metrics = createMetrics({ workers, catalog, provisioner, modelsDir: config.paths.models });
 
-  let clusterState: ClusterStatus['state'] = config.cluster.enabled ? 'starting' : 'disabled';
+  let clusterState: Exclude<ClusterStatus['state'], 'running'> = config.cluster.enabled
+    ? 'starting'
+    : 'disabled';
   let clusterError: ClusterStatus['error'];
   const clusterStatus = (): ClusterStatus => {
     const hives = liveView.hives();
     if (observers.cluster !== undefined) return { ...observers.cluster.status(), hives };
-    return {
-      enabled: config.cluster.enabled,
+    return aloneStatus({
+      config: config.cluster,
+      nodeName: config.nodeName,
       state: clusterState,
-      self: { id: config.nodeName, name: config.nodeName },
-      // a hive alone is its own queen
-      queen: clusterState === 'disabled' ? { id: config.nodeName, name: config.nodeName, term: 0 } : null,
-      isQueen: clusterState === 'disabled',
-      term: 0,
-      mdns: config.cluster.enabled && config.cluster.mdns,
-      listen: [],
-      staticPeers: config.cluster.peers,
-      members: [],
+      error: clusterError,
       hives,
-      duplicates: [],
-      ...(clusterError === undefined ? {} : { error: clusterError }),
-    };
+    });
   };
 
   let resolveClosed!: () => void;
@@ -218,7 +177,6 @@ export async function startNode(
   let closing: Promise<void> | undefined;
   let clusterStarting: Promise<void> = Promise.resolve();
 
-  const apiKeys = createApiKeyStore(db);
   const api = createApi({
     log,
     health,
@@ -228,31 +186,16 @@ export async function startNode(
     provisioner,
     parseModelRef,
     live: liveView,
-    metrics,
+    metrics: observers.metrics,
     backends: () => workerCatalog.list(),
     keys: apiKeys,
     auth: config.auth,
-    doctor: async () => {
-      const [engine, found, free] = await Promise.all([
-        diagnoseEngine().catch((error: unknown) => ({ error: toRbeeError(error).message })),
-        detectDevices(),
-        freeDiskBytes(config.paths.models),
-      ]);
-      return doctorReport({
+    doctor: () =>
+      diagnoseNode({
         nodeName: config.nodeName,
-        nodeVersion: process.versions.node,
-        platform: platform(),
-        arch: arch(),
-        engine,
         configuredThreads: config.threads,
-        physicalCores: physicalCores(),
-        defaultThreads: defaultThreads(),
-        devices: found,
-        backends: describeBackends(found),
         modelsDir: config.paths.models,
-        freeDiskBytes: free,
-      });
-    },
+      }),
     cluster: clusterStatus,
     onShutdown: () => void close('asked over the API'),
     stopRemoteWorker: async (id) => {
@@ -266,18 +209,27 @@ export async function startNode(
       return observers.cluster.shutdownCluster();
     },
   });
+  teardown.add('the API', () => api.close());
+  // Jobs end first (each cancelled and awaited), while workers drain and the node leaves the cluster.
+  teardown.add('jobs, workers and the cluster link', () =>
+    Promise.allSettled([
+      jobs.close(),
+      workers.stopAll(),
+      clusterStarting.then(() => observers.cluster?.stop()),
+    ]),
+  );
 
   /** libp2p loads after the API is up; a failure leaves this hive running alone, and says why. */
   async function joinCluster(): Promise<void> {
     try {
-      const { startClusterLink } = await import('./cluster-link.js');
+      const { startClusterLink } = await import('./cluster/index.js');
       const link = await startClusterLink({
         config: config.cluster,
         paths: config.paths,
         db,
         log,
         nodeName: config.nodeName,
-        localState: () => liveView.localState(),
+        local: localHive,
         onViewChange: () => {
           for (const section of ['hives', 'workers', 'models', 'downloads'] as const) {
             liveView.markDirty(section, 'cluster');
@@ -292,7 +244,6 @@ export async function startNode(
         return;
       }
       observers.cluster = link;
-      clusterState = 'running';
       liveView.markDirty('hives');
     } catch (error) {
       const rbee = toRbeeError(error);
@@ -307,11 +258,7 @@ export async function startNode(
     closing ??= (async () => {
       log.info({ reason }, 'node stopping');
       state = 'degraded';
-      const leaving = clusterStarting.then(() => observers.cluster?.stop());
-      await Promise.allSettled([jobs.close(), workers.stopAll(), leaving]);
-      liveView.close();
-      await api.close().catch((error: unknown) => log.warn({ err: error }, 'closing the API failed'));
-      db.close();
+      await teardown.dispose();
       const pid = readPidFile(config.paths.pidFile);
       if (pid?.pid === process.pid) rmSync(config.paths.pidFile, { force: true });
       log.info('node stopped');
@@ -374,4 +321,8 @@ export async function startNode(
   if (config.cluster.enabled) clusterStarting = joinCluster();
   log.info({ url, node: config.nodeName, pid: process.pid }, 'node ready');
   return { url, log, close, closed };
+}
+
+function narration(source: NarrationEvent['source'], node: string, text: string): NarrationEvent {
+  return { type: 'narration', source, node, text, ts: Date.now(), jobId: '-' };
 }

@@ -11,6 +11,7 @@
  */
 import type { AbortOptions, Stream, StreamCloseEvent, StreamMessageEvent } from '@libp2p/interface';
 import type { z } from 'zod';
+import { raceSignal } from '../shared/abort.js';
 import { RbeeError } from '../shared/errors.js';
 import { errorJsonSchema } from '../shared/wire.js';
 
@@ -346,20 +347,4 @@ export function createFrameChannel<In, Out = In>(
     return channel;
   };
   return view<In, Out>(init.schema);
-}
-
-/** Resolves with `promise`, or rejects with the signal's reason once it aborts; no listener is left. */
-export async function raceSignal<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (signal === undefined) return promise;
-  signal.throwIfAborted();
-  let onAbort: (() => void) | undefined;
-  const aborted = new Promise<never>((_, reject) => {
-    onAbort = () => reject(signal.reason as Error);
-    signal.addEventListener('abort', onAbort, { once: true });
-  });
-  try {
-    return await Promise.race([promise, aborted]);
-  } finally {
-    if (onAbort !== undefined) signal.removeEventListener('abort', onAbort);
-  }
 }

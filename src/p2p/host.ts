@@ -19,7 +19,8 @@ import { multiaddr, type Multiaddr } from '@multiformats/multiaddr';
 import type { AbortOptions, ComponentLogger, Connection, PeerId, Stream } from '@libp2p/interface';
 import { RbeeError, toRbeeError } from '../shared/errors.js';
 import { createEmitter, type Emitter } from './emitter.js';
-import { createFrameStats, raceSignal, type FrameStats } from './codec.js';
+import { raceSignal } from '../shared/abort.js';
+import { createFrameStats, type FrameStats } from './codec.js';
 import { clusterKeyToPsk, loadOrCreatePeerKey } from './keys.js';
 import { assertMdnsAllowed } from '../shared/mdns-guard.js';
 

@@ -10,7 +10,8 @@ import { z } from 'zod';
 import type { AbortOptions, Stream } from '@libp2p/interface';
 import { RbeeError, toRbeeError } from '../shared/errors.js';
 import { errorJsonSchema } from '../shared/wire.js';
-import { createFrameChannel, raceSignal, type FrameChannel } from './codec.js';
+import { raceSignal } from '../shared/abort.js';
+import { createFrameChannel, type FrameChannel } from './codec.js';
 import type { P2pHost } from './host.js';
 
 export const RPC_PROTOCOL = '/rbee/rpc/1.0.0';

@@ -107,6 +107,12 @@ export const jobEventSchema = z.discriminatedUnion('type', [
   z.object({ ...base, type: z.literal('error'), error: errorJsonSchema }),
 ]);
 export type JobEvent = z.infer<typeof jobEventSchema>;
+/** An event as a job emits it, before the entry node stamps `ts` and `jobId`. */
+export type JobEventInput = JobEvent extends infer E
+  ? E extends JobEvent
+    ? Omit<E, 'ts' | 'jobId'>
+    : never
+  : never;
 export type NarrationEvent = Extract<JobEvent, { type: 'narration' }>;
 export type DoneEvent = Extract<JobEvent, { type: 'done' }>;
 

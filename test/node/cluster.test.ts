@@ -12,7 +12,7 @@ import { createNodeClient } from '../../src/node/client/index.js';
 import type { ClusterStatus, ClusterView, NodeEvent } from '../../src/shared/view.js';
 import { createSandbox, freePort, runCli, startCli, type CliResult, type Sandbox } from '../helpers/cli.js';
 import { createClusterNode, createMemoryStore, loadClusterKey } from '../../src/p2p/index.js';
-import { hiveShutdown } from '../../src/node/cluster-link.js';
+import { hiveShutdown } from '../../src/node/cluster/index.js';
 import { RbeeError } from '../../src/shared/errors.js';
 import { waitFor } from '../helpers/wait-for.js';
 

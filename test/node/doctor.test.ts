@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { cpuFeaturesOf } from '../../src/engine/doctor.js';
 import type { DeviceInfo } from '../../src/engine/index.js';
-import { doctorReport, type DoctorFacts } from '../../src/node/doctor.js';
+import { doctorReport, type DoctorFacts } from '../../src/node/hive/doctor.js';
 
 const SYSTEM_INFO = 'CPU : SSE3 = 1 | SSSE3 = 1 | AVX = 1 | AVX2 = 1 | F16C = 1 | FMA = 1 | AVX512 = 0 |';
 

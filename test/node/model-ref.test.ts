@@ -8,7 +8,7 @@ import {
   parseModelRef,
   resolveInModelsDir,
   type ModelRef,
-} from '../../src/node/hive/model-ref.js';
+} from '../../src/node/models/model-ref.js';
 import { RbeeError } from '../../src/shared/errors.js';
 
 function refusal(input: string, options?: { cwd?: string }): RbeeError {

@@ -11,7 +11,7 @@ import {
   createProvisioner,
   type Provisioner,
   type ProvisionerInit,
-} from '../../src/node/hive/provisioner.js';
+} from '../../src/node/models/provisioner.js';
 import { openDatabase, type Database } from '../../src/node/store/db.js';
 import { createModelCatalog, type ModelCatalog } from '../../src/node/store/model-catalog.js';
 import type { RbeeError } from '../../src/shared/errors.js';

@@ -9,9 +9,9 @@ import { mkdtemp, readFile, rm, rmdir, statfs, writeFile } from 'node:fs/promise
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { ggufCandidates, pickGgufFile, type RepoFile } from '../../src/node/hive/hf-files.js';
-import { parseModelRef } from '../../src/node/hive/model-ref.js';
-import type { ProvisionProgress } from '../../src/node/hive/provisioner.js';
+import { ggufCandidates, pickGgufFile, type RepoFile } from '../../src/node/models/hf-files.js';
+import { parseModelRef } from '../../src/node/models/model-ref.js';
+import type { ProvisionProgress } from '../../src/node/models/provisioner.js';
 import { serveBytes, serveChunked, serveCuts, serveJson, serveRaw } from './gguf-http-server.js';
 import {
   expectNothingLeft,

@@ -6,8 +6,8 @@ import { appendFile, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { generateTestModel } from '../../src/engine/gguf/index.js';
-import { modelDirName, parseModelRef } from '../../src/node/hive/model-ref.js';
-import type { ProvisionProgress } from '../../src/node/hive/provisioner.js';
+import { modelDirName, parseModelRef } from '../../src/node/models/model-ref.js';
+import type { ProvisionProgress } from '../../src/node/models/provisioner.js';
 import { waitFor } from '../helpers/wait-for.js';
 import { serveBadRange, serveBytes, serveCuts, type TestServer } from './gguf-http-server.js';
 import {

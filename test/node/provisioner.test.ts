@@ -5,15 +5,15 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { readModelInfo } from '../../src/engine/model-info.js';
-import { writeError } from '../../src/node/hive/download.js';
-import { pickGgufFile } from '../../src/node/hive/hf-files.js';
-import { parseModelRef, type ModelRef } from '../../src/node/hive/model-ref.js';
+import { writeError } from '../../src/node/models/download.js';
+import { pickGgufFile } from '../../src/node/models/hf-files.js';
+import { parseModelRef, type ModelRef } from '../../src/node/models/model-ref.js';
 import {
   createProvisioner,
   type Provisioner,
   type ProvisionerInit,
   type ProvisionProgress,
-} from '../../src/node/hive/provisioner.js';
+} from '../../src/node/models/provisioner.js';
 import { openDatabase, type Database } from '../../src/node/store/db.js';
 import { createModelCatalog, type ModelCatalog } from '../../src/node/store/model-catalog.js';
 import { tinyModelPath } from '../helpers/tiny-model.js';
@@ -234,7 +234,7 @@ describe('download failures leave nothing behind', () => {
     server.route('/full/x.gguf', serveBytes(tiny));
     const ref = parseModelRef(`${server.origin}/full/x.gguf`) as ModelRef & { kind: 'url' };
     // Real ENOSPC: the partial file is a link to /dev/full, where every write fails that way.
-    const { modelDirName } = await import('../../src/node/hive/model-ref.js');
+    const { modelDirName } = await import('../../src/node/models/model-ref.js');
     const partial = join(modelsDir, modelDirName(ref), 'x.gguf.partial');
     await mkdir(dirname(partial), { recursive: true });
     await symlink('/dev/full', partial);

@@ -7,7 +7,7 @@
  */
 import type { FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify';
 import { RbeeError } from '../../shared/errors.js';
-import type { ApiKeyStore } from '../store/api-keys.js';
+import type { ApiKeyStore } from '../store/index.js';
 
 export type AuthMode = 'remote' | 'always';
 

@@ -7,12 +7,11 @@ import type { FastifyInstance, FastifyReply } from 'fastify';
 import { z } from 'zod';
 import { RbeeError, toRbeeError } from '../../shared/errors.js';
 import type { ChatMessage, DoneEvent, JobEvent, JobRequest } from '../../shared/wire.js';
-import type { JobManager } from '../jobs/job-manager.js';
+import type { JobManager } from '../jobs/index.js';
 import { openSse } from './sse.js';
-import type { ModelRef } from '../hive/model-ref.js';
-import type { Provisioner } from '../hive/provisioner.js';
-import type { WorkerPool } from '../hive/worker-pool.js';
-import type { ModelCatalog, ModelRow } from '../store/model-catalog.js';
+import type { ModelRef, Provisioner } from '../models/index.js';
+import type { WorkerPool } from '../hive/index.js';
+import type { ModelCatalog, ModelRow } from '../store/index.js';
 
 export interface OpenAiInit {
   jobs: JobManager;

@@ -6,8 +6,7 @@
  * the VRAM side uses the same arithmetic with the estimate's vramBytes once devices report it.)
  */
 import { freemem, totalmem } from 'node:os';
-import type { MemoryObservations } from '../store/memory-observations.js';
-import type { ModelRow } from '../store/model-catalog.js';
+import type { MemoryObservations, ModelRow } from '../store/index.js';
 
 /** A worker process with node-llama-cpp loaded and no model: measured 166–174 MiB. */
 export const WORKER_BASELINE_BYTES = 170 * 2 ** 20;

@@ -13,10 +13,11 @@ import type {
   WorkerInit,
   WorkerState,
 } from '../../engine/types.js';
+import { raceSignal } from '../../shared/abort.js';
 import { RbeeError } from '../../shared/errors.js';
 import { mib } from '../../shared/format.js';
 import type { Logger } from '../logger.js';
-import type { ModelRow } from '../store/model-catalog.js';
+import type { ModelRow } from '../store/index.js';
 import type { MemoryChecker } from './memory-checker.js';
 import { createRestartPolicy, type OpenBreaker, type RestartPolicy } from './restart-policy.js';
 
@@ -111,22 +112,6 @@ export interface WorkerPool {
 }
 
 const HEALTH_CHECK_MS = 1_000;
-
-/** Resolves with `promise`, or rejects when `signal` aborts first (the promise goes on). */
-async function unlessAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (signal === undefined) return promise;
-  signal.throwIfAborted();
-  let onAbort!: () => void;
-  const aborted = new Promise<never>((_resolve, reject) => {
-    onAbort = () => reject(signal.reason as Error);
-    signal.addEventListener('abort', onAbort, { once: true });
-  });
-  try {
-    return await Promise.race([promise, aborted]);
-  } finally {
-    signal.removeEventListener('abort', onAbort);
-  }
-}
 
 export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
   const entries = new Map<string, Entry>();
@@ -414,7 +399,7 @@ export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
       } else {
         refuseIfOpen(model);
         // A cancelled job stops waiting; the load goes on for whoever asks next.
-        entry = await unlessAborted(startSpawn(model, say), options.signal);
+        entry = await raceSignal(startSpawn(model, say), options.signal);
       }
       const leased = entry;
       leased.activeJobs += 1;

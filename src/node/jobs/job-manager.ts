@@ -4,14 +4,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { RbeeError, toRbeeError } from '../../shared/errors.js';
-import type { JobEvent, JobRequest } from '../../shared/wire.js';
-
-/** An event as a job emits it; the manager stamps `ts` and `jobId`. */
-export type JobEventInput = JobEvent extends infer E
-  ? E extends JobEvent
-    ? Omit<E, 'ts' | 'jobId'>
-    : never
-  : never;
+import type { JobEvent, JobEventInput, JobRequest } from '../../shared/wire.js';
 
 export type JobState = 'running' | 'done' | 'failed' | 'cancelled';
 

@@ -10,7 +10,7 @@ import { mkdir, rename, rm } from 'node:fs/promises';
 import { basename, dirname, resolve } from 'node:path';
 import { generateTestModel, readModelInfo, type ModelInfo } from '../../engine/index.js';
 import { RbeeError, toRbeeError } from '../../shared/errors.js';
-import type { ModelCatalog, ModelRow, ModelSource } from '../store/model-catalog.js';
+import type { ModelCatalog, ModelRow, ModelSource } from '../store/index.js';
 import { writeError } from './download.js';
 import { pickGgufFile, type RepoFile } from './hf-files.js';
 import { createHfSource } from './hf-source.js';

@@ -4,14 +4,10 @@
  * download progress) costs one update per interval, and sent whole to every subscriber of
  * `GET /v1/events`.
  */
-import { freemem, loadavg, totalmem } from 'node:os';
-import type { DeviceInfo } from '../engine/types.js';
-import type { Health, NarrationEvent } from '../shared/wire.js';
-import type { ClusterView, HiveState, HiveView, NodeEvent } from '../shared/view.js';
-import type { Provisioner } from './hive/provisioner.js';
-import type { WorkerPool } from './hive/worker-pool.js';
-import type { JobManager } from './jobs/job-manager.js';
-import type { ModelCatalog } from './store/model-catalog.js';
+import type { Health, NarrationEvent } from '../../shared/wire.js';
+import type { ClusterView, HiveState, HiveView, NodeEvent } from '../../shared/view.js';
+import type { Hive } from '../hive/index.js';
+import type { JobManager } from '../jobs/index.js';
 
 /** What the live view needs of the cluster: who this node is, the queen, and the others' states. */
 export interface ClusterSource {
@@ -24,12 +20,9 @@ export interface ClusterSource {
 export type Section = 'hives' | 'workers' | 'models' | 'downloads' | 'jobs';
 
 export interface LiveViewInit {
-  nodeName: string;
   health: () => Health;
-  devices: () => DeviceInfo | undefined;
-  workers: WorkerPool;
-  catalog: ModelCatalog;
-  provisioner: Provisioner;
+  /** This node's hive: its own sections of the view. */
+  local: Hive;
   jobs: JobManager;
   /** The cluster, once joined; without one the view is this hive alone, its own queen. */
   cluster: () => ClusterSource | undefined;
@@ -43,8 +36,6 @@ export interface LiveView {
   snapshot(): ClusterView;
   /** Every hive of the cluster as dashboards see it (what `GET /v1/cluster` lists). */
   hives(): HiveView[];
-  /** This hive's own state, as published to the cluster. */
-  localState(): HiveState;
   /** `origin: 'cluster'` when the change came from another member (it is not published again). */
   markDirty(section: Section, origin?: 'local' | 'cluster'): void;
   narration(event: NarrationEvent): void;
@@ -57,69 +48,7 @@ export function createLiveView(init: LiveViewInit): LiveView {
   const dirty = new Set<Section>();
   const coalesceMs = init.coalesceMs ?? 100;
   let timer: NodeJS.Timeout | undefined;
-  const selfId = (): string => init.cluster()?.selfId() ?? init.nodeName;
-
-  const local = {
-    hive: (): HiveState['hive'] => {
-      const devices = init.devices();
-      return {
-        name: init.nodeName,
-        health: init.health().state === 'ready' ? 'ready' : 'degraded',
-        cpu: devices?.cpu ?? { model: 'unknown', physicalCores: 0, logicalCores: 0 },
-        ramTotalBytes: totalmem(),
-        ramFreeBytes: freemem(),
-        loadAverage: Math.round(loadavg()[0]! * 100) / 100,
-        gpus: (devices?.gpus ?? []).map((g) => ({
-          index: g.index,
-          name: g.name,
-          backend: g.backend,
-          vramTotalBytes: g.vramTotalBytes ?? 0,
-          vramFreeBytes: g.vramFreeBytes ?? 0,
-        })),
-        backends: devices?.backends ?? ['cpu'],
-      };
-    },
-    workers: (hive: string): HiveState['workers'] =>
-      init.workers.list().map((w) => ({
-        id: w.id,
-        hive,
-        pid: w.pid,
-        model: w.model,
-        backend: w.backend,
-        device: w.device,
-        state: w.state,
-        slots: w.slots,
-        slotsBusy: w.slotsBusy,
-        tokensPerSecond: w.tokensPerSecond,
-        memoryBytes: w.memoryBytes,
-        startedAt: w.startedAt,
-        lastUsedAt: w.lastUsedAt,
-      })),
-    models: (hive: string): HiveState['models'] =>
-      init.catalog.list().map((m) => ({
-        id: m.id,
-        hive,
-        name: m.name,
-        ref: m.ref,
-        bytes: m.bytes,
-        quantization: m.quantization,
-        architecture: m.architecture,
-        contextLength: m.contextLength,
-        source: m.source,
-        lastUsedAt: m.lastUsedAt,
-      })),
-    downloads: (hive: string): HiveState['downloads'] =>
-      init.provisioner.inProgress().map(({ ref, progress }) => ({
-        ref,
-        hive,
-        phase: progress?.phase ?? 'resolving',
-        bytes: progress?.bytes ?? 0,
-        ...(progress?.file === undefined ? {} : { file: progress.file }),
-        ...(progress?.totalBytes === undefined ? {} : { totalBytes: progress.totalBytes }),
-        ...(progress?.bytesPerSecond === undefined ? {} : { bytesPerSecond: progress.bytesPerSecond }),
-        ...(progress?.etaSeconds === undefined ? {} : { etaSeconds: progress.etaSeconds }),
-      })),
-  };
+  const selfId = (): string => init.local.id;
 
   const remotes = (): { id: string; lastSeen: number; state: HiveState }[] => init.cluster()?.remotes() ?? [];
 
@@ -132,7 +61,7 @@ export function createLiveView(init: LiveViewInit): LiveView {
         term: queen?.id === id ? queen.term : 0,
       });
       return [
-        { id: self, local: true, ...flags(self), ...local.hive(), lastSeen: Date.now() },
+        { id: self, local: true, ...flags(self), ...init.local.state().hive, lastSeen: Date.now() },
         ...remotes().map(({ id, lastSeen, state }) => ({
           ...state.hive,
           id,
@@ -144,15 +73,15 @@ export function createLiveView(init: LiveViewInit): LiveView {
     },
     // a member's items always carry its peer id, whatever it published
     workers: () => [
-      ...local.workers(selfId()),
+      ...init.local.state().workers,
       ...remotes().flatMap((r) => r.state.workers.map((w) => ({ ...w, hive: r.id }))),
     ],
     models: () => [
-      ...local.models(selfId()),
+      ...init.local.state().models,
       ...remotes().flatMap((r) => r.state.models.map((m) => ({ ...m, hive: r.id }))),
     ],
     downloads: () => [
-      ...local.downloads(selfId()),
+      ...init.local.state().downloads,
       ...remotes().flatMap((r) => r.state.downloads.map((d) => ({ ...d, hive: r.id }))),
     ],
     jobs: () =>
@@ -206,15 +135,6 @@ export function createLiveView(init: LiveViewInit): LiveView {
       jobs: sections.jobs(),
     }),
     hives: () => sections.hives(),
-    localState: () => {
-      const self = selfId();
-      return {
-        hive: local.hive(),
-        workers: local.workers(self),
-        models: local.models(self),
-        downloads: local.downloads(self),
-      };
-    },
     markDirty,
     narration: (event) => send(event),
     subscribe(listener) {

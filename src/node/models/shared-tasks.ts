@@ -4,6 +4,7 @@
  * work itself is aborted only when every caller has left. Work for a key whose last run was
  * abandoned waits for that run to finish cleaning up before it starts again.
  */
+import { raceSignal } from '../../shared/abort.js';
 import { toRbeeError } from '../../shared/errors.js';
 
 /**
@@ -87,14 +88,9 @@ export function createSharedTasks<T>(): SharedTasks<T> {
       task.listeners.add(onProgress);
       if (task.last !== undefined) onProgress(task.last);
     }
-    let leave: (error: unknown) => void = () => undefined;
-    const left = new Promise<never>((_, reject) => (leave = reject));
-    const onAbort = (): void => leave(toRbeeError(signal?.reason));
-    signal?.addEventListener('abort', onAbort, { once: true });
     try {
-      return await Promise.race([task.promise, left]);
+      return await raceSignal(task.promise, signal, toRbeeError);
     } finally {
-      signal?.removeEventListener('abort', onAbort);
       if (onProgress !== undefined) task.listeners.delete(onProgress);
       task.followers--;
       if (task.followers === 0 && signal?.aborted === true) task.controller.abort(signal.reason);

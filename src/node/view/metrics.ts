@@ -5,10 +5,10 @@
 import { statfsSync } from 'node:fs';
 import { freemem, totalmem } from 'node:os';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { JobEvent } from '../shared/wire.js';
-import type { Provisioner } from './hive/provisioner.js';
-import type { WorkerEventKind, WorkerPool } from './hive/worker-pool.js';
-import type { ModelCatalog } from './store/model-catalog.js';
+import type { JobEvent } from '../../shared/wire.js';
+import type { Provisioner } from '../models/index.js';
+import type { WorkerEventKind, WorkerPool } from '../hive/index.js';
+import type { ModelCatalog } from '../store/index.js';
 
 export interface MetricsInit {
   workers: WorkerPool;

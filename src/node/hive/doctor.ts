@@ -3,9 +3,21 @@
  * (Node, the llama.cpp binary and the CPU features it found, threads, GPU backends, disk), turned
  * into checks that each say what to do when something could be better.
  */
-import type { BackendInfo, DeviceInfo, EngineDiagnosis } from '../engine/index.js';
-import { VERSION } from '../shared/version.js';
-import type { DoctorCheck, DoctorReport } from '../shared/view.js';
+import { arch, platform } from 'node:os';
+import {
+  defaultThreads,
+  describeBackends,
+  detectDevices,
+  diagnoseEngine,
+  physicalCores,
+  type BackendInfo,
+  type DeviceInfo,
+  type EngineDiagnosis,
+} from '../../engine/index.js';
+import { toRbeeError } from '../../shared/errors.js';
+import { freeDiskBytes } from '../models/index.js';
+import { VERSION } from '../../shared/version.js';
+import type { DoctorCheck, DoctorReport } from '../../shared/view.js';
 
 export interface DoctorFacts {
   nodeName: string;
@@ -180,4 +192,31 @@ export function doctorReport(facts: DoctorFacts): DoctorReport {
     },
     checks,
   };
+}
+
+/** Gathers this machine's facts (loading llama.cpp as a CPU worker would) and checks them. */
+export async function diagnoseNode(init: {
+  nodeName: string;
+  configuredThreads: number | undefined;
+  modelsDir: string;
+}): Promise<DoctorReport> {
+  const [engine, devices, free] = await Promise.all([
+    diagnoseEngine().catch((error: unknown) => ({ error: toRbeeError(error).message })),
+    detectDevices(),
+    freeDiskBytes(init.modelsDir),
+  ]);
+  return doctorReport({
+    nodeName: init.nodeName,
+    nodeVersion: process.versions.node,
+    platform: platform(),
+    arch: arch(),
+    engine,
+    configuredThreads: init.configuredThreads,
+    physicalCores: physicalCores(),
+    defaultThreads: defaultThreads(),
+    devices,
+    backends: describeBackends(devices),
+    modelsDir: init.modelsDir,
+    freeDiskBytes: free,
+  });
 }

@@ -4,22 +4,22 @@
  * live view's remote hives, and reports what happens (members, queen, duplicates) in the log and
  * the narration. Loaded after the API is up, so libp2p's module load never delays a wake.
  */
-import { z } from 'zod';
 import {
   createClusterNode,
-  defineMethod,
   loadOrCreateClusterKey,
   type ClusterNode,
   type QueenInfo,
-} from '../p2p/index.js';
-import { RbeeError, toRbeeError } from '../shared/errors.js';
-import { hiveStateSchema, type ClusterStatus, type HiveState } from '../shared/view.js';
-import type { ClusterConfig } from './config.js';
-import type { ClusterSource, LiveView } from './live-view.js';
-import type { Logger } from './logger.js';
-import type { DataPaths } from '../shared/paths.js';
-import type { Database } from './store/db.js';
-import { createSqliteClusterStore } from './store/cluster-store.js';
+} from '../../p2p/index.js';
+import { RbeeError, toRbeeError } from '../../shared/errors.js';
+import type { ClusterStatus } from '../../shared/view.js';
+import type { ClusterConfig } from '../config.js';
+import type { Hive } from '../hive/index.js';
+import type { ClusterSource } from '../view/index.js';
+import { createMemberStates, type RemoteHiveState } from './member-states.js';
+import { hiveShutdown, hiveStopWorker, queenShutdown, type ClusterShutdown } from './protocol.js';
+import type { Logger } from '../logger.js';
+import type { DataPaths } from '../../shared/paths.js';
+import { createSqliteClusterStore, type Database } from '../store/index.js';
 
 export interface ClusterLinkInit {
   config: ClusterConfig;
@@ -27,7 +27,8 @@ export interface ClusterLinkInit {
   db: Database;
   log: Logger;
   nodeName: string;
-  localState: LiveView['localState'];
+  /** This node's hive, whose state the link publishes. */
+  local: Hive;
   /** Remote hives, the queen or the members changed: the live view recomputes its hive sections. */
   onViewChange: () => void;
   narrate: (text: string) => void;
@@ -35,33 +36,6 @@ export interface ClusterLinkInit {
   onShutdown: (reason: string) => void;
   /** Another node asks this hive to stop one of its workers (a user acting from that node). */
   stopWorker: (id: string, reason: string) => Promise<{ forced: boolean }>;
-}
-
-/** Node → the hive that runs a worker: stop it (what `rbee workers stop` and the dashboard send). */
-const hiveStopWorker = defineMethod(
-  'hive.stopWorker',
-  z.object({ id: z.string().min(1).max(128) }),
-  z.object({ forced: z.boolean() }),
-);
-
-/** Queen → hive: stop. Carries the queen's term; hives refuse older terms (fencing). */
-export const hiveShutdown = defineMethod(
-  'hive.shutdown',
-  z.object({ term: z.number().int().min(0), reason: z.string().max(200) }),
-  z.object({ stopping: z.literal(true) }),
-);
-/** Any node → queen: stop the whole cluster (the caller stops itself). */
-const queenShutdown = defineMethod(
-  'queen.shutdown',
-  z.object({}),
-  z.object({ queen: z.string(), term: z.number().int(), hives: z.array(z.string()) }),
-);
-
-export interface ClusterShutdown {
-  queen: string;
-  term: number;
-  /** Peer ids of the hives that stop besides the node that asked (the queen among them). */
-  hives: string[];
 }
 
 export interface ClusterLink extends ClusterSource {
@@ -101,31 +75,12 @@ export async function startClusterLink(init: ClusterLinkInit): Promise<ClusterLi
   });
   const self = node.peerId;
   const duplicates = new Set<string>();
-  const remoteStates = new Map<string, { version: number; state: HiveState | undefined }>();
-
-  /** Parses a member's state once per version; a state that does not parse is left out and logged. */
-  const remoteState = (id: string, version: number, state: unknown): HiveState | undefined => {
-    const known = remoteStates.get(id);
-    if (known?.version === version) return known.state;
-    const parsed = hiveStateSchema.safeParse(state);
-    if (!parsed.success && version > 0) {
-      log.warn({ peer: id, version }, 'a member published a state that does not parse; left out of the view');
-    }
-    remoteStates.set(id, { version, state: parsed.success ? parsed.data : undefined });
-    return parsed.success ? parsed.data : undefined;
-  };
-
-  const remotes = (): { id: string; lastSeen: number; state: HiveState }[] => {
-    const view = node.view();
-    // members that left take their parsed states with them
-    const present = new Set(view.map((entry) => entry.id));
-    for (const id of remoteStates.keys()) if (!present.has(id)) remoteStates.delete(id);
-    return view.flatMap((entry) => {
-      if (entry.id === self) return [];
-      const state = remoteState(entry.id, entry.version, entry.state);
-      return state === undefined ? [] : [{ id: entry.id, lastSeen: entry.lastSeen, state }];
-    });
-  };
+  const states = createMemberStates({
+    self,
+    onInvalid: (peer, version) =>
+      log.warn({ peer, version }, 'a member published a state that does not parse; left out of the view'),
+  });
+  const remotes = (): RemoteHiveState[] => states.parse(node.view());
 
   const nameOf = (id: string): string | undefined =>
     id === self ? init.nodeName : remotes().find((r) => r.id === id)?.state.hive.name;
@@ -176,7 +131,7 @@ export async function startClusterLink(init: ClusterLinkInit): Promise<ClusterLi
   const publish = (): void => {
     publishTimer = undefined;
     try {
-      node.publish(init.localState());
+      node.publish(init.local.state());
     } catch (error) {
       log.warn({ err: error }, 'publishing the hive state failed');
     }

@@ -3,6 +3,7 @@
  * concurrent callers, the file picked for `hf:org/repo[:quant]`, and the files (URLs, sizes,
  * sha256) that make up a named one.
  */
+import { raceSignal } from '../../shared/abort.js';
 import { RbeeError, toRbeeError } from '../../shared/errors.js';
 import { ggufCandidates, listRepoFiles, pickGgufFile, type RepoFile } from './hf-files.js';
 import type { ModelFile } from './model-download.js';
@@ -60,15 +61,7 @@ export function createHfSource(init: HfSourceInit): HfSource {
       const forget = (): void => void (inFlight.get(repo) === listing && inFlight.delete(repo));
       listing.then(forget, forget);
     }
-    signal.throwIfAborted();
-    const left = Promise.withResolvers<never>();
-    const onAbort = (): void => left.reject(toRbeeError(signal.reason));
-    signal.addEventListener('abort', onAbort, { once: true });
-    try {
-      return await Promise.race([listing, left.promise]);
-    } finally {
-      signal.removeEventListener('abort', onAbort);
-    }
+    return raceSignal(listing, signal, toRbeeError);
   }
 
   return {

@@ -1,0 +1,34 @@
+/**
+ * The seam between the job router and the machines that run jobs. A Hive is either this machine
+ * (local-hive.ts) or another member of the cluster (cluster/remote-hive.ts); the router drives both
+ * the same way and never knows which one it has.
+ */
+import type { HiveState } from '../../shared/view.js';
+import type { JobEventInput, JobRequest } from '../../shared/wire.js';
+
+export interface HiveJob {
+  id: string;
+  request: JobRequest;
+  /** When the entry node accepted the job: time to first token counts from here, wherever it runs. */
+  acceptedAt: number;
+}
+
+export interface HiveRunOptions {
+  /** Cancels the job on the hive (client gone, Ctrl-C, DELETE, the node stopping). */
+  signal: AbortSignal;
+  /** Narration, tokens and, last, `done`. Failures are thrown, never emitted as `error`. */
+  emit: (event: JobEventInput) => void;
+}
+
+export interface Hive {
+  /** The hive's id in the cluster (its peer id; the node name while it runs alone). */
+  readonly id: string;
+  readonly name: string;
+  /** Devices, memory, workers, models and downloads, as this hive publishes them. */
+  state(): HiveState;
+  /**
+   * Runs one job to its end: the model on disk, a worker with it loaded, tokens streamed through
+   * `emit`, then `done`. Throws an RbeeError (JOB_CANCELLED when `signal` aborted) on failure.
+   */
+  run(job: HiveJob, options: HiveRunOptions): Promise<void>;
+}

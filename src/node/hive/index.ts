@@ -1,0 +1,18 @@
+/**
+ * The hive: this machine. The worker pool (registry and lifecycle), its restart policy and memory
+ * checker, `rbee doctor`'s checks, and the `Hive` seam that the job router drives — implemented here
+ * by the local hive, and by the cluster's remote hive for other machines.
+ */
+export type { Hive, HiveJob, HiveRunOptions } from './hive.js';
+export { createLocalHive, type LocalHiveInit } from './local-hive.js';
+export {
+  createWorkerPool,
+  type WorkerPool,
+  type WorkerPoolInit,
+  type WorkerSnapshot,
+  type WorkerEventKind,
+  type Lease,
+} from './worker-pool.js';
+export { createRestartPolicy, type RestartPolicy, type OpenBreaker } from './restart-policy.js';
+export { createMemoryChecker, type MemoryChecker, type Fit } from './memory-checker.js';
+export { diagnoseNode, doctorReport, type DoctorFacts } from './doctor.js';

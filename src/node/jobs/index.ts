@@ -1,0 +1,13 @@
+/**
+ * Jobs: the manager (every accepted job, its event history and subscribers, cancel) and the router
+ * that runs each job on a Hive and relays its events.
+ */
+export {
+  createJobManager,
+  type JobManager,
+  type JobManagerInit,
+  type JobContext,
+  type JobSnapshot,
+  type JobState,
+} from './job-manager.js';
+export { createRouter, type RouterInit } from './router.js';

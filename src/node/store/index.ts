@@ -1,0 +1,14 @@
+/**
+ * The node's SQLite database (WAL, ordered migrations) and its repositories: the model and worker
+ * catalogs, observed memory, API key hashes, and the cluster's persisted term and vote.
+ */
+export { openDatabase, schemaVersion, type Database, type OpenDatabaseOptions } from './db.js';
+export { createModelCatalog, type ModelCatalog, type ModelRow, type ModelSource } from './model-catalog.js';
+export { createWorkerCatalog, type WorkerCatalog, type BackendRow } from './worker-catalog.js';
+export {
+  createMemoryObservations,
+  type MemoryObservation,
+  type MemoryObservations,
+} from './memory-observations.js';
+export { createApiKeyStore, type ApiKeyStore, type ApiKeyInfo } from './api-keys.js';
+export { createSqliteClusterStore } from './cluster-store.js';
