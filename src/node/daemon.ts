@@ -22,7 +22,7 @@ import {
 } from './hive/index.js';
 import { createJobManager, createRouter } from './jobs/index.js';
 import { createLogger, type Logger } from './logger.js';
-import { createProvisioner, observeProvisioner, parseModelRef } from './models/index.js';
+import { createProvisioner, modelId, observeProvisioner, parseModelRef } from './models/index.js';
 import {
   createApiKeyStore,
   createMemoryObservations,
@@ -138,7 +138,7 @@ export async function startNode(
     workers,
   });
   const jobs = createJobManager({
-    run: createRouter({ local: localHive }),
+    run: createRouter({ local: localHive, cluster: () => observers.cluster, parseModelRef, modelId }),
     onChange: () => observers.live?.markDirty('jobs'),
     onEvent: (event) => {
       observers.metrics?.observeJobEvent(event);

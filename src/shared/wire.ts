@@ -42,6 +42,8 @@ export const jobRequestSchema = samplingSchema
     keepAlive: z.union([z.number(), z.string().max(32)]).optional(),
     messages: z.array(chatMessageSchema).min(1).optional(),
     system: z.string().optional(),
+    /** Run on this hive (its name or id) instead of where the queen would place the job. */
+    hive: z.string().min(1).max(256).optional(),
   })
   .refine((r) => r.prompt !== undefined || r.messages !== undefined, {
     message: 'either prompt or messages is required',

@@ -99,7 +99,13 @@ describe('jobs', () => {
     expect(path).toBe(`/v1/jobs/${id}/events`);
     const events = await collect(id);
     const sources = new Set(events.flatMap((e) => (e.type === 'narration' ? [e.source] : [])));
-    expect(sources).toEqual(new Set(['hive', 'worker']));
+    expect(sources).toEqual(new Set(['queen', 'hive', 'worker']));
+    // the queen (this node, alone) says where the job runs and why, before the hive narrates
+    const first = events.find((e) => e.type === 'narration');
+    expect(first).toMatchObject({
+      source: 'queen',
+      text: expect.stringMatching(/^hive .*: model/) as unknown,
+    });
     expect(events.filter((e) => e.type === 'token').length).toBeGreaterThan(0);
     const done = events.at(-1);
     expect(done).toMatchObject({ type: 'done', finishReason: 'length', usage: { completionTokens: 8 } });

@@ -4,6 +4,7 @@
  * live view's remote hives, and reports what happens (members, queen, duplicates) in the log and
  * the narration. Loaded after the API is up, so libp2p's module load never delays a wake.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import {
   createClusterNode,
   loadOrCreateClusterKey,
@@ -16,7 +17,16 @@ import type { ClusterConfig } from '../config.js';
 import type { Hive } from '../hive/index.js';
 import type { ClusterSource } from '../view/index.js';
 import { createMemberStates, type RemoteHiveState } from './member-states.js';
-import { hiveShutdown, hiveStopWorker, queenShutdown, type ClusterShutdown } from './protocol.js';
+import { place, type Placement, type PlacementRequest } from '../queen/index.js';
+import { createRemoteHive } from './remote-hive.js';
+import {
+  hiveRun,
+  hiveShutdown,
+  hiveStopWorker,
+  queenPlace,
+  queenShutdown,
+  type ClusterShutdown,
+} from './protocol.js';
 import type { Logger } from '../logger.js';
 import type { DataPaths } from '../../shared/paths.js';
 import { createSqliteClusterStore, type Database } from '../store/index.js';
@@ -49,9 +59,22 @@ export interface ClusterLink extends ClusterSource {
   shutdownCluster(): Promise<ClusterShutdown>;
   /** Stops a worker that runs on another hive; NOT_FOUND when no member runs it. */
   stopRemoteWorker(id: string): Promise<{ forced: boolean; hive: string }>;
+  /**
+   * Where a job should run: the queen's scheduler over every hive's state, asked over the cluster
+   * (a local call on the queen). Waits out a short election; NO_QUEEN when none ends in time.
+   */
+  place(
+    request: PlacementRequest,
+    options?: { signal?: AbortSignal },
+  ): Promise<Placement & { queen: string }>;
+  /** The hive with this id: this node's own, or a live member's (undefined when it is gone). */
+  hive(id: string): Hive | undefined;
   /** Leaves the cluster gracefully (a queen hands over at once). Bounded by `timeoutMs`. */
   stop(timeoutMs?: number): Promise<void>;
 }
+
+/** How long placement waits for a queen (an election takes about a lease, 1.5 s). */
+const PLACE_WAIT_MS = 4_000;
 
 /** Shortest time between two publishes of this hive's state. */
 const PUBLISH_COALESCE_MS = 100;
@@ -184,6 +207,32 @@ export async function startClusterLink(init: ClusterLinkInit): Promise<ClusterLi
   node.rpc.handle(hiveStopWorker, ({ id }, { peer }) =>
     init.stopWorker(id, `asked from ${nameOf(peer) ?? peer}`),
   );
+  /** As queen: the scheduler's answer over every live hive, this one included. */
+  const placeHere = (request: PlacementRequest): Placement & { queen: string } => {
+    if (!node.isQueen()) throw new RbeeError('NOT_QUEEN', 'this node is not the queen (any more)');
+    const hives = [{ id: self, state: init.local.state() }, ...remotes()];
+    return { ...place(request, hives), queen: init.nodeName };
+  };
+  node.rpc.handle(queenPlace, (request) => placeHere(withoutUndefined(request)));
+  // a job the queen placed here: run it on this hive, its events streamed back to the entry node
+  node.streams.handle(hiveRun, async ({ params, channel, signal, peer }) => {
+    log.debug({ job: params.job.id, from: peer }, 'running a job for another node');
+    // writes go out one after another, in order; a failed write fails the next awaited one
+    let written: Promise<void> = Promise.resolve();
+    await init.local.run(
+      { id: params.job.id, request: params.job.request, acceptedAt: Date.now() },
+      {
+        signal,
+        emit: (event) => {
+          written = written.then(() => channel.write(event, { signal }));
+          written.catch(() => undefined);
+          return written;
+        },
+      },
+    );
+    await written;
+  });
+
   node.rpc.handle(queenShutdown, async (_params, { peer }) => {
     const result = await commandShutdown(peer, `asked by ${nameOf(peer) ?? peer}`);
     setTimeout(() => init.onShutdown('the queen stops the cluster'), 50);
@@ -191,8 +240,57 @@ export async function startClusterLink(init: ClusterLinkInit): Promise<ClusterLi
     return { ...result, hives: [...result.hives, self] };
   });
 
+  const remoteHives = new Map<string, Hive>();
+  const hive = (id: string): Hive | undefined => {
+    if (id === self) return init.local;
+    const remote = remotes().find((r) => r.id === id);
+    if (remote === undefined) return undefined;
+    let known = remoteHives.get(id);
+    if (known === undefined || known.name !== remote.state.hive.name) {
+      known = createRemoteHive({
+        node,
+        id,
+        name: remote.state.hive.name,
+        state: () => remotes().find((r) => r.id === id)?.state ?? remote.state,
+      });
+      remoteHives.set(id, known);
+    }
+    return known;
+  };
+
   let stopping: Promise<void> | undefined;
   return {
+    hive,
+    async place(request, options = {}) {
+      const deadline = Date.now() + PLACE_WAIT_MS;
+      for (;;) {
+        options.signal?.throwIfAborted();
+        const queen = node.queen();
+        try {
+          if (queen?.id === self) return placeHere(request);
+          if (queen !== null) {
+            return await node.rpc.call(queen.id, queenPlace, request, {
+              timeoutMs: 3_000,
+              ...(options.signal === undefined ? {} : { signal: options.signal }),
+            });
+          }
+        } catch (error) {
+          const rbee = toRbeeError(error);
+          // a queen that just stepped down or died: ask again once a new one is known
+          if (!['NOT_QUEEN', 'NODE_UNREACHABLE', 'TIMEOUT'].includes(rbee.code) || Date.now() > deadline) {
+            throw rbee;
+          }
+          log.info({ queen: queen?.id, err: rbee }, 'placement: the queen did not answer; asking again');
+        }
+        if (Date.now() > deadline) {
+          throw new RbeeError(
+            'NO_QUEEN',
+            'the cluster has no queen to place the job (an election is under way)',
+          );
+        }
+        await sleep(100, undefined, options.signal === undefined ? {} : { signal: options.signal });
+      }
+    },
     selfId: () => self,
     queen: () => node.queen(),
     remotes,
@@ -248,4 +346,9 @@ export async function startClusterLink(init: ClusterLinkInit): Promise<ClusterLi
 
 function optionalName(name: string | undefined): { name?: string } {
   return name === undefined ? {} : { name };
+}
+
+/** zod leaves absent optional fields as undefined keys; the scheduler's types say "absent". */
+function withoutUndefined<T extends object>(value: T): T {
+  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as T;
 }

@@ -3,7 +3,8 @@
  * rpc and stream protocols: one place to read what crosses the wire between nodes, and its schemas.
  */
 import { z } from 'zod';
-import { defineMethod } from '../../p2p/index.js';
+import { defineMethod, defineStream } from '../../p2p/index.js';
+import { jobEventSchema, jobRequestSchema } from '../../shared/wire.js';
 
 /** Node → the hive that runs a worker: stop it (what `rbee workers stop` and the dashboard send). */
 export const hiveStopWorker = defineMethod(
@@ -31,3 +32,48 @@ export interface ClusterShutdown {
   /** Peer ids of the hives that stop besides the node that asked (the queen among them). */
   hives: string[];
 }
+
+/** What a hive emits while it runs a job: narration, tokens, then `done` (failures are error frames). */
+const hiveJobEventSchema = z.discriminatedUnion('type', [
+  jobEventSchema.options[0].omit({ ts: true, jobId: true }),
+  jobEventSchema.options[1].omit({ ts: true, jobId: true }),
+  jobEventSchema.options[2].omit({ ts: true, jobId: true }),
+]);
+
+/**
+ * Entry node → the hive the queen picked: run this job and stream its events back, with
+ * back-pressure. Closing or resetting the stream cancels the job there and frees its slot.
+ */
+export const hiveRun = defineStream('hive.run', {
+  params: z.object({ job: z.object({ id: z.string().min(1).max(128), request: jobRequestSchema }) }),
+  up: z.never(),
+  down: hiveJobEventSchema,
+});
+
+const deviceSchema = z.object({
+  backend: z.string().max(32),
+  index: z.number().int(),
+  freeBytes: z.number(),
+});
+
+/** Entry node → queen: where should this job run? Answered by the queen's scheduler. */
+export const queenPlace = defineMethod(
+  'queen.place',
+  z.object({
+    modelId: z.string().min(1).max(256),
+    entry: z.string().min(1).max(128),
+    provisionable: z.enum(['any', 'entry']),
+    pin: z.string().min(1).max(256).optional(),
+    exclude: z.array(z.string().max(128)).max(16).optional(),
+  }),
+  z.object({
+    hive: z.string(),
+    name: z.string(),
+    kind: z.enum(['warm', 'on-disk', 'provision', 'wait']),
+    worker: z.string().optional(),
+    device: deviceSchema.optional(),
+    reason: z.string(),
+    /** The queen's node name, for the narration's provenance. */
+    queen: z.string(),
+  }),
+);

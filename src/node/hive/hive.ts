@@ -6,6 +6,9 @@
 import type { HiveState } from '../../shared/view.js';
 import type { JobEventInput, JobRequest } from '../../shared/wire.js';
 
+/** What a hive emits while it runs a job; failures are thrown, never emitted as `error` events. */
+export type HiveEvent = Exclude<JobEventInput, { type: 'error' }>;
+
 export interface HiveJob {
   id: string;
   request: JobRequest;
@@ -16,8 +19,12 @@ export interface HiveJob {
 export interface HiveRunOptions {
   /** Cancels the job on the hive (client gone, Ctrl-C, DELETE, the node stopping). */
   signal: AbortSignal;
-  /** Narration, tokens and, last, `done`. Failures are thrown, never emitted as `error`. */
-  emit: (event: JobEventInput) => void;
+  /**
+   * Narration, tokens and, last, `done`. A returned promise is back-pressure: the hive waits on it
+   * before the next token. Whoever supplies `emit` keeps the events in order and owns the promise's
+   * failure (a hive may leave a narration's promise unawaited).
+   */
+  emit: (event: HiveEvent) => void | Promise<void>;
 }
 
 export interface Hive {

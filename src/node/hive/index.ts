@@ -3,7 +3,7 @@
  * checker, `rbee doctor`'s checks, and the `Hive` seam that the job router drives — implemented here
  * by the local hive, and by the cluster's remote hive for other machines.
  */
-export type { Hive, HiveJob, HiveRunOptions } from './hive.js';
+export type { Hive, HiveEvent, HiveJob, HiveRunOptions } from './hive.js';
 export { createLocalHive, type LocalHiveInit } from './local-hive.js';
 export {
   createWorkerPool,

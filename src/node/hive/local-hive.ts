@@ -100,7 +100,7 @@ export function createLocalHive(init: LocalHiveInit): Hive {
     state,
     async run(job, { signal, emit }) {
       const narrate = (source: NarrationSource, text: string, progress?: Progress): void =>
-        emit({
+        void emit({
           type: 'narration',
           source,
           node: init.name,
@@ -146,11 +146,12 @@ export function createLocalHive(init: LocalHiveInit): Hive {
         for await (const chunk of lease.generate(generateRequest(request), { signal })) {
           if (chunk.type === 'token') {
             firstTokenAt ??= Date.now();
-            emit({ type: 'token', text: chunk.text });
+            // awaited: a remote entry node's slow reader holds the worker back (back-pressure)
+            await emit({ type: 'token', text: chunk.text });
             continue;
           }
           const end = Date.now();
-          emit({
+          await emit({
             type: 'done',
             model: model.id,
             finishReason: chunk.finishReason,
@@ -180,6 +181,7 @@ function generateRequest(request: JobRequest): GenerateRequest {
     system: _system,
     raw: _raw,
     keepAlive: _keep,
+    hive: _hive,
     ...sampling
   } = request;
   const generate: GenerateRequest = { ...sampling };

@@ -10,4 +10,4 @@ export {
   type JobSnapshot,
   type JobState,
 } from './job-manager.js';
-export { createRouter, type RouterInit } from './router.js';
+export { createRouter, type RouterInit, type ClusterRouting } from './router.js';

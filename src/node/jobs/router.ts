@@ -1,28 +1,163 @@
 /**
- * Runs each job the entry node accepted on a Hive and relays what the hive emits to the job's
- * subscribers. Placement across the cluster's hives (the queen's scheduler) comes next; until then
- * every job runs on this node's own hive.
+ * Runs each job the entry node accepted on the hive the queen picks, and relays what that hive
+ * emits to the job's subscribers: local or remote, the router drives a Hive and never knows which.
+ * A hive that fails before the first token is left out and the job placed again (at most twice);
+ * time to first token and total time are measured here, where the client is.
  */
+import { RbeeError, toRbeeError, type ErrorCode } from '../../shared/errors.js';
+import type { NarrationSource } from '../../shared/wire.js';
 import type { Hive } from '../hive/index.js';
+import type { ModelRef } from '../models/index.js';
+import { place, type Placement, type PlacementRequest } from '../queen/index.js';
 import type { JobContext } from './job-manager.js';
+
+/** The cluster as the router needs it: the queen's placement and the hives it may pick. */
+export interface ClusterRouting {
+  place(
+    request: PlacementRequest,
+    options?: { signal?: AbortSignal },
+  ): Promise<Placement & { queen: string }>;
+  hive(id: string): Hive | undefined;
+}
 
 export interface RouterInit {
   /** This node's hive. */
   local: Hive;
+  /** The cluster, once joined; without it every job runs here. */
+  cluster: () => ClusterRouting | undefined;
+  parseModelRef: (input: string) => ModelRef;
+  modelId: (ref: ModelRef) => string;
 }
+
+/** Failures of a hive (not of the job): the job is placed again elsewhere if no token went out yet. */
+const RETRYABLE: ReadonlySet<ErrorCode> = new Set([
+  'NODE_UNREACHABLE',
+  'NODE_SHUTTING_DOWN',
+  'WORKER_CRASHED',
+  'WORKER_START_FAILED',
+  'INSUFFICIENT_MEMORY',
+  'TIMEOUT',
+]);
+const MAX_RETRIES = 2;
 
 export function createRouter(init: RouterInit): (job: JobContext) => Promise<void> {
   return async function route(job) {
-    const hive = init.local;
-    job.emit({
-      type: 'narration',
-      source: 'hive',
-      node: hive.name,
-      text: `running the job on this hive (${hive.name}), which received it`,
-    });
-    await hive.run(
-      { id: job.id, request: job.request, acceptedAt: job.acceptedAt },
-      { signal: job.signal, emit: (event) => job.emit(event) },
-    );
+    const { request, signal } = job;
+    const narrate = (source: NarrationSource, node: string, text: string): void =>
+      job.emit({ type: 'narration', source, node, text });
+    const ref = init.parseModelRef(request.model);
+    const base: PlacementRequest = {
+      modelId: init.modelId(ref),
+      entry: init.local.id,
+      // a path names a file on this machine: no other hive can fetch it
+      provisionable: ref.kind === 'file' ? 'entry' : 'any',
+      ...(request.hive === undefined ? {} : { pin: request.hive }),
+    };
+
+    let firstTokenAt: number | undefined;
+    const exclude: string[] = [];
+    for (let attempt = 0; ; attempt++) {
+      const { hive, placement } = await placeJob({ ...base, exclude }, signal);
+      narrate('queen', placement.queen, placement.reason);
+      if (hive !== init.local)
+        narrate('hive', init.local.name, `tokens stream from hive ${hive.name} to this node`);
+      try {
+        await hive.run(
+          { id: job.id, request, acceptedAt: job.acceptedAt },
+          {
+            signal,
+            emit: (event) => {
+              if (event.type === 'token') firstTokenAt ??= Date.now();
+              if (event.type !== 'done') return job.emit(event);
+              const end = Date.now();
+              // measured where the client is: the hive's clock and its own start do not count
+              job.emit({
+                ...event,
+                timings: {
+                  ...event.timings,
+                  timeToFirstTokenMs: (firstTokenAt ?? end) - job.acceptedAt,
+                  totalMs: end - job.acceptedAt,
+                },
+              });
+            },
+          },
+        );
+        return;
+      } catch (error) {
+        const rbee = toRbeeError(error);
+        if (
+          signal.aborted ||
+          firstTokenAt !== undefined ||
+          !RETRYABLE.has(rbee.code) ||
+          attempt >= MAX_RETRIES ||
+          request.hive !== undefined
+        ) {
+          throw rbee;
+        }
+        exclude.push(hive.id);
+        narrate(
+          'queen',
+          init.local.name,
+          `hive ${hive.name} failed before the first token (${rbee.code}: ${rbee.message}); placing the job again`,
+        );
+      }
+    }
   };
+
+  async function placeJob(
+    request: PlacementRequest,
+    signal: AbortSignal,
+  ): Promise<{ hive: Hive; placement: Placement & { queen: string } }> {
+    const cluster = init.cluster();
+    if (cluster === undefined) {
+      const placement = placeAlone(request);
+      return { hive: init.local, placement };
+    }
+    let placement: Placement & { queen: string };
+    try {
+      placement = await cluster.place(request, { signal });
+    } catch (error) {
+      const rbee = toRbeeError(error);
+      // No hive reports room: this one can still unload idle workers and knows its observed use.
+      if (
+        rbee.code !== 'INSUFFICIENT_MEMORY' ||
+        request.pin !== undefined ||
+        request.exclude?.includes(init.local.id)
+      ) {
+        throw rbee;
+      }
+      placement = {
+        hive: init.local.id,
+        name: init.local.name,
+        kind: 'on-disk',
+        reason: `no hive reports room for the model; trying this hive (${init.local.name}), which can unload idle workers`,
+        queen: init.local.name,
+      };
+    }
+    const hive = cluster.hive(placement.hive);
+    if (hive === undefined) {
+      throw new RbeeError(
+        'NODE_UNREACHABLE',
+        `hive ${placement.name} left the cluster before the job started`,
+      );
+    }
+    return { hive, placement };
+  }
+
+  /** A node outside any cluster is its own queen and its only hive. */
+  function placeAlone(request: PlacementRequest): Placement & { queen: string } {
+    const hives = [{ id: init.local.id, state: init.local.state() }];
+    try {
+      return { ...place(request, hives), queen: init.local.name };
+    } catch (error) {
+      if (toRbeeError(error).code !== 'INSUFFICIENT_MEMORY') throw error;
+      return {
+        hive: init.local.id,
+        name: init.local.name,
+        kind: 'on-disk',
+        reason: `running the job on this hive (${init.local.name}); it checks the memory the model needs`,
+        queen: init.local.name,
+      };
+    }
+  }
 }

@@ -10,7 +10,7 @@ export {
   type EnsureResult,
   type ReconcileReport,
 } from './provisioner.js';
-export { parseModelRef, canonicalRef, type ModelRef, type DemoPreset } from './model-ref.js';
+export { parseModelRef, canonicalRef, modelId, type ModelRef, type DemoPreset } from './model-ref.js';
 export type { ProvisionPhase, ProvisionProgress } from './shared-tasks.js';
 export { freeDiskBytes } from './disk-space.js';
 export { observeProvisioner, type ProvisionObserver } from './observed-provisioner.js';

@@ -47,6 +47,7 @@ interface InferOptions {
   seed?: number;
   stop?: string[];
   system?: string;
+  on?: string;
 }
 
 function readPrompt(arg: string | undefined): string {
@@ -127,6 +128,7 @@ export function createProgram(init: ProgramInit): Command {
     .option('--seed <n>', 'random seed', intArg('--seed', 0))
     .option('--stop <text>', 'stop sequence (repeatable)', collect)
     .option('--system <text>', 'system prompt')
+    .option('--on <hive>', 'run on this hive (its name) instead of where the queen places the job')
     .option(
       '--keep-alive <duration>',
       'how long the model stays loaded afterwards: 30s, 5m, 0, -1 (never unload)',
@@ -137,6 +139,7 @@ export function createProgram(init: ProgramInit): Command {
       const prompt = readPrompt(promptArg);
       const request: JobRequest = { model: resolveModelArg(opts.model), prompt };
       if (opts.keepAlive !== undefined) request.keepAlive = parseKeepAlive(opts.keepAlive);
+      if (opts.on !== undefined) request.hive = opts.on;
       for (const key of ['maxTokens', 'temperature', 'topP', 'topK', 'seed', 'stop', 'system'] as const) {
         if (opts[key] !== undefined) Object.assign(request, { [key]: opts[key] });
       }

@@ -1,0 +1,66 @@
+/**
+ * Real `rbee node` processes in one cluster on loopback, with static peers (mDNS off): start one,
+ * read its join code, and wait until a set of them agrees on one queen.
+ */
+import { expect } from 'vitest';
+import { createNodeClient } from '../../src/node/client/index.js';
+import type { ClusterStatus } from '../../src/shared/view.js';
+import { freePort, runCli, startCli, type CliResult, type Sandbox } from './cli.js';
+import { waitFor } from './wait-for.js';
+
+export interface ClusterNodeProcess {
+  sandbox: Sandbox;
+  p2pPort: number;
+  addr: string;
+  status(): Promise<ClusterStatus>;
+  stop(): Promise<void>;
+  /** Resolves when the process has exited, however it was stopped. */
+  exited: Promise<CliResult>;
+}
+
+export async function startClusterNode(
+  sandbox: Sandbox,
+  options: { peers?: string[]; p2pPort?: number } = {},
+): Promise<ClusterNodeProcess> {
+  const p2pPort = options.p2pPort ?? (await freePort());
+  const addr = `/ip4/127.0.0.1/tcp/${p2pPort}`;
+  const args = ['node', '--cluster-listen', addr, ...(options.peers ?? []).flatMap((p) => ['--peer', p])];
+  const run = startCli(args, { env: sandbox.env });
+  const client = createNodeClient({ url: sandbox.url });
+  await waitFor(
+    async () => {
+      if (run.child.exitCode !== null) throw new Error(`node exited: ${run.stderr()}`);
+      const status = await client.cluster().catch(() => undefined);
+      return status?.state === 'running';
+    },
+    { what: 'the node to join its cluster layer' },
+  );
+  return {
+    sandbox,
+    p2pPort,
+    addr,
+    status: () => client.cluster(),
+    exited: run.result,
+    async stop() {
+      const result = await runCli(['node', 'stop', '--json'], { env: sandbox.env });
+      expect(result.code, result.stderr).toBe(0);
+      await run.result;
+    },
+  };
+}
+
+export async function joinCode(sandbox: Sandbox): Promise<string> {
+  const result = await runCli(['cluster', 'code', '--json'], { env: sandbox.env });
+  expect(result.code, result.stderr).toBe(0);
+  const { code } = JSON.parse(result.stdout) as { code: string };
+  expect(code).toMatch(/^rbee-[A-Za-z0-9_-]+$/);
+  return code;
+}
+
+/** Both nodes list each other as live and agree on one queen. */
+export async function agreed(nodes: ClusterNodeProcess[]): Promise<ClusterStatus[] | false> {
+  const all = await Promise.all(nodes.map((n) => n.status()));
+  const queens = new Set(all.map((s) => s.queen?.id ?? 'none'));
+  const full = all.every((s) => s.members.filter((m) => m.live).length === nodes.length - 1);
+  return full && queens.size === 1 && !queens.has('none') ? all : false;
+}

@@ -1,0 +1,167 @@
+/**
+ * The queen places jobs across the cluster: three real `rbee node` processes on loopback (static
+ * peers), each a hive. A job submitted on one node runs where the queen puts it, and its tokens
+ * stream back to the node that received it; cancel there reaches the remote worker.
+ */
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createNodeClient, type NodeClient } from '../../src/node/client/index.js';
+import type { JobEvent, JobRequest } from '../../src/shared/wire.js';
+import { createSandbox, runCli, type Sandbox } from '../helpers/cli.js';
+import { agreed, joinCode, startClusterNode, type ClusterNodeProcess } from '../helpers/cluster-nodes.js';
+import { collect, waitFor } from '../helpers/wait-for.js';
+
+const sandboxes: Sandbox[] = [];
+const nodes: Record<
+  'alpha' | 'beta' | 'gamma',
+  { node: ClusterNodeProcess; client: NodeClient; id: string }
+> = {} as never;
+
+async function namedSandbox(name: string): Promise<Sandbox> {
+  const sandbox = await createSandbox();
+  sandboxes.push(sandbox);
+  writeFileSync(join(sandbox.home, 'config.json'), JSON.stringify({ nodeName: name, threads: 1 }));
+  return sandbox;
+}
+
+beforeAll(async () => {
+  const alpha = await startClusterNode(await namedSandbox('alpha'));
+  const code = await joinCode(alpha.sandbox);
+  const others = await Promise.all(
+    ['beta', 'gamma'].map(async (name) => {
+      const sandbox = await namedSandbox(name);
+      const joined = await runCli(['join', code, '--json'], { env: sandbox.env });
+      expect(joined.code, joined.stderr).toBe(0);
+      return startClusterNode(sandbox, { peers: [alpha.addr] });
+    }),
+  );
+  const all = [alpha, ...others];
+  await waitFor(() => agreed(all), { what: 'one queen for three nodes' });
+  for (const [name, node] of [
+    ['alpha', alpha],
+    ['beta', others[0]!],
+    ['gamma', others[1]!],
+  ] as const) {
+    nodes[name] = {
+      node,
+      client: createNodeClient({ url: node.sandbox.url }),
+      id: (await node.status()).self.id,
+    };
+  }
+  // gamma is the only hive with the model warm
+  await nodes.gamma.client.spawnWorker('demo');
+  await waitFor(
+    async () => {
+      const { workers } = await nodes.alpha.client.get<{ workers: { hive: string; state: string }[] }>(
+        '/v1/cluster/workers',
+      );
+      return workers.some((w) => w.hive === nodes.gamma.id && w.state === 'idle');
+    },
+    { what: "gamma's worker to show on alpha" },
+  );
+});
+
+afterAll(async () => {
+  await Promise.all(sandboxes.map((s) => s.cleanup()));
+});
+
+const JOB: JobRequest = {
+  model: 'demo',
+  prompt: 'Hello from the queen',
+  maxTokens: 24,
+  temperature: 0,
+  seed: 7,
+};
+
+async function run(client: NodeClient, request: JobRequest): Promise<JobEvent[]> {
+  const { id } = await client.submitJob(request);
+  return collect(client.jobEvents(id));
+}
+
+const text = (events: JobEvent[]): string =>
+  events.flatMap((e) => (e.type === 'token' ? [e.text] : [])).join('');
+
+const localWorkers = async (client: NodeClient): Promise<unknown[]> =>
+  (await client.get<{ workers: unknown[] }>('/v1/workers')).workers;
+
+describe('a job submitted on one node', () => {
+  it('runs on the only hive with the model warm and streams back; the entry node starts no worker', async () => {
+    const events = await run(nodes.alpha.client, JOB);
+    const done = events.at(-1);
+    expect(done, JSON.stringify(events)).toMatchObject({ type: 'done', usage: { completionTokens: 24 } });
+    const narration = events.flatMap((e) => (e.type === 'narration' ? [e] : []));
+    // the queen's decision, with its reason, then the remote hive's and worker's own narration
+    expect(narration[0]).toMatchObject({
+      source: 'queen',
+      text: expect.stringMatching(/on hive gamma: model warm/) as unknown,
+    });
+    expect(narration.some((n) => n.source === 'worker' && n.node === 'gamma')).toBe(true);
+    expect(narration.some((n) => n.node === 'alpha' && /tokens stream from hive gamma/.test(n.text))).toBe(
+      true,
+    );
+    expect(await localWorkers(nodes.alpha.client)).toEqual([]);
+
+    // the relay changes nothing: the same seeded greedy job run on gamma itself gives the same text
+    const direct = await run(nodes.gamma.client, JOB);
+    expect(text(events)).toBe(text(direct));
+    expect(text(events).length).toBeGreaterThan(0);
+  });
+
+  it('runs on a pinned hive, which fetches the model first', async () => {
+    const events = await run(nodes.beta.client, { ...JOB, hive: 'alpha' });
+    expect(events.at(-1), JSON.stringify(events.slice(-3))).toMatchObject({ type: 'done' });
+    expect(events.find((e) => e.type === 'narration')).toMatchObject({
+      source: 'queen',
+      text: expect.stringMatching(/hive alpha: model not on disk, fetched there first/) as unknown,
+    });
+    expect(await localWorkers(nodes.beta.client)).toEqual([]);
+    expect(await localWorkers(nodes.alpha.client)).toHaveLength(1);
+  });
+
+  it('`rbee infer --on NAME` pins the hive from the command line', async () => {
+    const result = await runCli(
+      ['infer', '-m', 'demo', 'Hi', '--max-tokens', '4', '--on', 'gamma', '--json'],
+      {
+        env: nodes.beta.node.sandbox.env,
+      },
+    );
+    expect(result.code, result.stderr).toBe(0);
+    const events = result.stdout
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as JobEvent);
+    expect(events.find((e) => e.type === 'narration' && e.source === 'queen')).toMatchObject({
+      text: expect.stringMatching(/on hive gamma/) as unknown,
+    });
+    expect(events.at(-1)).toMatchObject({ type: 'done' });
+  });
+
+  it('ends with NOT_FOUND, naming the hives, when pinned to a hive that does not exist', async () => {
+    const events = await run(nodes.beta.client, { ...JOB, hive: 'zeta' });
+    expect(events.at(-1)).toMatchObject({
+      type: 'error',
+      error: { code: 'NOT_FOUND', message: expect.stringMatching(/no hive named zeta/) as unknown },
+    });
+  });
+
+  it('is cancelled on the remote hive when cancelled on the entry node, freeing the slot', async () => {
+    const client = nodes.beta.client;
+    const { id } = await client.submitJob({ ...JOB, hive: 'gamma', maxTokens: 100_000 });
+    const events: JobEvent[] = [];
+    const streamed = (async () => {
+      for await (const event of client.jobEvents(id)) events.push(event);
+    })();
+    await waitFor(() => events.some((e) => e.type === 'token'), { what: 'the first token' });
+    const busy = async (): Promise<number> => {
+      const { workers } = await nodes.gamma.client.get<{ workers: { slotsBusy: number }[] }>('/v1/workers');
+      return workers.reduce((sum, w) => sum + w.slotsBusy, 0);
+    };
+    // the worker reports its busy slots with its heartbeat
+    await waitFor(async () => (await busy()) === 1, { what: "gamma's worker to report the job's slot busy" });
+    await client.cancelJob(id);
+    await streamed;
+    expect(events.at(-1)).toMatchObject({ type: 'error', error: { code: 'JOB_CANCELLED' } });
+    await waitFor(async () => (await busy()) === 0, { what: "gamma's slot to be freed" });
+  });
+});

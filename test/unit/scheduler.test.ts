@@ -1,0 +1,305 @@
+/**
+ * The queen's scheduler, table-driven: which hive (and worker, and device) a job goes to, and why.
+ */
+import { describe, expect, it } from 'vitest';
+import { neededBytes, place, schedule, type HiveCandidate } from '../../src/node/queen/index.js';
+import type { HiveState, WorkerView } from '../../src/shared/view.js';
+import { RbeeError } from '../../src/shared/errors.js';
+
+const GiB = 2 ** 30;
+const MODEL = 'demo-small-1a2b3c4d';
+const MODEL_BYTES = 2 * GiB;
+
+interface HiveSpec {
+  id: string;
+  ramFree?: number;
+  load?: number;
+  gpus?: { backend: string; free: number }[];
+  models?: string[];
+  workers?: Partial<WorkerView>[];
+  health?: 'ready' | 'degraded';
+}
+
+function hive(spec: HiveSpec): HiveCandidate {
+  const state: HiveState = {
+    hive: {
+      name: spec.id,
+      health: spec.health ?? 'ready',
+      cpu: { model: 'cpu', physicalCores: 8, logicalCores: 8 },
+      ramTotalBytes: 64 * GiB,
+      ramFreeBytes: spec.ramFree ?? 32 * GiB,
+      loadAverage: spec.load ?? 0,
+      gpus: (spec.gpus ?? []).map((g, index) => ({
+        index,
+        name: `gpu${index}`,
+        backend: g.backend,
+        vramTotalBytes: 24 * GiB,
+        vramFreeBytes: g.free,
+      })),
+      backends: ['cpu', ...(spec.gpus ?? []).map((g) => g.backend)],
+    },
+    workers: (spec.workers ?? []).map((w, i) => ({
+      id: `${spec.id}-w${i}`,
+      hive: spec.id,
+      pid: 100 + i,
+      model: MODEL,
+      backend: 'cpu',
+      device: -1,
+      state: 'idle',
+      slots: 1,
+      slotsBusy: 0,
+      tokensPerSecond: 10,
+      memoryBytes: GiB,
+      startedAt: 0,
+      lastUsedAt: 0,
+      ...w,
+    })),
+    models: (spec.models ?? []).map((id) => ({
+      id,
+      hive: spec.id,
+      name: id,
+      ref: `demo:${id}`,
+      bytes: MODEL_BYTES,
+      quantization: 'Q8_0',
+      architecture: 'llama',
+      contextLength: 2048,
+      source: 'demo',
+      lastUsedAt: null,
+    })),
+    downloads: [],
+  };
+  return { id: spec.id, state };
+}
+
+const request = (over: Partial<Parameters<typeof place>[0]> = {}) => ({
+  modelId: MODEL,
+  entry: 'a',
+  provisionable: 'any' as const,
+  ...over,
+});
+
+describe('the scheduler picks', () => {
+  const cases: {
+    name: string;
+    hives: HiveSpec[];
+    req?: Partial<Parameters<typeof place>[0]>;
+    hive: string;
+    kind: string;
+    worker?: string;
+    backend?: string;
+    why: RegExp;
+  }[] = [
+    {
+      name: 'the only hive with the model warm, over hives with more room',
+      hives: [
+        { id: 'a', ramFree: 60 * GiB },
+        { id: 'b', gpus: [{ backend: 'cuda', free: 20 * GiB }] },
+        { id: 'c', models: [MODEL], workers: [{}] },
+      ],
+      hive: 'c',
+      kind: 'warm',
+      worker: 'c-w0',
+      why: /worker c-w0 on hive c: model warm, 1 of 1 slots free/,
+    },
+    {
+      name: 'the warm worker with more free slots',
+      hives: [
+        { id: 'a', models: [MODEL], workers: [{ slots: 4, slotsBusy: 3 }] },
+        { id: 'b', models: [MODEL], workers: [{ slots: 4, slotsBusy: 1 }] },
+      ],
+      hive: 'b',
+      kind: 'warm',
+      why: /3 of 4 slots free/,
+    },
+    {
+      name: 'the lighter-loaded hive among equal warm workers',
+      hives: [
+        { id: 'a', load: 8, models: [MODEL], workers: [{}] },
+        { id: 'b', load: 1, models: [MODEL], workers: [{}] },
+      ],
+      hive: 'b',
+      kind: 'warm',
+      why: /model warm/,
+    },
+    {
+      name: 'the faster worker among equal loads',
+      hives: [
+        { id: 'a', models: [MODEL], workers: [{ tokensPerSecond: 20 }] },
+        { id: 'b', models: [MODEL], workers: [{ tokensPerSecond: 90 }] },
+      ],
+      hive: 'b',
+      kind: 'warm',
+      why: /model warm/,
+    },
+    {
+      name: 'the entry hive among otherwise equal warm workers',
+      hives: [
+        { id: 'b', models: [MODEL], workers: [{}] },
+        { id: 'a', models: [MODEL], workers: [{}] },
+      ],
+      hive: 'a',
+      kind: 'warm',
+      why: /model warm/,
+    },
+    {
+      name: 'a hive with the model on disk over an empty one with more room',
+      hives: [
+        { id: 'a', ramFree: 60 * GiB, models: [] },
+        { id: 'b', ramFree: 8 * GiB, models: [MODEL] },
+      ],
+      hive: 'b',
+      kind: 'on-disk',
+      backend: 'cpu',
+      why: /model on disk, room on CPU/,
+    },
+    {
+      name: 'a GPU with room over the CPU of the same hive',
+      hives: [{ id: 'a', models: [MODEL], gpus: [{ backend: 'vulkan', free: 8 * GiB }] }],
+      hive: 'a',
+      kind: 'on-disk',
+      backend: 'vulkan',
+      why: /room on GPU0 \(vulkan\)/,
+    },
+    {
+      name: 'CUDA over Vulkan over the CPU',
+      hives: [
+        { id: 'a', models: [MODEL], gpus: [{ backend: 'vulkan', free: 20 * GiB }] },
+        { id: 'b', models: [MODEL], gpus: [{ backend: 'cuda', free: 8 * GiB }] },
+      ],
+      hive: 'b',
+      kind: 'on-disk',
+      backend: 'cuda',
+      why: /GPU0 \(cuda\)/,
+    },
+    {
+      name: 'the CPU when the GPU is too small for the model',
+      hives: [{ id: 'a', models: [MODEL], gpus: [{ backend: 'cuda', free: 1 * GiB }] }],
+      hive: 'a',
+      kind: 'on-disk',
+      backend: 'cpu',
+      why: /room on CPU/,
+    },
+    {
+      name: 'the strongest device when no hive has the model (fetched there)',
+      hives: [
+        { id: 'a', ramFree: 16 * GiB },
+        { id: 'b', gpus: [{ backend: 'cuda', free: 20 * GiB }] },
+      ],
+      req: { modelId: 'unknown-model' },
+      hive: 'b',
+      kind: 'provision',
+      backend: 'cuda',
+      why: /not on disk, fetched there first/,
+    },
+    {
+      name: 'the entry hive for a model that is a local path',
+      hives: [
+        { id: 'a', ramFree: 4 * GiB },
+        { id: 'b', gpus: [{ backend: 'cuda', free: 20 * GiB }] },
+      ],
+      req: { modelId: 'unknown-model', provisionable: 'entry' },
+      hive: 'a',
+      kind: 'provision',
+      why: /room on CPU/,
+    },
+    {
+      name: 'a busy warm worker to wait for when nothing else has room',
+      hives: [{ id: 'a', ramFree: 1 * GiB, models: [MODEL], workers: [{ state: 'busy', slotsBusy: 1 }] }],
+      hive: 'a',
+      kind: 'wait',
+      why: /all 1 slots busy/,
+    },
+    {
+      name: 'the pinned hive, by name, even when another is warm',
+      hives: [{ id: 'a', models: [MODEL], workers: [{}] }, { id: 'b' }],
+      req: { pin: 'b' },
+      hive: 'b',
+      kind: 'provision',
+      why: /hive b/,
+    },
+    {
+      name: 'another hive than the ones that failed this job',
+      hives: [{ id: 'a', models: [MODEL], workers: [{}] }, { id: 'b' }],
+      req: { exclude: ['a'] },
+      hive: 'b',
+      kind: 'provision',
+      why: /hive b/,
+    },
+    {
+      name: 'never a degraded hive',
+      hives: [{ id: 'a', health: 'degraded', models: [MODEL], workers: [{}] }, { id: 'b' }],
+      hive: 'b',
+      kind: 'provision',
+      why: /hive b/,
+    },
+  ];
+
+  for (const c of cases) {
+    it(c.name, () => {
+      const placement = place(request(c.req), c.hives.map(hive));
+      expect(placement.hive).toBe(c.hive);
+      expect(placement.kind).toBe(c.kind);
+      if (c.worker !== undefined) expect(placement.worker).toBe(c.worker);
+      if (c.backend !== undefined) expect(placement.device?.backend).toBe(c.backend);
+      expect(placement.reason).toMatch(c.why);
+    });
+  }
+});
+
+describe('the scheduler refuses', () => {
+  it('a job that fits nowhere, with each hive’s numbers', () => {
+    const error = catchError(() =>
+      place(request(), [
+        hive({ id: 'a', ramFree: 1 * GiB, models: [MODEL] }),
+        hive({ id: 'b', ramFree: 2 * GiB }),
+      ]),
+    );
+    expect(error.code).toBe('INSUFFICIENT_MEMORY');
+    expect(error.message).toMatch(/a: needs 2628 MiB/);
+    expect(error.message).toMatch(/b: needs 2628 MiB/);
+  });
+
+  it('a pin to a hive that does not exist, listing the hives', () => {
+    const error = catchError(() => place(request({ pin: 'zeta' }), [hive({ id: 'a' }), hive({ id: 'b' })]));
+    expect(error.code).toBe('NOT_FOUND');
+    expect(error.message).toMatch(/no hive named zeta.*a, b/);
+  });
+
+  it('a pin to a hive that cannot fetch a local path', () => {
+    const error = catchError(() =>
+      place(request({ pin: 'b', provisionable: 'entry', modelId: 'x' }), [
+        hive({ id: 'a' }),
+        hive({ id: 'b' }),
+      ]),
+    );
+    expect(error.code).toBe('INSUFFICIENT_MEMORY');
+    expect(error.message).toMatch(/hive b cannot run x.*path on another machine/);
+  });
+});
+
+describe('the placement table', () => {
+  it('lists every hive, best first, with whether the model fits and why', () => {
+    const { options } = schedule(request(), [
+      hive({ id: 'a', ramFree: 1 * GiB }),
+      hive({ id: 'b', models: [MODEL] }),
+      hive({ id: 'c', models: [MODEL], workers: [{ tokensPerSecond: 42 }] }),
+    ]);
+    expect(options.map((o) => [o.hive, o.kind])).toEqual([
+      ['c', 'warm'],
+      ['b', 'on-disk'],
+      ['a', 'no-room'],
+    ]);
+    expect(options[0]?.tokensPerSecond).toBe(42);
+    expect(options[1]?.neededBytes).toBe(neededBytes(MODEL_BYTES));
+  });
+});
+
+function catchError(fn: () => unknown): RbeeError {
+  try {
+    fn();
+  } catch (error) {
+    if (error instanceof RbeeError) return error;
+    throw error;
+  }
+  throw new Error('expected an error');
+}
