@@ -56,8 +56,15 @@ export function createRouter(init: RouterInit): (job: JobContext) => Promise<voi
 
     let firstTokenAt: number | undefined;
     const exclude: string[] = [];
+    let failure: RbeeError | undefined;
     for (let attempt = 0; ; attempt++) {
-      const { hive, placement } = await placeJob({ ...base, exclude }, signal);
+      const { hive, placement } = await placeJob({ ...base, exclude }, signal).catch((error: unknown) => {
+        // no other hive can take it: the job ends with what the last hive said, not with "no hive"
+        throw failure?.cause ?? error;
+      });
+      if (failure !== undefined) {
+        narrate('queen', placement.queen, `${failure.message} before the first token; placing the job again`);
+      }
       narrate('queen', placement.queen, placement.reason);
       if (hive !== init.local)
         narrate('hive', init.local.name, `tokens stream from hive ${hive.name} to this node`);
@@ -95,11 +102,7 @@ export function createRouter(init: RouterInit): (job: JobContext) => Promise<voi
           throw rbee;
         }
         exclude.push(hive.id);
-        narrate(
-          'queen',
-          init.local.name,
-          `hive ${hive.name} failed before the first token (${rbee.code}: ${rbee.message}); placing the job again`,
-        );
+        failure = new RbeeError(rbee.code, `hive ${hive.name}: ${rbee.message}`, { cause: rbee });
       }
     }
   };
