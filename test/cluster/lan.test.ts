@@ -131,6 +131,13 @@ describe.skipIf(!support.ok)(title, () => {
     expect(await statusFrom(['-H', `authorization: Bearer ${key}`], '/v1/models')).toBe('200');
     expect(await statusFrom(['-H', `x-api-key: ${key}`], '/v1/cluster')).toBe('200');
     expect(await statusFrom(['-H', 'authorization: Bearer rbee_not-a-key'], '/v1/models')).toBe('401');
+    // a valid key does not open key management to another machine, however the path is spelt
+    for (const path of ['/v1/keys', '/v1/%6Beys', '/v1/%6beys', '/v1/keys?x=1']) {
+      expect(await statusFrom(['-H', `authorization: Bearer ${key}`], path), path).toBe('401');
+    }
+    expect(await statusFrom(['-X', 'DELETE', '-H', `authorization: Bearer ${key}`], '/v1/%6Beys/abc')).toBe(
+      '401',
+    );
   });
 
   it('report two live nodes with one peer id (a copied data directory)', async () => {

@@ -223,6 +223,11 @@ describe('queen commands', () => {
       };
       expect(await refusal(queen.term - 1)).toBe('STALE_TERM');
       expect(await refusal(queen.term)).toBe('NOT_QUEEN');
+      // a forged newer term is no way around it, and does not move the hive's term
+      expect(await refusal(queen.term + 1)).toBe('NOT_QUEEN');
+      expect(await refusal(queen.term + 50)).toBe('NOT_QUEEN');
+      expect((await b.status()).term).toBe(queen.term);
+      expect((await a.status()).term).toBe(queen.term);
       // both nodes still run
       await sleep(500);
       expect((await a.status()).state).toBe('running');

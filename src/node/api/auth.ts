@@ -27,10 +27,12 @@ function presentedKey(request: FastifyRequest): string | undefined {
 
 export function createAuthHook(init: { keys: ApiKeyStore; mode: AuthMode }) {
   return (request: FastifyRequest, _reply: FastifyReply, done: HookHandlerDoneFunction): void => {
-    const path = request.url.split('?')[0] ?? '';
-    if (OPEN_ROUTES.has(path)) return done();
+    // The route fastify matched, never the URL's text: it percent-decodes before matching, so
+    // `/v1/%6Beys` reaches the keys route. No route matched: a key is asked for (then 404).
+    const route = request.routeOptions.url ?? '';
+    if (OPEN_ROUTES.has(route)) return done();
     const local = isLoopback(request.socket.remoteAddress);
-    if (path === '/v1/keys' || path.startsWith('/v1/keys/')) {
+    if (route === '/v1/keys' || route.startsWith('/v1/keys/')) {
       if (!local)
         return done(new RbeeError('UNAUTHORIZED', "API keys are managed on the node's own machine"));
       // With `always`, the first key is created without one; after that, managing keys takes a key.

@@ -193,11 +193,17 @@ export async function startClusterLink(init: ClusterLinkInit): Promise<ClusterLi
   };
 
   node.rpc.handle(hiveShutdown, ({ term, reason }, { peer }) => {
-    const before = node.term();
-    node.fence(term); // STALE_TERM for a deposed queen's command
+    // STALE_TERM for a deposed queen's command; a newer term is never taken from a command
+    if (term < node.term()) node.fence(term);
+    // obeyed only from the queen this hive recognises, for exactly that term
     const queen = node.queen();
-    if (term === before && queen !== null && queen.id !== peer) {
-      throw new RbeeError('NOT_QUEEN', `${peer} is not the queen of term ${term}`);
+    if (queen === null || queen.id !== peer || queen.term !== term) {
+      throw new RbeeError(
+        'NOT_QUEEN',
+        queen === null
+          ? `${nameOf(peer) ?? peer} is not a queen this hive knows (it knows none now)`
+          : `${nameOf(peer) ?? peer} is not the queen of term ${term} (this hive follows ${nameOf(queen.id) ?? queen.id}, term ${queen.term})`,
+      );
     }
     log.info({ term, from: peer }, 'the queen asked this hive to stop');
     // answer first: the reply must leave before the node closes its connections
