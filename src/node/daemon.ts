@@ -25,6 +25,7 @@ import { createLogger, type Logger } from './logger.js';
 import { createProvisioner, modelId, observeProvisioner, parseModelRef } from './models/index.js';
 import {
   createApiKeyStore,
+  createJobStore,
   createMemoryObservations,
   createModelCatalog,
   createWorkerCatalog,
@@ -59,6 +60,8 @@ export function readPidFile(path: string): PidFile | undefined {
 
 const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
 const WORKER_STOP_TIMEOUT_MS = 5_000;
+/** Rows of the jobs table kept (the newest); older ones are pruned. */
+const JOBS_KEPT = 10_000;
 
 export async function startNode(
   config: NodeConfig,
@@ -72,6 +75,7 @@ export async function startNode(
   });
   const startedAt = Date.now();
   let state: Health['state'] = 'starting';
+  let acceptedSincePrune = 0;
   let devices: DeviceInfo | undefined;
   // Every part registers its teardown as it is created; close() runs them in reverse.
   const teardown = createDisposeChain((name, error) => log.warn({ err: error }, `closing ${name} failed`));
@@ -81,6 +85,14 @@ export async function startNode(
   const catalog = createModelCatalog(db);
   const workerCatalog = createWorkerCatalog(db);
   const apiKeys = createApiKeyStore(db);
+  const jobStore = createJobStore(db);
+  const unfinished = jobStore.failUnfinished(
+    { code: 'NODE_RESTARTED', message: 'the node stopped before the job finished' },
+    Date.now(),
+  );
+  if (unfinished > 0)
+    log.warn({ jobs: unfinished }, 'jobs left unfinished by the last run are marked failed');
+  jobStore.prune(JOBS_KEPT);
   // The live view, the metrics and the cluster link watch parts created before them, which report
   // to them through these late-bound observers.
   const observers: { live?: LiveView; metrics?: Metrics; cluster?: ClusterLink } = {};
@@ -138,9 +150,35 @@ export async function startNode(
     workers,
   });
   const jobs = createJobManager({
-    run: createRouter({ local: localHive, cluster: () => observers.cluster, parseModelRef, modelId }),
+    run: createRouter({
+      local: localHive,
+      cluster: () => observers.cluster,
+      parseModelRef,
+      modelId,
+      journal: jobStore,
+    }),
     onChange: () => observers.live?.markDirty('jobs'),
+    onAccepted: (job) => {
+      jobStore.accepted({ id: job.id, model: job.request.model, acceptedAt: job.acceptedAt });
+      if (++acceptedSincePrune >= JOBS_KEPT / 10) {
+        acceptedSincePrune = 0;
+        jobStore.prune(JOBS_KEPT);
+      }
+    },
     onEvent: (event) => {
+      if (event.type === 'done') {
+        jobStore.finished(event.jobId, {
+          state: 'done',
+          at: event.ts,
+          completionTokens: event.usage.completionTokens,
+        });
+      } else if (event.type === 'error') {
+        jobStore.finished(event.jobId, {
+          state: event.error.code === 'JOB_CANCELLED' ? 'cancelled' : 'failed',
+          at: event.ts,
+          error: event.error,
+        });
+      }
       observers.metrics?.observeJobEvent(event);
       if (event.type === 'narration') observers.live?.narration(event);
     },
@@ -181,6 +219,7 @@ export async function startNode(
     log,
     health,
     jobs,
+    jobHistory: jobStore,
     catalog,
     workers,
     provisioner,

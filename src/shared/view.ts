@@ -89,6 +89,26 @@ export const jobViewSchema = z.object({
 });
 export type JobView = z.infer<typeof jobViewSchema>;
 
+/** A row of the node's jobs table (`GET /v1/jobs/history`, `rbee jobs ls`): where a job ran and how it ended. */
+export const jobRecordSchema = z.object({
+  id: z.string(),
+  model: z.string(),
+  state: z.enum(['queued', 'placing', 'running', 'done', 'failed', 'cancelled']),
+  hive: z.string().optional(),
+  hiveName: z.string().optional(),
+  worker: z.string().optional(),
+  /** Why the queen placed it there. */
+  reason: z.string().optional(),
+  acceptedAt: z.number(),
+  startedAt: z.number().optional(),
+  firstTokenAt: z.number().optional(),
+  finishedAt: z.number().optional(),
+  completionTokens: z.number().optional(),
+  errorCode: z.string().optional(),
+  errorMessage: z.string().optional(),
+});
+export type JobRecord = z.infer<typeof jobRecordSchema>;
+
 export const clusterViewSchema = z.object({
   health: healthSchema,
   hives: z.array(hiveViewSchema),

@@ -7,6 +7,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createNodeClient, type NodeClient } from '../../src/node/client/index.js';
+import type { JobRecord } from '../../src/shared/view.js';
 import type { JobEvent, JobRequest } from '../../src/shared/wire.js';
 import { createSandbox, runCli, type Sandbox } from '../helpers/cli.js';
 import { agreed, joinCode, startClusterNode, type ClusterNodeProcess } from '../helpers/cluster-nodes.js';
@@ -163,5 +164,27 @@ describe('a job submitted on one node', () => {
     await streamed;
     expect(events.at(-1)).toMatchObject({ type: 'error', error: { code: 'JOB_CANCELLED' } });
     await waitFor(async () => (await busy()) === 0, { what: "gamma's slot to be freed" });
+  });
+
+  it('leaves every job in the entry nodes’ jobs tables in a final state, with where it ran', async () => {
+    const listed = await runCli(['jobs', 'ls', '--json', '--limit', '100'], {
+      env: nodes.alpha.node.sandbox.env,
+    });
+    expect(listed.code, listed.stderr).toBe(0);
+    const alphaJobs = JSON.parse(listed.stdout) as JobRecord[];
+    // the first job of this file: accepted on alpha, run on gamma, placed for a warm worker
+    expect(alphaJobs.at(-1)).toMatchObject({
+      state: 'done',
+      hiveName: 'gamma',
+      hive: nodes.gamma.id,
+      reason: expect.stringMatching(/model warm/) as unknown,
+      completionTokens: 24,
+    });
+    const betaJobs = await nodes.beta.client.jobHistory({ limit: 100 });
+    expect(betaJobs.map((j) => j.state)).toContain('cancelled');
+    expect(betaJobs.find((j) => j.errorCode === 'NOT_FOUND')).toMatchObject({ state: 'failed' });
+    for (const job of [...alphaJobs, ...betaJobs]) {
+      expect(['done', 'failed', 'cancelled'], JSON.stringify(job)).toContain(job.state);
+    }
   });
 });

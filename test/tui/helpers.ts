@@ -133,6 +133,10 @@ export function createFakeNodeClient(): FakeNodeClient {
       await Promise.resolve();
       record('cancelJob', id);
     },
+    jobHistory() {
+      calls.push({ method: 'jobHistory', args: [] });
+      return Promise.resolve([]);
+    },
     shutdown() {
       return Promise.resolve();
     },

@@ -7,7 +7,7 @@ import { RbeeError, toRbeeError } from '../../shared/errors.js';
 import { isTerminal, jobRequestSchema, type Health, type JobEvent } from '../../shared/wire.js';
 import type { JobManager } from '../jobs/index.js';
 import type { Logger } from '../logger.js';
-import type { ModelCatalog, ApiKeyStore } from '../store/index.js';
+import type { ApiKeyStore, JobStore, ModelCatalog } from '../store/index.js';
 import type { WorkerPool } from '../hive/index.js';
 import type { ModelRef, Provisioner } from '../models/index.js';
 import type { LiveView, Metrics } from '../view/index.js';
@@ -20,6 +20,8 @@ export interface ApiInit {
   log: Logger;
   health: () => Health;
   jobs: JobManager;
+  /** The jobs table: every job this node accepted, where it ran and how it ended. */
+  jobHistory: Pick<JobStore, 'list'>;
   catalog: ModelCatalog;
   workers: WorkerPool;
   provisioner: Provisioner;
@@ -109,6 +111,11 @@ export function createApi(init: ApiInit) {
   });
 
   app.get('/v1/jobs', () => ({ jobs: init.jobs.list() }));
+  app.get<{ Querystring: { limit?: string } }>('/v1/jobs/history', (request) => {
+    const limit = z.coerce.number().int().min(1).max(10_000).default(100).safeParse(request.query.limit);
+    if (!limit.success) throw new RbeeError('BAD_REQUEST', 'limit must be a whole number from 1 to 10000');
+    return { jobs: init.jobHistory.list({ limit: limit.data }) };
+  });
   app.get<{ Params: { id: string } }>('/v1/jobs/:id', (request) => init.jobs.get(request.params.id));
 
   app.get<{ Params: { id: string } }>('/v1/jobs/:id/events', (request, reply) => {

@@ -18,6 +18,8 @@ import {
 } from '../../shared/wire.js';
 import {
   clusterStatusSchema,
+  jobRecordSchema,
+  type JobRecord,
   doctorReportSchema,
   nodeEventSchema,
   pullEventSchema,
@@ -45,6 +47,8 @@ export interface NodeClient {
   /** The job's events from its first, ending after `done` or `error`. */
   jobEvents(id: string, options?: { signal?: AbortSignal }): AsyncIterable<JobEvent>;
   cancelJob(id: string, options?: { signal?: AbortSignal }): Promise<void>;
+  /** The node's jobs table, newest first: where each job ran and how it ended. */
+  jobHistory(options?: { limit?: number; signal?: AbortSignal }): Promise<JobRecord[]>;
   shutdown(options?: { signal?: AbortSignal }): Promise<void>;
   /** Asks the queen to stop every hive of the cluster; this node stops too once it has answered. */
   shutdownCluster(options?: { signal?: AbortSignal }): Promise<ClusterShutdown>;
@@ -284,6 +288,11 @@ export function createNodeClient(init: NodeClientInit): NodeClient {
     async doctor(options = {}) {
       const response = await request('/v1/doctor', signalOf(options.signal));
       return doctorReportSchema.parse(await response.json());
+    },
+    async jobHistory(options = {}) {
+      const query = options.limit === undefined ? '' : `?limit=${options.limit}`;
+      const response = await request(`/v1/jobs/history${query}`, signalOf(options.signal));
+      return z.object({ jobs: z.array(jobRecordSchema) }).parse(await response.json()).jobs;
     },
     async get<T>(path: string, options: { signal?: AbortSignal } = {}) {
       const response = await request(path, signalOf(options.signal));

@@ -38,6 +38,8 @@ export interface JobManagerInit {
   now?: () => number;
   /** Called when a job starts or ends. */
   onChange?: () => void;
+  /** Called once for each job accepted, before any of its events (the jobs table records it). */
+  onAccepted?: (job: { id: string; request: JobRequest; acceptedAt: number }) => void;
   /** Every event of every job, after the job's own subscribers. */
   onEvent?: (event: JobEvent) => void;
 }
@@ -131,6 +133,7 @@ export function createJobManager(init: JobManagerInit): JobManager {
         finished: Promise.resolve(),
       };
       jobs.set(id, job);
+      init.onAccepted?.({ id, request, acceptedAt: job.acceptedAt });
       init.onChange?.();
       const context: JobContext = {
         id,

@@ -8,6 +8,7 @@ import { RbeeError, toRbeeError, type ErrorCode } from '../../shared/errors.js';
 import type { NarrationSource } from '../../shared/wire.js';
 import type { Hive } from '../hive/index.js';
 import type { ModelRef } from '../models/index.js';
+import type { JobStore } from '../store/index.js';
 import { place, type Placement, type PlacementRequest } from '../queen/index.js';
 import type { JobContext } from './job-manager.js';
 
@@ -27,6 +28,8 @@ export interface RouterInit {
   cluster: () => ClusterRouting | undefined;
   parseModelRef: (input: string) => ModelRef;
   modelId: (ref: ModelRef) => string;
+  /** Where each job's state is recorded as it is placed and starts (the jobs table). */
+  journal?: Pick<JobStore, 'placing' | 'running' | 'firstToken'>;
 }
 
 /** Failures of a hive (not of the job): the job is placed again elsewhere if no token went out yet. */
@@ -58,6 +61,7 @@ export function createRouter(init: RouterInit): (job: JobContext) => Promise<voi
     const exclude: string[] = [];
     let failure: RbeeError | undefined;
     for (let attempt = 0; ; attempt++) {
+      init.journal?.placing(job.id);
       const { hive, placement } = await placeJob({ ...base, exclude }, signal).catch((error: unknown) => {
         // no other hive can take it: the job ends with what the last hive said, not with "no hive"
         throw failure?.cause ?? error;
@@ -66,6 +70,12 @@ export function createRouter(init: RouterInit): (job: JobContext) => Promise<voi
         narrate('queen', placement.queen, `${failure.message} before the first token; placing the job again`);
       }
       narrate('queen', placement.queen, placement.reason);
+      init.journal?.running(job.id, {
+        hive: hive.id,
+        hiveName: hive.name,
+        worker: placement.worker,
+        reason: placement.reason,
+      });
       if (hive !== init.local)
         narrate('hive', init.local.name, `tokens stream from hive ${hive.name} to this node`);
       try {
@@ -74,7 +84,10 @@ export function createRouter(init: RouterInit): (job: JobContext) => Promise<voi
           {
             signal,
             emit: (event) => {
-              if (event.type === 'token') firstTokenAt ??= Date.now();
+              if (event.type === 'token' && firstTokenAt === undefined) {
+                firstTokenAt = Date.now();
+                init.journal?.firstToken(job.id, firstTokenAt);
+              }
               if (event.type !== 'done') return job.emit(event);
               const end = Date.now();
               // measured where the client is: the hive's clock and its own start do not count

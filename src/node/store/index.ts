@@ -12,3 +12,4 @@ export {
 } from './memory-observations.js';
 export { createApiKeyStore, type ApiKeyStore, type ApiKeyInfo } from './api-keys.js';
 export { createSqliteClusterStore } from './cluster-store.js';
+export { createJobStore, type JobStore, type JobRow, type JobRowState } from './job-store.js';

@@ -61,4 +61,26 @@ export const MIGRATIONS: readonly string[] = [
     last_used_at INTEGER
   ) STRICT;
   `,
+  // 6: every job this node accepted, from acceptance to its end: a job never vanishes, and one
+  // unfinished at a restart is marked failed with the reason
+  `
+  CREATE TABLE jobs (
+    id                TEXT PRIMARY KEY,
+    model             TEXT NOT NULL,
+    state             TEXT NOT NULL
+                      CHECK (state IN ('queued', 'placing', 'running', 'done', 'failed', 'cancelled')),
+    hive              TEXT,
+    hive_name         TEXT,
+    worker            TEXT,
+    reason            TEXT,
+    accepted_at       INTEGER NOT NULL,
+    started_at        INTEGER,
+    first_token_at    INTEGER,
+    finished_at       INTEGER,
+    completion_tokens INTEGER,
+    error_code        TEXT,
+    error_message     TEXT
+  ) STRICT;
+  CREATE INDEX jobs_accepted ON jobs (accepted_at);
+  `,
 ];

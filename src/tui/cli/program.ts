@@ -12,6 +12,7 @@ import { VERSION } from '../../shared/version.js';
 import type { JobRequest } from '../../shared/wire.js';
 import { stopNode } from '../../node/client/index.js';
 import { runInfer } from './infer.js';
+import { registerJobs } from './jobs-commands.js';
 import { mib } from '../../shared/format.js';
 import { floatArg, intArg, type CommonOptions, type Keeper } from './keeper.js';
 import type { LiveStatus } from './live-status.js';
@@ -223,6 +224,7 @@ export function createProgram(init: ProgramInit): Command {
   registerWorkers(root, keeper, json, port);
   registerCluster(root, keeper, json, port);
   registerKeys(root, keeper, json, port);
+  registerJobs(root, keeper, json, port);
 
   root
     .command('doctor')

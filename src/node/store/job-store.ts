@@ -1,0 +1,138 @@
+/**
+ * The jobs table: every job this node accepted, with where it ran and how it ended. Written at the
+ * few moments a job changes state (accepted, placing, running, first token, end), never per token.
+ * At start, a job left unfinished by a previous run of the node is marked failed with the reason.
+ */
+import type { Database } from './db.js';
+
+export type JobRowState = 'queued' | 'placing' | 'running' | 'done' | 'failed' | 'cancelled';
+
+export interface JobRow {
+  id: string;
+  model: string;
+  state: JobRowState;
+  /** The hive that runs (or ran) it: peer id and name. */
+  hive: string | undefined;
+  hiveName: string | undefined;
+  worker: string | undefined;
+  /** Why it was placed there (the queen's reason). */
+  reason: string | undefined;
+  acceptedAt: number;
+  startedAt: number | undefined;
+  firstTokenAt: number | undefined;
+  finishedAt: number | undefined;
+  completionTokens: number | undefined;
+  errorCode: string | undefined;
+  errorMessage: string | undefined;
+}
+
+export interface JobStore {
+  accepted(job: { id: string; model: string; acceptedAt: number }): void;
+  placing(id: string): void;
+  running(
+    id: string,
+    where: { hive: string; hiveName: string; worker?: string | undefined; reason: string },
+  ): void;
+  firstToken(id: string, at: number): void;
+  finished(
+    id: string,
+    end: {
+      state: 'done' | 'failed' | 'cancelled';
+      at: number;
+      completionTokens?: number;
+      error?: { code: string; message: string };
+    },
+  ): void;
+  get(id: string): JobRow | undefined;
+  /** Newest first. */
+  list(options?: { limit?: number }): JobRow[];
+  /** Marks every unfinished job failed (the node stopped under it); returns how many. */
+  failUnfinished(reason: { code: string; message: string }, at: number): number;
+  /** Keeps the newest `keep` jobs; returns how many older rows went. */
+  prune(keep: number): number;
+}
+
+interface Row {
+  id: string;
+  model: string;
+  state: JobRowState;
+  hive: string | null;
+  hive_name: string | null;
+  worker: string | null;
+  reason: string | null;
+  accepted_at: number;
+  started_at: number | null;
+  first_token_at: number | null;
+  finished_at: number | null;
+  completion_tokens: number | null;
+  error_code: string | null;
+  error_message: string | null;
+}
+
+const row = (r: Row): JobRow => ({
+  id: r.id,
+  model: r.model,
+  state: r.state,
+  hive: r.hive ?? undefined,
+  hiveName: r.hive_name ?? undefined,
+  worker: r.worker ?? undefined,
+  reason: r.reason ?? undefined,
+  acceptedAt: r.accepted_at,
+  startedAt: r.started_at ?? undefined,
+  firstTokenAt: r.first_token_at ?? undefined,
+  finishedAt: r.finished_at ?? undefined,
+  completionTokens: r.completion_tokens ?? undefined,
+  errorCode: r.error_code ?? undefined,
+  errorMessage: r.error_message ?? undefined,
+});
+
+const UNFINISHED = "state IN ('queued', 'placing', 'running')";
+
+export function createJobStore(db: Database): JobStore {
+  const insert = db.prepare<[string, string, number]>(
+    "INSERT INTO jobs (id, model, state, accepted_at) VALUES (?, ?, 'queued', ?)",
+  );
+  const setPlacing = db.prepare<[string]>(`UPDATE jobs SET state = 'placing' WHERE id = ? AND ${UNFINISHED}`);
+  const setRunning = db.prepare<[string, string, string | null, string, number, string]>(
+    `UPDATE jobs SET state = 'running', hive = ?, hive_name = ?, worker = ?, reason = ?, started_at = ?
+     WHERE id = ? AND ${UNFINISHED}`,
+  );
+  const setFirstToken = db.prepare<[number, string]>(
+    'UPDATE jobs SET first_token_at = ? WHERE id = ? AND first_token_at IS NULL',
+  );
+  const setFinished = db.prepare<[string, number, number | null, string | null, string | null, string]>(
+    `UPDATE jobs SET state = ?, finished_at = ?, completion_tokens = ?, error_code = ?, error_message = ?
+     WHERE id = ? AND ${UNFINISHED}`,
+  );
+  const selectOne = db.prepare<[string], Row>('SELECT * FROM jobs WHERE id = ?');
+  const selectMany = db.prepare<[number], Row>('SELECT * FROM jobs ORDER BY accepted_at DESC, id LIMIT ?');
+  const failAll = db.prepare<[number, string, string]>(
+    `UPDATE jobs SET state = 'failed', finished_at = ?, error_code = ?, error_message = ? WHERE ${UNFINISHED}`,
+  );
+  const pruneOld = db.prepare<[number]>(
+    'DELETE FROM jobs WHERE id NOT IN (SELECT id FROM jobs ORDER BY accepted_at DESC, id LIMIT ?)',
+  );
+  return {
+    accepted: (job) => void insert.run(job.id, job.model, job.acceptedAt),
+    placing: (id) => void setPlacing.run(id),
+    running: (id, where) =>
+      void setRunning.run(where.hive, where.hiveName, where.worker ?? null, where.reason, Date.now(), id),
+    firstToken: (id, at) => void setFirstToken.run(at, id),
+    finished: (id, end) =>
+      void setFinished.run(
+        end.state,
+        end.at,
+        end.completionTokens ?? null,
+        end.error?.code ?? null,
+        end.error?.message ?? null,
+        id,
+      ),
+    get: (id) => {
+      const found = selectOne.get(id);
+      return found === undefined ? undefined : row(found);
+    },
+    list: (options = {}) => selectMany.all(options.limit ?? 100).map(row),
+    failUnfinished: (reason, at) => failAll.run(at, reason.code, reason.message).changes,
+    prune: (keep) => pruneOld.run(keep).changes,
+  };
+}

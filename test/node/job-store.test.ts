@@ -1,0 +1,80 @@
+/**
+ * The jobs table on a real SQLite file: a job's life from acceptance to its end, the rows a restart
+ * finds unfinished, and the bound on how many rows are kept.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { createJobStore, openDatabase, type Database, type JobStore } from '../../src/node/store/index.js';
+
+let dir: string;
+let db: Database;
+let store: JobStore;
+
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'rbee-jobs-'));
+  db = openDatabase(join(dir, 'rbee.db'));
+  store = createJobStore(db);
+});
+afterEach(async () => {
+  db.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('the jobs table', () => {
+  it('records where a job ran and how it ended', () => {
+    store.accepted({ id: 'j1', model: 'demo', acceptedAt: 1000 });
+    expect(store.get('j1')).toMatchObject({ state: 'queued', model: 'demo', acceptedAt: 1000 });
+    store.placing('j1');
+    expect(store.get('j1')?.state).toBe('placing');
+    store.running('j1', { hive: 'peer-c', hiveName: 'gamma', worker: 'w1', reason: 'model warm' });
+    store.firstToken('j1', 1040);
+    store.firstToken('j1', 1090); // only the first counts
+    store.finished('j1', { state: 'done', at: 1500, completionTokens: 24 });
+    expect(store.get('j1')).toMatchObject({
+      state: 'done',
+      hive: 'peer-c',
+      hiveName: 'gamma',
+      worker: 'w1',
+      reason: 'model warm',
+      firstTokenAt: 1040,
+      finishedAt: 1500,
+      completionTokens: 24,
+    });
+    // a final state is final: a late event changes nothing
+    store.finished('j1', { state: 'failed', at: 1600, error: { code: 'WORKER_CRASHED', message: 'x' } });
+    store.running('j1', { hive: 'other', hiveName: 'other', reason: 'late' });
+    expect(store.get('j1')).toMatchObject({ state: 'done', hive: 'peer-c', finishedAt: 1500 });
+  });
+
+  it('marks what a stopped node left unfinished as failed, with the reason, and leaves ended jobs alone', () => {
+    for (const [id, at] of [
+      ['queued', 1],
+      ['placing', 2],
+      ['running', 3],
+      ['done', 4],
+    ] as const) {
+      store.accepted({ id, model: 'demo', acceptedAt: at });
+    }
+    store.placing('placing');
+    store.placing('running');
+    store.running('running', { hive: 'h', hiveName: 'h', reason: 'r' });
+    store.finished('done', { state: 'done', at: 10, completionTokens: 1 });
+    const failed = store.failUnfinished({ code: 'NODE_RESTARTED', message: 'the node stopped' }, 99);
+    expect(failed).toBe(3);
+    for (const id of ['queued', 'placing', 'running']) {
+      expect(store.get(id)).toMatchObject({ state: 'failed', errorCode: 'NODE_RESTARTED', finishedAt: 99 });
+    }
+    expect(store.get('done')).toMatchObject({ state: 'done', finishedAt: 10 });
+  });
+
+  it('lists newest first and keeps only the newest rows when pruned', () => {
+    for (let i = 0; i < 50; i++) store.accepted({ id: `j${i}`, model: 'demo', acceptedAt: i });
+    expect(store.list({ limit: 3 }).map((r) => r.id)).toEqual(['j49', 'j48', 'j47']);
+    expect(store.prune(10)).toBe(40);
+    expect(store.list({ limit: 100 }).map((r) => r.id)).toHaveLength(10);
+    expect(store.get('j39')).toBeUndefined();
+    expect(store.get('j40')).toBeDefined();
+  });
+});
