@@ -60,7 +60,8 @@ export interface GenerateRequest extends Sampling {
 }
 
 export type GenerateChunk =
-  | { type: 'token'; text: string }
+  /** `tokens`: the generated tokens this text covers (their ids). */
+  | { type: 'token'; text: string; tokens: number[] }
   | {
       type: 'done';
       finishReason: FinishReason;

@@ -29,6 +29,11 @@ export const samplingSchema = z.object({
   grammar: z.string().min(1).max(100_000).optional(),
   /** A JSON schema that the output must match, enforced by a grammar built from it. */
   jsonSchema: z.record(z.string(), z.unknown()).optional(),
+  /**
+   * The answer so far, as token ids, to be continued token for token: a job whose worker died
+   * mid-stream goes on elsewhere from its prompt plus the tokens already sent (set by the router).
+   */
+  continueTokens: z.array(z.number().int().min(0)).max(1_000_000).optional(),
 });
 export type Sampling = z.infer<typeof samplingSchema>;
 

@@ -128,7 +128,8 @@ describe('protocol', () => {
     expect(parseParentMessage({ type: 'cancel' })).toBeUndefined();
     expect(parseParentMessage('shutdown')).toBeUndefined();
     expect(parseParentMessage({ type: 'shutdown' })).toEqual({ type: 'shutdown' });
-    expect(parseChildMessage({ type: 'token', requestId: 'a', text: 'x' })).toBeDefined();
+    expect(parseChildMessage({ type: 'token', requestId: 'a', text: 'x', tokens: [7] })).toBeDefined();
+    expect(parseChildMessage({ type: 'token', requestId: 'a', text: 'x' })).toBeUndefined();
     expect(parseChildMessage({ type: 'token', requestId: 'a', text: 7 })).toBeUndefined();
     expect(parseChildMessage({ type: 'error', error: { code: 'NOPE', message: 'x' } })).toBeUndefined();
     expect(parseChildMessage(null)).toBeUndefined();

@@ -166,6 +166,48 @@ describe('a job submitted on one node', () => {
     await waitFor(async () => (await busy()) === 0, { what: "gamma's slot to be freed" });
   });
 
+  it('goes on from another worker when its worker is killed mid-stream, where the stream broke', async () => {
+    const long: JobRequest = { ...JOB, prompt: 'A long answer, please', maxTokens: 1500 };
+    const reference = await run(nodes.alpha.client, long);
+    expect(reference.at(-1)).toMatchObject({ type: 'done', usage: { completionTokens: 1500 } });
+
+    const client = nodes.alpha.client;
+    const { id } = await client.submitJob(long);
+    const events: JobEvent[] = [];
+    let killed = false;
+    for await (const event of client.jobEvents(id)) {
+      events.push(event);
+      // a few dozen tokens in: the seam falls inside the answer, not at its start
+      if (!killed && events.filter((e) => e.type === 'token').length === 40) {
+        killed = true;
+        const workerId = events
+          .flatMap((e) => (e.type === 'narration' ? [/generating on worker (\S+)/.exec(e.text)?.[1]] : []))
+          .find((w) => w !== undefined)!;
+        const { workers } = await client.get<{ workers: { id: string; pid: number }[] }>(
+          '/v1/cluster/workers',
+        );
+        process.kill(workers.find((w) => w.id === workerId)!.pid, 'SIGKILL');
+      }
+    }
+    const done = events.at(-1);
+    expect(done, JSON.stringify(events.filter((e) => e.type !== 'token'))).toMatchObject({
+      type: 'done',
+      usage: { completionTokens: 1500 },
+    });
+    const said = events.flatMap((e) => (e.type === 'narration' ? [e.text] : []));
+    expect(
+      said.some((t) =>
+        /failed \(WORKER_CRASHED: .*\) after \d+ tokens; continuing the stream on hive/.test(t),
+      ),
+      said.join('\n'),
+    ).toBe(true);
+    // where the stream broke it goes on as the uninterrupted run did: nothing repeated or lost
+    const seam = events.findIndex((e) => e.type === 'narration' && /continuing the stream/.test(e.text));
+    const sent = text(events.slice(0, seam));
+    expect(sent.length).toBeGreaterThan(0);
+    expect(text(events).slice(0, sent.length + 60)).toBe(text(reference).slice(0, sent.length + 60));
+  });
+
   it('leaves every job in the entry nodes’ jobs tables in a final state, with where it ran', async () => {
     const listed = await runCli(['jobs', 'ls', '--json', '--limit', '100'], {
       env: nodes.alpha.node.sandbox.env,

@@ -243,7 +243,7 @@ function createHandle(
   function handleMessage(message: ChildMessage): void {
     switch (message.type) {
       case 'token':
-        pending.get(message.requestId)?.push({ type: 'token', text: message.text });
+        pending.get(message.requestId)?.push({ type: 'token', text: message.text, tokens: message.tokens });
         return;
       case 'done': {
         const { type: _type, requestId, ...rest } = message;

@@ -105,7 +105,13 @@ export const heartbeatSchema = z.object({
 
 export const childMessageSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('ready'), info: workerInfoSchema }),
-  z.object({ type: z.literal('token'), requestId, text: z.string() }),
+  /** `tokens`: the generated tokens this text covers (text can trail its tokens). */
+  z.object({
+    type: z.literal('token'),
+    requestId,
+    text: z.string(),
+    tokens: z.array(z.number().int().min(0)),
+  }),
   z.object({
     type: z.literal('done'),
     requestId,

@@ -4,13 +4,13 @@
  * detokenizes with context (per-token detokenizing drops SentencePiece leading spaces).
  */
 import {
-  LlamaChat,
   LlamaCompletion,
   type ChatHistoryItem,
   type ChatWrapper,
   type LlamaChatResponse,
   type LlamaCompletionResponse,
   type LlamaContextSequence,
+  type LlamaText,
   type LlamaGrammar,
   type LLamaContextualRepeatPenalty,
   type Token,
@@ -34,8 +34,8 @@ export interface RunGenerationOptions {
   /** performance.now() when the request reached the worker: time to first token counts from here. */
   receivedAt: number;
   onText: (text: string) => void;
-  /** Called with the number of tokens generated, as they are generated (for the heartbeat's tok/s). */
-  onTokens: (count: number) => void;
+  /** Called with the tokens generated, as they are generated (tok/s, and continuing a job exactly). */
+  onTokens: (tokens: readonly number[]) => void;
   signal: AbortSignal;
 }
 
@@ -48,7 +48,12 @@ export async function runGeneration(options: RunGenerationOptions): Promise<Gene
   let firstTokenAt: number | undefined;
   let lastTokenAt = 0;
   let promptTokens: number | undefined;
+  // A continued answer's first text is detokenized without the tokens before it, which drops a
+  // SentencePiece token's leading space: that chunk is detokenized again with them.
+  const continued = (request.continueTokens ?? []) as Token[];
+  let firstChunkTokens: Token[] | undefined = continued.length > 0 ? [] : undefined;
   const onToken = (tokens: Token[]): void => {
+    firstChunkTokens?.push(...tokens);
     const now = performance.now();
     // The sequence is cleared before every request, so at the first generated token everything
     // evaluated so far is the prompt (the generated token itself is not evaluated yet).
@@ -56,9 +61,15 @@ export async function runGeneration(options: RunGenerationOptions): Promise<Gene
     firstTokenAt ??= now;
     lastTokenAt = now;
     completionTokens += tokens.length;
-    options.onTokens(tokens.length);
+    options.onTokens(tokens);
   };
-  const onTextChunk = (text: string): void => {
+  const onTextChunk = (chunk: string): void => {
+    let text = chunk;
+    if (firstChunkTokens !== undefined) {
+      const withContext = sequence.model.detokenize(firstChunkTokens, false, continued.slice(-16));
+      if (withContext !== text && withContext.endsWith(text)) text = withContext;
+      firstChunkTokens = undefined;
+    }
     if (text !== '') options.onText(text);
   };
   const common = {
@@ -81,13 +92,28 @@ export async function runGeneration(options: RunGenerationOptions): Promise<Gene
   };
 
   let stopReason: StopReason;
-  if (request.messages !== undefined) {
-    const chat = new LlamaChat({ contextSequence: sequence, chatWrapper: options.chatWrapper });
+  if (request.messages !== undefined || request.continueTokens !== undefined) {
+    // One token-exact path for chat and for continuing any answer: the prompt's tokens (the chat
+    // template's rendering up to the answer), then the tokens generated so far, as one completion.
+    // A job moved to another worker mid-stream then goes on exactly where it was: its text would
+    // not re-tokenize to the same tokens, and LlamaChat renders a partial answer unlike its own
+    // output and drifts from a plain completion after a while, so chat does not use it.
+    const input =
+      request.messages === undefined
+        ? completionPromptTokens(sequence, request.prompt ?? '')
+        : chatPromptTokens(sequence, options.chatWrapper, request.messages);
+    const completion = new LlamaCompletion({ contextSequence: sequence });
     try {
-      const response = await chat.generateResponse(toChatHistory(request.messages), common);
+      const response = await completion.generateCompletionWithMeta(
+        [...input.tokens, ...((request.continueTokens ?? []) as Token[])],
+        {
+          ...common,
+          customStopTriggers: [...(request.stop ?? []), ...input.stopTriggers],
+        },
+      );
       stopReason = response.metadata.stopReason;
     } finally {
-      chat.dispose({ disposeSequence: false });
+      completion.dispose({ disposeSequence: false });
     }
   } else {
     const completion = new LlamaCompletion({ contextSequence: sequence });
@@ -157,4 +183,34 @@ function toChatHistory(messages: ChatMessage[]): ChatHistoryItem[] {
   // A trailing assistant message is continued (a prefill); otherwise the model answers anew.
   if (messages.at(-1)?.role !== 'assistant') history.push({ type: 'model', response: [] });
   return history;
+}
+
+/** The tokens a raw completion of `prompt` evaluates after the BOS that the completion prepends. */
+function completionPromptTokens(
+  sequence: LlamaContextSequence,
+  prompt: string,
+): { tokens: Token[]; stopTriggers: LlamaText[] } {
+  const { tokenizer, tokens } = sequence.model;
+  const prependsBos = resolvesBos(sequence);
+  return {
+    tokens: tokenizer(prompt, false, prependsBos && tokens.bos !== null ? 'trimLeadingSpace' : undefined),
+    stopTriggers: [],
+  };
+}
+
+/** The chat template's rendering of `messages` up to the answer, as tokens, without its leading BOS. */
+function chatPromptTokens(
+  sequence: LlamaContextSequence,
+  chatWrapper: ChatWrapper,
+  messages: ChatMessage[],
+): { tokens: Token[]; stopTriggers: LlamaText[] } {
+  const state = chatWrapper.generateContextState({ chatHistory: toChatHistory(messages) });
+  const tokens = state.contextText.tokenize(sequence.model.tokenizer);
+  // the completion prepends BOS itself; the template's rendering starts with one
+  if (resolvesBos(sequence) && tokens[0] === sequence.model.tokens.bos) tokens.shift();
+  return { tokens, stopTriggers: state.stopGenerationTriggers };
+}
+
+function resolvesBos(sequence: LlamaContextSequence): boolean {
+  return sequence.model.tokens.shouldPrependBosToken && sequence.model.tokens.bos !== null;
 }

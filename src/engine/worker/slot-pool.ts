@@ -78,6 +78,8 @@ export function createSlotPool(init: SlotPoolInit): SlotPool {
   }
 
   async function run(slot: Slot, job: Job, signal: AbortSignal): Promise<void> {
+    // tokens generated since the last text sent: each text chunk carries the tokens it covers
+    let unsent: number[] = [];
     try {
       const result = await runGeneration({
         sequence: slot.sequence,
@@ -86,9 +88,13 @@ export function createSlotPool(init: SlotPoolInit): SlotPool {
         grammar: job.grammar,
         receivedAt: job.receivedAt,
         signal,
-        onText: (text) => send({ type: 'token', requestId: job.requestId, text }),
-        onTokens: (count) => {
-          tokenCount += count;
+        onText: (text) => {
+          send({ type: 'token', requestId: job.requestId, text, tokens: unsent });
+          unsent = [];
+        },
+        onTokens: (tokens) => {
+          tokenCount += tokens.length;
+          unsent.push(...tokens);
         },
       });
       send({ type: 'done', requestId: job.requestId, ...result });

@@ -36,7 +36,9 @@ export interface ClusterShutdown {
 /** What a hive emits while it runs a job: narration, tokens, then `done` (failures are error frames). */
 const hiveJobEventSchema = z.discriminatedUnion('type', [
   jobEventSchema.options[0].omit({ ts: true, jobId: true }),
-  jobEventSchema.options[1].omit({ ts: true, jobId: true }),
+  jobEventSchema.options[1]
+    .omit({ ts: true, jobId: true })
+    .extend({ tokens: z.array(z.number().int().min(0)).max(4096) }),
   jobEventSchema.options[2].omit({ ts: true, jobId: true }),
 ]);
 

@@ -7,7 +7,10 @@ import type { HiveState } from '../../shared/view.js';
 import type { JobEventInput, JobRequest } from '../../shared/wire.js';
 
 /** What a hive emits while it runs a job; failures are thrown, never emitted as `error` events. */
-export type HiveEvent = Exclude<JobEventInput, { type: 'error' }>;
+export type HiveEvent =
+  | Exclude<JobEventInput, { type: 'error' | 'token' }>
+  /** `tokens`: the generated tokens the text covers (a job continued elsewhere needs them). */
+  | { type: 'token'; text: string; tokens: number[] };
 
 export interface HiveJob {
   id: string;

@@ -147,7 +147,7 @@ export function createLocalHive(init: LocalHiveInit): Hive {
           if (chunk.type === 'token') {
             firstTokenAt ??= Date.now();
             // awaited: a remote entry node's slow reader holds the worker back (back-pressure)
-            await emit({ type: 'token', text: chunk.text });
+            await emit({ type: 'token', text: chunk.text, tokens: chunk.tokens });
             continue;
           }
           const end = Date.now();

@@ -1,11 +1,13 @@
 /**
  * Runs each job the entry node accepted on the hive the queen picks, and relays what that hive
  * emits to the job's subscribers: local or remote, the router drives a Hive and never knows which.
- * A hive that fails before the first token is left out and the job placed again (at most twice);
- * time to first token and total time are measured here, where the client is.
+ * A hive that fails before the first token is left out and the job placed again; one that fails
+ * after it is continued: placed again with the prompt plus the text already sent, so the client's
+ * stream goes on without a repeated or lost token (at most two retries in all). Time to first token
+ * and total time are measured here, where the client is.
  */
 import { RbeeError, toRbeeError, type ErrorCode } from '../../shared/errors.js';
-import type { NarrationSource } from '../../shared/wire.js';
+import type { JobRequest, NarrationSource } from '../../shared/wire.js';
 import type { Hive } from '../hive/index.js';
 import type { ModelRef } from '../models/index.js';
 import type { JobStore } from '../store/index.js';
@@ -42,6 +44,8 @@ const RETRYABLE: ReadonlySet<ErrorCode> = new Set([
   'TIMEOUT',
 ]);
 const MAX_RETRIES = 2;
+/** Failures of a worker, not of its hive: the hive can take the continued job (a new worker). */
+const WORKER_ONLY: ReadonlySet<ErrorCode> = new Set(['WORKER_CRASHED']);
 
 export function createRouter(init: RouterInit): (job: JobContext) => Promise<void> {
   return async function route(job) {
@@ -58,8 +62,11 @@ export function createRouter(init: RouterInit): (job: JobContext) => Promise<voi
     };
 
     let firstTokenAt: number | undefined;
+    /** The generated tokens whose text the client has received. */
+    const sentTokens: number[] = [];
     const exclude: string[] = [];
     let failure: RbeeError | undefined;
+    let attemptRequest = request;
     for (let attempt = 0; ; attempt++) {
       init.journal?.placing(job.id);
       const { hive, placement } = await placeJob({ ...base, exclude }, signal).catch((error: unknown) => {
@@ -67,7 +74,13 @@ export function createRouter(init: RouterInit): (job: JobContext) => Promise<voi
         throw failure?.cause ?? error;
       });
       if (failure !== undefined) {
-        narrate('queen', placement.queen, `${failure.message} before the first token; placing the job again`);
+        narrate(
+          'queen',
+          placement.queen,
+          sentTokens.length === 0
+            ? `${failure.message} before the first token; placing the job again`
+            : `${failure.message} after ${sentTokens.length} tokens; continuing the stream on hive ${hive.name} from the prompt and the tokens already sent`,
+        );
       }
       narrate('queen', placement.queen, placement.reason);
       init.journal?.running(job.id, {
@@ -78,21 +91,32 @@ export function createRouter(init: RouterInit): (job: JobContext) => Promise<voi
       });
       if (hive !== init.local)
         narrate('hive', init.local.name, `tokens stream from hive ${hive.name} to this node`);
+      const before = sentTokens.length;
       try {
         await hive.run(
-          { id: job.id, request, acceptedAt: job.acceptedAt },
+          { id: job.id, request: attemptRequest, acceptedAt: job.acceptedAt },
           {
             signal,
             emit: (event) => {
-              if (event.type === 'token' && firstTokenAt === undefined) {
-                firstTokenAt = Date.now();
-                init.journal?.firstToken(job.id, firstTokenAt);
+              if (event.type === 'token') {
+                if (firstTokenAt === undefined) {
+                  firstTokenAt = Date.now();
+                  init.journal?.firstToken(job.id, firstTokenAt);
+                }
+                for (const token of event.tokens) sentTokens.push(token);
+                // the count is for continuing a job; clients get the text
+                return job.emit({ type: 'token', text: event.text });
               }
               if (event.type !== 'done') return job.emit(event);
               const end = Date.now();
-              // measured where the client is: the hive's clock and its own start do not count
               job.emit({
                 ...event,
+                // a continued job's hive saw the text already sent as prompt, not as output
+                usage: {
+                  promptTokens: Math.max(0, event.usage.promptTokens - before),
+                  completionTokens: event.usage.completionTokens + before,
+                },
+                // measured where the client is: the hive's clock and its own start do not count
                 timings: {
                   ...event.timings,
                   timeToFirstTokenMs: (firstTokenAt ?? end) - job.acceptedAt,
@@ -105,17 +129,35 @@ export function createRouter(init: RouterInit): (job: JobContext) => Promise<voi
         return;
       } catch (error) {
         const rbee = toRbeeError(error);
-        if (
-          signal.aborted ||
-          firstTokenAt !== undefined ||
-          !RETRYABLE.has(rbee.code) ||
-          attempt >= MAX_RETRIES ||
-          request.hive !== undefined
-        ) {
+        const pinnedBeforeFirstToken = request.hive !== undefined && sentTokens.length === 0;
+        if (signal.aborted || !RETRYABLE.has(rbee.code) || attempt >= MAX_RETRIES || pinnedBeforeFirstToken) {
           throw rbee;
         }
-        exclude.push(hive.id);
-        failure = new RbeeError(rbee.code, `hive ${hive.name}: ${rbee.message}`, { cause: rbee });
+        // a crashed worker leaves its hive able to start another; a hive that is gone is left out
+        if (sentTokens.length === 0 || !WORKER_ONLY.has(rbee.code)) exclude.push(hive.id);
+        failure = new RbeeError(rbee.code, `hive ${hive.name} failed (${rbee.code}: ${rbee.message})`, {
+          cause: rbee,
+        });
+        if (sentTokens.length > 0) {
+          const continued = continuation(request, sentTokens);
+          if (continued === undefined) {
+            // every token asked for was already sent: the job is complete
+            const end = Date.now();
+            job.emit({
+              type: 'done',
+              model: request.model,
+              finishReason: 'length',
+              usage: { promptTokens: 0, completionTokens: sentTokens.length },
+              timings: {
+                timeToFirstTokenMs: (firstTokenAt ?? end) - job.acceptedAt,
+                tokensPerSecond: 0,
+                totalMs: end - job.acceptedAt,
+              },
+            });
+            return;
+          }
+          attemptRequest = continued;
+        }
       }
     }
   };
@@ -176,4 +218,19 @@ export function createRouter(init: RouterInit): (job: JobContext) => Promise<voi
       };
     }
   }
+}
+
+/**
+ * The job as a new worker continues it after `tokens` reached the client: the same prompt, then
+ * those very tokens (not their text, which need not re-tokenize the same), and only the tokens
+ * still to come. Greedy decoding then goes on exactly where it was. Undefined when none are left.
+ */
+export function continuation(request: JobRequest, tokens: readonly number[]): JobRequest | undefined {
+  const maxTokens = request.maxTokens === undefined ? undefined : request.maxTokens - tokens.length;
+  if (maxTokens !== undefined && maxTokens <= 0) return undefined;
+  return {
+    ...request,
+    ...(maxTokens === undefined ? {} : { maxTokens }),
+    continueTokens: [...(request.continueTokens ?? []), ...tokens],
+  };
 }
