@@ -190,6 +190,11 @@ export async function startNode(
     backends: () => workerCatalog.list(),
     keys: apiKeys,
     auth: config.auth,
+    origin: {
+      listenHost: config.host,
+      allowedHosts: config.allowedHosts,
+      allowedOrigins: config.allowedOrigins,
+    },
     doctor: () =>
       diagnoseNode({
         nodeName: config.nodeName,

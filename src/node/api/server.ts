@@ -14,6 +14,7 @@ import type { LiveView, Metrics } from '../view/index.js';
 import { registerOpenAiRoutes } from './openai.js';
 import { openSse } from './sse.js';
 import { createAuthHook, type AuthMode } from './auth.js';
+import { createOriginHook, type OriginPolicy } from './origin.js';
 import type { ClusterStatus, DoctorReport, NodeEvent, PullEvent } from '../../shared/view.js';
 
 export interface ApiInit {
@@ -33,6 +34,8 @@ export interface ApiInit {
   keys: ApiKeyStore;
   /** Who needs an API key: clients beyond this machine (`remote`), or every client (`always`). */
   auth: AuthMode;
+  /** Which Host and Origin headers the API answers: what keeps web pages out (origin.ts). */
+  origin: OriginPolicy;
   /** Members, queen and every hive of the cluster (this hive alone when clustering is off). */
   cluster: () => ClusterStatus;
   /** Called once the shutdown request has been answered. */
@@ -88,6 +91,12 @@ export function createApi(init: ApiInit) {
       .send({ error: { code: 'NOT_FOUND', message: `no route ${request.method} ${request.url}` } });
   });
 
+  const port = (): number | undefined => {
+    const address = app.server.address();
+    return typeof address === 'object' && address !== null ? address.port : undefined;
+  };
+  // A page's request is refused before anything else reads it, key checks included.
+  app.addHook('onRequest', createOriginHook({ policy: init.origin, port }));
   app.addHook('onRequest', createAuthHook({ keys: init.keys, mode: init.auth }));
 
   app.addHook('onResponse', (request, reply, done) => {
