@@ -3,6 +3,7 @@
  */
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { isIP } from 'node:net';
+import type { InjectOptions, LightMyRequestResponse } from 'fastify';
 import { describeBackends, detectDevices, estimateWorkerMemory, spawnWorker } from '../engine/index.js';
 import type { DeviceInfo } from '../engine/types.js';
 import { createDisposeChain } from '../shared/dispose.js';
@@ -39,6 +40,11 @@ export interface RunningNode {
   close(reason: string): Promise<void>;
   /** Resolves once the node has fully stopped, whoever asked. */
   readonly closed: Promise<void>;
+  /**
+   * Sends a request through the API in-process, with no socket: how tests act as a client on
+   * another machine (`remoteAddress`) without sending a packet.
+   */
+  inject(request: InjectOptions): Promise<LightMyRequestResponse>;
 }
 
 export interface PidFile {
@@ -325,7 +331,7 @@ export async function startNode(
     .catch((error: unknown) => log.warn({ err: error }, 'device detection failed'));
   if (config.cluster.enabled) clusterStarting = joinCluster();
   log.info({ url, node: config.nodeName, pid: process.pid }, 'node ready');
-  return { url, log, close, closed };
+  return { url, log, close, closed, inject: (request) => api.inject(request) };
 }
 
 function narration(source: NarrationEvent['source'], node: string, text: string): NarrationEvent {

@@ -12,6 +12,7 @@ import { openSse } from './sse.js';
 import type { ModelRef, Provisioner } from '../models/index.js';
 import type { WorkerPool } from '../hive/index.js';
 import type { ModelCatalog, ModelRow } from '../store/index.js';
+import type { ApiClient } from './auth.js';
 
 export interface OpenAiInit {
   jobs: JobManager;
@@ -166,13 +167,14 @@ interface Shape {
 
 async function serve(
   init: OpenAiInit,
+  client: ApiClient,
   reply: FastifyReply,
   job: JobRequest,
   stream: boolean,
   includeUsage: boolean,
   shape: (jobId: string, model: string, created: number) => Shape,
 ): Promise<void> {
-  const { id } = init.jobs.submit(job);
+  const { id } = init.jobs.submit(job, { owner: client.owner });
   const created = Math.floor(Date.now() / 1000);
   const s = shape(id, job.model, created);
   let finished = false;
@@ -286,6 +288,7 @@ export function registerOpenAiRoutes(app: FastifyInstance, init: OpenAiInit): vo
     const job: JobRequest = { model: body.model, messages: toMessages(body.messages), ...sampling(body) };
     await serve(
       init,
+      request.apiClient,
       reply,
       job,
       body.stream === true,
@@ -330,6 +333,7 @@ export function registerOpenAiRoutes(app: FastifyInstance, init: OpenAiInit): vo
     const job: JobRequest = { model: body.model, prompt, raw: true, ...sampling(body) };
     await serve(
       init,
+      request.apiClient,
       reply,
       job,
       body.stream === true,

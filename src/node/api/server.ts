@@ -13,7 +13,8 @@ import type { ModelRef, Provisioner } from '../models/index.js';
 import type { LiveView, Metrics } from '../view/index.js';
 import { registerOpenAiRoutes } from './openai.js';
 import { openSse } from './sse.js';
-import { createAuthHook, type AuthMode } from './auth.js';
+import { createAuthHook, type ApiClient, type AuthMode } from './auth.js';
+import { createJobAccess } from './job-access.js';
 import { createOriginHook, type OriginPolicy } from './origin.js';
 import type { ClusterStatus, DoctorReport, NodeEvent, PullEvent } from '../../shared/view.js';
 
@@ -97,7 +98,11 @@ export function createApi(init: ApiInit) {
   };
   // A page's request is refused before anything else reads it, key checks included.
   app.addHook('onRequest', createOriginHook({ policy: init.origin, port }));
+  // a slot on every request for fastify's sake (objects cannot be shared defaults); the auth hook
+  // fills it before any route runs
+  app.decorateRequest('apiClient', null as unknown as ApiClient);
   app.addHook('onRequest', createAuthHook({ keys: init.keys, mode: init.auth }));
+  const jobAccess = createJobAccess(init.jobs);
 
   app.addHook('onResponse', (request, reply, done) => {
     init.metrics.observeRequest(request.routeOptions.url ?? 'unmatched', request.method, reply.statusCode);
@@ -113,15 +118,17 @@ export function createApi(init: ApiInit) {
 
   app.post('/v1/jobs', (request, reply) => {
     const body = parseBody(jobRequestSchema, request.body);
-    const { id } = init.jobs.submit(body);
+    const { id } = init.jobs.submit(body, { owner: request.apiClient.owner });
     void reply.status(202).send({ id, events: `/v1/jobs/${id}/events` });
   });
 
-  app.get('/v1/jobs', () => ({ jobs: init.jobs.list() }));
-  app.get<{ Params: { id: string } }>('/v1/jobs/:id', (request) => init.jobs.get(request.params.id));
+  app.get('/v1/jobs', (request) => ({ jobs: jobAccess.list(request.apiClient) }));
+  app.get<{ Params: { id: string } }>('/v1/jobs/:id', (request) =>
+    jobAccess.get(request.apiClient, request.params.id),
+  );
 
   app.get<{ Params: { id: string } }>('/v1/jobs/:id/events', (request, reply) => {
-    init.jobs.get(request.params.id); // 404 before the stream starts
+    jobAccess.get(request.apiClient, request.params.id); // 404 before the stream starts
     openSse(reply);
     let index = 0;
     let unsubscribe = (): void => undefined;
@@ -139,15 +146,20 @@ export function createApi(init: ApiInit) {
   });
 
   app.delete<{ Params: { id: string } }>('/v1/jobs/:id', (request, reply) => {
+    jobAccess.get(request.apiClient, request.params.id);
     init.jobs.cancel(request.params.id);
     void reply.status(202).send({ id: request.params.id, cancelling: true });
   });
 
-  app.get('/v1/events', (_request, reply) => {
+  app.get('/v1/events', (request, reply) => {
     openSse(reply);
     let index = 0;
-    writeSse(reply, index++, { type: 'snapshot', view: init.live.snapshot() });
-    const unsubscribe = init.live.subscribe((event) => writeSse(reply, index++, event));
+    const send = (event: NodeEvent): void => {
+      const visible = jobAccess.view(request.apiClient, event);
+      if (visible !== undefined) writeSse(reply, index++, visible);
+    };
+    send({ type: 'snapshot', view: init.live.snapshot() });
+    const unsubscribe = init.live.subscribe(send);
     const keepAlive = setInterval(() => reply.raw.write(': keep-alive\n\n'), SSE_KEEPALIVE_MS);
     reply.raw.on('close', () => {
       clearInterval(keepAlive);

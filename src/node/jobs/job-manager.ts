@@ -18,6 +18,8 @@ export interface JobContext {
 
 export interface JobSnapshot {
   id: string;
+  /** Who submitted it (the API's client: an API key, or the machine's own user); see SubmitOptions. */
+  owner: string | undefined;
   model: string;
   state: JobState;
   acceptedAt: number;
@@ -42,8 +44,14 @@ export interface JobManagerInit {
   onEvent?: (event: JobEvent) => void;
 }
 
+export interface SubmitOptions {
+  /** Who may see and cancel the job; the API decides what the string means. */
+  owner?: string;
+}
+
 interface Job {
   id: string;
+  owner: string | undefined;
   request: JobRequest;
   acceptedAt: number;
   finishedAt: number | undefined;
@@ -55,7 +63,7 @@ interface Job {
 }
 
 export interface JobManager {
-  submit(request: JobRequest): { id: string };
+  submit(request: JobRequest, options?: SubmitOptions): { id: string };
   /** Replays the job's events so far, then calls `listener` with each new one. Returns an unsubscribe. */
   subscribe(id: string, listener: (event: JobEvent) => void): () => void;
   cancel(id: string): void;
@@ -81,6 +89,7 @@ export function createJobManager(init: JobManagerInit): JobManager {
     const last = job.finishedAt === undefined ? undefined : job.events.at(-1);
     return {
       id: job.id,
+      owner: job.owner,
       model: job.request.model,
       state: job.state,
       acceptedAt: job.acceptedAt,
@@ -115,12 +124,13 @@ export function createJobManager(init: JobManagerInit): JobManager {
   }
 
   return {
-    submit(request) {
+    submit(request, options = {}) {
       if (closed) throw new RbeeError('NODE_SHUTTING_DOWN', 'the node is shutting down');
       const id = randomUUID();
       const controller = new AbortController();
       const job: Job = {
         id,
+        owner: options.owner,
         request,
         acceptedAt: now(),
         finishedAt: undefined,
