@@ -24,6 +24,7 @@ const fileConfigSchema = z
     auth: z.enum(['remote', 'always']).optional(),
     allowedHosts: z.array(z.string()).optional(),
     allowedOrigins: z.array(z.string()).optional(),
+    remoteModelRefs: z.enum(['catalog-hf', 'any']).optional(),
     logLevel: logLevelSchema.optional(),
     nodeName: z.string().min(1).max(64).optional(),
     threads: z.number().int().positive().optional(),
@@ -82,6 +83,11 @@ export interface NodeConfig {
   allowedHosts: string[];
   /** Web origins (`https://app.example`) whose pages may call the API. Defaults to none. */
   allowedOrigins: string[];
+  /**
+   * Which model refs clients beyond this machine may name: catalog models, `demo` and `hf:` refs
+   * (`catalog-hf`, the default), or also URLs and paths on this machine (`any`).
+   */
+  remoteModelRefs: 'catalog-hf' | 'any';
   logLevel: z.infer<typeof logLevelSchema>;
   nodeName: string;
   /** Worker threads; undefined means the engine default (physical cores less one). */
@@ -240,6 +246,7 @@ export function loadNodeConfig(
       'allowed hosts (RBEE_ALLOWED_HOSTS or allowedHosts)',
     ),
     allowedOrigins: checkOrigins(file.allowedOrigins ?? [], `${paths.config}: allowedOrigins`),
+    remoteModelRefs: file.remoteModelRefs ?? 'catalog-hf',
     port: overrides.port ?? parsePort(env.RBEE_PORT, 'RBEE_PORT') ?? file.port ?? DEFAULT_PORT,
     logLevel: logLevel.data,
     nodeName: file.nodeName ?? hostname(),

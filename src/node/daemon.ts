@@ -201,6 +201,7 @@ export async function startNode(
       allowedHosts: config.allowedHosts,
       allowedOrigins: config.allowedOrigins,
     },
+    remoteModelRefs: config.remoteModelRefs,
     doctor: () =>
       diagnoseNode({
         nodeName: config.nodeName,

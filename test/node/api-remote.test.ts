@@ -1,12 +1,13 @@
 /**
  * What clients on other machines may do, on a real node: requests go through the node's real
  * routes and hooks in-process (`inject` with a LAN `remoteAddress`), so no packet leaves this
- * machine. Such a client sees only its own jobs.
+ * machine. Such a client names no URLs or paths as models, and sees only its own jobs.
  */
 import type { InjectOptions, LightMyRequestResponse } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ClusterView } from '../../src/shared/view.js';
 import { startTestNode, type TestNode } from '../helpers/test-node.js';
+import { tinyModelPath } from '../helpers/tiny-model.js';
 
 const LAN = '10.0.0.5';
 
@@ -42,6 +43,41 @@ function remote(key: { key: string }, options: InjectOptions): Promise<LightMyRe
 const errorOf = (response: LightMyRequestResponse): { status: number; code: unknown } => ({
   status: response.statusCode,
   code: response.json<{ error?: { code?: unknown } }>().error?.code,
+});
+
+describe('model refs from clients on other machines', () => {
+  it('refuses URLs and paths on every route that takes a model, before fetching anything', async () => {
+    // nothing listens on port 9: had the node tried, the job would have failed later instead
+    const url = 'http://127.0.0.1:9/models/x.gguf';
+    const path = '/etc/rbee-test/none.gguf';
+    const messages = [{ role: 'user', content: 'hi' }];
+    const attempts: [string, Record<string, unknown>][] = [
+      ['/v1/jobs', { model: url, prompt: 'hi' }],
+      ['/v1/jobs', { model: path, prompt: 'hi' }],
+      ['/v1/models/pull', { model: `file:${path}` }],
+      ['/v1/workers', { model: path }],
+      ['/v1/chat/completions', { model: url, messages }],
+      ['/v1/completions', { model: path, prompt: 'hi' }],
+      ['/v1/embeddings', { model: url, input: 'hi' }],
+    ];
+    for (const [route, payload] of attempts) {
+      const response = await remote(keyA, { method: 'POST', url: route, payload });
+      expect({ route, ...errorOf(response) }).toEqual({ route, status: 403, code: 'MODEL_REF_FORBIDDEN' });
+    }
+    expect((await local({ url: '/v1/jobs' })).json<{ jobs: unknown[] }>().jobs).toEqual([]);
+  });
+
+  it('lets them use demo and what the catalog holds, even a model added from a path', async () => {
+    const file = await tinyModelPath();
+    // the machine's own user may add a model from a path
+    const added = await local({ method: 'POST', url: '/v1/models/pull', payload: { model: file } });
+    expect(added.body).toContain('"type":"done"');
+    const pulled = await remote(keyA, { method: 'POST', url: '/v1/models/pull', payload: { model: file } });
+    expect(pulled.statusCode).toBe(200);
+    expect(pulled.body).toContain('"cached":true');
+    const demo = await remote(keyA, { method: 'POST', url: '/v1/models/pull', payload: { model: 'demo' } });
+    expect(demo.body).toContain('"type":"done"');
+  });
 });
 
 describe('jobs of other clients', () => {

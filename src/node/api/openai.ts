@@ -13,6 +13,7 @@ import type { ModelRef, Provisioner } from '../models/index.js';
 import type { WorkerPool } from '../hive/index.js';
 import type { ModelCatalog, ModelRow } from '../store/index.js';
 import type { ApiClient } from './auth.js';
+import type { ModelAccessCheck } from './model-access.js';
 
 export interface OpenAiInit {
   jobs: JobManager;
@@ -21,6 +22,8 @@ export interface OpenAiInit {
   provisioner: Provisioner;
   workers: WorkerPool;
   parseModelRef: (input: string) => ModelRef;
+  /** Refuses refs the client may not name (MODEL_REF_FORBIDDEN). */
+  checkModel: ModelAccessCheck;
 }
 
 const textPartSchema = z.object({ type: z.literal('text'), text: z.string() });
@@ -252,6 +255,7 @@ export function registerOpenAiRoutes(app: FastifyInstance, init: OpenAiInit): vo
   app.post('/v1/embeddings', async (request, reply) => {
     try {
       const body = parse(embeddingsSchema, request.body);
+      init.checkModel(body.model, request.apiClient);
       const { model } = await init.provisioner.ensure(init.parseModelRef(body.model));
       const lease = await init.workers.acquire(model);
       try {
@@ -282,6 +286,7 @@ export function registerOpenAiRoutes(app: FastifyInstance, init: OpenAiInit): vo
     let body: z.infer<typeof chatSchema>;
     try {
       body = parse(chatSchema, request.body);
+      init.checkModel(body.model, request.apiClient);
     } catch (error) {
       return sendError(reply, error);
     }
@@ -326,6 +331,7 @@ export function registerOpenAiRoutes(app: FastifyInstance, init: OpenAiInit): vo
     let body: z.infer<typeof completionSchema>;
     try {
       body = parse(completionSchema, request.body);
+      init.checkModel(body.model, request.apiClient);
     } catch (error) {
       return sendError(reply, error);
     }

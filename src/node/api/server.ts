@@ -15,6 +15,7 @@ import { registerOpenAiRoutes } from './openai.js';
 import { openSse } from './sse.js';
 import { createAuthHook, type ApiClient, type AuthMode } from './auth.js';
 import { createJobAccess } from './job-access.js';
+import { createModelAccessCheck, type RemoteModelRefs } from './model-access.js';
 import { createOriginHook, type OriginPolicy } from './origin.js';
 import type { ClusterStatus, DoctorReport, NodeEvent, PullEvent } from '../../shared/view.js';
 
@@ -37,6 +38,8 @@ export interface ApiInit {
   auth: AuthMode;
   /** Which Host and Origin headers the API answers: what keeps web pages out (origin.ts). */
   origin: OriginPolicy;
+  /** Which model refs clients beyond this machine may name (model-access.ts). */
+  remoteModelRefs: RemoteModelRefs;
   /** Members, queen and every hive of the cluster (this hive alone when clustering is off). */
   cluster: () => ClusterStatus;
   /** Called once the shutdown request has been answered. */
@@ -103,6 +106,11 @@ export function createApi(init: ApiInit) {
   app.decorateRequest('apiClient', null as unknown as ApiClient);
   app.addHook('onRequest', createAuthHook({ keys: init.keys, mode: init.auth }));
   const jobAccess = createJobAccess(init.jobs);
+  const checkModel = createModelAccessCheck({
+    catalog: init.catalog,
+    parseModelRef: init.parseModelRef,
+    policy: init.remoteModelRefs,
+  });
 
   app.addHook('onResponse', (request, reply, done) => {
     init.metrics.observeRequest(request.routeOptions.url ?? 'unmatched', request.method, reply.statusCode);
@@ -118,6 +126,7 @@ export function createApi(init: ApiInit) {
 
   app.post('/v1/jobs', (request, reply) => {
     const body = parseBody(jobRequestSchema, request.body);
+    checkModel(body.model, request.apiClient);
     const { id } = init.jobs.submit(body, { owner: request.apiClient.owner });
     void reply.status(202).send({ id, events: `/v1/jobs/${id}/events` });
   });
@@ -173,10 +182,13 @@ export function createApi(init: ApiInit) {
     provisioner: init.provisioner,
     workers: init.workers,
     parseModelRef: init.parseModelRef,
+    checkModel,
   });
 
   app.post('/v1/models/pull', (request, reply) => {
-    const ref = init.parseModelRef(parseBody(modelBodySchema, request.body).model);
+    const { model: input } = parseBody(modelBodySchema, request.body);
+    const ref = init.parseModelRef(input);
+    checkModel(input, request.apiClient);
     // Progress streams back as SSE; a client that leaves does not stop the download (others may share it).
     openSse(reply);
     let index = 0;
@@ -236,7 +248,9 @@ export function createApi(init: ApiInit) {
   app.get('/v1/workers', () => ({ workers: init.workers.list(), breakers: init.workers.breakers() }));
 
   app.post('/v1/workers', async (request, reply) => {
-    const ref = init.parseModelRef(parseBody(modelBodySchema, request.body).model);
+    const { model: input } = parseBody(modelBodySchema, request.body);
+    const ref = init.parseModelRef(input);
+    checkModel(input, request.apiClient);
     const { model } = await init.provisioner.ensure(ref);
     const lease = await init.workers.acquire(model);
     lease.release(); // the worker stays loaded for its keep-alive
