@@ -245,7 +245,9 @@ async function createFullPath(modelPath: string) {
   return {
     run,
     async dispose() {
-      await fetch(`${url}/v1/shutdown`, { method: 'POST' }).catch(() => undefined);
+      await fetch(`${url}/v1/shutdown`, { method: 'POST', headers: { 'x-rbee-client': '1' } }).catch(
+        () => undefined,
+      );
       await new Promise((res) => node.once('exit', res));
       rmSync(home, { recursive: true, force: true });
     },

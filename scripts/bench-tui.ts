@@ -170,7 +170,9 @@ try {
   spawnSync('tmux', ['send-keys', '-t', session, 'q']);
   await sleep(1500);
   spawnSync('tmux', ['kill-session', '-t', session]);
-  await fetch(`${url}/v1/shutdown`, { method: 'POST' }).catch(() => undefined);
+  await fetch(`${url}/v1/shutdown`, { method: 'POST', headers: { 'x-rbee-client': '1' } }).catch(
+    () => undefined,
+  );
   await new Promise((res) => (node.exitCode === null ? node.once('exit', res) : res(undefined)));
   rmSync(home, { recursive: true, force: true });
 }

@@ -1,4 +1,5 @@
 import { existsSync, readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import { multiaddr } from '@multiformats/multiaddr';
 import { z } from 'zod';
@@ -21,6 +22,9 @@ const fileConfigSchema = z
     host: z.string().optional(),
     port: z.number().int().min(0).max(65535).optional(),
     auth: z.enum(['remote', 'always']).optional(),
+    allowedHosts: z.array(z.string()).optional(),
+    allowedOrigins: z.array(z.string()).optional(),
+    remoteModelRefs: z.enum(['catalog-hf', 'any']).optional(),
     logLevel: logLevelSchema.optional(),
     nodeName: z.string().min(1).max(64).optional(),
     threads: z.number().int().positive().optional(),
@@ -71,6 +75,19 @@ export interface NodeConfig {
    * (`always`, e.g. on a shared machine). Env RBEE_AUTH.
    */
   auth: 'remote' | 'always';
+  /**
+   * Host names (besides localhost, the loopback addresses and the listen address) that clients may
+   * address this node by, e.g. `rbee.lan` behind a 0.0.0.0 bind. Env RBEE_ALLOWED_HOSTS. Lower case,
+   * no port.
+   */
+  allowedHosts: string[];
+  /** Web origins (`https://app.example`) whose pages may call the API. Defaults to none. */
+  allowedOrigins: string[];
+  /**
+   * Which model refs clients beyond this machine may name: catalog models, `demo` and `hf:` refs
+   * (`catalog-hf`, the default), or also URLs and paths on this machine (`any`).
+   */
+  remoteModelRefs: 'catalog-hf' | 'any';
   logLevel: z.infer<typeof logLevelSchema>;
   nodeName: string;
   /** Worker threads; undefined means the engine default (physical cores less one). */
@@ -112,6 +129,48 @@ function parseSwitch(value: string | undefined, name: string): boolean | undefin
 function parseList(value: string | undefined): string[] | undefined {
   if (value === undefined || value.trim() === '') return undefined;
   return value.split(/[\s,]+/).filter((item) => item !== '');
+}
+
+/** A DNS name: labels of letters, digits and inner hyphens. */
+const HOST_NAME = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/;
+
+function checkHosts(hosts: string[], source: string): string[] {
+  return hosts.map((entry) => {
+    const host = entry
+      .trim()
+      .toLowerCase()
+      .replace(/^\[(.*)\]$/, '$1');
+    if (!HOST_NAME.test(host) && isIP(host) === 0) {
+      throw new RbeeError(
+        'CONFIG_INVALID',
+        `${source}: "${entry}" is not a host name or IP address (give it without a port, e.g. rbee.lan)`,
+      );
+    }
+    return host;
+  });
+}
+
+function checkOrigins(origins: string[], source: string): string[] {
+  return origins.map((entry) => {
+    let url: URL | undefined;
+    try {
+      url = new URL(entry);
+    } catch {
+      url = undefined;
+    }
+    // an origin is scheme, host and port only: anything more would never match a browser's Origin
+    if (
+      url === undefined ||
+      (url.protocol !== 'http:' && url.protocol !== 'https:') ||
+      url.origin !== entry.replace(/\/$/, '').toLowerCase()
+    ) {
+      throw new RbeeError(
+        'CONFIG_INVALID',
+        `${source}: "${entry}" is not a web origin (expected e.g. https://app.example or http://localhost:3000)`,
+      );
+    }
+    return url.origin;
+  });
 }
 
 function checkMultiaddrs(addrs: string[], source: string): string[] {
@@ -182,6 +241,12 @@ export function loadNodeConfig(
     paths,
     host: overrides.host ?? env.RBEE_HOST ?? file.host ?? DEFAULT_HOST,
     auth,
+    allowedHosts: checkHosts(
+      parseList(env.RBEE_ALLOWED_HOSTS) ?? file.allowedHosts ?? [],
+      'allowed hosts (RBEE_ALLOWED_HOSTS or allowedHosts)',
+    ),
+    allowedOrigins: checkOrigins(file.allowedOrigins ?? [], `${paths.config}: allowedOrigins`),
+    remoteModelRefs: file.remoteModelRefs ?? 'catalog-hf',
     port: overrides.port ?? parsePort(env.RBEE_PORT, 'RBEE_PORT') ?? file.port ?? DEFAULT_PORT,
     logLevel: logLevel.data,
     nodeName: file.nodeName ?? hostname(),

@@ -3,6 +3,7 @@
  */
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { isIP } from 'node:net';
+import type { InjectOptions, LightMyRequestResponse } from 'fastify';
 import { describeBackends, detectDevices, estimateWorkerMemory, spawnWorker } from '../engine/index.js';
 import type { DeviceInfo } from '../engine/types.js';
 import { createDisposeChain } from '../shared/dispose.js';
@@ -40,6 +41,11 @@ export interface RunningNode {
   close(reason: string): Promise<void>;
   /** Resolves once the node has fully stopped, whoever asked. */
   readonly closed: Promise<void>;
+  /**
+   * Sends a request through the API in-process, with no socket: how tests act as a client on
+   * another machine (`remoteAddress`) without sending a packet.
+   */
+  inject(request: InjectOptions): Promise<LightMyRequestResponse>;
 }
 
 export interface PidFile {
@@ -159,7 +165,12 @@ export async function startNode(
     }),
     onChange: () => observers.live?.markDirty('jobs'),
     onAccepted: (job) => {
-      jobStore.accepted({ id: job.id, model: job.request.model, acceptedAt: job.acceptedAt });
+      jobStore.accepted({
+        id: job.id,
+        model: job.request.model,
+        acceptedAt: job.acceptedAt,
+        owner: job.owner,
+      });
       if (++acceptedSincePrune >= JOBS_KEPT / 10) {
         acceptedSincePrune = 0;
         jobStore.prune(JOBS_KEPT);
@@ -229,6 +240,12 @@ export async function startNode(
     backends: () => workerCatalog.list(),
     keys: apiKeys,
     auth: config.auth,
+    origin: {
+      listenHost: config.host,
+      allowedHosts: config.allowedHosts,
+      allowedOrigins: config.allowedOrigins,
+    },
+    remoteModelRefs: config.remoteModelRefs,
     doctor: () =>
       diagnoseNode({
         nodeName: config.nodeName,
@@ -359,7 +376,7 @@ export async function startNode(
     .catch((error: unknown) => log.warn({ err: error }, 'device detection failed'));
   if (config.cluster.enabled) clusterStarting = joinCluster();
   log.info({ url, node: config.nodeName, pid: process.pid }, 'node ready');
-  return { url, log, close, closed };
+  return { url, log, close, closed, inject: (request) => api.inject(request) };
 }
 
 function narration(source: NarrationEvent['source'], node: string, text: string): NarrationEvent {

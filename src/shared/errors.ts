@@ -10,6 +10,11 @@ export const ERROR_CODES = {
   CONFIG_INVALID: { exit: 2, http: 400 },
   // no API key, or one this node does not know (clients beyond this machine need one)
   UNAUTHORIZED: { exit: 2, http: 401 },
+  // a request a web page could have sent: a Host or Origin that is not the node's, or a state
+  // change without a JSON body or `x-rbee-client: 1` (src/node/api/origin.ts)
+  FORBIDDEN_ORIGIN: { exit: 2, http: 403 },
+  // a model ref that only clients on the node's machine may name: a URL to fetch or a local path
+  MODEL_REF_FORBIDDEN: { exit: 2, http: 403 },
   // something named does not exist
   MODEL_NOT_FOUND: { exit: 3, http: 404 },
   JOB_NOT_FOUND: { exit: 3, http: 404 },

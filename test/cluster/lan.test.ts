@@ -135,9 +135,12 @@ describe.skipIf(!support.ok)(title, () => {
     for (const path of ['/v1/keys', '/v1/%6Beys', '/v1/%6beys', '/v1/keys?x=1']) {
       expect(await statusFrom(['-H', `authorization: Bearer ${key}`], path), path).toBe('401');
     }
-    expect(await statusFrom(['-X', 'DELETE', '-H', `authorization: Bearer ${key}`], '/v1/%6Beys/abc')).toBe(
-      '401',
-    );
+    expect(
+      await statusFrom(
+        ['-X', 'DELETE', '-H', 'x-rbee-client: 1', '-H', `authorization: Bearer ${key}`],
+        '/v1/%6Beys/abc',
+      ),
+    ).toBe('401');
   });
 
   it('report two live nodes with one peer id (a copied data directory)', async () => {

@@ -61,7 +61,8 @@ describe('errors carry stable codes', () => {
   it('an unknown job id is JOB_NOT_FOUND for events and cancel', async () => {
     for (const method of ['GET', 'DELETE']) {
       const path = method === 'GET' ? '/v1/jobs/nope/events' : '/v1/jobs/nope';
-      const response = await fetch(`${url}${path}`, { method });
+      // a bodyless DELETE says it is no web page, as rbee's client does (src/node/api/origin.ts)
+      const response = await fetch(`${url}${path}`, { method, headers: { 'x-rbee-client': '1' } });
       expect(response.status).toBe(404);
       expect(await response.json()).toMatchObject({ error: { code: 'JOB_NOT_FOUND' } });
     }

@@ -4,12 +4,32 @@
  * or `x-api-key`). With `auth: "always"` clients on this machine need one too (but the first key
  * can be created without one). `/health` stays open for probes; keys are managed only from this
  * machine.
+ *
+ * Each request learns who its client is (`request.apiClient`): the owner of the jobs it submits, and
+ * whether it is on this machine.
  */
 import type { FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify';
 import { RbeeError } from '../../shared/errors.js';
 import type { ApiKeyStore } from '../store/index.js';
 
 export type AuthMode = 'remote' | 'always';
+
+/** The owner of what a client on this machine submits without a key: the machine's own user. */
+export const LOCAL_OWNER = 'local';
+
+export interface ApiClient {
+  /** `key:<id>` for a client that showed an API key, else LOCAL_OWNER. */
+  owner: string;
+  /** On this machine (loopback). */
+  local: boolean;
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** Set by the auth hook before any route runs. */
+    apiClient: ApiClient;
+  }
+}
 
 const OPEN_ROUTES = new Set(['/health']);
 
@@ -30,8 +50,9 @@ export function createAuthHook(init: { keys: ApiKeyStore; mode: AuthMode }) {
     // The route fastify matched, never the URL's text: it percent-decodes before matching, so
     // `/v1/%6Beys` reaches the keys route. No route matched: a key is asked for (then 404).
     const route = request.routeOptions.url ?? '';
-    if (OPEN_ROUTES.has(route)) return done();
     const local = isLoopback(request.socket.remoteAddress);
+    request.apiClient = { owner: LOCAL_OWNER, local };
+    if (OPEN_ROUTES.has(route)) return done();
     if (route === '/v1/keys' || route.startsWith('/v1/keys/')) {
       if (!local)
         return done(new RbeeError('UNAUTHORIZED', "API keys are managed on the node's own machine"));
@@ -47,11 +68,13 @@ export function createAuthHook(init: { keys: ApiKeyStore; mode: AuthMode }) {
         ),
       );
     }
-    if (init.keys.verify(key) === undefined) {
+    const info = init.keys.verify(key);
+    if (info === undefined) {
       return done(
         new RbeeError('UNAUTHORIZED', 'this API key is not one of this node’s (revoked or mistyped)'),
       );
     }
+    request.apiClient = { owner: `key:${info.id}`, local };
     done();
   };
 }

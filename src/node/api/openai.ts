@@ -12,6 +12,8 @@ import { openSse } from './sse.js';
 import type { ModelRef, Provisioner } from '../models/index.js';
 import type { WorkerPool } from '../hive/index.js';
 import type { ModelCatalog, ModelRow } from '../store/index.js';
+import type { ApiClient } from './auth.js';
+import type { ModelAccessCheck } from './model-access.js';
 
 export interface OpenAiInit {
   jobs: JobManager;
@@ -20,6 +22,8 @@ export interface OpenAiInit {
   provisioner: Provisioner;
   workers: WorkerPool;
   parseModelRef: (input: string) => ModelRef;
+  /** Refuses refs the client may not name (MODEL_REF_FORBIDDEN). */
+  checkModel: ModelAccessCheck;
 }
 
 const textPartSchema = z.object({ type: z.literal('text'), text: z.string() });
@@ -166,13 +170,14 @@ interface Shape {
 
 async function serve(
   init: OpenAiInit,
+  client: ApiClient,
   reply: FastifyReply,
   job: JobRequest,
   stream: boolean,
   includeUsage: boolean,
   shape: (jobId: string, model: string, created: number) => Shape,
 ): Promise<void> {
-  const { id } = init.jobs.submit(job);
+  const { id } = init.jobs.submit(job, { owner: client.owner });
   const created = Math.floor(Date.now() / 1000);
   const s = shape(id, job.model, created);
   let finished = false;
@@ -250,6 +255,7 @@ export function registerOpenAiRoutes(app: FastifyInstance, init: OpenAiInit): vo
   app.post('/v1/embeddings', async (request, reply) => {
     try {
       const body = parse(embeddingsSchema, request.body);
+      init.checkModel(body.model, request.apiClient);
       const { model } = await init.provisioner.ensure(init.parseModelRef(body.model));
       const lease = await init.workers.acquire(model);
       try {
@@ -280,12 +286,14 @@ export function registerOpenAiRoutes(app: FastifyInstance, init: OpenAiInit): vo
     let body: z.infer<typeof chatSchema>;
     try {
       body = parse(chatSchema, request.body);
+      init.checkModel(body.model, request.apiClient);
     } catch (error) {
       return sendError(reply, error);
     }
     const job: JobRequest = { model: body.model, messages: toMessages(body.messages), ...sampling(body) };
     await serve(
       init,
+      request.apiClient,
       reply,
       job,
       body.stream === true,
@@ -323,6 +331,7 @@ export function registerOpenAiRoutes(app: FastifyInstance, init: OpenAiInit): vo
     let body: z.infer<typeof completionSchema>;
     try {
       body = parse(completionSchema, request.body);
+      init.checkModel(body.model, request.apiClient);
     } catch (error) {
       return sendError(reply, error);
     }
@@ -330,6 +339,7 @@ export function registerOpenAiRoutes(app: FastifyInstance, init: OpenAiInit): vo
     const job: JobRequest = { model: body.model, prompt, raw: true, ...sampling(body) };
     await serve(
       init,
+      request.apiClient,
       reply,
       job,
       body.stream === true,

@@ -13,7 +13,10 @@ import type { ModelRef, Provisioner } from '../models/index.js';
 import type { LiveView, Metrics } from '../view/index.js';
 import { registerOpenAiRoutes } from './openai.js';
 import { openSse } from './sse.js';
-import { createAuthHook, type AuthMode } from './auth.js';
+import { LOCAL_OWNER, createAuthHook, type ApiClient, type AuthMode } from './auth.js';
+import { createJobAccess } from './job-access.js';
+import { createModelAccessCheck, type RemoteModelRefs } from './model-access.js';
+import { createOriginHook, type OriginPolicy } from './origin.js';
 import type { ClusterStatus, DoctorReport, NodeEvent, PullEvent } from '../../shared/view.js';
 
 export interface ApiInit {
@@ -35,6 +38,10 @@ export interface ApiInit {
   keys: ApiKeyStore;
   /** Who needs an API key: clients beyond this machine (`remote`), or every client (`always`). */
   auth: AuthMode;
+  /** Which Host and Origin headers the API answers: what keeps web pages out (origin.ts). */
+  origin: OriginPolicy;
+  /** Which model refs clients beyond this machine may name (model-access.ts). */
+  remoteModelRefs: RemoteModelRefs;
   /** Members, queen and every hive of the cluster (this hive alone when clustering is off). */
   cluster: () => ClusterStatus;
   /** Called once the shutdown request has been answered. */
@@ -90,7 +97,22 @@ export function createApi(init: ApiInit) {
       .send({ error: { code: 'NOT_FOUND', message: `no route ${request.method} ${request.url}` } });
   });
 
+  const port = (): number | undefined => {
+    const address = app.server.address();
+    return typeof address === 'object' && address !== null ? address.port : undefined;
+  };
+  // A page's request is refused before anything else reads it, key checks included.
+  app.addHook('onRequest', createOriginHook({ policy: init.origin, port }));
+  // a slot on every request for fastify's sake (objects cannot be shared defaults); the auth hook
+  // fills it before any route runs
+  app.decorateRequest('apiClient', null as unknown as ApiClient);
   app.addHook('onRequest', createAuthHook({ keys: init.keys, mode: init.auth }));
+  const jobAccess = createJobAccess(init.jobs);
+  const checkModel = createModelAccessCheck({
+    catalog: init.catalog,
+    parseModelRef: init.parseModelRef,
+    policy: init.remoteModelRefs,
+  });
 
   app.addHook('onResponse', (request, reply, done) => {
     init.metrics.observeRequest(request.routeOptions.url ?? 'unmatched', request.method, reply.statusCode);
@@ -106,20 +128,25 @@ export function createApi(init: ApiInit) {
 
   app.post('/v1/jobs', (request, reply) => {
     const body = parseBody(jobRequestSchema, request.body);
-    const { id } = init.jobs.submit(body);
+    checkModel(body.model, request.apiClient);
+    const { id } = init.jobs.submit(body, { owner: request.apiClient.owner });
     void reply.status(202).send({ id, events: `/v1/jobs/${id}/events` });
   });
 
-  app.get('/v1/jobs', () => ({ jobs: init.jobs.list() }));
+  app.get('/v1/jobs', (request) => ({ jobs: jobAccess.list(request.apiClient) }));
   app.get<{ Querystring: { limit?: string } }>('/v1/jobs/history', (request) => {
     const limit = z.coerce.number().int().min(1).max(10_000).default(100).safeParse(request.query.limit);
     if (!limit.success) throw new RbeeError('BAD_REQUEST', 'limit must be a whole number from 1 to 10000');
-    return { jobs: init.jobHistory.list({ limit: limit.data }) };
+    // the machine's own user sees every job; a key, the jobs it submitted
+    const owner = request.apiClient.owner === LOCAL_OWNER ? undefined : request.apiClient.owner;
+    return { jobs: init.jobHistory.list({ limit: limit.data, owner }) };
   });
-  app.get<{ Params: { id: string } }>('/v1/jobs/:id', (request) => init.jobs.get(request.params.id));
+  app.get<{ Params: { id: string } }>('/v1/jobs/:id', (request) =>
+    jobAccess.get(request.apiClient, request.params.id),
+  );
 
   app.get<{ Params: { id: string } }>('/v1/jobs/:id/events', (request, reply) => {
-    init.jobs.get(request.params.id); // 404 before the stream starts
+    jobAccess.get(request.apiClient, request.params.id); // 404 before the stream starts
     openSse(reply);
     let index = 0;
     let unsubscribe = (): void => undefined;
@@ -137,15 +164,20 @@ export function createApi(init: ApiInit) {
   });
 
   app.delete<{ Params: { id: string } }>('/v1/jobs/:id', (request, reply) => {
+    jobAccess.get(request.apiClient, request.params.id);
     init.jobs.cancel(request.params.id);
     void reply.status(202).send({ id: request.params.id, cancelling: true });
   });
 
-  app.get('/v1/events', (_request, reply) => {
+  app.get('/v1/events', (request, reply) => {
     openSse(reply);
     let index = 0;
-    writeSse(reply, index++, { type: 'snapshot', view: init.live.snapshot() });
-    const unsubscribe = init.live.subscribe((event) => writeSse(reply, index++, event));
+    const send = (event: NodeEvent): void => {
+      const visible = jobAccess.view(request.apiClient, event);
+      if (visible !== undefined) writeSse(reply, index++, visible);
+    };
+    send({ type: 'snapshot', view: init.live.snapshot() });
+    const unsubscribe = init.live.subscribe(send);
     const keepAlive = setInterval(() => reply.raw.write(': keep-alive\n\n'), SSE_KEEPALIVE_MS);
     reply.raw.on('close', () => {
       clearInterval(keepAlive);
@@ -159,10 +191,13 @@ export function createApi(init: ApiInit) {
     provisioner: init.provisioner,
     workers: init.workers,
     parseModelRef: init.parseModelRef,
+    checkModel,
   });
 
   app.post('/v1/models/pull', (request, reply) => {
-    const ref = init.parseModelRef(parseBody(modelBodySchema, request.body).model);
+    const { model: input } = parseBody(modelBodySchema, request.body);
+    const ref = init.parseModelRef(input);
+    checkModel(input, request.apiClient);
     // Progress streams back as SSE; a client that leaves does not stop the download (others may share it).
     openSse(reply);
     let index = 0;
@@ -222,7 +257,9 @@ export function createApi(init: ApiInit) {
   app.get('/v1/workers', () => ({ workers: init.workers.list(), breakers: init.workers.breakers() }));
 
   app.post('/v1/workers', async (request, reply) => {
-    const ref = init.parseModelRef(parseBody(modelBodySchema, request.body).model);
+    const { model: input } = parseBody(modelBodySchema, request.body);
+    const ref = init.parseModelRef(input);
+    checkModel(input, request.apiClient);
     const { model } = await init.provisioner.ensure(ref);
     const lease = await init.workers.acquire(model);
     lease.release(); // the worker stays loaded for its keep-alive

@@ -172,15 +172,19 @@ async function* eventStream(
 
 export function createNodeClient(init: NodeClientInit): NodeClient {
   const base = init.url.replace(/\/+$/, '');
-  const auth: Record<string, string> =
-    init.apiKey === undefined || init.apiKey === '' ? {} : { authorization: `Bearer ${init.apiKey}` };
+  // `x-rbee-client: 1` tells the node this is no web page: bodyless POSTs and DELETEs (shutdown,
+  // cancel, rm) need it (src/node/api/origin.ts), and it costs nothing on the rest.
+  const headers: Record<string, string> = {
+    'x-rbee-client': '1',
+    ...(init.apiKey === undefined || init.apiKey === '' ? {} : { authorization: `Bearer ${init.apiKey}` }),
+  };
 
   async function request(path: string, initReq: RequestInit & { signal?: AbortSignal }): Promise<Response> {
     let response: Response;
     try {
       response = await fetch(`${base}${path}`, {
         ...initReq,
-        headers: { ...(initReq.headers as Record<string, string> | undefined), ...auth },
+        headers: { ...(initReq.headers as Record<string, string> | undefined), ...headers },
       });
     } catch (error) {
       if (initReq.signal?.aborted === true) throw error;
@@ -225,7 +229,7 @@ export function createNodeClient(init: NodeClientInit): NodeClient {
     },
     async *jobEvents(id, options = {}) {
       const path = `/v1/jobs/${encodeURIComponent(id)}/events`;
-      for await (const data of eventStream(base, path, { ...signalOf(options.signal), headers: auth })) {
+      for await (const data of eventStream(base, path, { ...signalOf(options.signal), headers })) {
         const event = jobEventSchema.parse(JSON.parse(data));
         yield event;
         if (isTerminal(event)) return;
@@ -245,13 +249,13 @@ export function createNodeClient(init: NodeClientInit): NodeClient {
     async *nodeEvents(options = {}) {
       for await (const data of eventStream(base, '/v1/events', {
         ...signalOf(options.signal),
-        headers: auth,
+        headers,
       }))
         yield nodeEventSchema.parse(JSON.parse(data));
     },
     async pullModel(ref, options = {}) {
       const stream = eventStream(base, '/v1/models/pull', {
-        headers: auth,
+        headers,
         method: 'POST',
         body: { model: ref },
         ...signalOf(options.signal),

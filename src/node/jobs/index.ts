@@ -9,5 +9,6 @@ export {
   type JobContext,
   type JobSnapshot,
   type JobState,
+  type SubmitOptions,
 } from './job-manager.js';
 export { createRouter, type RouterInit, type ClusterRouting } from './router.js';

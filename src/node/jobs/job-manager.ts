@@ -18,6 +18,8 @@ export interface JobContext {
 
 export interface JobSnapshot {
   id: string;
+  /** Who submitted it (the API's client: an API key, or the machine's own user); see SubmitOptions. */
+  owner: string | undefined;
   model: string;
   state: JobState;
   acceptedAt: number;
@@ -39,13 +41,24 @@ export interface JobManagerInit {
   /** Called when a job starts or ends. */
   onChange?: () => void;
   /** Called once for each job accepted, before any of its events (the jobs table records it). */
-  onAccepted?: (job: { id: string; request: JobRequest; acceptedAt: number }) => void;
+  onAccepted?: (job: {
+    id: string;
+    request: JobRequest;
+    acceptedAt: number;
+    owner: string | undefined;
+  }) => void;
   /** Every event of every job, after the job's own subscribers. */
   onEvent?: (event: JobEvent) => void;
 }
 
+export interface SubmitOptions {
+  /** Who may see and cancel the job; the API decides what the string means. */
+  owner?: string;
+}
+
 interface Job {
   id: string;
+  owner: string | undefined;
   request: JobRequest;
   acceptedAt: number;
   finishedAt: number | undefined;
@@ -57,7 +70,7 @@ interface Job {
 }
 
 export interface JobManager {
-  submit(request: JobRequest): { id: string };
+  submit(request: JobRequest, options?: SubmitOptions): { id: string };
   /** Replays the job's events so far, then calls `listener` with each new one. Returns an unsubscribe. */
   subscribe(id: string, listener: (event: JobEvent) => void): () => void;
   cancel(id: string): void;
@@ -83,6 +96,7 @@ export function createJobManager(init: JobManagerInit): JobManager {
     const last = job.finishedAt === undefined ? undefined : job.events.at(-1);
     return {
       id: job.id,
+      owner: job.owner,
       model: job.request.model,
       state: job.state,
       acceptedAt: job.acceptedAt,
@@ -117,12 +131,13 @@ export function createJobManager(init: JobManagerInit): JobManager {
   }
 
   return {
-    submit(request) {
+    submit(request, options = {}) {
       if (closed) throw new RbeeError('NODE_SHUTTING_DOWN', 'the node is shutting down');
       const id = randomUUID();
       const controller = new AbortController();
       const job: Job = {
         id,
+        owner: options.owner,
         request,
         acceptedAt: now(),
         finishedAt: undefined,
@@ -133,7 +148,7 @@ export function createJobManager(init: JobManagerInit): JobManager {
         finished: Promise.resolve(),
       };
       jobs.set(id, job);
-      init.onAccepted?.({ id, request, acceptedAt: job.acceptedAt });
+      init.onAccepted?.({ id, request, acceptedAt: job.acceptedAt, owner: options.owner });
       init.onChange?.();
       const context: JobContext = {
         id,

@@ -10,6 +10,8 @@ export type JobRowState = 'queued' | 'placing' | 'running' | 'done' | 'failed' |
 export interface JobRow {
   id: string;
   model: string;
+  /** Who submitted it: `key:ID`, or the machine's own user. */
+  owner: string | undefined;
   state: JobRowState;
   /** The hive that runs (or ran) it: peer id and name. */
   hive: string | undefined;
@@ -27,7 +29,7 @@ export interface JobRow {
 }
 
 export interface JobStore {
-  accepted(job: { id: string; model: string; acceptedAt: number }): void;
+  accepted(job: { id: string; model: string; acceptedAt: number; owner?: string | undefined }): void;
   placing(id: string): void;
   running(
     id: string,
@@ -44,8 +46,8 @@ export interface JobStore {
     },
   ): void;
   get(id: string): JobRow | undefined;
-  /** Newest first. */
-  list(options?: { limit?: number }): JobRow[];
+  /** Newest first; only `owner`'s when given. */
+  list(options?: { limit?: number; owner?: string | undefined }): JobRow[];
   /** Marks every unfinished job failed (the node stopped under it); returns how many. */
   failUnfinished(reason: { code: string; message: string }, at: number): number;
   /** Keeps the newest `keep` jobs; returns how many older rows went. */
@@ -55,6 +57,7 @@ export interface JobStore {
 interface Row {
   id: string;
   model: string;
+  owner: string | null;
   state: JobRowState;
   hive: string | null;
   hive_name: string | null;
@@ -72,6 +75,7 @@ interface Row {
 const row = (r: Row): JobRow => ({
   id: r.id,
   model: r.model,
+  owner: r.owner ?? undefined,
   state: r.state,
   hive: r.hive ?? undefined,
   hiveName: r.hive_name ?? undefined,
@@ -89,8 +93,8 @@ const row = (r: Row): JobRow => ({
 const UNFINISHED = "state IN ('queued', 'placing', 'running')";
 
 export function createJobStore(db: Database): JobStore {
-  const insert = db.prepare<[string, string, number]>(
-    "INSERT INTO jobs (id, model, state, accepted_at) VALUES (?, ?, 'queued', ?)",
+  const insert = db.prepare<[string, string, string | null, number]>(
+    "INSERT INTO jobs (id, model, owner, state, accepted_at) VALUES (?, ?, ?, 'queued', ?)",
   );
   const setPlacing = db.prepare<[string]>(`UPDATE jobs SET state = 'placing' WHERE id = ? AND ${UNFINISHED}`);
   const setRunning = db.prepare<[string, string, string | null, string, number, string]>(
@@ -106,6 +110,9 @@ export function createJobStore(db: Database): JobStore {
   );
   const selectOne = db.prepare<[string], Row>('SELECT * FROM jobs WHERE id = ?');
   const selectMany = db.prepare<[number], Row>('SELECT * FROM jobs ORDER BY accepted_at DESC, id LIMIT ?');
+  const selectOwned = db.prepare<[string, number], Row>(
+    'SELECT * FROM jobs WHERE owner = ? ORDER BY accepted_at DESC, id LIMIT ?',
+  );
   const failAll = db.prepare<[number, string, string]>(
     `UPDATE jobs SET state = 'failed', finished_at = ?, error_code = ?, error_message = ? WHERE ${UNFINISHED}`,
   );
@@ -113,7 +120,7 @@ export function createJobStore(db: Database): JobStore {
     'DELETE FROM jobs WHERE id NOT IN (SELECT id FROM jobs ORDER BY accepted_at DESC, id LIMIT ?)',
   );
   return {
-    accepted: (job) => void insert.run(job.id, job.model, job.acceptedAt),
+    accepted: (job) => void insert.run(job.id, job.model, job.owner ?? null, job.acceptedAt),
     placing: (id) => void setPlacing.run(id),
     running: (id, where) =>
       void setRunning.run(where.hive, where.hiveName, where.worker ?? null, where.reason, Date.now(), id),
@@ -131,7 +138,11 @@ export function createJobStore(db: Database): JobStore {
       const found = selectOne.get(id);
       return found === undefined ? undefined : row(found);
     },
-    list: (options = {}) => selectMany.all(options.limit ?? 100).map(row),
+    list: (options = {}) =>
+      (options.owner === undefined
+        ? selectMany.all(options.limit ?? 100)
+        : selectOwned.all(options.owner, options.limit ?? 100)
+      ).map(row),
     failUnfinished: (reason, at) => failAll.run(at, reason.code, reason.message).changes,
     prune: (keep) => pruneOld.run(keep).changes,
   };

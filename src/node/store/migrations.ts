@@ -67,6 +67,7 @@ export const MIGRATIONS: readonly string[] = [
   CREATE TABLE jobs (
     id                TEXT PRIMARY KEY,
     model             TEXT NOT NULL,
+    owner             TEXT,
     state             TEXT NOT NULL
                       CHECK (state IN ('queued', 'placing', 'running', 'done', 'failed', 'cancelled')),
     hive              TEXT,

@@ -1,0 +1,61 @@
+/**
+ * Which model refs a client beyond the node's machine may name: the pure decision, and the check
+ * that adds the catalog to it.
+ */
+import { describe, expect, it } from 'vitest';
+import {
+  createModelAccessCheck,
+  refAllowedFor,
+  type RemoteModelRefs,
+} from '../../src/node/api/model-access.js';
+import { parseModelRef, type ModelRef } from '../../src/node/models/model-ref.js';
+import type { ModelCatalog, ModelRow } from '../../src/node/store/index.js';
+
+const refs: Record<string, ModelRef> = {
+  demo: { kind: 'demo', preset: 'tiny' },
+  hf: { kind: 'hf', repo: 'org/repo', quant: 'Q4_K_M' },
+  url: { kind: 'url', url: 'http://192.168.1.1/admin/x.gguf' },
+  file: { kind: 'file', path: '/home/someone/private.gguf' },
+};
+
+describe('refAllowedFor', () => {
+  it.each<[keyof typeof refs, boolean, RemoteModelRefs, boolean]>([
+    ['demo', false, 'catalog-hf', true],
+    ['hf', false, 'catalog-hf', true],
+    ['url', false, 'catalog-hf', false],
+    ['file', false, 'catalog-hf', false],
+    ['url', false, 'any', true],
+    ['file', false, 'any', true],
+    ['url', true, 'catalog-hf', true],
+    ['file', true, 'catalog-hf', true],
+  ])('%s ref, local %s, policy %s: %s', (kind, local, policy, allowed) => {
+    expect(refAllowedFor(refs[kind]!, { local, policy })).toBe(allowed);
+  });
+});
+
+describe('the model access check', () => {
+  // a catalog with one model a local user added from a path
+  const row = { id: 'private-1a2b3c4d', ref: 'file:/models/private.gguf', alias: 'mine' } as ModelRow;
+  const catalog = {
+    get: (key: string) => ([row.id, row.ref, row.alias].includes(key) ? row : undefined),
+  } as ModelCatalog;
+  const check = createModelAccessCheck({ catalog, parseModelRef, policy: 'catalog-hf' });
+  const remote = { local: false };
+
+  it('lets a remote client use catalog models by id, ref, alias or the path they were added from', () => {
+    for (const model of [row.id, row.ref, 'mine', '/models/private.gguf', 'demo', 'hf:org/repo'])
+      expect(() => check(model, remote), model).not.toThrow();
+  });
+
+  it('refuses a remote client a URL or a path the catalog does not hold, with MODEL_REF_FORBIDDEN', () => {
+    for (const model of ['https://example.com/x.gguf', '/etc/other.gguf', 'file:/models/other.gguf'])
+      expect(() => check(model, remote), model).toThrow(
+        expect.objectContaining({ code: 'MODEL_REF_FORBIDDEN' }) as Error,
+      );
+  });
+
+  it('lets a local client name anything, and leaves a malformed ref to fail where it is used', () => {
+    expect(() => check('/etc/other.gguf', { local: true })).not.toThrow();
+    expect(() => check('gopher://x', remote)).not.toThrow();
+  });
+});
