@@ -31,10 +31,19 @@ export interface Metrics {
 }
 
 const WORKER_STATES = ['loading', 'idle', 'busy', 'unhealthy', 'stopping'] as const;
+const DEFAULT_TOTAL_GAUGES = [
+  'rbee_nodejs_active_handles_total',
+  'rbee_nodejs_active_requests_total',
+  'rbee_nodejs_active_resources_total',
+];
 
 export function createMetrics(init: MetricsInit): Metrics {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'rbee_process_' });
+  // prom-client names its defaults `process_*` and `nodejs_*` already: the prefix only adds `rbee_`.
+  collectDefaultMetrics({ register: registry, prefix: 'rbee_' });
+  // Gauges named `*_total` read as counters to Prometheus (promtool refuses them), and each is
+  // the sum over `type` of its unsuffixed twin, which stays.
+  for (const name of DEFAULT_TOTAL_GAUGES) registry.removeSingleMetric(name);
 
   new Gauge({
     name: 'rbee_workers',
