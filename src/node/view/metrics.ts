@@ -28,6 +28,8 @@ export interface Metrics {
   downloadBytes(bytes: number): void;
   /** A finished fetch (download or generation) and how long it took. */
   downloadDone(outcome: 'done' | 'failed', seconds: number): void;
+  /** An event-stream client dropped because too many bytes waited for it. */
+  sseDropped(route: string): void;
 }
 
 const WORKER_STATES = ['loading', 'idle', 'busy', 'unhealthy', 'stopping'] as const;
@@ -188,6 +190,13 @@ export function createMetrics(init: MetricsInit): Metrics {
     registers: [registry],
   });
 
+  const sseDropped = new Counter({
+    name: 'rbee_sse_clients_dropped_total',
+    help: 'Event-stream clients dropped because too many bytes waited for them, by route',
+    labelNames: ['route'],
+    registers: [registry],
+  });
+
   const lastTokenAt = new Map<string, number>();
 
   return {
@@ -227,5 +236,6 @@ export function createMetrics(init: MetricsInit): Metrics {
     downloadDone(outcome, seconds) {
       downloadSeconds.inc({ outcome }, seconds);
     },
+    sseDropped: (route) => sseDropped.inc({ route }),
   };
 }
