@@ -190,6 +190,7 @@ export async function startNode(
     backends: () => workerCatalog.list(),
     keys: apiKeys,
     auth: config.auth,
+    maxConnections: config.maxConnections,
     doctor: () =>
       diagnoseNode({
         nodeName: config.nodeName,

@@ -1,6 +1,6 @@
 /**
- * What one slow client may cost a real node: an event stream that is never read is dropped once
- * its queue passes the limit.
+ * What one slow or greedy client may cost a real node: an event stream that is never read is
+ * dropped once its queue passes the limit, and connections past the cap are answered 503.
  */
 import { readFileSync } from 'node:fs';
 import { request } from 'node:http';
@@ -124,5 +124,28 @@ describe('a client that never reads its event stream', () => {
     expect(growth).toBeLessThan(RSS_GROWTH_BOUND);
     // the node is fine and serves the next client
     expect((await get(`${url}/health`)).status).toBe(200);
+  });
+});
+
+describe('connections past maxConnections', () => {
+  it('are answered 503 TOO_MANY_CONNECTIONS and closed, and served again once one leaves', async () => {
+    node = await startTestNode('rbee-limits-', {}, { maxConnections: 3 });
+    const url = node.url;
+    const idle = [await rawClient(url), await rawClient(url), await rawClient(url)];
+
+    // the node accepts in order: these three hold every place
+    const refused = await get(`${url}/health`);
+    expect(refused.status).toBe(503);
+    expect(JSON.parse(refused.body)).toMatchObject({ error: { code: 'TOO_MANY_CONNECTIONS' } });
+
+    idle[0]!.destroy();
+    const served = await waitFor(
+      async () => {
+        const answer = await get(`${url}/metrics`);
+        return answer.status === 200 ? answer.body : undefined;
+      },
+      { what: 'a place to free up' },
+    );
+    expect(metric(served, 'rbee_http_connections_refused_total')).toBeGreaterThanOrEqual(1);
   });
 });

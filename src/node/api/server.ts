@@ -13,6 +13,7 @@ import type { ModelRef, Provisioner } from '../models/index.js';
 import type { LiveView, Metrics } from '../view/index.js';
 import { registerOpenAiRoutes } from './openai.js';
 import { createSse, sseEvent } from './sse.js';
+import { capConnections, DEFAULT_MAX_CONNECTIONS } from './connections.js';
 import { followJob } from './job-events.js';
 import { createAuthHook, type AuthMode } from './auth.js';
 import type { ClusterStatus, DoctorReport, PullEvent } from '../../shared/view.js';
@@ -42,6 +43,8 @@ export interface ApiInit {
   stopRemoteWorker: (id: string) => Promise<{ forced: boolean; hive: string }>;
   /** `{cluster: true}`: the queen tells every other hive to stop (this node stops after answering). */
   shutdownCluster: () => Promise<{ queen: string; term: number; hives: string[] }>;
+  /** Connections served at once; more are answered 503 TOO_MANY_CONNECTIONS. Defaults to 1024. */
+  maxConnections?: number;
   /** Bytes queued for one event-stream client before it is dropped. Defaults to 4 MiB. */
   sseMaxBufferedBytes?: number;
 }
@@ -62,6 +65,8 @@ const keyBodySchema = z.object({ name: z.string().min(1).max(100).optional() });
 /** The last event of a dropped stream whose events carry a `type` (not the OpenAI ones). */
 const typedError = (error: RbeeError): string => sseEvent('error', { type: 'error', error: error.toJSON() });
 
+const REFUSAL_LOG_INTERVAL_MS = 10_000;
+
 /** SSE comments keep idle streams open through proxies; clients ignore them. */
 const SSE_KEEPALIVE_MS = 15_000;
 
@@ -71,6 +76,30 @@ export function createApi(init: ApiInit) {
     bodyLimit: BODY_LIMIT,
     // Event streams stay open until the client leaves; closing the node must not wait for them.
     forceCloseConnections: true,
+  });
+  const maxConnections = init.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
+  // a flood of refusals is logged once per interval, with how many there were
+  let refusedSinceLog = 0;
+  let refusalLoggedAt = -Infinity;
+  const connections = capConnections(app.server, {
+    max: maxConnections,
+    onOpen: () => init.metrics.connectionOpened(),
+    onClose: () => init.metrics.connectionClosed(),
+    onRefused: () => {
+      init.metrics.connectionRefused();
+      refusedSinceLog += 1;
+      if (performance.now() - refusalLoggedAt < REFUSAL_LOG_INTERVAL_MS) return;
+      init.log.warn(
+        { maxConnections, refused: refusedSinceLog },
+        'refused connections: the node serves its maximum already',
+      );
+      refusedSinceLog = 0;
+      refusalLoggedAt = performance.now();
+    },
+  });
+  app.addHook('preClose', (done) => {
+    connections.close();
+    done();
   });
   const openSse = createSse({
     maxBufferedBytes: init.sseMaxBufferedBytes,

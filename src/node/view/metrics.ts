@@ -28,6 +28,10 @@ export interface Metrics {
   downloadBytes(bytes: number): void;
   /** A finished fetch (download or generation) and how long it took. */
   downloadDone(outcome: 'done' | 'failed', seconds: number): void;
+  connectionOpened(): void;
+  connectionClosed(): void;
+  /** A connection past the cap, answered 503 and closed. */
+  connectionRefused(): void;
   /** An event-stream client dropped because too many bytes waited for it. */
   sseDropped(route: string): void;
 }
@@ -190,6 +194,16 @@ export function createMetrics(init: MetricsInit): Metrics {
     registers: [registry],
   });
 
+  const connections = new Gauge({
+    name: 'rbee_http_connections',
+    help: 'HTTP connections being served',
+    registers: [registry],
+  });
+  const refused = new Counter({
+    name: 'rbee_http_connections_refused_total',
+    help: 'HTTP connections refused because the node served its maximum already',
+    registers: [registry],
+  });
   const sseDropped = new Counter({
     name: 'rbee_sse_clients_dropped_total',
     help: 'Event-stream clients dropped because too many bytes waited for them, by route',
@@ -236,6 +250,9 @@ export function createMetrics(init: MetricsInit): Metrics {
     downloadDone(outcome, seconds) {
       downloadSeconds.inc({ outcome }, seconds);
     },
+    connectionOpened: () => connections.inc(),
+    connectionClosed: () => connections.dec(),
+    connectionRefused: () => refused.inc(),
     sseDropped: (route) => sseDropped.inc({ route }),
   };
 }
