@@ -42,6 +42,7 @@ const fileConfigSchema = z
       .optional(),
     heartbeatTimeoutMs: z.number().int().positive().optional(),
     minFreeRamBytes: z.number().int().min(0).optional(),
+    maxConnections: z.number().int().positive().optional(),
     cluster: z
       .object({
         enabled: z.boolean().optional(),
@@ -103,6 +104,8 @@ export interface NodeConfig {
   heartbeatTimeoutMs: number;
   /** RAM that admission keeps free for everything else. Defaults to 512 MiB. */
   minFreeRamBytes: number;
+  /** HTTP connections served at once; more are answered 503 TOO_MANY_CONNECTIONS. Defaults to 1024. */
+  maxConnections: number;
   cluster: ClusterConfig;
 }
 
@@ -262,6 +265,7 @@ export function loadNodeConfig(
     },
     heartbeatTimeoutMs: file.heartbeatTimeoutMs ?? 5_000,
     minFreeRamBytes: file.minFreeRamBytes ?? 512 * 2 ** 20,
+    maxConnections: file.maxConnections ?? 1024,
     cluster: loadClusterConfig(file.cluster, overrides, env),
   };
 }

@@ -246,6 +246,7 @@ export async function startNode(
       allowedOrigins: config.allowedOrigins,
     },
     remoteModelRefs: config.remoteModelRefs,
+    maxConnections: config.maxConnections,
     doctor: () =>
       diagnoseNode({
         nodeName: config.nodeName,

@@ -42,6 +42,9 @@ export const ERROR_CODES = {
   // a queen command from a node that is not the queen, or a cluster command while none is elected
   NOT_QUEEN: { exit: 6, http: 409 },
   NO_QUEEN: { exit: 6, http: 503 },
+  // the node's own limits on one client: too many connections at once, or a stream it does not read
+  TOO_MANY_CONNECTIONS: { exit: 6, http: 503 },
+  CLIENT_TOO_SLOW: { exit: 6, http: 503 },
   WORKER_START_FAILED: { exit: 7, http: 500 },
   WORKER_CRASHED: { exit: 7, http: 500 },
   WORKER_BUSY: { exit: 7, http: 429 },

@@ -3,7 +3,7 @@
  * port, and cluster settings that keep every packet on this machine (mDNS off, peers on loopback),
  * whatever the caller's or the process's environment says.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadNodeConfig, type NodeConfig, type NodeConfigOverrides } from '../../src/node/config.js';
@@ -35,8 +35,11 @@ export interface TestNode {
 export async function startTestNode(
   prefix = 'rbee-node-',
   overrides: NodeConfigOverrides = {},
+  /** What the node's `config.json` holds (none by default). */
+  file?: Record<string, unknown>,
 ): Promise<TestNode> {
   const home = mkdtempSync(join(tmpdir(), prefix));
+  if (file !== undefined) writeFileSync(join(home, 'config.json'), JSON.stringify(file));
   const config = testNodeConfig(home, overrides);
   const node = await startNode(config);
   return {

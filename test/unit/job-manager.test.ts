@@ -1,5 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { createJobManager, type JobContext } from '../../src/node/jobs/job-manager.js';
+import {
+  createJobManager,
+  eventBytes,
+  type JobContext,
+  type JobManager,
+} from '../../src/node/jobs/job-manager.js';
 import { RbeeError } from '../../src/shared/errors.js';
 import type { JobEvent } from '../../src/shared/wire.js';
 import { waitFor } from '../helpers/wait-for.js';
@@ -79,5 +84,97 @@ describe('job manager', () => {
     await jobs.close();
     expect(jobs.get(id).state).toBe('failed');
     expect(() => jobs.submit(request)).toThrow(expect.objectContaining({ code: 'NODE_SHUTTING_DOWN' }));
+  });
+});
+
+describe('job manager memory bounds', () => {
+  const done = {
+    type: 'done',
+    model: 'm',
+    finishReason: 'stop',
+    usage: { promptTokens: 1, completionTokens: 2 },
+    timings: { timeToFirstTokenMs: 1, tokensPerSecond: 1, totalMs: 2 },
+  } as const;
+
+  /** The bytes of every event the manager still holds, counted again from its replays. */
+  const historyBytes = (jobs: JobManager): number => {
+    let bytes = 0;
+    for (const { id } of jobs.list()) jobs.subscribe(id, (event) => (bytes += eventBytes(event)))();
+    return bytes;
+  };
+  const submitMany = (jobs: JobManager, count: number): string[] =>
+    Array.from({ length: count }, () => jobs.submit(request).id);
+
+  it('keeps at most maxFinishedJobs finished jobs, dropping the oldest first', async () => {
+    let ended = 0;
+    let peak = 0;
+    const jobs = createJobManager({
+      run: (job) => {
+        for (let i = 0; i < 10; i += 1) job.emit({ type: 'token', text: `token ${i} ` });
+        job.emit(done);
+        ended += 1;
+        peak = Math.max(peak, jobs.retained().finished);
+        return Promise.resolve();
+      },
+    });
+    const ids = submitMany(jobs, 10_000);
+    await waitFor(() => ended === 10_000, { what: '10,000 jobs to end' });
+    const held = jobs.retained();
+    expect(held).toMatchObject({ running: 0, finished: 1000 });
+    expect(peak).toBeLessThanOrEqual(1000);
+    expect(jobs.list()).toHaveLength(1000);
+    // the newest stay readable, the oldest are gone
+    expect(jobs.get(ids.at(-1)!).state).toBe('done');
+    expect(() => jobs.get(ids[0]!)).toThrow(expect.objectContaining({ code: 'JOB_NOT_FOUND' }));
+    expect(() => jobs.get(ids[8_999]!)).toThrow(expect.objectContaining({ code: 'JOB_NOT_FOUND' }));
+    expect(jobs.get(ids[9_000]!).state).toBe('done');
+    expect(held.bytes).toBe(historyBytes(jobs));
+  });
+
+  it('keeps the bytes of retained history under maxRetainedBytes', async () => {
+    const maxRetainedBytes = 1024 * 1024;
+    let ended = 0;
+    let peakBytes = 0;
+    const jobs = createJobManager({
+      maxRetainedBytes,
+      run: (job) => {
+        // ~10 KiB of history per job: 10,000 of them would be ~100 MiB without the bound
+        for (let i = 0; i < 5; i += 1) job.emit({ type: 'token', text: 'x'.repeat(1000) });
+        job.emit(done);
+        ended += 1;
+        peakBytes = Math.max(peakBytes, jobs.retained().bytes);
+        return Promise.resolve();
+      },
+    });
+    submitMany(jobs, 10_000);
+    await waitFor(() => ended === 10_000, { what: '10,000 jobs to end' });
+    const held = jobs.retained();
+    expect(held.bytes).toBeLessThanOrEqual(maxRetainedBytes);
+    expect(held.bytes).toBe(historyBytes(jobs));
+    expect(peakBytes).toBeLessThanOrEqual(maxRetainedBytes);
+    // as many as fit: ~100 jobs of ~10 KiB
+    expect(held.finished).toBeGreaterThan(50);
+    expect(held.finished).toBeLessThan(110);
+    // the bytes are accounted exactly: dropping every job brings them back to zero
+    const empty = createJobManager({ maxFinishedJobs: 0, run: (job) => Promise.resolve(job.emit(done)) });
+    const { id } = empty.submit(request);
+    await waitFor(() => empty.retained().finished === 0 && empty.retained().running === 0);
+    expect(empty.retained().bytes).toBe(0);
+    expect(() => empty.get(id)).toThrow(expect.objectContaining({ code: 'JOB_NOT_FOUND' }));
+  });
+
+  it('drops finished jobs after retainMs', async () => {
+    let clock = 1_000;
+    const jobs = createJobManager({
+      retainMs: 1,
+      now: () => clock,
+      run: (job) => Promise.resolve(job.emit(done)),
+    });
+    const { id } = jobs.submit(request);
+    await waitFor(() => jobs.retained().finished === 1);
+    clock += 1;
+    await waitFor(() => jobs.retained().finished === 0, { what: 'the finished job to expire' });
+    expect(() => jobs.get(id)).toThrow(expect.objectContaining({ code: 'JOB_NOT_FOUND' }));
+    expect(jobs.retained().bytes).toBe(0);
   });
 });

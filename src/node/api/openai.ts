@@ -6,9 +6,10 @@
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import { z } from 'zod';
 import { RbeeError, toRbeeError } from '../../shared/errors.js';
-import type { ChatMessage, DoneEvent, JobEvent, JobRequest } from '../../shared/wire.js';
+import type { ChatMessage, DoneEvent, JobRequest } from '../../shared/wire.js';
 import type { JobManager } from '../jobs/index.js';
-import { openSse } from './sse.js';
+import { followJob } from './job-events.js';
+import type { OpenSse, SseStream } from './sse.js';
 import type { ModelRef, Provisioner } from '../models/index.js';
 import type { WorkerPool } from '../hive/index.js';
 import type { ModelCatalog, ModelRow } from '../store/index.js';
@@ -24,6 +25,7 @@ export interface OpenAiInit {
   parseModelRef: (input: string) => ModelRef;
   /** Refuses refs the client may not name (MODEL_REF_FORBIDDEN). */
   checkModel: ModelAccessCheck;
+  openSse: OpenSse;
 }
 
 const textPartSchema = z.object({ type: z.literal('text'), text: z.string() });
@@ -130,30 +132,6 @@ function sendError(reply: FastifyReply, error: unknown): void {
     .send({ error: { message: rbee.message, type, code: rbee.code, param: null } });
 }
 
-/** A job's events as an async iterable; leaving the loop early unsubscribes. */
-async function* eventsOf(jobs: JobManager, id: string): AsyncGenerator<JobEvent> {
-  const queue: JobEvent[] = [];
-  let wake: (() => void) | undefined;
-  const unsubscribe = jobs.subscribe(id, (event) => {
-    queue.push(event);
-    wake?.();
-  });
-  try {
-    for (;;) {
-      const event = queue.shift();
-      if (event === undefined) {
-        await new Promise<void>((resolve) => (wake = resolve));
-        wake = undefined;
-        continue;
-      }
-      yield event;
-      if (event.type === 'done' || event.type === 'error') return;
-    }
-  } finally {
-    unsubscribe();
-  }
-}
-
 const finishReason = (done: DoneEvent): string => (done.finishReason === 'length' ? 'length' : 'stop');
 const usage = (done: DoneEvent): Record<string, number> => ({
   prompt_tokens: done.usage.promptTokens,
@@ -180,58 +158,54 @@ async function serve(
   const { id } = init.jobs.submit(job, { owner: client.owner });
   const created = Math.floor(Date.now() / 1000);
   const s = shape(id, job.model, created);
+  const events = followJob(init.jobs, id);
   let finished = false;
-  // A client that goes away cancels its job, as Ctrl-C does for `rbee infer`.
-  reply.raw.once('close', () => {
-    if (!finished) init.jobs.cancel(id);
-  });
-
-  const events = eventsOf(init.jobs, id);
-  let text = '';
-  let started = false;
-  // Headers wait for the first token (or the end), so failures before it are proper HTTP errors.
-  const startStream = (): void => {
-    if (started) return;
-    started = true;
-    openSse(reply);
+  // A client that goes away (or is dropped) cancels its job, as Ctrl-C does for `rbee infer`.
+  const leave = (): void => {
+    events.stop();
+    if (finished) return;
+    finished = true;
+    init.jobs.cancel(id);
   };
-  try {
-    for await (const event of events) {
-      if (event.type === 'narration') continue;
-      if (event.type === 'error') {
-        finished = true;
-        if (!started) return sendError(reply, RbeeError.fromJSON(event.error));
-        // Headers are out: the error travels in the stream, then the stream ends.
-        const rbee = RbeeError.fromJSON(event.error);
-        reply.raw.write(`data: ${JSON.stringify({ error: { message: rbee.message, code: rbee.code } })}\n\n`);
-        reply.raw.end();
-        return;
-      }
-      if (event.type === 'token') {
-        if (!stream) {
-          text += event.text;
-          continue;
-        }
-        startStream();
-        reply.raw.write(`data: ${JSON.stringify(s.chunk(event.text, null, text === ''))}\n\n`);
-        text += event.text;
-        continue;
-      }
+  reply.raw.once('close', leave);
+
+  let text = '';
+  let sse: SseStream | undefined;
+  /** Headers wait for the first token (or the end), so failures before it are proper HTTP errors. */
+  const send = async (data: unknown): Promise<void> => {
+    sse ??= init.openSse(reply, (error) => streamedError(error));
+    // the job waits for a slow reader (its tokens are kept anyway) instead of filling the socket
+    if (!sse.write(`data: ${typeof data === 'string' ? data : JSON.stringify(data)}\n\n`))
+      await sse.drained();
+  };
+  for await (const event of events) {
+    if (event.type === 'narration') continue;
+    if (sse !== undefined && !sse.open) return leave();
+    if (event.type === 'error') {
       finished = true;
-      if (!stream) return void reply.send(s.whole(text, event));
-      startStream();
-      reply.raw.write(`data: ${JSON.stringify(s.chunk(undefined, finishReason(event), text === ''))}\n\n`);
-      if (includeUsage) {
-        const last = { ...s.chunk(undefined, null, false), choices: [], usage: usage(event) };
-        reply.raw.write(`data: ${JSON.stringify(last)}\n\n`);
-      }
-      reply.raw.write('data: [DONE]\n\n');
-      reply.raw.end();
+      const rbee = RbeeError.fromJSON(event.error);
+      if (sse === undefined) return sendError(reply, rbee);
+      // Headers are out: the error travels in the stream, then the stream ends.
+      sse.end(streamedError(rbee));
       return;
     }
-  } finally {
+    if (event.type === 'token') {
+      if (stream) await send(s.chunk(event.text, null, text === ''));
+      text += event.text;
+      continue;
+    }
     finished = true;
+    if (!stream) return void reply.send(s.whole(text, event));
+    await send(s.chunk(undefined, finishReason(event), text === ''));
+    if (includeUsage) await send({ ...s.chunk(undefined, null, false), choices: [], usage: usage(event) });
+    await send('[DONE]');
+    sse?.end();
+    return;
   }
+}
+
+function streamedError(error: RbeeError): string {
+  return `data: ${JSON.stringify({ error: { message: error.message, code: error.code } })}\n\n`;
 }
 
 function modelObject(m: ModelRow): Record<string, unknown> {

@@ -1,10 +1,10 @@
 /**
  * The node's HTTP API. Every error leaves as `{error: {code, message}}` with the code's HTTP status.
  */
-import Fastify, { type FastifyReply } from 'fastify';
+import Fastify from 'fastify';
 import { z } from 'zod';
 import { RbeeError, toRbeeError } from '../../shared/errors.js';
-import { isTerminal, jobRequestSchema, type Health, type JobEvent } from '../../shared/wire.js';
+import { jobRequestSchema, type Health } from '../../shared/wire.js';
 import type { JobManager } from '../jobs/index.js';
 import type { Logger } from '../logger.js';
 import type { ApiKeyStore, JobStore, ModelCatalog } from '../store/index.js';
@@ -12,7 +12,9 @@ import type { WorkerPool } from '../hive/index.js';
 import type { ModelRef, Provisioner } from '../models/index.js';
 import type { LiveView, Metrics } from '../view/index.js';
 import { registerOpenAiRoutes } from './openai.js';
-import { openSse } from './sse.js';
+import { createSse, sseEvent } from './sse.js';
+import { capConnections, DEFAULT_MAX_CONNECTIONS } from './connections.js';
+import { followJob } from './job-events.js';
 import { LOCAL_OWNER, createAuthHook, type ApiClient, type AuthMode } from './auth.js';
 import { createJobAccess } from './job-access.js';
 import { createModelAccessCheck, type RemoteModelRefs } from './model-access.js';
@@ -50,6 +52,10 @@ export interface ApiInit {
   stopRemoteWorker: (id: string) => Promise<{ forced: boolean; hive: string }>;
   /** `{cluster: true}`: the queen tells every other hive to stop (this node stops after answering). */
   shutdownCluster: () => Promise<{ queen: string; term: number; hives: string[] }>;
+  /** Connections served at once; more are answered 503 TOO_MANY_CONNECTIONS. Defaults to 1024. */
+  maxConnections?: number;
+  /** Bytes queued for one event-stream client before it is dropped. Defaults to 4 MiB. */
+  sseMaxBufferedBytes?: number;
 }
 
 /** Largest request body accepted; prompts are text, so 4 MiB is generous. */
@@ -65,9 +71,10 @@ const modelBodySchema = z.object({ model: z.string().min(1).max(2048) });
 const shutdownBodySchema = z.object({ cluster: z.boolean().optional() });
 const keyBodySchema = z.object({ name: z.string().min(1).max(100).optional() });
 
-function writeSse(reply: FastifyReply, index: number, event: JobEvent | NodeEvent | PullEvent): void {
-  reply.raw.write(`id: ${index}\nevent: ${event.type}\ndata: ${JSON.stringify(event)}\n\n`);
-}
+/** The last event of a dropped stream whose events carry a `type` (not the OpenAI ones). */
+const typedError = (error: RbeeError): string => sseEvent('error', { type: 'error', error: error.toJSON() });
+
+const REFUSAL_LOG_INTERVAL_MS = 10_000;
 
 /** SSE comments keep idle streams open through proxies; clients ignore them. */
 const SSE_KEEPALIVE_MS = 15_000;
@@ -78,6 +85,37 @@ export function createApi(init: ApiInit) {
     bodyLimit: BODY_LIMIT,
     // Event streams stay open until the client leaves; closing the node must not wait for them.
     forceCloseConnections: true,
+  });
+  const maxConnections = init.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
+  // a flood of refusals is logged once per interval, with how many there were
+  let refusedSinceLog = 0;
+  let refusalLoggedAt = -Infinity;
+  const connections = capConnections(app.server, {
+    max: maxConnections,
+    onOpen: () => init.metrics.connectionOpened(),
+    onClose: () => init.metrics.connectionClosed(),
+    onRefused: () => {
+      init.metrics.connectionRefused();
+      refusedSinceLog += 1;
+      if (performance.now() - refusalLoggedAt < REFUSAL_LOG_INTERVAL_MS) return;
+      init.log.warn(
+        { maxConnections, refused: refusedSinceLog },
+        'refused connections: the node serves its maximum already',
+      );
+      refusedSinceLog = 0;
+      refusalLoggedAt = performance.now();
+    },
+  });
+  app.addHook('preClose', (done) => {
+    connections.close();
+    done();
+  });
+  const openSse = createSse({
+    maxBufferedBytes: init.sseMaxBufferedBytes,
+    onDrop: ({ route, bufferedBytes, why }) => {
+      init.metrics.sseDropped(route);
+      init.log.warn({ route, bufferedBytes, why }, 'dropped an event-stream client that does not keep up');
+    },
   });
 
   app.setErrorHandler((error, _request, reply) => {
@@ -145,22 +183,22 @@ export function createApi(init: ApiInit) {
     jobAccess.get(request.apiClient, request.params.id),
   );
 
-  app.get<{ Params: { id: string } }>('/v1/jobs/:id/events', (request, reply) => {
-    jobAccess.get(request.apiClient, request.params.id); // 404 before the stream starts
-    openSse(reply);
-    let index = 0;
-    let unsubscribe = (): void => undefined;
-    let ended = false;
-    unsubscribe = init.jobs.subscribe(request.params.id, (event) => {
-      writeSse(reply, index++, event);
-      if (isTerminal(event)) {
-        ended = true;
-        reply.raw.end();
-      }
-    });
-    if (ended) return;
+  app.get<{ Params: { id: string } }>('/v1/jobs/:id/events', async (request, reply) => {
+    const { id } = request.params;
+    jobAccess.get(request.apiClient, id); // 404 for another client's job, before the stream starts
+    const events = followJob(init.jobs, id);
+    const sse = openSse(reply, (error) =>
+      sseEvent('error', { type: 'error', error: error.toJSON(), ts: Date.now(), jobId: id }),
+    );
     // A keeper that goes away stops listening; the job goes on unless it is cancelled.
-    reply.raw.on('close', () => unsubscribe());
+    sse.onClose(() => events.stop());
+    let index = 0;
+    for await (const event of events) {
+      // the history replays at the client's pace: the job keeps it anyway, the socket need not
+      if (!sse.write(sseEvent(event.type, event, index++))) await sse.drained();
+      if (!sse.open) return events.stop();
+    }
+    sse.end();
   });
 
   app.delete<{ Params: { id: string } }>('/v1/jobs/:id', (request, reply) => {
@@ -170,16 +208,18 @@ export function createApi(init: ApiInit) {
   });
 
   app.get('/v1/events', (request, reply) => {
-    openSse(reply);
+    // live: the view cannot wait for a slow client, so one that falls too far behind is dropped
+    const sse = openSse(reply, typedError);
     let index = 0;
     const send = (event: NodeEvent): void => {
+      // other clients' jobs and their narration are left out
       const visible = jobAccess.view(request.apiClient, event);
-      if (visible !== undefined) writeSse(reply, index++, visible);
+      if (visible !== undefined) sse.write(sseEvent(visible.type, visible, index++));
     };
     send({ type: 'snapshot', view: init.live.snapshot() });
     const unsubscribe = init.live.subscribe(send);
-    const keepAlive = setInterval(() => reply.raw.write(': keep-alive\n\n'), SSE_KEEPALIVE_MS);
-    reply.raw.on('close', () => {
+    const keepAlive = setInterval(() => sse.write(': keep-alive\n\n'), SSE_KEEPALIVE_MS);
+    sse.onClose(() => {
       clearInterval(keepAlive);
       unsubscribe();
     });
@@ -192,6 +232,7 @@ export function createApi(init: ApiInit) {
     workers: init.workers,
     parseModelRef: init.parseModelRef,
     checkModel,
+    openSse,
   });
 
   app.post('/v1/models/pull', (request, reply) => {
@@ -199,18 +240,16 @@ export function createApi(init: ApiInit) {
     const ref = init.parseModelRef(input);
     checkModel(input, request.apiClient);
     // Progress streams back as SSE; a client that leaves does not stop the download (others may share it).
-    openSse(reply);
+    const sse = openSse(reply, typedError);
     let index = 0;
-    const write = (event: PullEvent): void => {
-      if (!reply.raw.writableEnded) writeSse(reply, index++, event);
-    };
+    const write = (event: PullEvent): void => void sse.write(sseEvent(event.type, event, index++));
     init.provisioner
       .ensure(ref, { onProgress: (progress) => write({ type: 'progress', ...progress }) })
       .then(
         ({ model, cached }) => write({ type: 'done', model: { ...model }, cached }),
         (error: unknown) => write({ type: 'error', error: toRbeeError(error).toJSON() }),
       )
-      .finally(() => reply.raw.end());
+      .finally(() => sse.end());
   });
 
   app.delete<{ Params: { id: string } }>('/v1/models/:id', async (request) => {

@@ -7,6 +7,7 @@ import { request as httpsRequest } from 'node:https';
 import { z } from 'zod';
 import { RbeeError, type RbeeErrorJson } from '../../shared/errors.js';
 import {
+  errorJsonSchema,
   healthSchema,
   jobAcceptedSchema,
   jobEventSchema,
@@ -31,6 +32,8 @@ import {
 
 const clusterShutdownSchema = z.object({ queen: z.string(), term: z.number(), hives: z.array(z.string()) });
 export type ClusterShutdown = z.infer<typeof clusterShutdownSchema>;
+/** What a node sends last on a live stream it ends early (e.g. CLIENT_TOO_SLOW). */
+const streamErrorSchema = z.object({ type: z.literal('error'), error: errorJsonSchema });
 
 export interface NodeClientInit {
   /** e.g. http://127.0.0.1:7833 */
@@ -250,8 +253,13 @@ export function createNodeClient(init: NodeClientInit): NodeClient {
       for await (const data of eventStream(base, '/v1/events', {
         ...signalOf(options.signal),
         headers,
-      }))
-        yield nodeEventSchema.parse(JSON.parse(data));
+      })) {
+        const raw: unknown = JSON.parse(data);
+        // the node's last word on a stream it drops (this client fell too far behind)
+        const failed = streamErrorSchema.safeParse(raw);
+        if (failed.success) throw RbeeError.fromJSON(failed.data.error);
+        yield nodeEventSchema.parse(raw);
+      }
     },
     async pullModel(ref, options = {}) {
       const stream = eventStream(base, '/v1/models/pull', {

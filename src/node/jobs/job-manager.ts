@@ -1,6 +1,10 @@
 /**
  * Jobs in flight and recently finished: each keeps its whole event history, so a client that
  * subscribes late (or reconnects) sees every event from the first, then live ones.
+ *
+ * Finished jobs are kept for `retainMs`, but never more than `maxFinishedJobs` of them nor more
+ * than `maxRetainedBytes` of history in all: a burst of jobs (or one client submitting in a loop)
+ * must not grow the node without bound. The oldest finished job goes first; running jobs stay.
  */
 import { randomUUID } from 'node:crypto';
 import { RbeeError, toRbeeError } from '../../shared/errors.js';
@@ -37,6 +41,13 @@ export interface JobManagerInit {
   run: (job: JobContext) => Promise<void>;
   /** How long a finished job stays readable. Defaults to 10 minutes. */
   retainMs?: number;
+  /** Finished jobs kept at most (the oldest go first). Defaults to 1000. */
+  maxFinishedJobs?: number;
+  /**
+   * Bytes of event history kept over all jobs (see `eventBytes`); finished jobs are dropped, oldest
+   * first, to stay under it. Defaults to 64 MiB.
+   */
+  maxRetainedBytes?: number;
   now?: () => number;
   /** Called when a job starts or ends. */
   onChange?: () => void;
@@ -64,6 +75,8 @@ interface Job {
   finishedAt: number | undefined;
   state: JobState;
   events: JobEvent[];
+  /** `eventBytes` of every event in `events`. */
+  bytes: number;
   listeners: Set<(event: JobEvent) => void>;
   controller: AbortController;
   finished: Promise<void>;
@@ -78,13 +91,70 @@ export interface JobManager {
   list(): JobSnapshot[];
   /** Cancels every running job and waits until each has ended. */
   close(): Promise<void>;
+  /** What the manager holds now. */
+  retained(): { running: number; finished: number; bytes: number };
+}
+
+export const DEFAULT_MAX_FINISHED_JOBS = 1000;
+export const DEFAULT_MAX_RETAINED_BYTES = 64 * 2 ** 20;
+
+/** A V8 object with these fields, its number and its id reference, before any text. */
+const EVENT_OVERHEAD_BYTES = 128;
+
+/**
+ * What an event costs in memory, near enough to bound it: a fixed overhead plus two bytes per
+ * character of its text. Tokens are nearly every event and are counted without serialising them;
+ * the rare others (narration, done, error) by their JSON.
+ */
+export function eventBytes(event: JobEvent): number {
+  const text = event.type === 'token' ? event.text : JSON.stringify(event);
+  return EVENT_OVERHEAD_BYTES + 2 * text.length;
 }
 
 export function createJobManager(init: JobManagerInit): JobManager {
   const now = init.now ?? Date.now;
   const retainMs = init.retainMs ?? 10 * 60_000;
+  const maxFinished = init.maxFinishedJobs ?? DEFAULT_MAX_FINISHED_JOBS;
+  const maxBytes = init.maxRetainedBytes ?? DEFAULT_MAX_RETAINED_BYTES;
   const jobs = new Map<string, Job>();
+  // In the order they finished, so the head is the oldest and the first to expire; a moving head
+  // makes dropping it O(1), and the array is compacted once most of it is dropped slots.
+  const finished: Array<Job | undefined> = [];
+  let head = 0;
+  let retainedBytes = 0;
+  let expiry: NodeJS.Timeout | undefined;
   let closed = false;
+
+  /** Drops finished jobs that expired or that the count and byte bounds have no room for. */
+  const sweep = (): void => {
+    let dropped = false;
+    for (let job = finished[head]; job !== undefined; job = finished[head]) {
+      const expired = (job.finishedAt ?? 0) + retainMs <= now();
+      if (!expired && finished.length - head <= maxFinished && retainedBytes <= maxBytes) break;
+      finished[head++] = undefined;
+      jobs.delete(job.id);
+      retainedBytes -= job.bytes;
+      dropped = true;
+    }
+    if (head > 1024 && head * 2 > finished.length) {
+      finished.splice(0, head);
+      head = 0;
+    }
+    if (dropped) init.onChange?.();
+    armExpiry();
+  };
+
+  /** One timer for the oldest finished job: jobs finish in order, so they expire in order too. */
+  const armExpiry = (): void => {
+    if (expiry !== undefined) return;
+    const oldest = finished[head];
+    if (oldest === undefined) return;
+    const delay = Math.max(0, (oldest.finishedAt ?? 0) + retainMs - now());
+    expiry = setTimeout(() => {
+      expiry = undefined;
+      sweep();
+    }, delay).unref();
+  };
 
   const find = (id: string): Job => {
     const job = jobs.get(id);
@@ -113,20 +183,22 @@ export function createJobManager(init: JobManagerInit): JobManager {
     if (job.finishedAt !== undefined) return;
     const event: JobEvent = { ...input, ts: now(), jobId: job.id };
     job.events.push(event);
+    const bytes = eventBytes(event);
+    job.bytes += bytes;
+    retainedBytes += bytes;
     if (event.type === 'done' || event.type === 'error') {
       job.finishedAt = event.ts;
       job.state =
         event.type === 'done' ? 'done' : event.error.code === 'JOB_CANCELLED' ? 'cancelled' : 'failed';
-      setTimeout(() => {
-        jobs.delete(job.id);
-        init.onChange?.();
-      }, retainMs).unref();
     }
     for (const listener of job.listeners) listener(event);
     init.onEvent?.(event);
     if (job.finishedAt !== undefined) {
       job.listeners.clear();
+      finished.push(job);
       init.onChange?.();
+      // after the listeners: a job dropped at once (larger than the bound) still reached them
+      sweep();
     }
   }
 
@@ -143,6 +215,7 @@ export function createJobManager(init: JobManagerInit): JobManager {
         finishedAt: undefined,
         state: 'running',
         events: [],
+        bytes: 0,
         listeners: new Set(),
         controller,
         finished: Promise.resolve(),
@@ -201,6 +274,12 @@ export function createJobManager(init: JobManagerInit): JobManager {
           job.controller.abort(new RbeeError('NODE_SHUTTING_DOWN', 'shutting down'));
       }
       await Promise.all([...jobs.values()].map((j) => j.finished));
+      clearTimeout(expiry);
+      expiry = undefined;
+    },
+    retained: () => {
+      const kept = finished.length - head;
+      return { running: jobs.size - kept, finished: kept, bytes: retainedBytes };
     },
   };
 }

@@ -28,13 +28,28 @@ export interface Metrics {
   downloadBytes(bytes: number): void;
   /** A finished fetch (download or generation) and how long it took. */
   downloadDone(outcome: 'done' | 'failed', seconds: number): void;
+  connectionOpened(): void;
+  connectionClosed(): void;
+  /** A connection past the cap, answered 503 and closed. */
+  connectionRefused(): void;
+  /** An event-stream client dropped because too many bytes waited for it. */
+  sseDropped(route: string): void;
 }
 
 const WORKER_STATES = ['loading', 'idle', 'busy', 'unhealthy', 'stopping'] as const;
+const DEFAULT_TOTAL_GAUGES = [
+  'rbee_nodejs_active_handles_total',
+  'rbee_nodejs_active_requests_total',
+  'rbee_nodejs_active_resources_total',
+];
 
 export function createMetrics(init: MetricsInit): Metrics {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'rbee_process_' });
+  // prom-client names its defaults `process_*` and `nodejs_*` already: the prefix only adds `rbee_`.
+  collectDefaultMetrics({ register: registry, prefix: 'rbee_' });
+  // Gauges named `*_total` read as counters to Prometheus (promtool refuses them), and each is
+  // the sum over `type` of its unsuffixed twin, which stays.
+  for (const name of DEFAULT_TOTAL_GAUGES) registry.removeSingleMetric(name);
 
   new Gauge({
     name: 'rbee_workers',
@@ -179,6 +194,23 @@ export function createMetrics(init: MetricsInit): Metrics {
     registers: [registry],
   });
 
+  const connections = new Gauge({
+    name: 'rbee_http_connections',
+    help: 'HTTP connections being served',
+    registers: [registry],
+  });
+  const refused = new Counter({
+    name: 'rbee_http_connections_refused_total',
+    help: 'HTTP connections refused because the node served its maximum already',
+    registers: [registry],
+  });
+  const sseDropped = new Counter({
+    name: 'rbee_sse_clients_dropped_total',
+    help: 'Event-stream clients dropped because too many bytes waited for them, by route',
+    labelNames: ['route'],
+    registers: [registry],
+  });
+
   const lastTokenAt = new Map<string, number>();
 
   return {
@@ -218,5 +250,9 @@ export function createMetrics(init: MetricsInit): Metrics {
     downloadDone(outcome, seconds) {
       downloadSeconds.inc({ outcome }, seconds);
     },
+    connectionOpened: () => connections.inc(),
+    connectionClosed: () => connections.dec(),
+    connectionRefused: () => refused.inc(),
+    sseDropped: (route) => sseDropped.inc({ route }),
   };
 }
