@@ -39,7 +39,14 @@ export interface RunningNode {
   close(reason: string): Promise<void>;
   /** Resolves once the node has fully stopped, whoever asked. */
   readonly closed: Promise<void>;
+  /**
+   * Answers one HTTP request in process, through every hook and route but without a socket: what
+   * tests that send thousands of requests (the fuzzer) use.
+   */
+  inject: ApiInject;
 }
+
+type ApiInject = ReturnType<typeof createApi>['inject'];
 
 export interface PidFile {
   pid: number;
@@ -321,7 +328,8 @@ export async function startNode(
     .catch((error: unknown) => log.warn({ err: error }, 'device detection failed'));
   if (config.cluster.enabled) clusterStarting = joinCluster();
   log.info({ url, node: config.nodeName, pid: process.pid }, 'node ready');
-  return { url, log, close, closed };
+  const inject: ApiInject = (...args: Parameters<ApiInject>) => api.inject(...args);
+  return { url, log, close, closed, inject };
 }
 
 function narration(source: NarrationEvent['source'], node: string, text: string): NarrationEvent {
