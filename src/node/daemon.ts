@@ -161,7 +161,13 @@ export async function startNode(
   });
   teardown.add('the live view', () => liveView.close());
   observers.live = liveView;
-  observers.metrics = createMetrics({ workers, catalog, provisioner, modelsDir: config.paths.models });
+  observers.metrics = createMetrics({
+    workers,
+    catalog,
+    provisioner,
+    modelsDir: config.paths.models,
+    p2pFrames: () => observers.cluster?.frameStats(),
+  });
 
   let clusterState: Exclude<ClusterStatus['state'], 'running'> = config.cluster.enabled
     ? 'starting'
