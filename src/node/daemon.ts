@@ -42,8 +42,9 @@ export interface RunningNode {
   /** Resolves once the node has fully stopped, whoever asked. */
   readonly closed: Promise<void>;
   /**
-   * Sends a request through the API in-process, with no socket: how tests act as a client on
-   * another machine (`remoteAddress`) without sending a packet.
+   * Answers one HTTP request in process, through every hook and route but without a socket: how
+   * tests act as a client on another machine (`remoteAddress`) or send thousands of requests (the
+   * fuzzer) without a packet.
    */
   inject(request: InjectOptions): Promise<LightMyRequestResponse>;
 }
@@ -203,7 +204,13 @@ export async function startNode(
   });
   teardown.add('the live view', () => liveView.close());
   observers.live = liveView;
-  observers.metrics = createMetrics({ workers, catalog, provisioner, modelsDir: config.paths.models });
+  observers.metrics = createMetrics({
+    workers,
+    catalog,
+    provisioner,
+    modelsDir: config.paths.models,
+    p2pFrames: () => observers.cluster?.frameStats(),
+  });
 
   let clusterState: Exclude<ClusterStatus['state'], 'running'> = config.cluster.enabled
     ? 'starting'

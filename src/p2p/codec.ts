@@ -131,6 +131,12 @@ export interface FrameChannelInit<In> {
   /** Decoded-but-unread bytes after which the stream is paused. Defaults to 256 KiB. */
   highWaterMarkBytes?: number;
   stats?: FrameStats;
+  /**
+   * Whether the remote may end the stream with an error frame. Defaults to true; a side whose
+   * protocol has no such frame (an rpc session, the serving side of a stream) sets false, and an
+   * error frame is then refused and counted like any unknown frame, not thrown as the remote's error.
+   */
+  errorFrames?: boolean;
 }
 
 export interface FrameChannel<In, Out> extends AsyncIterable<In> {
@@ -173,6 +179,7 @@ export function createFrameChannel<In, Out = In>(
   const maxFrameBytes = init.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
   const highWater = init.highWaterMarkBytes ?? DEFAULT_HIGH_WATER_MARK_BYTES;
   const stats = init.stats ?? createFrameStats();
+  const errorFrames = init.errorFrames ?? true;
   const decoder = new FrameDecoder(maxFrameBytes);
   const state: ChannelState = {
     queue: [],
@@ -205,6 +212,10 @@ export function createFrameChannel<In, Out = In>(
     }
     if (kind !== KIND_JSON && kind !== KIND_ERROR) {
       refuse('unknown', `unknown frame kind ${kind}`);
+      return;
+    }
+    if (kind === KIND_ERROR && !errorFrames) {
+      refuse('unknown', 'error frame where the protocol has none');
       return;
     }
     let raw: unknown;

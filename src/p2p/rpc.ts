@@ -110,7 +110,8 @@ export function createRpc(init: RpcInit): Rpc {
     { method: RpcMethod<unknown, unknown>; handler: RpcHandler<unknown, unknown> }
   >();
   const stats: RpcStats = { calls: 0, served: 0, failed: 0, timeouts: 0 };
-  const channelInit = { stats: host.frameStats, maxFrameBytes: init.maxFrameBytes };
+  // errors travel inside answers (`{ id, error }`): an error frame is no part of a session
+  const channelInit = { stats: host.frameStats, maxFrameBytes: init.maxFrameBytes, errorFrames: false };
   const sessions = new Map<string, Promise<Session>>();
   const served = new Set<Stream>();
 

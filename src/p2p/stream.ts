@@ -86,6 +86,8 @@ export function createStreams(init: StreamsInit): Streams {
     const opening = createFrameChannel<z.infer<typeof openSchema>, unknown>(stream, {
       ...base,
       schema: openSchema,
+      // only the serving side ends a stream with an error frame; one from the opener is refused
+      errorFrames: false,
     });
     const controller = new AbortController();
     serving.add(controller);

@@ -5,6 +5,7 @@
 import { spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestNode, type TestNode } from '../helpers/test-node.js';
+import { waitFor } from '../helpers/wait-for.js';
 
 let node: TestNode;
 let text: string;
@@ -13,7 +14,14 @@ beforeAll(async () => {
   node = await startTestNode('rbee-metrics-');
   // a request first, so the labelled request counter has samples, not only its header
   expect((await fetch(`${node.url}/health`)).status).toBe(200);
-  text = await (await fetch(`${node.url}/metrics`)).text();
+  // and the cluster link up (it starts after the API), so its frame counters are there too
+  text = await waitFor(
+    async () => {
+      const scraped = await (await fetch(`${node.url}/metrics`)).text();
+      return scraped.includes('rbee_p2p_frames_refused_total{') ? scraped : undefined;
+    },
+    { what: 'the p2p frame counters in /metrics' },
+  );
 });
 afterAll(() => node.stop());
 
@@ -38,6 +46,7 @@ describe('/metrics', () => {
     expect(names.filter((n) => n.includes('process_process_'))).toEqual([]);
     expect(names).toContain('rbee_process_resident_memory_bytes');
     expect(names).toContain('rbee_nodejs_eventloop_lag_seconds');
+    expect(text).toContain('rbee_p2p_frames_refused_total{reason="malformed"} 0');
   });
 
   it('ends counter names, and only counter names, in _total', () => {

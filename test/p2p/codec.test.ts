@@ -139,6 +139,23 @@ describe('frame channel', () => {
     expect(stats.malformed).toBe(0);
   });
 
+  it('refuses and counts an error frame where the protocol has none, and keeps going', async () => {
+    const stats = createFrameStats();
+    const [outbound, inbound] = await streamPair();
+    const writer = createFrameChannel<unknown, unknown>(outbound, { schema: z.unknown(), stats });
+    const reader = createFrameChannel<z.infer<typeof msg>, unknown>(inbound, {
+      schema: msg,
+      stats,
+      errorFrames: false,
+    });
+    // a well-formed error frame: a peer may not end an rpc session (or a stream it opened) with one
+    await writer.fail(new RbeeError('MODEL_NOT_FOUND', 'not from you'));
+    const error = await expectRbeeError(reader.read(), 'BAD_REQUEST');
+    expect(error.details).toEqual({ frame: 'unknown' });
+    expect(stats.unknown).toBe(1);
+    expect(await reader.read()).toBeUndefined();
+  });
+
   it('read honours an abort signal', async () => {
     const { reader } = await pair(createFrameStats());
     const controller = new AbortController();

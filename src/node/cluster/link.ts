@@ -9,6 +9,7 @@ import {
   createClusterNode,
   loadOrCreateClusterKey,
   type ClusterNode,
+  type FrameStats,
   type QueenInfo,
 } from '../../p2p/index.js';
 import { RbeeError, toRbeeError } from '../../shared/errors.js';
@@ -71,6 +72,8 @@ export interface ClusterLink extends ClusterSource {
   hive(id: string): Hive | undefined;
   /** Leaves the cluster gracefully (a queen hands over at once). Bounded by `timeoutMs`. */
   stop(timeoutMs?: number): Promise<void>;
+  /** Frames this node's p2p host passed and refused, since it started (the node's metrics). */
+  frameStats(): FrameStats;
 }
 
 /** How long placement waits for a queen (an election takes about a lease, 1.5 s). */
@@ -267,6 +270,7 @@ export async function startClusterLink(init: ClusterLinkInit): Promise<ClusterLi
   let stopping: Promise<void> | undefined;
   return {
     hive,
+    frameStats: () => node.stats().frames,
     async place(request, options = {}) {
       const deadline = Date.now() + PLACE_WAIT_MS;
       for (;;) {

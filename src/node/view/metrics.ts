@@ -15,6 +15,16 @@ export interface MetricsInit {
   catalog: ModelCatalog;
   provisioner: Provisioner;
   modelsDir: string;
+  /** The p2p host's frame counters, once the node is in a cluster. */
+  p2pFrames?: () => P2pFrameCounts | undefined;
+}
+
+export interface P2pFrameCounts {
+  framesIn: number;
+  framesOut: number;
+  malformed: number;
+  unknown: number;
+  oversized: number;
 }
 
 export interface Metrics {
@@ -209,6 +219,38 @@ export function createMetrics(init: MetricsInit): Metrics {
     help: 'Event-stream clients dropped because too many bytes waited for them, by route',
     labelNames: ['route'],
     registers: [registry],
+  });
+
+  // The host counts frames itself; each scrape adds what it counted since the previous one.
+  const seen: P2pFrameCounts = { framesIn: 0, framesOut: 0, malformed: 0, unknown: 0, oversized: 0 };
+  const sinceSeen = (now: P2pFrameCounts, key: keyof P2pFrameCounts): number => {
+    const delta = now[key] - seen[key];
+    seen[key] = now[key];
+    return Math.max(0, delta);
+  };
+  new Counter({
+    name: 'rbee_p2p_frames_total',
+    help: 'Cluster protocol frames read and written, by direction',
+    labelNames: ['direction'],
+    registers: [registry],
+    collect() {
+      const now = init.p2pFrames?.();
+      if (now === undefined) return;
+      this.inc({ direction: 'in' }, sinceSeen(now, 'framesIn'));
+      this.inc({ direction: 'out' }, sinceSeen(now, 'framesOut'));
+    },
+  });
+  new Counter({
+    name: 'rbee_p2p_frames_refused_total',
+    help: 'Cluster protocol frames refused: malformed, unknown (kind, method or stream) or oversized',
+    labelNames: ['reason'],
+    registers: [registry],
+    collect() {
+      const now = init.p2pFrames?.();
+      if (now === undefined) return;
+      for (const reason of ['malformed', 'unknown', 'oversized'] as const)
+        this.inc({ reason }, sinceSeen(now, reason));
+    },
   });
 
   const lastTokenAt = new Map<string, number>();
