@@ -2,11 +2,11 @@
 import tseslint from 'typescript-eslint';
 import reactHooks from 'eslint-plugin-react-hooks';
 
-/** Dependency direction (STYLE.md): shared ← engine, p2p ← node ← tui; main.ts wires them. */
+/** Dependency direction: shared ← engine, p2p ← node ← tui; main.ts wires them (README "Layout"). */
 const restrict = (patterns) => ({
   'no-restricted-imports': ['error', { patterns }],
 });
-/** The folders of src/node, one per role (STYLE.md), each with an index.ts that is its API. */
+/** The folders of src/node, one per role, each with an index.ts that is its API (README "Layout"). */
 const NODE_ROLES = ['models', 'hive', 'queen', 'cluster', 'jobs', 'api', 'store', 'client', 'view'];
 const nativeFromTui = [
   { group: ['**/engine/**', '**/p2p/**'], message: 'tui/ never imports engine or p2p.' },
