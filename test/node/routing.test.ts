@@ -3,53 +3,20 @@
  * peers), each a hive. A job submitted on one node runs where the queen puts it, and its tokens
  * stream back to the node that received it; cancel there reaches the remote worker.
  */
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createNodeClient, type NodeClient } from '../../src/node/client/index.js';
+import type { NodeClient } from '../../src/node/client/index.js';
 import type { JobRecord } from '../../src/shared/view.js';
 import type { JobEvent, JobRequest } from '../../src/shared/wire.js';
-import { createSandbox, runCli, type Sandbox } from '../helpers/cli.js';
-import { agreed, joinCode, startClusterNode, type ClusterNodeProcess } from '../helpers/cluster-nodes.js';
+import { runCli, type Sandbox } from '../helpers/cli.js';
+import { startNamedCluster, type NamedNode } from '../helpers/cluster-nodes.js';
 import { collect, waitFor } from '../helpers/wait-for.js';
 
 const sandboxes: Sandbox[] = [];
-const nodes: Record<
-  'alpha' | 'beta' | 'gamma',
-  { node: ClusterNodeProcess; client: NodeClient; id: string }
-> = {} as never;
-
-async function namedSandbox(name: string): Promise<Sandbox> {
-  const sandbox = await createSandbox();
-  sandboxes.push(sandbox);
-  writeFileSync(join(sandbox.home, 'config.json'), JSON.stringify({ nodeName: name, threads: 1 }));
-  return sandbox;
-}
+const nodes: Record<'alpha' | 'beta' | 'gamma', NamedNode> = {} as never;
 
 beforeAll(async () => {
-  const alpha = await startClusterNode(await namedSandbox('alpha'));
-  const code = await joinCode(alpha.sandbox);
-  const others = await Promise.all(
-    ['beta', 'gamma'].map(async (name) => {
-      const sandbox = await namedSandbox(name);
-      const joined = await runCli(['join', code, '--json'], { env: sandbox.env });
-      expect(joined.code, joined.stderr).toBe(0);
-      return startClusterNode(sandbox, { peers: [alpha.addr] });
-    }),
-  );
-  const all = [alpha, ...others];
-  await waitFor(() => agreed(all), { what: 'one queen for three nodes' });
-  for (const [name, node] of [
-    ['alpha', alpha],
-    ['beta', others[0]!],
-    ['gamma', others[1]!],
-  ] as const) {
-    nodes[name] = {
-      node,
-      client: createNodeClient({ url: node.sandbox.url }),
-      id: (await node.status()).self.id,
-    };
-  }
+  const [alpha, beta, gamma] = await startNamedCluster(['alpha', 'beta', 'gamma'], sandboxes);
+  Object.assign(nodes, { alpha, beta, gamma });
   // gamma is the only hive with the model warm
   await nodes.gamma.client.spawnWorker('demo');
   await waitFor(

@@ -102,6 +102,8 @@ interface Waiter {
 
 interface Reservation {
   hive: string;
+  /** The hive's name: a node's id changes once, when it joins the cluster, its name does not. */
+  name: string;
   modelId: string;
   device: Placement['device'];
   since: number;
@@ -123,7 +125,13 @@ export function createPlacementQueue(init: PlacementQueueInit): PlacementQueue {
 
   function ticketFor(placement: Placement, modelId: string): Ticket {
     const id = ++seq;
-    held.set(id, { hive: placement.hive, modelId, device: placement.device, since: now() });
+    held.set(id, {
+      hive: placement.hive,
+      name: placement.name,
+      modelId,
+      device: placement.device,
+      since: now(),
+    });
     return {
       placement,
       queen: init.name,
@@ -144,7 +152,9 @@ export function createPlacementQueue(init: PlacementQueueInit): PlacementQueue {
     const hives = init.hives();
     if (held.size === 0) return hives;
     return hives.map((candidate) => {
-      const mine = [...held.values()].filter((r) => r.hive === candidate.id);
+      const mine = [...held.values()].filter(
+        (r) => r.hive === candidate.id || r.name === candidate.state.hive.name,
+      );
       return mine.length === 0
         ? candidate
         : { ...candidate, state: withTickets(candidate.id, candidate.state, mine, hives) };
