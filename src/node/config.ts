@@ -43,6 +43,13 @@ const fileConfigSchema = z
     heartbeatTimeoutMs: z.number().int().positive().optional(),
     minFreeRamBytes: z.number().int().min(0).optional(),
     maxConnections: z.number().int().positive().optional(),
+    keyLimits: z
+      .object({
+        maxConcurrent: z.number().int().positive().optional(),
+        rpm: z.number().int().positive().optional(),
+      })
+      .strict()
+      .optional(),
     cluster: z
       .object({
         enabled: z.boolean().optional(),
@@ -106,6 +113,11 @@ export interface NodeConfig {
   minFreeRamBytes: number;
   /** HTTP connections served at once; more are answered 503 TOO_MANY_CONNECTIONS. Defaults to 1024. */
   maxConnections: number;
+  /**
+   * Limits of API keys that were created without their own (`rbee keys create --max-concurrent N
+   * --rpm N`): jobs at once and model requests per minute, on this node. None by default.
+   */
+  keyLimits: { maxConcurrent?: number; rpm?: number };
   cluster: ClusterConfig;
 }
 
@@ -266,6 +278,7 @@ export function loadNodeConfig(
     heartbeatTimeoutMs: file.heartbeatTimeoutMs ?? 5_000,
     minFreeRamBytes: file.minFreeRamBytes ?? 512 * 2 ** 20,
     maxConnections: file.maxConnections ?? 1024,
+    keyLimits: file.keyLimits ?? {},
     cluster: loadClusterConfig(file.cluster, overrides, env),
   };
 }

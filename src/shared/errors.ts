@@ -48,6 +48,9 @@ export const ERROR_CODES = {
   WORKER_START_FAILED: { exit: 7, http: 500 },
   WORKER_CRASHED: { exit: 7, http: 500 },
   WORKER_BUSY: { exit: 7, http: 429 },
+  // an API key over its own limits (concurrent jobs, requests per minute) on the node it called;
+  // `details.retryAfterS` says when to try again (the HTTP answer's Retry-After)
+  RATE_LIMITED: { exit: 7, http: 429 },
   // the model does not fit in the memory free now, even after unloading idle workers
   INSUFFICIENT_MEMORY: { exit: 7, http: 507 },
   // the job itself
