@@ -269,5 +269,25 @@ describe('API keys in a cluster', () => {
       ),
     );
     expect(new Set(sets).size).toBe(1);
+
+    // with three nodes, a revocation on one follower reaches the other through the queen
+    const all = (await waitFor(() => agreed([alpha, beta, gamma]), {
+      what: 'three nodes to agree on a queen',
+    })) as ClusterStatus[];
+    const members = [alpha, beta, gamma];
+    const [on, other] = members.filter((_, i) => !all[i]!.isQueen);
+    const { id, key } = await createKey(on!, 'revoked among three');
+    expect(await statusWith(other!, key)).toBe(200);
+    const started = performance.now();
+    const revoked = call(on!, `/v1/keys/${id}`, admin, { method: 'DELETE' });
+    await waitFor(async () => (await statusWith(other!, key)) === 401, {
+      what: 'the other follower to refuse the key',
+      intervalMs: 5,
+      timeoutMs: 5_000,
+    });
+    const refusedAfterMs = performance.now() - started;
+    expect(await revoked).toMatchObject({ status: 200 });
+    console.log(`revoked on ${on!.name}: refused by ${other!.name} after ${refusedAfterMs.toFixed(0)} ms`);
+    expect(refusedAfterMs).toBeLessThan(1_000);
   });
 });
