@@ -125,6 +125,7 @@ afterAll(async () => {
 
 describe('API keys in a cluster', () => {
   it('a key created on either node works on the other, through the official OpenAI client', async () => {
+    const versions: number[] = [];
     for (const [from, to] of [
       [alpha, beta],
       [beta, alpha],
@@ -132,6 +133,7 @@ describe('API keys in a cluster', () => {
       const created = await createKey(from, `made on ${from.name}`);
       // the answer comes once the queen has it and gave it to both nodes
       expect(created.cluster).toMatchObject({ hives: 2, version: expect.any(Number) as number });
+      versions.push((created.cluster as { version: number }).version);
       const openai = new OpenAI({ baseURL: `${to.url}/v1`, apiKey: created.key, maxRetries: 0 });
       expect((await openai.models.list()).object).toBe('list');
       const wrong = new OpenAI({ baseURL: `${to.url}/v1`, apiKey: `${created.key}x`, maxRetries: 0 });
@@ -139,6 +141,12 @@ describe('API keys in a cluster', () => {
       // listed on both nodes under one id
       const listed = (await (await call(to, '/v1/keys', admin)).json()) as { keys: { id: string }[] };
       expect(listed.keys.map((k) => k.id)).toContain(created.id);
+    }
+    // each change is a new version of the one set, and both nodes hold the last one
+    expect(versions[1]).toBeGreaterThan(versions[0]!);
+    for (const member of [alpha, beta]) {
+      const { set } = (await (await call(member, '/v1/keys', admin)).json()) as { set: { version: number } };
+      expect(set.version).toBe(versions[1]);
     }
   });
 

@@ -62,6 +62,8 @@ export function startKeySync(init: KeySyncInit): KeySync {
   let agreed: string | undefined;
   /** `queen@term` this node last sent its whole set to. */
   let sentTo: string | undefined;
+  /** The highest version any hive reported: a new queen's versions go on from there. */
+  let highest = 0;
   let stopped = false;
   // one sync or publish at a time, in order
   let chain: Promise<unknown> = Promise.resolve();
@@ -76,7 +78,7 @@ export function startKeySync(init: KeySyncInit): KeySync {
   /** As queen: a new version of the set, pushed to every live hive; how many hold it now. */
   const publish = async (except?: string): Promise<{ term: number; version: number; hives: number }> => {
     const term = node.term();
-    const version = keys.version().version + 1;
+    const version = Math.max(keys.version().version, highest) + 1;
     keys.setVersion({ version, term, queen: self });
     const records = keys.records();
     const targets = node
@@ -127,9 +129,10 @@ export function startKeySync(init: KeySyncInit): KeySync {
     return { digest };
   });
 
-  node.rpc.handle(queenKeys, ({ digest, records }, { peer }) =>
+  node.rpc.handle(queenKeys, ({ version: theirs, digest, records }, { peer }) =>
     serial(async () => {
       if (!node.isQueen()) throw new RbeeError('NOT_QUEEN', 'this node is not the queen (any more)');
+      highest = Math.max(highest, theirs);
       const term = node.term();
       const changed = records !== undefined && keys.merge(clean(records));
       let hives = 0;
