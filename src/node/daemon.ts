@@ -268,6 +268,11 @@ export async function startNode(
     metrics: observers.metrics,
     backends: () => workerCatalog.list(),
     keys: apiKeys,
+    keysChanged: async () => {
+      await clusterStarting;
+      return observers.cluster?.keysChanged();
+    },
+    keyLimits: config.keyLimits,
     auth: config.auth,
     origin: {
       listenHost: config.host,
@@ -325,6 +330,7 @@ export async function startNode(
         narrate: narrateHive,
         onShutdown: (reason) => void close(reason),
         stopWorker: (id, reason) => workers.stop(id, reason),
+        keys: apiKeys,
       });
       if (closing !== undefined) {
         await link.stop();

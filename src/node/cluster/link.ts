@@ -30,7 +30,8 @@ import {
 } from './protocol.js';
 import type { Logger } from '../logger.js';
 import type { DataPaths } from '../../shared/paths.js';
-import { createSqliteClusterStore, type Database } from '../store/index.js';
+import { createSqliteClusterStore, type ApiKeyStore, type Database } from '../store/index.js';
+import { startKeySync, type KeyReplication } from './key-sync.js';
 
 export interface ClusterLinkInit {
   config: ClusterConfig;
@@ -49,6 +50,8 @@ export interface ClusterLinkInit {
   stopWorker: (id: string, reason: string) => Promise<{ forced: boolean }>;
   /** This node's placement queue: the cluster's while this node is queen. */
   queue: PlacementQueue;
+  /** This node's API keys: replicated through the queen to every node (key-sync.ts). */
+  keys: ApiKeyStore;
 }
 
 export interface ClusterLink extends ClusterSource {
@@ -78,6 +81,8 @@ export interface ClusterLink extends ClusterSource {
   stop(timeoutMs?: number): Promise<void>;
   /** Frames this node's p2p host passed and refused, since it started (the node's metrics). */
   frameStats(): FrameStats;
+  /** A key was created or revoked on this node: to the queen, which gives it to every hive. */
+  keysChanged(): Promise<KeyReplication>;
 }
 
 /** How long placement waits for a queen (an election takes about a lease, 1.5 s). */
@@ -281,6 +286,8 @@ export async function startClusterLink(init: ClusterLinkInit): Promise<ClusterLi
     return { ...result, hives: [...result.hives, self] };
   });
 
+  const keySync = startKeySync({ node, keys: init.keys, log, nameOf });
+
   const remoteHives = new Map<string, Hive>();
   const hive = (id: string): Hive | undefined => {
     if (id === self) return init.local;
@@ -335,6 +342,7 @@ export async function startClusterLink(init: ClusterLinkInit): Promise<ClusterLi
   return {
     hive,
     frameStats: () => node.stats().frames,
+    keysChanged: () => keySync.changed(),
     async place(request, options = {}) {
       const { signal } = options;
       // counted from the last word of a queen: a job may wait in a queue for long before one dies
@@ -423,6 +431,7 @@ export async function startClusterLink(init: ClusterLinkInit): Promise<ClusterLi
       stopping ??= (async () => {
         clearInterval(refresh);
         clearTimeout(publishTimer);
+        keySync.stop();
         await node.stop({ signal: AbortSignal.timeout(timeoutMs) }).catch((error: unknown) => {
           log.warn({ err: toRbeeError(error) }, 'leaving the cluster did not finish in time');
         });

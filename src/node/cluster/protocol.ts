@@ -5,6 +5,7 @@
 import { z } from 'zod';
 import { defineMethod, defineStream } from '../../p2p/index.js';
 import { jobEventSchema, jobRequestSchema } from '../../shared/wire.js';
+import { MAX_KEYS, MAX_TOMBSTONES } from '../store/index.js';
 
 /** Node → the hive that runs a worker: stop it (what `rbee workers stop` and the dashboard send). */
 export const hiveStopWorker = defineMethod(
@@ -97,3 +98,52 @@ export const queenPlace = defineStream('queen.place', {
     z.object({ type: z.literal('placed'), placement: placementSchema }),
   ]),
 });
+
+/** One API key as the cluster holds it: its sha256, never the key. */
+const keyRecordSchema = z.object({
+  id: z.string().min(1).max(32),
+  name: z.string().max(100),
+  hash: z.string().regex(/^[0-9a-f]{64}$/),
+  createdAt: z.number().int().min(0),
+  maxConcurrent: z.number().int().positive().optional(),
+  rpm: z.number().int().positive().optional(),
+  /** A revoked key's tombstone: revocations win every merge. */
+  revokedAt: z.number().int().min(0).optional(),
+});
+const keyRecordsSchema = z.array(keyRecordSchema).max(MAX_KEYS + MAX_TOMBSTONES);
+
+/**
+ * Queen → every hive: the cluster's API key set, version `version` of the queen of `term`. Taken
+ * only from the queen the hive follows, for exactly that term (fenced like `hive.shutdown`); the
+ * hive merges it into its own set and answers the digest it holds then.
+ */
+export const hiveKeys = defineMethod(
+  'hive.keys',
+  z.object({ term: z.number().int().min(0), version: z.number().int().min(0), records: keyRecordsSchema }),
+  z.object({ digest: z.string() }),
+);
+
+/**
+ * Any node → queen: the digest of its key set and, when it may hold keys or revocations the queen
+ * lacks (made here, or made while it had no queen), its records. The queen merges them (pushing a
+ * new version to every hive when that changed anything) and answers its set when the digests differ.
+ */
+export const queenKeys = defineMethod(
+  'queen.keys',
+  z.object({
+    version: z.number().int().min(0),
+    digest: z.string().max(128),
+    records: keyRecordsSchema.optional(),
+  }),
+  z.object({
+    term: z.number().int().min(0),
+    version: z.number().int().min(0),
+    digest: z.string(),
+    /**
+     * Hives that took a new version for this call (the queen, the asking node, and those that took
+     * its push); 0 when the call changed nothing.
+     */
+    hives: z.number().int().min(0),
+    records: keyRecordsSchema.optional(),
+  }),
+);

@@ -626,16 +626,30 @@ function registerKeys(root: Command, keeper: Keeper, json: () => Option, port: (
     .command('create')
     .description('create a key and print it (the only time it is shown)')
     .option('--name <name>', 'what the key is for, e.g. "laptop editor"')
+    .option(
+      '--max-concurrent <n>',
+      'jobs of this key running at once on a node (more: 429 RATE_LIMITED)',
+      intArg('--max-concurrent', 1),
+    )
+    .option('--rpm <n>', 'requests of this key that run a model, per minute, on a node', intArg('--rpm', 1))
     .addOption(json())
     .addOption(port())
-    .action((opts: CommonOptions & { name?: string }) =>
+    .action((opts: CommonOptions & { name?: string; maxConcurrent?: number; rpm?: number }) =>
       keeper.withNode(opts, async (client, output) => {
-        const created = await client.post<{ id: string; name: string; key: string }>('/v1/keys', {
+        const created = await client.post<{
+          id: string;
+          name: string;
+          key: string;
+          cluster?: KeyReplication;
+        }>('/v1/keys', {
           ...(opts.name === undefined ? {} : { name: opts.name }),
+          ...(opts.maxConcurrent === undefined ? {} : { maxConcurrent: opts.maxConcurrent }),
+          ...(opts.rpm === undefined ? {} : { rpm: opts.rpm }),
         });
         output.result(
           created,
-          `${created.key}\n(key ${created.id}, "${created.name}": shown once; send it as Authorization: Bearer …)`,
+          `${created.key}\n(key ${created.id}, "${created.name}": shown once; send it as Authorization: Bearer …)` +
+            replicationLine(created.cluster),
         );
       }),
     );
@@ -647,10 +661,22 @@ function registerKeys(root: Command, keeper: Keeper, json: () => Option, port: (
     .action((opts: CommonOptions) =>
       keeper.withNode(opts, async (client, output) => {
         const { keys: rows } = await client.get<{
-          keys: { id: string; name: string; createdAt: number; lastUsedAt?: number }[];
+          keys: {
+            id: string;
+            name: string;
+            createdAt: number;
+            lastUsedAt?: number;
+            maxConcurrent?: number;
+            rpm?: number;
+          }[];
         }>('/v1/keys');
         const when = (ts: number | undefined): string =>
-          ts === undefined ? 'never used' : `last used ${new Date(ts).toISOString()}`;
+          ts === undefined ? 'never used here' : `last used here ${new Date(ts).toISOString()}`;
+        const limits = (k: { maxConcurrent?: number; rpm?: number }): string =>
+          [
+            ...(k.maxConcurrent === undefined ? [] : [`max ${k.maxConcurrent} at once`]),
+            ...(k.rpm === undefined ? [] : [`${k.rpm}/min`]),
+          ].join(', ') || 'node defaults';
         output.result(
           rows,
           rows.length === 0
@@ -658,7 +684,7 @@ function registerKeys(root: Command, keeper: Keeper, json: () => Option, port: (
             : rows
                 .map(
                   (k) =>
-                    `${k.id}\t${k.name}\tcreated ${new Date(k.createdAt).toISOString()}\t${when(k.lastUsedAt)}`,
+                    `${k.id}\t${k.name}\tcreated ${new Date(k.createdAt).toISOString()}\t${limits(k)}\t${when(k.lastUsedAt)}`,
                 )
                 .join('\n'),
         );
@@ -666,14 +692,29 @@ function registerKeys(root: Command, keeper: Keeper, json: () => Option, port: (
     );
   keys
     .command('rm')
-    .description('revoke a key: clients using it are refused from the next request')
+    .description('revoke a key: clients using it are refused from the next request, on every node')
     .argument('<id>', 'the key id (from `rbee keys ls`)')
     .addOption(json())
     .addOption(port())
     .action((id: string, opts: CommonOptions) =>
       keeper.withNode(opts, async (client, output) => {
-        const removed = await client.delete<{ removed: string }>(`/v1/keys/${encodeURIComponent(id)}`);
-        output.result(removed, `revoked ${removed.removed}`);
+        const removed = await client.delete<{ removed: string; cluster?: KeyReplication }>(
+          `/v1/keys/${encodeURIComponent(id)}`,
+        );
+        output.result(removed, `revoked ${removed.removed}${replicationLine(removed.cluster)}`);
       }),
     );
+}
+
+/** What `/v1/keys` answers about a change's way through the cluster (none for a node alone). */
+type KeyReplication = { queen: string; term: number; version: number; hives: number } | { pending: string };
+
+function replicationLine(cluster: KeyReplication | undefined): string {
+  if (cluster === undefined) return '';
+  if ('pending' in cluster) return `\nthis node only for now: ${cluster.pending}`;
+  const where =
+    cluster.hives === 0
+      ? 'the cluster had it already'
+      : `${cluster.hives} node(s) of the cluster hold it now`;
+  return `\n${where} (key set version ${cluster.version}, term ${cluster.term}); nodes away get it when they return`;
 }
