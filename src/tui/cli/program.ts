@@ -49,6 +49,7 @@ interface InferOptions {
   stop?: string[];
   system?: string;
   on?: string;
+  batch?: boolean;
 }
 
 function readPrompt(arg: string | undefined): string {
@@ -130,6 +131,7 @@ export function createProgram(init: ProgramInit): Command {
     .option('--stop <text>', 'stop sequence (repeatable)', collect)
     .option('--system <text>', 'system prompt')
     .option('--on <hive>', 'run on this hive (its name) instead of where the queen places the job')
+    .option('--batch', 'a batch job: interactive jobs go first when the queue holds both')
     .option(
       '--keep-alive <duration>',
       'how long the model stays loaded afterwards: 30s, 5m, 0, -1 (never unload)',
@@ -141,6 +143,7 @@ export function createProgram(init: ProgramInit): Command {
       const request: JobRequest = { model: resolveModelArg(opts.model), prompt };
       if (opts.keepAlive !== undefined) request.keepAlive = parseKeepAlive(opts.keepAlive);
       if (opts.on !== undefined) request.hive = opts.on;
+      if (opts.batch === true) request.priority = 'batch';
       for (const key of ['maxTokens', 'temperature', 'topP', 'topK', 'seed', 'stop', 'system'] as const) {
         if (opts[key] !== undefined) Object.assign(request, { [key]: opts[key] });
       }
