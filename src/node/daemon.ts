@@ -23,7 +23,7 @@ import {
   createWorkerPool,
   diagnoseNode,
 } from './hive/index.js';
-import { createJobManager, createRouter } from './jobs/index.js';
+import { createJobManager, createPlacePreview, createRouter } from './jobs/index.js';
 import { createPlacementQueue } from './queen/index.js';
 import { createLogger, type Logger } from './logger.js';
 import { createProvisioner, modelId, observeProvisioner, parseModelRef } from './models/index.js';
@@ -298,6 +298,14 @@ export async function startNode(
         configuredThreads: config.threads,
         modelsDir: config.paths.models,
       }),
+    place: createPlacePreview({
+      local: localHive,
+      remotes: () => observers.cluster?.remotes() ?? [],
+      catalog,
+      parseModelRef,
+      modelId,
+      jobs: jobStore,
+    }),
     cluster: clusterStatus,
     onShutdown: () => void close('asked over the API'),
     stopRemoteWorker: async (id) => {
