@@ -152,7 +152,7 @@ describe('the placement preview', () => {
     expect(a?.device?.backend).toBe('cpu');
   });
 
-  it('takes a warm worker’s observed memory and its rate while it generates', () => {
+  it('takes a warm worker’s observed memory, and its rate when no past job says more', () => {
     const [a] = preview([hive('a', { worker: { tokensPerSecond: 33 } })]).options;
     expect(a).toMatchObject({
       kind: 'warm',
@@ -170,8 +170,8 @@ describe('the placement preview', () => {
       job({ hive: 'b', hiveName: 'b', timeToFirstTokenMs: 1, tokensPerSecond: 1000 }),
       job({ modelId: 'other', timeToFirstTokenMs: 1, tokensPerSecond: 1000 }),
     ];
-    // an idle warm worker's rate is 0: past jobs say more
-    const table = preview([hive('a', { worker: {} }), hive('c')], past);
+    // whole jobs say more than the warm worker's last second
+    const table = preview([hive('a', { worker: { tokensPerSecond: 3 } }), hive('c')], past);
     const a = table.options.find((o) => o.hive === 'a');
     expect(a?.expected).toEqual({
       tokensPerSecond: { value: 20, basis: 'jobs', jobs: 3 },

@@ -1,7 +1,7 @@
 /**
  * The placement preview (`rbee place`): the scheduler's own table for a model, each hive with its
  * devices, whether the model fits on each, on what figures, and what speed to expect there from
- * what was observed (a warm worker's recent rate, past jobs of the model on that hive). Pure, like
+ * what was observed (past jobs of the model on that hive, else a warm worker's recent rate). Pure, like
  * the scheduler: nothing loads, nothing is fetched.
  */
 import type { PlaceOption, PlacePreview } from '../../shared/view.js';
@@ -123,12 +123,13 @@ function pastOf(jobs: readonly PastJob[], modelId: string, option: PlacementOpti
 function expected(workerRate: number | undefined, past: PastJob[]): PlaceOption['expected'] {
   const rates = past.flatMap((j) => (j.tokensPerSecond === undefined ? [] : [j.tokensPerSecond]));
   const ttfts = past.map((j) => j.timeToFirstTokenMs);
-  // a worker's rate is of its last second of work: 0 while it is idle, which says nothing
+  // Whole jobs first: a worker's rate is its tokens of the last heartbeat's second, which a short
+  // job fills only in part (and an idle worker not at all).
   const tokensPerSecond =
-    workerRate !== undefined && workerRate > 0
-      ? { value: workerRate, basis: 'worker' as const }
-      : rates.length > 0
-        ? { value: median(rates), basis: 'jobs' as const, jobs: rates.length }
+    rates.length > 0
+      ? { value: median(rates), basis: 'jobs' as const, jobs: rates.length }
+      : workerRate !== undefined && workerRate > 0
+        ? { value: workerRate, basis: 'worker' as const }
         : undefined;
   return {
     ...(tokensPerSecond === undefined ? {} : { tokensPerSecond }),

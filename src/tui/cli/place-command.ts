@@ -57,5 +57,8 @@ function hive(option: PlaceOption, preview: PlacePreview): string[] {
 }
 
 function basis(figure: { basis: 'worker' | 'jobs'; jobs?: number | undefined }): string {
-  return figure.basis === 'worker' ? '(the warm worker, now)' : `(median of ${figure.jobs ?? 0} past jobs)`;
+  const jobs = figure.jobs ?? 0;
+  return figure.basis === 'worker'
+    ? '(the warm worker, last second)'
+    : `(median of ${jobs} past job${jobs === 1 ? '' : 's'})`;
 }
