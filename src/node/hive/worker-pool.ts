@@ -260,7 +260,6 @@ export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
 
   /**
    * A worker for `model` on `device`; from a GPU that fails, on the CPU instead (said, with why).
-   * `first` is the narration's opening (the reason a worker starts at all).
    */
   async function spawnFor(
     model: ModelRow,
@@ -293,6 +292,7 @@ export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
     }
   }
 
+  /** Admission, then the spawn itself; `opening` starts the narration (why a worker starts at all). */
   async function spawnOn(
     model: ModelRow,
     say: (text: string) => void,
