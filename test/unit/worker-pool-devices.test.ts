@@ -160,6 +160,8 @@ describe('a worker starts', () => {
     const { said } = await acquire(pool, 'm', { backend: 'cpu', index: -1 });
     expect(spawned[0]?.backend).toBe('cpu');
     expect(spawned[0]).not.toHaveProperty('device');
+    // published as the scheduler reads devices: -1 is the CPU
+    expect(pool.list()[0]).toMatchObject({ backend: 'cpu', device: -1 });
     expect(said).toContainEqual(expect.stringMatching(/starting a worker on the CPU/));
     expect(observed).toHaveLength(1);
   });

@@ -166,7 +166,8 @@ export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
     model: e.model.id,
     modelPath: e.model.path,
     backend: e.handle.info.backend,
-    device: e.handle.info.device,
+    // the scheduler's convention: -1 is the CPU (the engine reports its default GPU index there)
+    device: e.device.backend === 'cpu' ? -1 : e.handle.info.device,
     state: e.stopping ? 'stopping' : e.unhealthy ? 'unhealthy' : e.handle.info.state,
     slots: e.handle.info.slots,
     slotsBusy: e.handle.lastHeartbeat?.slotsBusy ?? 0,
