@@ -154,6 +154,10 @@ export function createFakeNodeClient(): FakeNodeClient {
     delete() {
       return Promise.reject(new RbeeError('INTERNAL', 'the fake node deletes nothing'));
     },
+    place(model: string) {
+      calls.push({ method: 'place', args: [model] });
+      return Promise.reject(new RbeeError('INTERNAL', 'the fake node places nothing'));
+    },
     doctor() {
       calls.push({ method: 'doctor', args: [] });
       return Promise.reject(new RbeeError('INTERNAL', 'the fake node has no doctor'));

@@ -20,7 +20,9 @@ import {
 import {
   clusterStatusSchema,
   jobRecordSchema,
+  placePreviewSchema,
   type JobRecord,
+  type PlacePreview,
   doctorReportSchema,
   nodeEventSchema,
   pullEventSchema,
@@ -76,6 +78,8 @@ export interface NodeClient {
   /** Removes a model from the catalog and the disk; MODEL_IN_USE while a worker has it loaded. */
   deleteModel(id: string, options?: { signal?: AbortSignal }): Promise<{ removed: string }>;
   stopWorker(id: string, options?: { signal?: AbortSignal }): Promise<void>;
+  /** Where a job for the model would run (only `hive` with one), and every hive's option; nothing loads. */
+  place(model: string, options?: { hive?: string; signal?: AbortSignal }): Promise<PlacePreview>;
   /** Members, queen and hives of the cluster this node belongs to. */
   cluster(options?: { signal?: AbortSignal }): Promise<ClusterStatus>;
   /** What `rbee doctor` checks on this node (loads llama.cpp there the first time, about a second). */
@@ -300,6 +304,14 @@ export function createNodeClient(init: NodeClientInit): NodeClient {
     async doctor(options = {}) {
       const response = await request('/v1/doctor', signalOf(options.signal));
       return doctorReportSchema.parse(await response.json());
+    },
+    async place(model, options = {}) {
+      const query = new URLSearchParams({
+        model,
+        ...(options.hive === undefined ? {} : { hive: options.hive }),
+      });
+      const response = await request(`/v1/place?${query.toString()}`, signalOf(options.signal));
+      return placePreviewSchema.parse(await response.json());
     },
     async jobHistory(options = {}) {
       const query = options.limit === undefined ? '' : `?limit=${options.limit}`;

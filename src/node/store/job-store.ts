@@ -50,6 +50,8 @@ export interface JobStore {
   get(id: string): JobRow | undefined;
   /** Newest first; only `owner`'s when given. */
   list(options?: { limit?: number; owner?: string | undefined }): JobRow[];
+  /** The newest jobs that ended `done` with a first token, newest first: what past runs measured. */
+  recentDone(limit: number): JobRow[];
   /** Marks every unfinished job failed (the node stopped under it); returns how many. */
   failUnfinished(reason: { code: string; message: string }, at: number): number;
   /** Keeps the newest `keep` jobs; returns how many older rows went. */
@@ -118,6 +120,10 @@ export function createJobStore(db: Database): JobStore {
   const selectOwned = db.prepare<[string, number], Row>(
     'SELECT * FROM jobs WHERE owner = ? ORDER BY accepted_at DESC, id LIMIT ?',
   );
+  const selectDone = db.prepare<[number], Row>(
+    `SELECT * FROM jobs WHERE state = 'done' AND first_token_at IS NOT NULL AND finished_at IS NOT NULL
+     ORDER BY finished_at DESC, id LIMIT ?`,
+  );
   const failAll = db.prepare<[number, string, string]>(
     `UPDATE jobs SET state = 'failed', finished_at = ?, error_code = ?, error_message = ? WHERE ${UNFINISHED}`,
   );
@@ -149,6 +155,7 @@ export function createJobStore(db: Database): JobStore {
         ? selectMany.all(options.limit ?? 100)
         : selectOwned.all(options.owner, options.limit ?? 100)
       ).map(row),
+    recentDone: (limit) => selectDone.all(limit).map(row),
     failUnfinished: (reason, at) => failAll.run(at, reason.code, reason.message).changes,
     prune: (keep) => pruneOld.run(keep).changes,
   };
