@@ -149,7 +149,12 @@ async function load(init: ChildInit): Promise<WorkerInfo> {
   const contextSize = init.contextSize ?? defaultContextSize(model.trainContextSize);
   let context: LlamaContext;
   try {
-    context = await model.createContext({ sequences: init.slots, contextSize, threads });
+    context = await model.createContext({
+      sequences: init.slots,
+      contextSize,
+      threads,
+      ...(init.flashAttention === undefined ? {} : { flashAttention: init.flashAttention }),
+    });
   } catch (error) {
     await model.dispose();
     await llama.dispose();
@@ -177,6 +182,7 @@ async function load(init: ChildInit): Promise<WorkerInfo> {
   pool = createSlotPool({
     context,
     maxQueue: init.maxQueue,
+    prefixReuse: init.prefixReuse ?? true,
     send,
     onStateChange: () => {
       if (state === 'idle' || state === 'busy') state = pool?.busy === 0 ? 'idle' : 'busy';
@@ -213,6 +219,7 @@ function startHeartbeat(intervalMs: number): void {
       memoryBytes: process.memoryUsage.rss(),
       tokensPerSecond: now > last ? (tokens * 1000) / (now - last) : 0,
       invalidMessages,
+      slotCache: pool?.cache() ?? [],
     });
     last = now;
   }, intervalMs);
