@@ -9,6 +9,7 @@ import type {
   EmbedResult,
   GenerateChunk,
   GenerateRequest,
+  SlotCache,
   WorkerHandle,
   WorkerInit,
   WorkerState,
@@ -40,6 +41,12 @@ export interface WorkerSnapshot {
   lastUsedAt: number;
   lastHeartbeatAt: number;
   restarts: number;
+  /**
+   * What each of the worker's slots keeps in its KV cache, from its last heartbeat (empty before
+   * one): a scheduler prefers the worker, and the free slot, whose prefix keys match most of a
+   * prompt (shared/prefix.ts `cachedTokensFor`). See SlotCache in the engine's types.
+   */
+  slotCache: SlotCache[];
 }
 
 export type WorkerEventKind =
@@ -148,6 +155,7 @@ export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
     lastUsedAt: e.lastUsedAt,
     lastHeartbeatAt: e.lastHeartbeatAt,
     restarts: e.restarts,
+    slotCache: e.handle.lastHeartbeat?.slotCache ?? [],
   });
 
   const findFor = (modelId: string): Entry | undefined =>
