@@ -168,7 +168,7 @@ export function createSlotPool(init: SlotPoolInit): SlotPool {
       });
     } finally {
       if (prefixReuse && consistent) {
-        slot.keys = keysAfter(job, answer, slot.sequence.nextTokenIndex);
+        slot.keys = keysAfter(slot, job, answer);
       } else {
         // Without reuse, or after a failure that may have left the cache half written, the next
         // request on this slot must not see this one's tokens.
@@ -181,9 +181,21 @@ export function createSlotPool(init: SlotPoolInit): SlotPool {
     }
   }
 
-  function keysAfter(job: Job, answer: string, kept: number): PrefixKey[] {
+  function keysAfter(slot: Slot, job: Job, answer: string): PrefixKey[] {
+    const { sequence } = slot;
+    // A cancel before the prompt was evaluated, or a context shift during a long answer (the
+    // prompt's start dropped to make room), leaves the slot without the whole prompt: no keys.
+    const tokens = job.prompt.sequenceTokens;
+    if (sequence.compareContextTokens(tokens).firstDifferentIndex < tokens.length) return [];
     try {
-      return prefixKeysAfter(context.model, chatWrapper, job.request, job.prompt, answer, kept);
+      return prefixKeysAfter(
+        context.model,
+        chatWrapper,
+        job.request,
+        job.prompt,
+        answer,
+        sequence.nextTokenIndex,
+      );
     } catch {
       // only a hint for schedulers: a slot without keys is still used by its tokens here
       return [];
