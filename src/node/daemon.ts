@@ -24,7 +24,7 @@ import {
   diagnoseNode,
 } from './hive/index.js';
 import { createJobManager, createPlacePreview, createRouter } from './jobs/index.js';
-import { createPlacementQueue } from './queen/index.js';
+import { createPlacementQueue, type HiveCandidate } from './queen/index.js';
 import { createLogger, type Logger } from './logger.js';
 import { createProvisioner, modelId, observeProvisioner, parseModelRef } from './models/index.js';
 import {
@@ -170,10 +170,15 @@ export async function startNode(
     reserveBytes: config.minFreeRamBytes,
     slotsPerWorker: config.slots,
   });
+  /** Every hive's published state: this one's and, once joined, the members'. */
+  const hiveStates = (): HiveCandidate[] => [
+    { id: localHive.id, state: localHive.state() },
+    ...(observers.cluster?.remotes() ?? []),
+  ];
   // this node's queue: its own jobs' while it runs alone, the cluster's while it is queen
   const queue = createPlacementQueue({
     name: config.nodeName,
-    hives: () => [{ id: localHive.id, state: localHive.state() }, ...(observers.cluster?.remotes() ?? [])],
+    hives: hiveStates,
     maxQueued: config.maxQueued,
     onChange: () => {
       observers.live?.markDirty('jobs');
@@ -189,6 +194,7 @@ export async function startNode(
       local: localHive,
       cluster: () => observers.cluster,
       queue,
+      hiveStates,
       parseModelRef,
       modelId,
       journal: jobStore,

@@ -12,7 +12,7 @@
  */
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
-import type { ChatMessage } from './wire.js';
+import type { ChatMessage, JobRequest } from './wire.js';
 
 /** 16 hex digits (64 bits): collisions among the few prefixes a cluster holds are out of reach. */
 const HASH_HEX = 16;
@@ -66,4 +66,19 @@ export function cachedTokensFor(
     }
   }
   return best;
+}
+
+/**
+ * A job's prompt as its worker sees it (and keys it): the raw text, or the chat messages with the
+ * job's system prompt first and a bare prompt as the user's message.
+ */
+export function promptOf(
+  request: Pick<JobRequest, 'raw' | 'prompt' | 'messages' | 'system'>,
+): { messages: ChatMessage[] } | { prompt: string } {
+  if (request.raw === true && request.prompt !== undefined) return { prompt: request.prompt };
+  const messages = request.messages ?? [{ role: 'user' as const, content: request.prompt ?? '' }];
+  return {
+    messages:
+      request.system === undefined ? messages : [{ role: 'system', content: request.system }, ...messages],
+  };
 }

@@ -4,6 +4,7 @@
  * event carries the whole section (they are small), so a client never has to merge deltas.
  */
 import { z } from 'zod';
+import { prefixKeySchema } from './prefix.js';
 import { errorJsonSchema, healthSchema, jobEventSchema } from './wire.js';
 
 export const gpuViewSchema = z.object({
@@ -51,6 +52,8 @@ export const workerViewSchema = z.object({
   memoryBytes: z.number(),
   startedAt: z.number(),
   lastUsedAt: z.number(),
+  /** What its slots keep in their KV caches (shared/prefix.ts): where a prompt's start is cached. */
+  prefixes: z.array(prefixKeySchema).max(64).optional(),
 });
 export type WorkerView = z.infer<typeof workerViewSchema>;
 

@@ -183,6 +183,18 @@ describe('the scheduler picks', () => {
       why: /all 1 slots busy/,
     },
     {
+      name: 'the warm worker that keeps the prompt’s start cached, over a lighter-loaded one',
+      hives: [
+        { id: 'a', load: 1, models: [MODEL], workers: [{ id: 'light' }] },
+        { id: 'b', load: 7, models: [MODEL], workers: [{ id: 'cached' }] },
+      ],
+      req: { affinity: [{ worker: 'cached', tokens: 900 }] },
+      hive: 'b',
+      kind: 'warm',
+      worker: 'cached',
+      why: /model warm, 1 of 1 slots free, 900 tokens of the prompt cached there/,
+    },
+    {
       name: 'a worker still loading the model, over starting another elsewhere',
       hives: [
         { id: 'a', models: [MODEL], workers: [{ state: 'loading', slots: 2, slotsBusy: 1 }] },

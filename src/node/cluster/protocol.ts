@@ -91,6 +91,10 @@ export const queenPlace = defineStream('queen.place', {
     provisionable: z.enum(['any', 'entry']),
     pin: z.string().min(1).max(256).optional(),
     exclude: z.array(z.string().max(128)).max(16).optional(),
+    affinity: z
+      .array(z.object({ worker: z.string().max(128), tokens: z.number().int().min(0) }))
+      .max(16)
+      .optional(),
     priority: z.enum(['interactive', 'batch']),
     acceptedAt: z.number(),
   }),

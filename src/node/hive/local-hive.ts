@@ -5,6 +5,7 @@
  * one, the device this hive picks by the scheduler's own rule, tokens streamed from it. The hive
  * publishes the backends it allows (its `backend` setting), so the queen never chooses another.
  */
+import { promptOf } from '../../shared/prefix.js';
 import { freemem, loadavg, totalmem } from 'node:os';
 import type { Backend, DeviceInfo, GenerateRequest } from '../../engine/types.js';
 import { parseKeepAlive } from '../../shared/duration.js';
@@ -35,6 +36,9 @@ export interface LocalHiveInit {
   /** Slots each worker starts with. */
   slotsPerWorker: number;
 }
+
+/** Prefix keys published per worker: three per slot (see shared/prefix.ts) for up to 16 slots. */
+const MAX_PUBLISHED_PREFIXES = 48;
 
 export function createLocalHive(init: LocalHiveInit): Hive {
   const hiveInfo = (): HiveState['hive'] => {
@@ -78,6 +82,8 @@ export function createLocalHive(init: LocalHiveInit): Hive {
         slots: w.slots,
         // the jobs leased on it, known at once (the worker's heartbeat says the same a beat later)
         slotsBusy: Math.min(w.slots, w.activeJobs),
+        // what its slots keep cached, for the queen's prefix affinity (bounded: a few per slot)
+        prefixes: w.slotCache.flatMap((slot) => slot.prefixes).slice(0, MAX_PUBLISHED_PREFIXES),
         tokensPerSecond: w.tokensPerSecond,
         memoryBytes: w.memoryBytes,
         startedAt: w.startedAt,
@@ -220,15 +226,7 @@ function generateRequest(request: JobRequest): GenerateRequest {
     priority: _priority,
     ...sampling
   } = request;
-  const generate: GenerateRequest = { ...sampling };
-  if (request.raw === true && request.prompt !== undefined) {
-    generate.prompt = request.prompt;
-    return generate;
-  }
-  const messages = request.messages ?? [{ role: 'user' as const, content: request.prompt ?? '' }];
-  generate.messages =
-    request.system === undefined ? messages : [{ role: 'system', content: request.system }, ...messages];
-  return generate;
+  return { ...sampling, ...promptOf(request) };
 }
 
 const GPU_BACKENDS: readonly Exclude<Backend, 'cpu'>[] = ['cuda', 'vulkan', 'metal'];

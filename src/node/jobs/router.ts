@@ -13,7 +13,14 @@ import type { JobRequest, NarrationSource } from '../../shared/wire.js';
 import type { Hive } from '../hive/index.js';
 import type { ModelRef } from '../models/index.js';
 import type { JobStore } from '../store/index.js';
-import type { PlacementQueue, QueuePosition, QueueRequest, Ticket } from '../queen/index.js';
+import {
+  prefixAffinity,
+  type HiveCandidate,
+  type PlacementQueue,
+  type QueuePosition,
+  type QueueRequest,
+  type Ticket,
+} from '../queen/index.js';
 import type { JobContext } from './job-manager.js';
 
 type OnQueued = (position: QueuePosition, queen: string) => void;
@@ -31,6 +38,8 @@ export interface RouterInit {
   cluster: () => ClusterRouting | undefined;
   /** This node's own queue: its jobs' places while it runs alone (its own queen). */
   queue: PlacementQueue;
+  /** Every hive's published state (this one's and the members'): where prompts are cached. */
+  hiveStates: () => HiveCandidate[];
   parseModelRef: (input: string) => ModelRef;
   modelId: (ref: ModelRef) => string;
   /** Where each job's state is recorded as it is placed and starts (the jobs table). */
@@ -56,13 +65,16 @@ export function createRouter(init: RouterInit): (job: JobContext) => Promise<voi
     const narrate = (source: NarrationSource, node: string, text: string): void =>
       job.emit({ type: 'narration', source, node, text });
     const ref = init.parseModelRef(request.model);
+    const modelId = init.modelId(ref);
+    const affinity = prefixAffinity(request, modelId, init.hiveStates());
     const base: QueueRequest = {
       job: job.id,
-      modelId: init.modelId(ref),
+      modelId,
       entry: init.local.id,
       // a path names a file on this machine: no other hive can fetch it
       provisionable: ref.kind === 'file' ? 'entry' : 'any',
       ...(request.hive === undefined ? {} : { pin: request.hive }),
+      ...(affinity.length === 0 ? {} : { affinity }),
       priority: request.priority ?? 'interactive',
       acceptedAt: job.acceptedAt,
     };

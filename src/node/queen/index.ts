@@ -22,6 +22,7 @@ export {
   type Schedule,
   type Device,
 } from './scheduler.js';
+export { prefixAffinity } from './affinity.js';
 export {
   createPlacementQueue,
   type PlacementQueue,

@@ -11,7 +11,9 @@
  * Room on the CPU counts idle workers of other models as memory the hive can take back: it unloads
  * the least recently used of them first, and the option names them (`evicts`). A busy worker is
  * never counted.
- * Among equals: more free slots, then a lighter load, then faster recent generation, then the entry
+ * Among warm workers, the one whose slots keep the longest start of the prompt cached (prefix
+ * affinity: a chat's next turn returns to the KV cache of its last one). Among equals: more free
+ * slots, then a lighter load, then faster recent generation, then the entry
  * node itself (no network hop), then the hive id (a stable order).
  */
 import { RbeeError } from '../../shared/errors.js';
@@ -36,6 +38,11 @@ export interface PlacementRequest {
   pin?: string | undefined;
   /** Hives not to use (they failed this job already). */
   exclude?: readonly string[] | undefined;
+  /**
+   * Prefix affinity: the warm workers whose slots keep the start of this job's prompt cached, and
+   * how many of its tokens (computed where the prompt is, from the workers' published prefix keys).
+   */
+  affinity?: readonly { worker: string; tokens: number }[] | undefined;
 }
 
 export interface HiveCandidate {
@@ -67,6 +74,8 @@ export interface PlacementOption {
   tokensPerSecond?: number;
   /** Idle workers the hive unloads (least recently used first) to make the room. */
   evicts?: string[];
+  /** Tokens of the job's prompt its worker keeps cached (warm). */
+  cachedTokens?: number;
 }
 
 export interface Placement {
@@ -176,18 +185,26 @@ function optionFor(
     return { ...base, kind: 'unavailable', why: `hive is ${state.hive.health}` };
 
   const workers = state.workers.filter((w) => w.model === request.modelId && WARM_STATES.has(w.state));
+  const cached = (w: WorkerView): number => request.affinity?.find((a) => a.worker === w.id)?.tokens ?? 0;
   const free = workers
     .filter((w) => w.slotsBusy < w.slots)
     .sort(
-      (a, b) => b.slots - b.slotsBusy - (a.slots - a.slotsBusy) || b.tokensPerSecond - a.tokensPerSecond,
+      (a, b) =>
+        cached(b) - cached(a) ||
+        b.slots - b.slotsBusy - (a.slots - a.slotsBusy) ||
+        b.tokensPerSecond - a.tokensPerSecond,
     )[0];
   if (free !== undefined) {
+    const tokens = cached(free);
     return {
       ...base,
       kind: 'warm',
       worker: free.id,
       tokensPerSecond: free.tokensPerSecond,
-      why: `worker ${shortId(free.id)} on hive ${name}: model warm, ${free.slots - free.slotsBusy} of ${free.slots} slots free`,
+      ...(tokens > 0 ? { cachedTokens: tokens } : {}),
+      why:
+        `worker ${shortId(free.id)} on hive ${name}: model warm, ${free.slots - free.slotsBusy} of ${free.slots} slots free` +
+        (tokens > 0 ? `, ${tokens} tokens of the prompt cached there` : ''),
     };
   }
 
@@ -325,6 +342,8 @@ function compare(request: PlacementRequest, a: Scored, b: Scored): number {
   const rb = isUsable(b.option.kind) ? RANK[b.option.kind] : 9;
   if (ra !== rb) return ra - rb;
   return (
+    // a warm worker that keeps the prompt's start cached skips most of its prompt processing
+    (b.option.cachedTokens ?? 0) - (a.option.cachedTokens ?? 0) ||
     freeSlots(b) - freeSlots(a) ||
     deviceRank(a.option.device) - deviceRank(b.option.device) ||
     load(a.hive) - load(b.hive) ||
