@@ -54,9 +54,7 @@ beforeAll(async () => {
   await nodes.gamma.client.spawnWorker('demo');
   await waitFor(
     async () => {
-      const { workers } = await nodes.alpha.client.get<{ workers: { hive: string; state: string }[] }>(
-        '/v1/cluster/workers',
-      );
+      const workers = await nodes.alpha.client.clusterWorkers();
       return workers.some((w) => w.hive === nodes.gamma.id && w.state === 'idle');
     },
     { what: "gamma's worker to show on alpha" },
@@ -83,8 +81,7 @@ async function run(client: NodeClient, request: JobRequest): Promise<JobEvent[]>
 const text = (events: JobEvent[]): string =>
   events.flatMap((e) => (e.type === 'token' ? [e.text] : [])).join('');
 
-const localWorkers = async (client: NodeClient): Promise<unknown[]> =>
-  (await client.get<{ workers: unknown[] }>('/v1/workers')).workers;
+const localWorkers = async (client: NodeClient): Promise<unknown[]> => client.workers();
 
 describe('a job submitted on one node', () => {
   it('runs on the only hive with the model warm and streams back; the entry node starts no worker', async () => {
@@ -155,7 +152,7 @@ describe('a job submitted on one node', () => {
     })();
     await waitFor(() => events.some((e) => e.type === 'token'), { what: 'the first token' });
     const busy = async (): Promise<number> => {
-      const { workers } = await nodes.gamma.client.get<{ workers: { slotsBusy: number }[] }>('/v1/workers');
+      const workers = await nodes.gamma.client.workers();
       return workers.reduce((sum, w) => sum + w.slotsBusy, 0);
     };
     // the worker reports its busy slots with its heartbeat
@@ -183,9 +180,7 @@ describe('a job submitted on one node', () => {
         const workerId = events
           .flatMap((e) => (e.type === 'narration' ? [/generating on worker (\S+)/.exec(e.text)?.[1]] : []))
           .find((w) => w !== undefined)!;
-        const { workers } = await client.get<{ workers: { id: string; pid: number }[] }>(
-          '/v1/cluster/workers',
-        );
+        const workers = await client.clusterWorkers();
         process.kill(workers.find((w) => w.id === workerId)!.pid, 'SIGKILL');
       }
     }

@@ -9,7 +9,7 @@ import { parseKeepAlive } from '../../shared/duration.js';
 import { RbeeError } from '../../shared/errors.js';
 import { DEFAULT_HOST, DEFAULT_PORT } from '../../shared/paths.js';
 import { VERSION } from '../../shared/version.js';
-import type { JobRequest } from '../../shared/wire.js';
+import type { BackendInfoView, JobRequest } from '../../shared/wire.js';
 import { stopNode } from '../../node/client/index.js';
 import { runInfer } from './infer.js';
 import { registerJobs } from './jobs-commands.js';
@@ -250,18 +250,6 @@ export function createProgram(init: ProgramInit): Command {
   return root;
 }
 
-interface ModelRowLike {
-  id: string;
-  ref: string;
-  name: string;
-  path: string;
-  bytes: number;
-  quantization: string;
-  architecture: string;
-  contextLength: number;
-  source: string;
-}
-
 function registerModels(root: Command, keeper: Keeper, json: () => Option, port: () => Option): void {
   const models = root.command('models').description("models in this node's catalog");
   models
@@ -271,7 +259,7 @@ function registerModels(root: Command, keeper: Keeper, json: () => Option, port:
     .addOption(port())
     .action((opts: CommonOptions) =>
       keeper.withNode(opts, async (client, output) => {
-        const { data: rows } = await client.get<{ data: ModelRowLike[] }>('/v1/models');
+        const rows = await client.models();
         output.result(
           rows,
           rows.length === 0
@@ -352,7 +340,7 @@ function registerModels(root: Command, keeper: Keeper, json: () => Option, port:
     .addOption(port())
     .action((id: string, opts: CommonOptions) =>
       keeper.withNode(opts, async (client, output) => {
-        const model = await client.get<ModelRowLike>(`/v1/models/${encodeURIComponent(id)}`);
+        const model = await client.model(id);
         output.result(
           model,
           Object.entries(model)
@@ -372,19 +360,6 @@ async function liveStatusFor(opts: CommonOptions): Promise<LiveStatus | undefine
   return (await import('./live-status.js')).createLiveStatus(process.stderr);
 }
 
-interface WorkerLike {
-  id: string;
-  hiveName: string;
-  local: boolean;
-  pid: number;
-  model: string;
-  state: string;
-  slots: number;
-  slotsBusy: number;
-  memoryBytes: number;
-  tokensPerSecond: number;
-}
-
 function registerWorkers(root: Command, keeper: Keeper, json: () => Option, port: () => Option): void {
   const workers = root.command('workers').description('workers (llama.cpp processes) of the cluster');
   workers
@@ -395,11 +370,11 @@ function registerWorkers(root: Command, keeper: Keeper, json: () => Option, port
     .action(async (opts: CommonOptions) => {
       // Listing does not wake a sleeping node: a node that is asleep has no workers.
       const output = keeper.output(opts);
-      const { workers: rows } = await keeper
+      const rows = await keeper
         .client(opts)
-        .get<{ workers: WorkerLike[] }>('/v1/cluster/workers')
+        .clusterWorkers()
         .catch((error: unknown) => {
-          if (error instanceof RbeeError && error.code === 'NODE_UNREACHABLE') return { workers: [] };
+          if (error instanceof RbeeError && error.code === 'NODE_UNREACHABLE') return [];
           throw error;
         });
       output.result(
@@ -424,16 +399,10 @@ function registerWorkers(root: Command, keeper: Keeper, json: () => Option, port
     .addOption(port())
     .action((opts: CommonOptions) =>
       keeper.withNode(opts, async (client, output) => {
-        interface Backend {
-          name: string;
-          available: boolean;
-          binary?: { package: string; version: string };
-          devices: string[];
-        }
         // Detection runs in the background after start-up: wait for it briefly.
-        let rows: Backend[] = [];
+        let rows: BackendInfoView[] = [];
         for (let i = 0; i < 100 && rows.length === 0; i++) {
-          rows = (await client.get<{ backends: Backend[] }>('/v1/backends')).backends;
+          rows = await client.backends();
           if (rows.length === 0) await new Promise((resolve) => setTimeout(resolve, 100));
         }
         output.result(
@@ -630,9 +599,7 @@ function registerKeys(root: Command, keeper: Keeper, json: () => Option, port: (
     .addOption(port())
     .action((opts: CommonOptions & { name?: string }) =>
       keeper.withNode(opts, async (client, output) => {
-        const created = await client.post<{ id: string; name: string; key: string }>('/v1/keys', {
-          ...(opts.name === undefined ? {} : { name: opts.name }),
-        });
+        const created = await client.createKey(opts.name);
         output.result(
           created,
           `${created.key}\n(key ${created.id}, "${created.name}": shown once; send it as Authorization: Bearer …)`,
@@ -646,9 +613,7 @@ function registerKeys(root: Command, keeper: Keeper, json: () => Option, port: (
     .addOption(port())
     .action((opts: CommonOptions) =>
       keeper.withNode(opts, async (client, output) => {
-        const { keys: rows } = await client.get<{
-          keys: { id: string; name: string; createdAt: number; lastUsedAt?: number }[];
-        }>('/v1/keys');
+        const rows = await client.keys();
         const when = (ts: number | undefined): string =>
           ts === undefined ? 'never used' : `last used ${new Date(ts).toISOString()}`;
         output.result(
@@ -672,7 +637,7 @@ function registerKeys(root: Command, keeper: Keeper, json: () => Option, port: (
     .addOption(port())
     .action((id: string, opts: CommonOptions) =>
       keeper.withNode(opts, async (client, output) => {
-        const removed = await client.delete<{ removed: string }>(`/v1/keys/${encodeURIComponent(id)}`);
+        const removed = await client.removeKey(id);
         output.result(removed, `revoked ${removed.removed}`);
       }),
     );
