@@ -7,7 +7,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createNodeClient, type NodeClient } from '../../src/node/client/index.js';
-import type { JobRecord } from '../../src/shared/view.js';
+import type { ClusterJobs, JobRecord } from '../../src/shared/view.js';
 import type { JobEvent, JobRequest } from '../../src/shared/wire.js';
 import { createSandbox, runCli, type Sandbox } from '../helpers/cli.js';
 import { agreed, joinCode, startClusterNode, type ClusterNodeProcess } from '../helpers/cluster-nodes.js';
@@ -204,11 +204,11 @@ describe('a job submitted on one node', () => {
   });
 
   it('leaves every job in the entry nodes’ jobs tables in a final state, with where it ran', async () => {
-    const listed = await runCli(['jobs', 'ls', '--json', '--limit', '100'], {
+    const listed = await runCli(['jobs', 'ls', '--here', '--json', '--limit', '100'], {
       env: nodes.alpha.node.sandbox.env,
     });
     expect(listed.code, listed.stderr).toBe(0);
-    const alphaJobs = JSON.parse(listed.stdout) as JobRecord[];
+    const alphaJobs: JobRecord[] = (JSON.parse(listed.stdout) as ClusterJobs).jobs;
     // the first job of this file: accepted on alpha, run on gamma, placed for a warm worker
     expect(alphaJobs.at(-1)).toMatchObject({
       state: 'done',

@@ -31,6 +31,8 @@ import {
 import type { Logger } from '../logger.js';
 import type { DataPaths } from '../../shared/paths.js';
 import { createSqliteClusterStore, type Database } from '../store/index.js';
+import type { LocalJobs, MemberJobs } from '../jobs/index.js';
+import { createMemberJobs, serveJobs } from './jobs.js';
 
 export interface ClusterLinkInit {
   config: ClusterConfig;
@@ -47,6 +49,8 @@ export interface ClusterLinkInit {
   onShutdown: (reason: string) => void;
   /** Another node asks this hive to stop one of its workers (a user acting from that node). */
   stopWorker: (id: string, reason: string) => Promise<{ forced: boolean }>;
+  /** This node's jobs table, which other members ask about (`node.jobs`, `node.cancelJob`). */
+  jobs: LocalJobs;
 }
 
 export interface ClusterLink extends ClusterSource {
@@ -74,6 +78,8 @@ export interface ClusterLink extends ClusterSource {
   stop(timeoutMs?: number): Promise<void>;
   /** Frames this node's p2p host passed and refused, since it started (the node's metrics). */
   frameStats(): FrameStats;
+  /** The jobs of the other live members: asked of them all at once; cancelled by their entry node. */
+  memberJobs: MemberJobs;
 }
 
 /** How long placement waits for a queen (an election takes about a lease, 1.5 s). */
@@ -242,6 +248,8 @@ export async function startClusterLink(init: ClusterLinkInit): Promise<ClusterLi
     await written;
   });
 
+  serveJobs(node, init.jobs);
+
   node.rpc.handle(queenShutdown, async (_params, { peer }) => {
     const result = await commandShutdown(peer, `asked by ${nameOf(peer) ?? peer}`);
     setTimeout(() => init.onShutdown('the queen stops the cluster'), 50);
@@ -271,6 +279,7 @@ export async function startClusterLink(init: ClusterLinkInit): Promise<ClusterLi
   return {
     hive,
     frameStats: () => node.stats().frames,
+    memberJobs: createMemberJobs(node, nameOf),
     async place(request, options = {}) {
       const deadline = Date.now() + PLACE_WAIT_MS;
       for (;;) {

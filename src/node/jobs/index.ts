@@ -12,3 +12,15 @@ export {
   type SubmitOptions,
 } from './job-manager.js';
 export { createRouter, type RouterInit, type ClusterRouting } from './router.js';
+export {
+  cancelHere,
+  createClusterJobs,
+  localViewer,
+  qualifyViewer,
+  type ClusterJobsApi,
+  type ClusterJobsInit,
+  type LocalJobs,
+  type MemberAnswer,
+  type MemberJobs,
+  type Viewer,
+} from './cluster-jobs.js';
