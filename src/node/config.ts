@@ -43,6 +43,7 @@ const fileConfigSchema = z
     heartbeatTimeoutMs: z.number().int().positive().optional(),
     minFreeRamBytes: z.number().int().min(0).optional(),
     maxConnections: z.number().int().positive().optional(),
+    maxQueued: z.number().int().min(0).optional(),
     cluster: z
       .object({
         enabled: z.boolean().optional(),
@@ -104,6 +105,11 @@ export interface NodeConfig {
   heartbeatTimeoutMs: number;
   /** RAM that admission keeps free for everything else. Defaults to 512 MiB. */
   minFreeRamBytes: number;
+  /**
+   * Jobs that may wait in this node's placement queue while it is queen (or alone) for a slot or
+   * for room; one more is refused with QUEUE_FULL (HTTP 429). Env RBEE_MAX_QUEUED.
+   */
+  maxQueued: number;
   /** HTTP connections served at once; more are answered 503 TOO_MANY_CONNECTIONS. Defaults to 1024. */
   maxConnections: number;
   cluster: ClusterConfig;
@@ -266,9 +272,19 @@ export function loadNodeConfig(
     heartbeatTimeoutMs: file.heartbeatTimeoutMs ?? 5_000,
     minFreeRamBytes: file.minFreeRamBytes ?? 512 * 2 ** 20,
     maxConnections: file.maxConnections ?? 1024,
+    maxQueued: parseCount(env.RBEE_MAX_QUEUED, 'RBEE_MAX_QUEUED') ?? file.maxQueued ?? 256,
     cluster: loadClusterConfig(file.cluster, overrides, env),
   };
 }
+function parseCount(value: string | undefined, source: string): number | undefined {
+  if (value === undefined || value === '') return undefined;
+  const count = Number(value);
+  if (!Number.isInteger(count) || count < 0) {
+    throw new RbeeError('CONFIG_INVALID', `${source} must be a whole number (0 or more), got "${value}"`);
+  }
+  return count;
+}
+
 function parsePort(value: string | undefined, source: string): number | undefined {
   if (value === undefined || value === '') return undefined;
   const port = Number(value);

@@ -22,6 +22,7 @@ import {
   diagnoseNode,
 } from './hive/index.js';
 import { createClusterJobs, createJobManager, createRouter, type LocalJobs } from './jobs/index.js';
+import { createPlacementQueue } from './queen/index.js';
 import { createLogger, type Logger } from './logger.js';
 import { createProvisioner, modelId, observeProvisioner, parseModelRef } from './models/index.js';
 import {
@@ -155,11 +156,28 @@ export async function startNode(
     provisioner,
     catalog,
     workers,
+    reserveBytes: config.minFreeRamBytes,
+    slotsPerWorker: config.slots,
   });
+  // this node's queue: its own jobs' while it runs alone, the cluster's while it is queen
+  const queue = createPlacementQueue({
+    name: config.nodeName,
+    hives: () => [{ id: localHive.id, state: localHive.state() }, ...(observers.cluster?.remotes() ?? [])],
+    maxQueued: config.maxQueued,
+    onChange: () => {
+      observers.live?.markDirty('jobs');
+      // the queen publishes its queue with its hive's state
+      observers.cluster?.localChanged();
+    },
+  });
+  teardown.add('the placement queue', () =>
+    queue.rejectAll(new RbeeError('NODE_SHUTTING_DOWN', 'the node is shutting down')),
+  );
   const jobs = createJobManager({
     run: createRouter({
       local: localHive,
       cluster: () => observers.cluster,
+      queue,
       parseModelRef,
       modelId,
       journal: jobStore,
@@ -211,7 +229,10 @@ export async function startNode(
     local: localHive,
     jobs,
     cluster: () => observers.cluster,
-    onLocalChange: () => observers.cluster?.localChanged(),
+    onLocalChange: () => {
+      observers.cluster?.localChanged();
+      queue.changed();
+    },
   });
   teardown.add('the live view', () => liveView.close());
   observers.live = liveView;
@@ -221,6 +242,7 @@ export async function startNode(
     provisioner,
     modelsDir: config.paths.models,
     p2pFrames: () => observers.cluster?.frameStats(),
+    queue: () => queue.depth(),
   });
 
   let clusterState: Exclude<ClusterStatus['state'], 'running'> = config.cluster.enabled
@@ -306,6 +328,7 @@ export async function startNode(
         log,
         nodeName: config.nodeName,
         local: localHive,
+        queue,
         onViewChange: () => {
           for (const section of ['hives', 'workers', 'models', 'downloads'] as const) {
             liveView.markDirty(section, 'cluster');

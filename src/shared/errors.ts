@@ -50,6 +50,8 @@ export const ERROR_CODES = {
   WORKER_START_FAILED: { exit: 7, http: 500 },
   WORKER_CRASHED: { exit: 7, http: 500 },
   WORKER_BUSY: { exit: 7, http: 429 },
+  // the queen's queue holds as many jobs as it may; details.retryAfterS says when to try again
+  QUEUE_FULL: { exit: 7, http: 429 },
   // the model does not fit in the memory free now, even after unloading idle workers
   INSUFFICIENT_MEMORY: { exit: 7, http: 507 },
   // the job itself

@@ -29,6 +29,10 @@ export const hiveViewSchema = z.object({
   loadAverage: z.number().optional(),
   gpus: z.array(gpuViewSchema),
   backends: z.array(z.string()),
+  /** RAM the hive keeps free for everything else (its `minFreeRamBytes`). */
+  reserveBytes: z.number().optional(),
+  /** Slots each of its workers starts with. */
+  slotsPerWorker: z.number().int().optional(),
   lastSeen: z.number(),
 });
 export type HiveView = z.infer<typeof hiveViewSchema>;
@@ -178,11 +182,22 @@ export type ClusterView = z.infer<typeof clusterViewSchema>;
  * into the hives, workers, models and downloads of its live view. Validated on receipt: a peer's
  * state that does not parse is left out of the view, never trusted.
  */
+/** Jobs of one model waiting in the queen's queue. */
+export const queueDepthSchema = z.object({
+  model: z.string(),
+  queued: z.number().int(),
+  /** The wait of the last in line, from how long the model's jobs held their slots lately. */
+  estimatedWaitS: z.number().optional(),
+});
+export type QueueDepthView = z.infer<typeof queueDepthSchema>;
+
 export const hiveStateSchema = z.object({
   hive: hiveViewSchema.omit({ id: true, local: true, queen: true, term: true, lastSeen: true }),
   workers: z.array(workerViewSchema),
   models: z.array(modelViewSchema),
   downloads: z.array(downloadViewSchema),
+  /** Published by the queen only: its queue, per model. */
+  queue: z.array(queueDepthSchema).optional(),
 });
 export type HiveState = z.infer<typeof hiveStateSchema>;
 

@@ -49,6 +49,8 @@ export const jobRequestSchema = samplingSchema
     system: z.string().optional(),
     /** Run on this hive (its name or id) instead of where the queen would place the job. */
     hive: z.string().min(1).max(256).optional(),
+    /** Interactive jobs (the default) go before batch jobs in the queen's queue. */
+    priority: z.enum(['interactive', 'batch']).optional(),
   })
   .refine((r) => r.prompt !== undefined || r.messages !== undefined, {
     message: 'either prompt or messages is required',

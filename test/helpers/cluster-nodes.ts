@@ -2,10 +2,12 @@
  * Real `rbee node` processes in one cluster on loopback, with static peers (mDNS off): start one,
  * read its join code, and wait until a set of them agrees on one queen.
  */
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { expect } from 'vitest';
-import { createNodeClient } from '../../src/node/client/index.js';
+import { createNodeClient, type NodeClient } from '../../src/node/client/index.js';
 import type { ClusterStatus } from '../../src/shared/view.js';
-import { freePort, runCli, startCli, type CliResult, type Sandbox } from './cli.js';
+import { createSandbox, freePort, runCli, startCli, type CliResult, type Sandbox } from './cli.js';
 import { waitFor } from './wait-for.js';
 
 export interface ClusterNodeProcess {
@@ -14,6 +16,8 @@ export interface ClusterNodeProcess {
   addr: string;
   status(): Promise<ClusterStatus>;
   stop(): Promise<void>;
+  /** kill -9: the node dies as a machine losing power would (its workers end with it). */
+  kill(): void;
   /** Resolves when the process has exited, however it was stopped. */
   exited: Promise<CliResult>;
 }
@@ -41,6 +45,7 @@ export async function startClusterNode(
     addr,
     status: () => client.cluster(),
     exited: run.result,
+    kill: () => void run.child.kill('SIGKILL'),
     async stop() {
       const result = await runCli(['node', 'stop', '--json'], { env: sandbox.env });
       expect(result.code, result.stderr).toBe(0);
@@ -63,4 +68,50 @@ export async function agreed(nodes: ClusterNodeProcess[]): Promise<ClusterStatus
   const queens = new Set(all.map((s) => s.queen?.id ?? 'none'));
   const full = all.every((s) => s.members.filter((m) => m.live).length === nodes.length - 1);
   return full && queens.size === 1 && !queens.has('none') ? all : false;
+}
+
+export interface NamedNode {
+  name: string;
+  node: ClusterNodeProcess;
+  client: NodeClient;
+  /** Its peer id: its hive's id in the cluster. */
+  id: string;
+}
+
+/**
+ * One cluster of `names.length` nodes, each in its own sandbox with `nodeName` and one thread (plus
+ * `config`): the first starts and prints its code, the others join with it and peer with the first;
+ * resolves once all agree on one queen. The sandboxes go into `sandboxes` for cleanup.
+ */
+export async function startNamedCluster(
+  names: readonly string[],
+  sandboxes: Sandbox[],
+  config: Record<string, unknown> = {},
+): Promise<NamedNode[]> {
+  const sandboxFor = async (name: string): Promise<Sandbox> => {
+    const sandbox = await createSandbox();
+    sandboxes.push(sandbox);
+    writeFileSync(join(sandbox.home, 'config.json'), JSON.stringify({ nodeName: name, threads: 1, ...config }));
+    return sandbox;
+  };
+  const first = await startClusterNode(await sandboxFor(names[0]!));
+  const code = await joinCode(first.sandbox);
+  const others = await Promise.all(
+    names.slice(1).map(async (name) => {
+      const sandbox = await sandboxFor(name);
+      const joined = await runCli(['join', code, '--json'], { env: sandbox.env });
+      expect(joined.code, joined.stderr).toBe(0);
+      return startClusterNode(sandbox, { peers: [first.addr] });
+    }),
+  );
+  const all = [first, ...others];
+  await waitFor(() => agreed(all), { what: `one queen for ${all.length} nodes` });
+  return Promise.all(
+    all.map(async (node, i) => ({
+      name: names[i]!,
+      node,
+      client: createNodeClient({ url: node.sandbox.url }),
+      id: (await node.status()).self.id,
+    })),
+  );
 }

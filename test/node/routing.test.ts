@@ -3,53 +3,23 @@
  * peers), each a hive. A job submitted on one node runs where the queen puts it, and its tokens
  * stream back to the node that received it; cancel there reaches the remote worker.
  */
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createNodeClient, type NodeClient } from '../../src/node/client/index.js';
+import type { NodeClient } from '../../src/node/client/index.js';
 import type { ClusterJobs, JobRecord } from '../../src/shared/view.js';
 import type { JobEvent, JobRequest } from '../../src/shared/wire.js';
-import { createSandbox, runCli, type Sandbox } from '../helpers/cli.js';
-import { agreed, joinCode, startClusterNode, type ClusterNodeProcess } from '../helpers/cluster-nodes.js';
+import { readFile } from 'node:fs/promises';
+import { runCli, type Sandbox } from '../helpers/cli.js';
+import { tinyModelPath } from '../helpers/tiny-model.js';
+import { serveGated, startServer } from './gguf-http-server.js';
+import { startNamedCluster, type NamedNode } from '../helpers/cluster-nodes.js';
 import { collect, waitFor } from '../helpers/wait-for.js';
 
 const sandboxes: Sandbox[] = [];
-const nodes: Record<
-  'alpha' | 'beta' | 'gamma',
-  { node: ClusterNodeProcess; client: NodeClient; id: string }
-> = {} as never;
-
-async function namedSandbox(name: string): Promise<Sandbox> {
-  const sandbox = await createSandbox();
-  sandboxes.push(sandbox);
-  writeFileSync(join(sandbox.home, 'config.json'), JSON.stringify({ nodeName: name, threads: 1 }));
-  return sandbox;
-}
+const nodes: Record<'alpha' | 'beta' | 'gamma', NamedNode> = {} as never;
 
 beforeAll(async () => {
-  const alpha = await startClusterNode(await namedSandbox('alpha'));
-  const code = await joinCode(alpha.sandbox);
-  const others = await Promise.all(
-    ['beta', 'gamma'].map(async (name) => {
-      const sandbox = await namedSandbox(name);
-      const joined = await runCli(['join', code, '--json'], { env: sandbox.env });
-      expect(joined.code, joined.stderr).toBe(0);
-      return startClusterNode(sandbox, { peers: [alpha.addr] });
-    }),
-  );
-  const all = [alpha, ...others];
-  await waitFor(() => agreed(all), { what: 'one queen for three nodes' });
-  for (const [name, node] of [
-    ['alpha', alpha],
-    ['beta', others[0]!],
-    ['gamma', others[1]!],
-  ] as const) {
-    nodes[name] = {
-      node,
-      client: createNodeClient({ url: node.sandbox.url }),
-      id: (await node.status()).self.id,
-    };
-  }
+  const [alpha, beta, gamma] = await startNamedCluster(['alpha', 'beta', 'gamma'], sandboxes);
+  Object.assign(nodes, { alpha, beta, gamma });
   // gamma is the only hive with the model warm
   await nodes.gamma.client.spawnWorker('demo');
   await waitFor(
@@ -133,6 +103,92 @@ describe('a job submitted on one node', () => {
       text: expect.stringMatching(/on hive gamma/) as unknown,
     });
     expect(events.at(-1)).toMatchObject({ type: 'done' });
+  });
+
+  it('relays the download progress of the hive that fetches the model to the entry node’s client', async () => {
+    const tiny = await readFile(await tinyModelPath());
+    const server = await startServer();
+    let open!: () => void;
+    server.route('/relay/tiny.gguf', serveGated(tiny, tiny.length >> 1, new Promise((r) => (open = r))));
+    try {
+      const client = nodes.beta.client;
+      const { id } = await client.submitJob({
+        ...JOB,
+        model: `${server.origin}/relay/tiny.gguf`,
+        hive: 'gamma',
+        maxTokens: 4,
+      });
+      const events: JobEvent[] = [];
+      const streamed = (async () => {
+        for await (const event of client.jobEvents(id)) events.push(event);
+      })();
+      // half the file is in, the rest held back: gamma's progress reaches beta's client meanwhile
+      await waitFor(
+        () =>
+          events.some(
+            (e) =>
+              e.type === 'narration' &&
+              e.node === 'gamma' &&
+              e.progress !== undefined &&
+              e.progress.bytes >= tiny.length >> 1 &&
+              e.progress.totalBytes === tiny.length,
+          ),
+        { what: "gamma's download progress on beta" },
+      );
+      open();
+      await streamed;
+      expect(events.at(-1)).toMatchObject({ type: 'done', usage: { completionTokens: 4 } });
+      expect(await localWorkers(nodes.beta.client)).toEqual([]);
+    } finally {
+      open();
+      await server.close();
+    }
+  });
+
+  it('completes on another hive when its worker dies before the first token', async () => {
+    // every tiny worker of the cluster frozen: the job gets no token until its worker is killed
+    const workers = await nodes.beta.client.clusterWorkers();
+    const frozen = workers.filter((w) => w.model.startsWith('demo-tiny'));
+    expect(frozen.length).toBeGreaterThanOrEqual(2);
+    for (const w of frozen) process.kill(w.pid, 'SIGSTOP');
+    const client = nodes.beta.client;
+    const events: JobEvent[] = [];
+    let streamed: Promise<void> = Promise.resolve();
+    try {
+      const { id } = await client.submitJob(JOB);
+      streamed = (async () => {
+        for await (const event of client.jobEvents(id)) events.push(event);
+      })();
+      await waitFor(() => events.some((e) => e.type === 'narration' && /generating on worker/.test(e.text)), {
+        what: 'the job to reach a frozen worker',
+      });
+      expect(events.some((e) => e.type === 'token')).toBe(false);
+      const victim = frozen.find((w) =>
+        events.some((e) => e.type === 'narration' && e.text.includes(`generating on worker ${w.id}`)),
+      )!;
+      process.kill(victim.pid, 'SIGKILL');
+    } finally {
+      for (const w of frozen) {
+        try {
+          process.kill(w.pid, 'SIGCONT');
+        } catch {
+          // the one killed is gone
+        }
+      }
+    }
+    await streamed;
+    const said = events.flatMap((e) => (e.type === 'narration' ? [e.text] : []));
+    expect(events.at(-1), said.join('\n')).toMatchObject({ type: 'done', usage: { completionTokens: 24 } });
+    expect(
+      said.some((t) =>
+        /hive \w+ failed \(WORKER_CRASHED: .*\) before the first token; placing the job again/.test(t),
+      ),
+      said.join('\n'),
+    ).toBe(true);
+    // placed on another hive, with the same text as an uninterrupted run of the same seeded job
+    const placements = said.filter((t) => / on hive \w+: /.test(t) || /^hive \w+: /.test(t));
+    expect(new Set(placements.map((t) => / hive (\w+)/.exec(t)?.[1])).size).toBe(2);
+    expect(text(events)).toBe(text(await run(nodes.gamma.client, { ...JOB, hive: 'gamma' })));
   });
 
   it('ends with NOT_FOUND, naming the hives, when pinned to a hive that does not exist', async () => {

@@ -2,74 +2,9 @@
  * The queen's scheduler, table-driven: which hive (and worker, and device) a job goes to, and why.
  */
 import { describe, expect, it } from 'vitest';
-import { neededBytes, place, schedule, type HiveCandidate } from '../../src/node/queen/index.js';
-import type { HiveState, WorkerView } from '../../src/shared/view.js';
+import { neededBytes, place, schedule } from '../../src/node/queen/index.js';
 import { RbeeError } from '../../src/shared/errors.js';
-
-const GiB = 2 ** 30;
-const MODEL = 'demo-small-1a2b3c4d';
-const MODEL_BYTES = 2 * GiB;
-
-interface HiveSpec {
-  id: string;
-  ramFree?: number;
-  load?: number;
-  gpus?: { backend: string; free: number }[];
-  models?: string[];
-  workers?: Partial<WorkerView>[];
-  health?: 'ready' | 'degraded';
-}
-
-function hive(spec: HiveSpec): HiveCandidate {
-  const state: HiveState = {
-    hive: {
-      name: spec.id,
-      health: spec.health ?? 'ready',
-      cpu: { model: 'cpu', physicalCores: 8, logicalCores: 8 },
-      ramTotalBytes: 64 * GiB,
-      ramFreeBytes: spec.ramFree ?? 32 * GiB,
-      loadAverage: spec.load ?? 0,
-      gpus: (spec.gpus ?? []).map((g, index) => ({
-        index,
-        name: `gpu${index}`,
-        backend: g.backend,
-        vramTotalBytes: 24 * GiB,
-        vramFreeBytes: g.free,
-      })),
-      backends: ['cpu', ...(spec.gpus ?? []).map((g) => g.backend)],
-    },
-    workers: (spec.workers ?? []).map((w, i) => ({
-      id: `${spec.id}-w${i}`,
-      hive: spec.id,
-      pid: 100 + i,
-      model: MODEL,
-      backend: 'cpu',
-      device: -1,
-      state: 'idle',
-      slots: 1,
-      slotsBusy: 0,
-      tokensPerSecond: 10,
-      memoryBytes: GiB,
-      startedAt: 0,
-      lastUsedAt: 0,
-      ...w,
-    })),
-    models: (spec.models ?? []).map((id) => ({
-      id,
-      hive: spec.id,
-      name: id,
-      ref: `demo:${id}`,
-      bytes: MODEL_BYTES,
-      quantization: 'Q8_0',
-      architecture: 'llama',
-      contextLength: 2048,
-      source: 'demo',
-      lastUsedAt: null,
-    })),
-    downloads: [],
-  };
-  return { id: spec.id, state };
-}
+import { GiB, hive, MODEL, MODEL_BYTES, type HiveSpec } from '../helpers/hive-state.js';
 
 const request = (over: Partial<Parameters<typeof place>[0]> = {}) => ({
   modelId: MODEL,
@@ -87,6 +22,7 @@ describe('the scheduler picks', () => {
     kind: string;
     worker?: string;
     backend?: string;
+    evicts?: string[];
     why: RegExp;
   }[] = [
     {
@@ -210,6 +146,45 @@ describe('the scheduler picks', () => {
       why: /all 1 slots busy/,
     },
     {
+      name: 'a worker still loading the model, over starting another elsewhere',
+      hives: [
+        { id: 'a', models: [MODEL], workers: [{ state: 'loading', slots: 2, slotsBusy: 1 }] },
+        { id: 'b', models: [MODEL] },
+      ],
+      hive: 'a',
+      kind: 'warm',
+      why: /1 of 2 slots free/,
+    },
+    {
+      name: 'another hive with the model on disk over a busy worker (one worker per model per hive)',
+      hives: [
+        { id: 'a', models: [MODEL], workers: [{ state: 'busy', slotsBusy: 1 }] },
+        { id: 'b', models: [MODEL] },
+      ],
+      hive: 'b',
+      kind: 'on-disk',
+      why: /hive b: model on disk/,
+    },
+    {
+      name: 'room made by unloading the least recently used idle worker of another model',
+      hives: [
+        {
+          id: 'a',
+          ramFree: 2 * GiB,
+          models: [MODEL],
+          workers: [
+            { id: 'recent', model: 'other', lastUsedAt: 2_000, memoryBytes: 3 * GiB },
+            { id: 'oldest', model: 'other2', lastUsedAt: 1_000, memoryBytes: 3 * GiB },
+            { id: 'busy', model: 'other3', state: 'busy', slotsBusy: 1, memoryBytes: 30 * GiB },
+          ],
+        },
+      ],
+      hive: 'a',
+      kind: 'on-disk',
+      evicts: ['oldest'],
+      why: /room on CPU after unloading idle worker oldest \(other2, idle \d+ min\)/,
+    },
+    {
       name: 'the pinned hive, by name, even when another is warm',
       hives: [{ id: 'a', models: [MODEL], workers: [{}] }, { id: 'b' }],
       req: { pin: 'b' },
@@ -241,6 +216,7 @@ describe('the scheduler picks', () => {
       expect(placement.kind).toBe(c.kind);
       if (c.worker !== undefined) expect(placement.worker).toBe(c.worker);
       if (c.backend !== undefined) expect(placement.device?.backend).toBe(c.backend);
+      if (c.evicts !== undefined) expect(placement.evicts).toEqual(c.evicts);
       expect(placement.reason).toMatch(c.why);
     });
   }
@@ -257,6 +233,21 @@ describe('the scheduler refuses', () => {
     expect(error.code).toBe('INSUFFICIENT_MEMORY');
     expect(error.message).toMatch(/a: needs 2628 MiB/);
     expect(error.message).toMatch(/b: needs 2628 MiB/);
+  });
+
+  it('a job that fits only if a busy worker were unloaded (a busy worker is never evicted)', () => {
+    const busy = { id: 'busy', model: 'other', state: 'busy' as const, slotsBusy: 1, memoryBytes: 30 * GiB };
+    const error = catchError(() =>
+      place(request(), [hive({ id: 'a', ramFree: 1 * GiB, models: [MODEL], workers: [busy] })]),
+    );
+    expect(error.code).toBe('INSUFFICIENT_MEMORY');
+  });
+
+  it('a job that fits only in the memory the hive keeps in reserve', () => {
+    const a = hive({ id: 'a', ramFree: 4 * GiB, models: [MODEL] });
+    expect(place(request(), [a]).kind).toBe('on-disk');
+    a.state.hive.reserveBytes = 2 * GiB;
+    expect(catchError(() => place(request(), [a])).code).toBe('INSUFFICIENT_MEMORY');
   });
 
   it('a pin to a hive that does not exist, listing the hives', () => {

@@ -3,6 +3,7 @@
  * `model` (fetched if it is not on disk yet), and the stream is the job's token stream.
  * Errors use OpenAI's shape, `{error: {message, type, code}}`, with rbee's stable code as `code`.
  */
+import { setRetryAfter } from './retry-after.js';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import { z } from 'zod';
 import { RbeeError, toRbeeError } from '../../shared/errors.js';
@@ -127,6 +128,7 @@ function toMessages(messages: z.infer<typeof messageSchema>[]): ChatMessage[] {
 function sendError(reply: FastifyReply, error: unknown): void {
   const rbee = toRbeeError(error);
   const type = rbee.httpStatus < 500 ? 'invalid_request_error' : 'server_error';
+  setRetryAfter(reply, rbee);
   void reply
     .status(rbee.httpStatus)
     .send({ error: { message: rbee.message, type, code: rbee.code, param: null } });

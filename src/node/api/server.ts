@@ -1,6 +1,7 @@
 /**
  * The node's HTTP API. Every error leaves as `{error: {code, message}}` with the code's HTTP status.
  */
+import { setRetryAfter } from './retry-after.js';
 import Fastify from 'fastify';
 import { z } from 'zod';
 import { RbeeError, toRbeeError } from '../../shared/errors.js';
@@ -133,6 +134,7 @@ export function createApi(init: ApiInit) {
           ? new RbeeError('BAD_REQUEST', (error as Error).message, { cause: error })
           : toRbeeError(error);
     if (rbee.httpStatus >= 500) init.log.error({ err: error }, 'request failed');
+    setRetryAfter(reply, rbee);
     void reply.status(rbee.httpStatus).send({ error: rbee.toJSON() });
   });
   app.setNotFoundHandler((request, reply) => {
@@ -170,11 +172,15 @@ export function createApi(init: ApiInit) {
     return init.metrics.registry.metrics();
   });
 
-  app.post('/v1/jobs', (request, reply) => {
+  app.post('/v1/jobs', async (request, reply) => {
     const body = parseBody(jobRequestSchema, request.body);
     checkModel(body.model, request.apiClient);
-    const { id } = init.jobs.submit(body, { owner: request.apiClient.owner });
-    void reply.status(202).send({ id, events: `/v1/jobs/${id}/events` });
+    const { id, admitted } = init.jobs.submit(body, { owner: request.apiClient.owner });
+    // answered once the queen placed or queued the job, so that a full queue is a 429 here;
+    // any other failure reaches the client as the job's last event, as failures after it do
+    const refused = await admitted;
+    if (refused?.code === 'QUEUE_FULL') throw refused;
+    return reply.status(202).send({ id, events: `/v1/jobs/${id}/events` });
   });
 
   app.get('/v1/jobs', (request) => ({ jobs: jobAccess.list(request.apiClient) }));

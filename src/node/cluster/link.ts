@@ -18,7 +18,7 @@ import type { ClusterConfig } from '../config.js';
 import type { Hive } from '../hive/index.js';
 import type { ClusterSource } from '../view/index.js';
 import { createMemberStates, type RemoteHiveState } from './member-states.js';
-import { place, type Placement, type PlacementRequest } from '../queen/index.js';
+import type { PlacementQueue, QueuePosition, QueueRequest, Ticket } from '../queen/index.js';
 import { createRemoteHive } from './remote-hive.js';
 import {
   hiveRun,
@@ -49,6 +49,8 @@ export interface ClusterLinkInit {
   onShutdown: (reason: string) => void;
   /** Another node asks this hive to stop one of its workers (a user acting from that node). */
   stopWorker: (id: string, reason: string) => Promise<{ forced: boolean }>;
+  /** This node's placement queue: the cluster's while this node is queen. */
+  queue: PlacementQueue;
   /** This node's jobs table, which other members ask about (`node.jobs`, `node.cancelJob`). */
   jobs: LocalJobs;
 }
@@ -65,13 +67,15 @@ export interface ClusterLink extends ClusterSource {
   /** Stops a worker that runs on another hive; NOT_FOUND when no member runs it. */
   stopRemoteWorker(id: string): Promise<{ forced: boolean; hive: string }>;
   /**
-   * Where a job should run: the queen's scheduler over every hive's state, asked over the cluster
-   * (a local call on the queen). Waits out a short election; NO_QUEEN when none ends in time.
+   * Where a job should run: a ticket from the queen's queue (its scheduler over every hive's state),
+   * asked over the cluster (a local call on the queen), after a wait in its queue if nothing has
+   * room. A queen that goes away is asked again once another is elected; NO_QUEEN when none is in
+   * time. Release the ticket when the job ends there.
    */
   place(
-    request: PlacementRequest,
-    options?: { signal?: AbortSignal },
-  ): Promise<Placement & { queen: string }>;
+    request: QueueRequest,
+    options?: { signal?: AbortSignal; onQueued?: (position: QueuePosition, queen: string) => void },
+  ): Promise<Ticket>;
   /** The hive with this id: this node's own, or a live member's (undefined when it is gone). */
   hive(id: string): Hive | undefined;
   /** Leaves the cluster gracefully (a queen hands over at once). Bounded by `timeoutMs`. */
@@ -134,6 +138,10 @@ export async function startClusterLink(init: ClusterLinkInit): Promise<ClusterLi
         }
       }
       lastQueen = queen;
+      // jobs waiting here for a place ask the new queen (their order travels with them)
+      if (queen?.id !== self) {
+        init.queue.rejectAll(new RbeeError('NOT_QUEEN', 'this node is not the queen any more'));
+      }
     } else if (change.kind === 'members') {
       const live = node.members().filter((m) => m.live).length + 1;
       if (live !== liveCount) {
@@ -157,13 +165,17 @@ export async function startClusterLink(init: ClusterLinkInit): Promise<ClusterLi
     }
     if (change.kind === 'view' && change.id === self) return;
     init.onViewChange();
+    // a hive published (or a member came or went): jobs waiting for room are tried again
+    if (node.isQueen()) init.queue.changed();
   });
 
   let publishTimer: NodeJS.Timeout | undefined;
   const publish = (): void => {
     publishTimer = undefined;
     try {
-      node.publish(init.local.state());
+      const state = init.local.state();
+      // the queen's queue is part of what it publishes: every node shows the cluster's waiting jobs
+      node.publish(node.isQueen() ? { ...state, queue: init.queue.depth() } : state);
     } catch (error) {
       log.warn({ err: error }, 'publishing the hive state failed');
     }
@@ -222,13 +234,33 @@ export async function startClusterLink(init: ClusterLinkInit): Promise<ClusterLi
   node.rpc.handle(hiveStopWorker, ({ id }, { peer }) =>
     init.stopWorker(id, `asked from ${nameOf(peer) ?? peer}`),
   );
-  /** As queen: the scheduler's answer over every live hive, this one included. */
-  const placeHere = (request: PlacementRequest): Placement & { queen: string } => {
+  /** As queen: a ticket from this node's queue, which then places over every live hive. */
+  const placeHere = (
+    request: QueueRequest,
+    options: { signal?: AbortSignal; onQueued?: (position: QueuePosition) => void },
+  ): Promise<Ticket> => {
     if (!node.isQueen()) throw new RbeeError('NOT_QUEEN', 'this node is not the queen (any more)');
-    const hives = [{ id: self, state: init.local.state() }, ...remotes()];
-    return { ...place(request, hives), queen: init.nodeName };
+    return init.queue.acquire(request, options);
   };
-  node.rpc.handle(queenPlace, (request) => placeHere(withoutUndefined(request)));
+  node.streams.handle(queenPlace, async ({ params, channel, signal }) => {
+    const ticket = await placeHere(withoutUndefined(params), {
+      signal,
+      onQueued: (position) =>
+        void channel
+          .write({ type: 'queued', ...withoutUndefined(position) }, { signal })
+          .catch(() => undefined),
+    });
+    try {
+      await channel.write(
+        { type: 'placed', placement: { ...ticket.placement, queen: ticket.queen } },
+        { signal },
+      );
+      // the job holds its slot until the entry node closes the stream (or its node goes away)
+      await channel.read({ signal }).catch(() => undefined);
+    } finally {
+      ticket.release();
+    }
+  });
   // a job the queen placed here: run it on this hive, its events streamed back to the entry node
   node.streams.handle(hiveRun, async ({ params, channel, signal, peer }) => {
     log.debug({ job: params.job.id, from: peer }, 'running a job for another node');
@@ -275,28 +307,74 @@ export async function startClusterLink(init: ClusterLinkInit): Promise<ClusterLi
     return known;
   };
 
+  /** Asks the queen on another node; the stream stays open (the slot held) until released. */
+  async function placeOnQueen(
+    queen: string,
+    request: QueueRequest,
+    options: { signal?: AbortSignal; onQueued: (position: QueuePosition) => void },
+  ): Promise<Ticket> {
+    const channel = await node.streams.open(queen, queenPlace, request, {
+      ...(options.signal === undefined ? {} : { signal: options.signal }),
+    });
+    try {
+      for (;;) {
+        const frame = await channel.read(options.signal === undefined ? {} : { signal: options.signal });
+        if (frame === undefined) {
+          throw new RbeeError('NODE_UNREACHABLE', 'the queen ended the placement without an answer');
+        }
+        if (frame.type === 'queued') {
+          options.onQueued(withoutUndefined(frame));
+          continue;
+        }
+        const { queen: queenName, ...placement } = frame.placement;
+        return {
+          placement: withoutUndefined(placement),
+          queen: queenName,
+          release: () => void channel.close().catch(() => channel.abort(new Error('released'))),
+        };
+      }
+    } catch (error) {
+      channel.abort(error instanceof Error ? error : new Error(String(error)));
+      throw toRbeeError(error, 'NODE_UNREACHABLE');
+    }
+  }
+
   let stopping: Promise<void> | undefined;
   return {
     hive,
     frameStats: () => node.stats().frames,
     memberJobs: createMemberJobs(node, nameOf),
     async place(request, options = {}) {
-      const deadline = Date.now() + PLACE_WAIT_MS;
+      const { signal } = options;
+      // counted from the last word of a queen: a job may wait in a queue for long before one dies
+      let deadline = Date.now() + PLACE_WAIT_MS;
       for (;;) {
-        options.signal?.throwIfAborted();
+        signal?.throwIfAborted();
         const queen = node.queen();
         try {
-          if (queen?.id === self) return placeHere(request);
+          if (queen?.id === self) {
+            return await placeHere(request, {
+              ...(signal === undefined ? {} : { signal }),
+              onQueued: (position) => options.onQueued?.(position, init.nodeName),
+            });
+          }
           if (queen !== null) {
-            return await node.rpc.call(queen.id, queenPlace, request, {
-              timeoutMs: 3_000,
-              ...(options.signal === undefined ? {} : { signal: options.signal }),
+            return await placeOnQueen(queen.id, request, {
+              ...(signal === undefined ? {} : { signal }),
+              onQueued: (position) => {
+                deadline = Date.now() + PLACE_WAIT_MS;
+                options.onQueued?.(position, nameOf(queen.id) ?? queen.id);
+              },
             });
           }
         } catch (error) {
           const rbee = toRbeeError(error);
           // a queen that just stepped down or died: ask again once a new one is known
-          if (!['NOT_QUEEN', 'NODE_UNREACHABLE', 'TIMEOUT'].includes(rbee.code) || Date.now() > deadline) {
+          if (
+            signal?.aborted === true ||
+            !['NOT_QUEEN', 'NODE_UNREACHABLE', 'TIMEOUT'].includes(rbee.code) ||
+            Date.now() > deadline
+          ) {
             throw rbee;
           }
           log.info({ queen: queen?.id, err: rbee }, 'placement: the queen did not answer; asking again');
@@ -307,7 +385,7 @@ export async function startClusterLink(init: ClusterLinkInit): Promise<ClusterLi
             'the cluster has no queen to place the job (an election is under way)',
           );
         }
-        await sleep(100, undefined, options.signal === undefined ? {} : { signal: options.signal });
+        await sleep(100, undefined, signal === undefined ? {} : { signal });
       }
     },
     selfId: () => self,

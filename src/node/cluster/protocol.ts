@@ -59,27 +59,45 @@ const deviceSchema = z.object({
   freeBytes: z.number(),
 });
 
-/** Entry node → queen: where should this job run? Answered by the queen's scheduler. */
-export const queenPlace = defineMethod(
-  'queen.place',
-  z.object({
+const placementSchema = z.object({
+  hive: z.string(),
+  name: z.string(),
+  kind: z.enum(['warm', 'on-disk', 'provision', 'wait']),
+  worker: z.string().optional(),
+  device: deviceSchema.optional(),
+  evicts: z.array(z.string()).max(64).optional(),
+  reason: z.string(),
+  /** The queen's node name, for the narration's provenance. */
+  queen: z.string(),
+});
+
+/**
+ * Entry node → queen: where should this job run? The queen answers with its scheduler's placement
+ * at once, or first with the job's position in its queue (again each time it changes). The stream
+ * stays open while the job runs: the queen counts the job's slot as taken until it closes.
+ */
+export const queenPlace = defineStream('queen.place', {
+  params: z.object({
+    job: z.string().min(1).max(128),
     modelId: z.string().min(1).max(256),
     entry: z.string().min(1).max(128),
     provisionable: z.enum(['any', 'entry']),
     pin: z.string().min(1).max(256).optional(),
     exclude: z.array(z.string().max(128)).max(16).optional(),
+    priority: z.enum(['interactive', 'batch']),
+    acceptedAt: z.number(),
   }),
-  z.object({
-    hive: z.string(),
-    name: z.string(),
-    kind: z.enum(['warm', 'on-disk', 'provision', 'wait']),
-    worker: z.string().optional(),
-    device: deviceSchema.optional(),
-    reason: z.string(),
-    /** The queen's node name, for the narration's provenance. */
-    queen: z.string(),
-  }),
-);
+  up: z.never(),
+  down: z.discriminatedUnion('type', [
+    z.object({
+      type: z.literal('queued'),
+      position: z.number().int().min(1),
+      queued: z.number().int().min(1),
+      estimatedWaitS: z.number().optional(),
+    }),
+    z.object({ type: z.literal('placed'), placement: placementSchema }),
+  ]),
+});
 
 /** Rows a member sends for one `node.jobs` call: a frame holds at most 1 MiB. */
 export const NODE_JOBS_MAX = 1000;

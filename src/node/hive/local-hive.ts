@@ -25,6 +25,10 @@ export interface LocalHiveInit {
   provisioner: Provisioner;
   catalog: ModelCatalog;
   workers: WorkerPool;
+  /** RAM this hive keeps free for everything else (published for the queen's arithmetic). */
+  reserveBytes: number;
+  /** Slots each worker starts with. */
+  slotsPerWorker: number;
 }
 
 export function createLocalHive(init: LocalHiveInit): Hive {
@@ -45,6 +49,8 @@ export function createLocalHive(init: LocalHiveInit): Hive {
         vramFreeBytes: g.vramFreeBytes ?? 0,
       })),
       backends: devices?.backends ?? ['cpu'],
+      reserveBytes: init.reserveBytes,
+      slotsPerWorker: init.slotsPerWorker,
     };
   };
 
@@ -61,7 +67,8 @@ export function createLocalHive(init: LocalHiveInit): Hive {
         device: w.device,
         state: w.state,
         slots: w.slots,
-        slotsBusy: w.slotsBusy,
+        // the jobs leased on it, known at once (the worker's heartbeat says the same a beat later)
+        slotsBusy: Math.min(w.slots, w.activeJobs),
         tokensPerSecond: w.tokensPerSecond,
         memoryBytes: w.memoryBytes,
         startedAt: w.startedAt,
@@ -182,6 +189,7 @@ function generateRequest(request: JobRequest): GenerateRequest {
     raw: _raw,
     keepAlive: _keep,
     hive: _hive,
+    priority: _priority,
     ...sampling
   } = request;
   const generate: GenerateRequest = { ...sampling };

@@ -18,6 +18,8 @@ export interface JobContext {
   acceptedAt: number;
   signal: AbortSignal;
   emit(event: JobEventInput): void;
+  /** The job has its place (or its turn in the queen's queue): see `submit`'s `admitted`. */
+  admit(): void;
 }
 
 export interface JobSnapshot {
@@ -82,8 +84,18 @@ interface Job {
   finished: Promise<void>;
 }
 
+export interface Submitted {
+  id: string;
+  /**
+   * Settles once the job is admitted (placed, or waiting in the queen's queue) with undefined, or
+   * with the error that ended it before then (a full queue, an impossible model): what an API that
+   * answers after admission reports as its status. Never rejects.
+   */
+  admitted: Promise<RbeeError | undefined>;
+}
+
 export interface JobManager {
-  submit(request: JobRequest, options?: SubmitOptions): { id: string };
+  submit(request: JobRequest, options?: SubmitOptions): Submitted;
   /** Replays the job's events so far, then calls `listener` with each new one. Returns an unsubscribe. */
   subscribe(id: string, listener: (event: JobEvent) => void): () => void;
   cancel(id: string): void;
@@ -207,6 +219,8 @@ export function createJobManager(init: JobManagerInit): JobManager {
       if (closed) throw new RbeeError('NODE_SHUTTING_DOWN', 'the node is shutting down');
       const id = randomUUID();
       const controller = new AbortController();
+      let admit!: (error: RbeeError | undefined) => void;
+      const admitted = new Promise<RbeeError | undefined>((resolve) => (admit = resolve));
       const job: Job = {
         id,
         owner: options.owner,
@@ -228,7 +242,13 @@ export function createJobManager(init: JobManagerInit): JobManager {
         request,
         acceptedAt: job.acceptedAt,
         signal: controller.signal,
-        emit: (event) => emitTo(job, event),
+        emit: (event) => {
+          emitTo(job, event);
+          // a job that ended settles its admission (a promise settles once: later calls do nothing)
+          if (event.type === 'error') admit(RbeeError.fromJSON(event.error));
+          else if (event.type === 'done') admit(undefined);
+        },
+        admit: () => admit(undefined),
       };
       // Start on the next tick so the caller can answer with the id before the first event.
       job.finished = new Promise<void>((resolve) => setImmediate(resolve))
@@ -250,9 +270,11 @@ export function createJobManager(init: JobManagerInit): JobManager {
             // An aborted job ends with the abort's reason (cancelled, or the node shutting down).
             const rbee = toRbeeError(controller.signal.aborted ? controller.signal.reason : error);
             emitTo(job, { type: 'error', error: rbee.toJSON() });
+            admit(rbee);
           },
-        );
-      return { id };
+        )
+        .finally(() => admit(undefined));
+      return { id, admitted };
     },
     subscribe(id, listener) {
       const job = find(id);

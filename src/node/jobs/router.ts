@@ -1,6 +1,8 @@
 /**
  * Runs each job the entry node accepted on the hive the queen picks, and relays what that hive
  * emits to the job's subscribers: local or remote, the router drives a Hive and never knows which.
+ * The queen's answer is a ticket (after a wait in its queue, narrated with the position, when
+ * nothing has room); the ticket is released when the job ends on that hive, freeing its slot.
  * A hive that fails before the first token is left out and the job placed again; one that fails
  * after it is continued: placed again with the prompt plus the text already sent, so the client's
  * stream goes on without a repeated or lost token (at most two retries in all). Time to first token
@@ -11,15 +13,14 @@ import type { JobRequest, NarrationSource } from '../../shared/wire.js';
 import type { Hive } from '../hive/index.js';
 import type { ModelRef } from '../models/index.js';
 import type { JobStore } from '../store/index.js';
-import { place, type Placement, type PlacementRequest } from '../queen/index.js';
+import type { PlacementQueue, QueuePosition, QueueRequest, Ticket } from '../queen/index.js';
 import type { JobContext } from './job-manager.js';
 
-/** The cluster as the router needs it: the queen's placement and the hives it may pick. */
+type OnQueued = (position: QueuePosition, queen: string) => void;
+
+/** The cluster as the router needs it: a place from the queen, and the hives it may pick. */
 export interface ClusterRouting {
-  place(
-    request: PlacementRequest,
-    options?: { signal?: AbortSignal },
-  ): Promise<Placement & { queen: string }>;
+  place(request: QueueRequest, options?: { signal?: AbortSignal; onQueued?: OnQueued }): Promise<Ticket>;
   hive(id: string): Hive | undefined;
 }
 
@@ -28,10 +29,12 @@ export interface RouterInit {
   local: Hive;
   /** The cluster, once joined; without it every job runs here. */
   cluster: () => ClusterRouting | undefined;
+  /** This node's own queue: its jobs' places while it runs alone (its own queen). */
+  queue: PlacementQueue;
   parseModelRef: (input: string) => ModelRef;
   modelId: (ref: ModelRef) => string;
   /** Where each job's state is recorded as it is placed and starts (the jobs table). */
-  journal?: Pick<JobStore, 'placing' | 'running' | 'firstToken'>;
+  journal?: Pick<JobStore, 'queued' | 'placing' | 'running' | 'firstToken'>;
 }
 
 /** Failures of a hive (not of the job): the job is placed again elsewhere if no token went out yet. */
@@ -53,12 +56,26 @@ export function createRouter(init: RouterInit): (job: JobContext) => Promise<voi
     const narrate = (source: NarrationSource, node: string, text: string): void =>
       job.emit({ type: 'narration', source, node, text });
     const ref = init.parseModelRef(request.model);
-    const base: PlacementRequest = {
+    const base: QueueRequest = {
+      job: job.id,
       modelId: init.modelId(ref),
       entry: init.local.id,
       // a path names a file on this machine: no other hive can fetch it
       provisionable: ref.kind === 'file' ? 'entry' : 'any',
       ...(request.hive === undefined ? {} : { pin: request.hive }),
+      priority: request.priority ?? 'interactive',
+      acceptedAt: job.acceptedAt,
+    };
+    const onQueued: OnQueued = (position, queen) => {
+      init.journal?.queued(job.id);
+      job.admit();
+      const wait = position.estimatedWaitS === undefined ? '' : `, about ${position.estimatedWaitS} s`;
+      narrate(
+        'queen',
+        queen,
+        `no hive has a free slot or room for ${base.modelId}: the job waits in the queue, ` +
+          `position ${position.position} of ${position.queued}${wait}`,
+      );
     };
 
     let firstTokenAt: number | undefined;
@@ -69,20 +86,24 @@ export function createRouter(init: RouterInit): (job: JobContext) => Promise<voi
     let attemptRequest = request;
     for (let attempt = 0; ; attempt++) {
       init.journal?.placing(job.id);
-      const { hive, placement } = await placeJob({ ...base, exclude }, signal).catch((error: unknown) => {
-        // no other hive can take it: the job ends with what the last hive said, not with "no hive"
-        throw failure?.cause ?? error;
-      });
+      const { hive, ticket } = await placeJob({ ...base, exclude }, signal, onQueued).catch(
+        (error: unknown) => {
+          // no other hive can take it: the job ends with what the last hive said, not with "no hive"
+          throw failure?.cause ?? error;
+        },
+      );
+      job.admit();
+      const { placement } = ticket;
       if (failure !== undefined) {
         narrate(
           'queen',
-          placement.queen,
+          ticket.queen,
           sentTokens.length === 0
             ? `${failure.message} before the first token; placing the job again`
             : `${failure.message} after ${sentTokens.length} tokens; continuing the stream on hive ${hive.name} from the prompt and the tokens already sent`,
         );
       }
-      narrate('queen', placement.queen, placement.reason);
+      narrate('queen', ticket.queen, placement.reason);
       init.journal?.running(job.id, {
         hive: hive.id,
         hiveName: hive.name,
@@ -126,8 +147,10 @@ export function createRouter(init: RouterInit): (job: JobContext) => Promise<voi
             },
           },
         );
+        ticket.release();
         return;
       } catch (error) {
+        ticket.release();
         const rbee = toRbeeError(error);
         const pinnedBeforeFirstToken = request.hive !== undefined && sentTokens.length === 0;
         if (signal.aborted || !RETRYABLE.has(rbee.code) || attempt >= MAX_RETRIES || pinnedBeforeFirstToken) {
@@ -163,20 +186,24 @@ export function createRouter(init: RouterInit): (job: JobContext) => Promise<voi
   };
 
   async function placeJob(
-    request: PlacementRequest,
+    request: QueueRequest,
     signal: AbortSignal,
-  ): Promise<{ hive: Hive; placement: Placement & { queen: string } }> {
+    onQueued: OnQueued,
+  ): Promise<{ hive: Hive; ticket: Ticket }> {
     const cluster = init.cluster();
-    if (cluster === undefined) {
-      const placement = placeAlone(request);
-      return { hive: init.local, placement };
-    }
-    let placement: Placement & { queen: string };
+    let ticket: Ticket;
     try {
-      placement = await cluster.place(request, { signal });
+      ticket =
+        cluster === undefined
+          ? await init.queue.acquire(request, {
+              signal,
+              onQueued: (position) => onQueued(position, init.local.name),
+            })
+          : await cluster.place(request, { signal, onQueued });
     } catch (error) {
       const rbee = toRbeeError(error);
-      // No hive reports room: this one can still unload idle workers and knows its observed use.
+      // No hive reports room, and nothing that runs will free any: this hive checks the model
+      // against its own figures (the memory its workers were seen to use) and can unload idle ones.
       if (
         rbee.code !== 'INSUFFICIENT_MEMORY' ||
         request.pin !== undefined ||
@@ -184,39 +211,27 @@ export function createRouter(init: RouterInit): (job: JobContext) => Promise<voi
       ) {
         throw rbee;
       }
-      placement = {
-        hive: init.local.id,
-        name: init.local.name,
-        kind: 'on-disk',
-        reason: `no hive reports room for the model; trying this hive (${init.local.name}), which can unload idle workers`,
+      ticket = {
+        placement: {
+          hive: init.local.id,
+          name: init.local.name,
+          kind: 'on-disk',
+          reason: `no hive reports room for the model; trying this hive (${init.local.name}), which checks the memory the model needs with its own figures`,
+        },
         queen: init.local.name,
+        release: () => undefined,
       };
     }
-    const hive = cluster.hive(placement.hive);
+    const { placement } = ticket;
+    const hive = placement.hive === init.local.id ? init.local : cluster?.hive(placement.hive);
     if (hive === undefined) {
+      ticket.release();
       throw new RbeeError(
         'NODE_UNREACHABLE',
         `hive ${placement.name} left the cluster before the job started`,
       );
     }
-    return { hive, placement };
-  }
-
-  /** A node outside any cluster is its own queen and its only hive. */
-  function placeAlone(request: PlacementRequest): Placement & { queen: string } {
-    const hives = [{ id: init.local.id, state: init.local.state() }];
-    try {
-      return { ...place(request, hives), queen: init.local.name };
-    } catch (error) {
-      if (toRbeeError(error).code !== 'INSUFFICIENT_MEMORY') throw error;
-      return {
-        hive: init.local.id,
-        name: init.local.name,
-        kind: 'on-disk',
-        reason: `running the job on this hive (${init.local.name}); it checks the memory the model needs`,
-        queen: init.local.name,
-      };
-    }
+    return { hive, ticket };
   }
 }
 

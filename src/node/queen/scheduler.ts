@@ -7,13 +7,16 @@
  *  1. a warm worker of the model with a free slot;
  *  2. a hive with the model on disk and room for it on a device;
  *  3. the strongest device with room (the model is provisioned there first);
- *  4. a warm worker whose slots are all busy (the job waits for a slot there).
+ *  4. a warm worker whose slots are all busy (the queue holds the job until a slot frees).
+ * Room on the CPU counts idle workers of other models as memory the hive can take back: it unloads
+ * the least recently used of them first, and the option names them (`evicts`). A busy worker is
+ * never counted.
  * Among equals: more free slots, then a lighter load, then faster recent generation, then the entry
  * node itself (no network hop), then the hive id (a stable order).
  */
 import { RbeeError } from '../../shared/errors.js';
 import { mib as mibDigits } from '../../shared/format.js';
-import type { HiveState } from '../../shared/view.js';
+import type { HiveState, WorkerView } from '../../shared/view.js';
 
 /** A worker process with llama.cpp loaded and no model (see hive/memory-checker.ts). */
 export const WORKER_BASELINE_BYTES = 170 * 2 ** 20;
@@ -62,6 +65,8 @@ export interface PlacementOption {
   why: string;
   /** Recent tok/s of the model's worker there (warm), for the preview. */
   tokensPerSecond?: number;
+  /** Idle workers the hive unloads (least recently used first) to make the room. */
+  evicts?: string[];
 }
 
 export interface Placement {
@@ -70,6 +75,8 @@ export interface Placement {
   kind: PlacementKind;
   worker?: string;
   device?: Device;
+  /** Idle workers the hive unloads first to make room. */
+  evicts?: string[];
   /** One line: what was picked and why ("worker 3f… on hive gamma: model warm, 1 of 2 slots free"). */
   reason: string;
 }
@@ -79,6 +86,9 @@ export interface Schedule {
   options: PlacementOption[];
 }
 
+/** A loading worker takes jobs too: they wait for its load instead of starting another. */
+const WARM_STATES: ReadonlySet<string> = new Set(['loading', 'idle', 'busy']);
+
 const RANK: Record<PlacementKind, number> = { warm: 0, 'on-disk': 1, provision: 2, wait: 3 };
 
 /** Bytes a model of `modelBytes` needs on a device: weights, context and the worker process. */
@@ -87,12 +97,16 @@ export function neededBytes(modelBytes: number): number {
 }
 
 /** Every hive's option for this request, best first, and the pick (the first usable option). */
-export function schedule(request: PlacementRequest, hives: readonly HiveCandidate[]): Schedule {
+export function schedule(
+  request: PlacementRequest,
+  hives: readonly HiveCandidate[],
+  now: number = Date.now(),
+): Schedule {
   const pinned = request.pin === undefined ? undefined : findPinned(request.pin, hives);
   const modelBytes = hives.flatMap((h) => h.state.models).find((m) => m.id === request.modelId)?.bytes;
   const scored = hives
     .filter((h) => pinned === undefined || h.id === pinned.id)
-    .map((hive) => ({ hive, option: optionFor(request, hive, modelBytes) }));
+    .map((hive) => ({ hive, option: optionFor(request, hive, modelBytes, now) }));
   scored.sort((a, b) => compare(request, a, b));
   const options = scored.map((s) => s.option);
   const best = scored[0];
@@ -105,6 +119,7 @@ export function schedule(request: PlacementRequest, hives: readonly HiveCandidat
       kind: option.kind as PlacementKind,
       ...(option.worker === undefined ? {} : { worker: option.worker }),
       ...(option.device === undefined ? {} : { device: option.device }),
+      ...(option.evicts === undefined ? {} : { evicts: option.evicts }),
       reason: option.why,
     },
     options,
@@ -112,8 +127,12 @@ export function schedule(request: PlacementRequest, hives: readonly HiveCandidat
 }
 
 /** Like `schedule`, but an impossible job is a clear error naming why each hive cannot take it. */
-export function place(request: PlacementRequest, hives: readonly HiveCandidate[]): Placement {
-  const { placement, options } = schedule(request, hives);
+export function place(
+  request: PlacementRequest,
+  hives: readonly HiveCandidate[],
+  now: number = Date.now(),
+): Placement {
+  const { placement, options } = schedule(request, hives, now);
   if (placement !== undefined) return placement;
   const reasons = options.map((o) => `${o.name}: ${o.why}`).join('; ');
   if (request.pin !== undefined) {
@@ -147,6 +166,7 @@ function optionFor(
   request: PlacementRequest,
   { id, state }: HiveCandidate,
   modelBytes: number | undefined,
+  now: number,
 ): PlacementOption {
   const name = state.hive.name;
   const base = { hive: id, name };
@@ -155,9 +175,7 @@ function optionFor(
   if (state.hive.health !== 'ready')
     return { ...base, kind: 'unavailable', why: `hive is ${state.hive.health}` };
 
-  const workers = state.workers.filter(
-    (w) => w.model === request.modelId && (w.state === 'idle' || w.state === 'busy'),
-  );
+  const workers = state.workers.filter((w) => w.model === request.modelId && WARM_STATES.has(w.state));
   const free = workers
     .filter((w) => w.slotsBusy < w.slots)
     .sort(
@@ -173,30 +191,7 @@ function optionFor(
     };
   }
 
-  const onDisk = state.models.some((m) => m.id === request.modelId);
-  const canFetch = request.provisionable === 'any' || id === request.entry;
-  if (!onDisk && !canFetch) {
-    return { ...base, kind: 'unavailable', why: 'the model is a path on another machine' };
-  }
-  const needed = modelBytes === undefined ? undefined : neededBytes(modelBytes);
-  const device = strongestDeviceWithRoom(state, needed);
-  if (device !== undefined) {
-    const where = device.index < 0 ? 'CPU' : `GPU${device.index} (${device.backend})`;
-    const room =
-      needed === undefined
-        ? `${mib(device.freeBytes)} free`
-        : `needs ${mib(needed)}, ${mib(device.freeBytes)} free`;
-    return {
-      ...base,
-      kind: onDisk ? 'on-disk' : 'provision',
-      device,
-      ...(needed === undefined ? {} : { neededBytes: needed }),
-      why: onDisk
-        ? `hive ${name}: model on disk, room on ${where} (${room})`
-        : `hive ${name}: model not on disk, fetched there first; room on ${where} (${room})`,
-    };
-  }
-
+  // one worker per model on a hive: with its slots all busy, the job waits for one of them
   const busy = workers[0];
   if (busy !== undefined) {
     return {
@@ -207,6 +202,39 @@ function optionFor(
       why: `worker ${shortId(busy.id)} on hive ${name}: model warm, all ${busy.slots} slots busy (waits for one)`,
     };
   }
+
+  const onDisk = state.models.some((m) => m.id === request.modelId);
+  const canFetch = request.provisionable === 'any' || id === request.entry;
+  if (!onDisk && !canFetch) {
+    return { ...base, kind: 'unavailable', why: 'the model is a path on another machine' };
+  }
+  const needed = modelBytes === undefined ? undefined : neededBytes(modelBytes);
+  const room = strongestDeviceWithRoom(state, needed, request.modelId);
+  if (room !== undefined) {
+    const { device, evicts } = room;
+    const where = device.index < 0 ? 'CPU' : `GPU${device.index} (${device.backend})`;
+    const numbers =
+      needed === undefined
+        ? `${mib(device.freeBytes)} free`
+        : `needs ${mib(needed)}, ${mib(device.freeBytes)} free`;
+    const unloading =
+      evicts.length === 0
+        ? ''
+        : ` after unloading idle ${evicts.length === 1 ? 'worker' : 'workers'} ${evicts
+            .map((w) => `${shortId(w.id)} (${w.model}, idle ${idleFor(w, now)})`)
+            .join(', ')}`;
+    return {
+      ...base,
+      kind: onDisk ? 'on-disk' : 'provision',
+      device,
+      ...(needed === undefined ? {} : { neededBytes: needed }),
+      ...(evicts.length === 0 ? {} : { evicts: evicts.map((w) => w.id) }),
+      why: onDisk
+        ? `hive ${name}: model on disk, room on ${where}${unloading} (${numbers})`
+        : `hive ${name}: model not on disk, fetched there first; room on ${where}${unloading} (${numbers})`,
+    };
+  }
+
   return {
     ...base,
     kind: 'no-room',
@@ -218,19 +246,47 @@ function optionFor(
   };
 }
 
-/** GPUs first, by the backend's strength and then free memory; the CPU when no GPU has room. */
-function strongestDeviceWithRoom(state: HiveState, needed: number | undefined): Device | undefined {
-  const reserve = DEFAULT_RESERVE_BYTES;
+/**
+ * GPUs first, by the backend's strength and then free memory; the CPU when no GPU has room. On the
+ * CPU, idle workers of other models count as room the hive can take back, least recently used first
+ * (the order the hive unloads them in), and only as many as the model needs.
+ */
+function strongestDeviceWithRoom(
+  state: HiveState,
+  needed: number | undefined,
+  modelId: string,
+): { device: Device; evicts: WorkerView[] } | undefined {
   const gpus: Device[] = state.hive.gpus
     .map((g) => ({ backend: g.backend, index: g.index, freeBytes: g.vramFreeBytes }))
     .filter((d) => d.freeBytes > 0 && (needed === undefined || d.freeBytes >= needed))
     .sort((a, b) => backendRank(a.backend) - backendRank(b.backend) || b.freeBytes - a.freeBytes);
-  if (gpus[0] !== undefined) return gpus[0];
-  const cpuFree = state.hive.ramFreeBytes - reserve;
+  if (gpus[0] !== undefined) return { device: gpus[0], evicts: [] };
+  let cpuFree = state.hive.ramFreeBytes - reserveOf(state);
+  const evicts: WorkerView[] = [];
+  if (needed !== undefined) {
+    const idle = state.workers
+      .filter((w) => w.model !== modelId && w.state === 'idle' && w.slotsBusy === 0 && w.device < 0)
+      .sort((a, b) => a.lastUsedAt - b.lastUsedAt);
+    for (const worker of idle) {
+      if (cpuFree >= needed) break;
+      evicts.push(worker);
+      cpuFree += worker.memoryBytes;
+    }
+  }
   if (cpuFree > 0 && (needed === undefined || cpuFree >= needed)) {
-    return { backend: 'cpu', index: -1, freeBytes: cpuFree };
+    return { device: { backend: 'cpu', index: -1, freeBytes: cpuFree }, evicts };
   }
   return undefined;
+}
+
+/** What the hive keeps free for everything else: its own setting, else the default. */
+export function reserveOf(state: HiveState): number {
+  return state.hive.reserveBytes ?? DEFAULT_RESERVE_BYTES;
+}
+
+function idleFor(worker: WorkerView, now: number): string {
+  const s = Math.max(0, Math.round((now - worker.lastUsedAt) / 1000));
+  return s < 120 ? `${s} s` : `${Math.round(s / 60)} min`;
 }
 
 /** CUDA > Vulkan > Metal > anything else; the CPU is the fallback, never a GPU's equal. */
@@ -242,7 +298,7 @@ export function backendRank(backend: string): number {
 
 function mostFree(state: HiveState): number {
   return Math.max(
-    state.hive.ramFreeBytes - DEFAULT_RESERVE_BYTES,
+    state.hive.ramFreeBytes - reserveOf(state),
     ...state.hive.gpus.map((g) => g.vramFreeBytes),
     0,
   );

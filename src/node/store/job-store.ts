@@ -30,6 +30,8 @@ export interface JobRow {
 
 export interface JobStore {
   accepted(job: { id: string; model: string; acceptedAt: number; owner?: string | undefined }): void;
+  /** Back in line: the queen's queue holds it until a hive has room. */
+  queued(id: string): void;
   placing(id: string): void;
   running(
     id: string,
@@ -101,6 +103,9 @@ export function createJobStore(db: Database): JobStore {
   const insert = db.prepare<[string, string, string | null, number]>(
     "INSERT INTO jobs (id, model, owner, state, accepted_at) VALUES (?, ?, ?, 'queued', ?)",
   );
+  const setQueued = db.prepare<[string]>(
+    `UPDATE jobs SET state = 'queued' WHERE id = ? AND state = 'placing'`,
+  );
   const setPlacing = db.prepare<[string]>(`UPDATE jobs SET state = 'placing' WHERE id = ? AND ${UNFINISHED}`);
   const setRunning = db.prepare<[string, string, string | null, string, number, string]>(
     `UPDATE jobs SET state = 'running', hive = ?, hive_name = ?, worker = ?, reason = ?, started_at = ?
@@ -134,6 +139,7 @@ export function createJobStore(db: Database): JobStore {
   );
   return {
     accepted: (job) => void insert.run(job.id, job.model, job.owner ?? null, job.acceptedAt),
+    queued: (id) => void setQueued.run(id),
     placing: (id) => void setPlacing.run(id),
     running: (id, where) =>
       void setRunning.run(where.hive, where.hiveName, where.worker ?? null, where.reason, Date.now(), id),

@@ -17,6 +17,8 @@ export interface MetricsInit {
   modelsDir: string;
   /** The p2p host's frame counters, once the node is in a cluster. */
   p2pFrames?: () => P2pFrameCounts | undefined;
+  /** This node's placement queue, per model (jobs wait in it on the queen, or on a node alone). */
+  queue?: () => { model: string; queued: number; estimatedWaitS?: number | undefined }[];
 }
 
 export interface P2pFrameCounts {
@@ -87,6 +89,28 @@ export function createMetrics(init: MetricsInit): Metrics {
         { kind: 'busy' },
         list.reduce((n, w) => n + w.slotsBusy, 0),
       );
+    },
+  });
+  new Gauge({
+    name: 'rbee_queue_jobs',
+    help: "Jobs waiting in this node's placement queue (the queen's holds the cluster's), by model",
+    labelNames: ['model'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const q of init.queue?.() ?? []) this.set({ model: q.model }, q.queued);
+    },
+  });
+  new Gauge({
+    name: 'rbee_queue_wait_seconds',
+    help: 'Estimated wait of the last job in the placement queue, by model (absent before any job ended)',
+    labelNames: ['model'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const q of init.queue?.() ?? []) {
+        if (q.estimatedWaitS !== undefined) this.set({ model: q.model }, q.estimatedWaitS);
+      }
     },
   });
   new Gauge({
