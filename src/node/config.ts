@@ -44,6 +44,13 @@ const fileConfigSchema = z
     minFreeRamBytes: z.number().int().min(0).optional(),
     maxConnections: z.number().int().positive().optional(),
     maxQueued: z.number().int().min(0).optional(),
+    keyLimits: z
+      .object({
+        maxConcurrent: z.number().int().positive().optional(),
+        rpm: z.number().int().positive().optional(),
+      })
+      .strict()
+      .optional(),
     cluster: z
       .object({
         enabled: z.boolean().optional(),
@@ -112,6 +119,11 @@ export interface NodeConfig {
   maxQueued: number;
   /** HTTP connections served at once; more are answered 503 TOO_MANY_CONNECTIONS. Defaults to 1024. */
   maxConnections: number;
+  /**
+   * Limits of API keys that were created without their own (`rbee keys create --max-concurrent N
+   * --rpm N`): jobs at once and model requests per minute, on this node. None by default.
+   */
+  keyLimits: { maxConcurrent?: number; rpm?: number };
   cluster: ClusterConfig;
 }
 
@@ -273,6 +285,7 @@ export function loadNodeConfig(
     minFreeRamBytes: file.minFreeRamBytes ?? 512 * 2 ** 20,
     maxConnections: file.maxConnections ?? 1024,
     maxQueued: parseCount(env.RBEE_MAX_QUEUED, 'RBEE_MAX_QUEUED') ?? file.maxQueued ?? 256,
+    keyLimits: file.keyLimits ?? {},
     cluster: loadClusterConfig(file.cluster, overrides, env),
   };
 }

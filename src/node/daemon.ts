@@ -280,6 +280,11 @@ export async function startNode(
     metrics: observers.metrics,
     backends: () => workerCatalog.list(),
     keys: apiKeys,
+    keysChanged: async () => {
+      await clusterStarting;
+      return observers.cluster?.keysChanged();
+    },
+    keyLimits: config.keyLimits,
     auth: config.auth,
     origin: {
       listenHost: config.host,
@@ -337,6 +342,7 @@ export async function startNode(
         narrate: narrateHive,
         onShutdown: (reason) => void close(reason),
         stopWorker: (id, reason) => workers.stop(id, reason),
+        keys: apiKeys,
         jobs: localJobs,
       });
       if (closing !== undefined) {

@@ -52,6 +52,9 @@ export const ERROR_CODES = {
   WORKER_BUSY: { exit: 7, http: 429 },
   // the queen's queue holds as many jobs as it may; details.retryAfterS says when to try again
   QUEUE_FULL: { exit: 7, http: 429 },
+  // an API key over its own limits (concurrent jobs, requests per minute) on the node it called;
+  // `details.retryAfterS` says when to try again (the HTTP answer's Retry-After)
+  RATE_LIMITED: { exit: 7, http: 429 },
   // the model does not fit in the memory free now, even after unloading idle workers
   INSUFFICIENT_MEMORY: { exit: 7, http: 507 },
   // the job itself

@@ -189,16 +189,31 @@ export type BackendInfoView = z.infer<typeof backendInfoSchema>;
 export const backendListSchema = z.object({ backends: z.array(backendInfoSchema) });
 
 /** API keys (`/v1/keys`): the key itself only in the answer that created it. */
-export const apiKeyInfoSchema = z.object({
+export const apiKeyInfoSchema = z.looseObject({
   id: z.string(),
   name: z.string(),
   createdAt: z.number(),
   lastUsedAt: z.number().optional(),
+  maxConcurrent: z.number().int().optional(),
+  rpm: z.number().int().optional(),
 });
 export type ApiKeyView = z.infer<typeof apiKeyInfoSchema>;
 export const apiKeyListSchema = z.object({ keys: z.array(apiKeyInfoSchema) });
-export const createdApiKeySchema = apiKeyInfoSchema.extend({ key: z.string() });
+/** How a key change went through the cluster: every hive has it, or this node only for now. */
+export const keyReplicationSchema = z.union([
+  z.object({ queen: z.string(), term: z.number(), version: z.number(), hives: z.number() }),
+  z.object({ pending: z.string() }),
+]);
+export type KeyReplicationView = z.infer<typeof keyReplicationSchema>;
+export const createdApiKeySchema = apiKeyInfoSchema.extend({
+  key: z.string(),
+  cluster: keyReplicationSchema.optional(),
+});
 export type CreatedApiKey = z.infer<typeof createdApiKeySchema>;
+export const removedApiKeySchema = z.object({
+  removed: z.string(),
+  cluster: keyReplicationSchema.optional(),
+});
 
 /** What a DELETE of a model or a key answers. */
 export const removedSchema = z.object({ removed: z.string() });

@@ -91,7 +91,10 @@ export async function startNamedCluster(
   const sandboxFor = async (name: string): Promise<Sandbox> => {
     const sandbox = await createSandbox();
     sandboxes.push(sandbox);
-    writeFileSync(join(sandbox.home, 'config.json'), JSON.stringify({ nodeName: name, threads: 1, ...config }));
+    writeFileSync(
+      join(sandbox.home, 'config.json'),
+      JSON.stringify({ nodeName: name, threads: 1, ...config }),
+    );
     return sandbox;
   };
   const first = await startClusterNode(await sandboxFor(names[0]!));

@@ -180,6 +180,7 @@ describe('who sees which jobs of the cluster', () => {
   let keyA: string;
   let keyB: string;
   let mineOnA: string;
+  let mineOnB: string;
   let othersOnB: string;
   let localOnB: string;
 
@@ -187,15 +188,20 @@ describe('who sees which jobs of the cluster', () => {
     keyA = await createKey(alpha, 'a');
     keyB = await createKey(beta, 'b');
     mineOnA = await finishedJob(alpha, keyA, 'beta');
+    // a key is the cluster's: the one made on alpha works on beta too
+    mineOnB = await finishedJob(beta, keyA, 'alpha');
     othersOnB = await finishedJob(beta, keyB, 'beta');
     localOnB = await finishedJob(beta, undefined, 'beta');
   }, 120_000);
 
-  it('a key on one node sees its own jobs and none of another key’s on the other node', async () => {
+  it('a key sees its own jobs on every node, and none of another key’s or of the machine’s user', async () => {
     const listed = await request(alpha, { method: 'GET', url: '/v1/cluster/jobs?limit=100' }, keyA);
     expect(listed.statusCode, listed.body).toBe(200);
     const ids = listed.json<ClusterJobs>().jobs.map((j) => j.id);
     expect(ids).toContain(mineOnA);
+    expect(ids).toContain(mineOnB);
+    const shownMine = await request(alpha, { method: 'GET', url: `/v1/cluster/jobs/${mineOnB}` }, keyA);
+    expect(shownMine.json<ClusterJobRecord>()).toMatchObject({ id: mineOnB, entry: { name: 'beta' } });
     expect(ids).not.toContain(othersOnB);
     expect(ids).not.toContain(localOnB);
     for (const id of [othersOnB, localOnB]) {
@@ -204,15 +210,17 @@ describe('who sees which jobs of the cluster', () => {
       const cancelled = await request(alpha, { method: 'DELETE', url: `/v1/cluster/jobs/${id}` }, keyA);
       expect(cancelled.statusCode).toBe(404);
     }
-    // the key of the other node is just as blind to this node's jobs
-    const fromB = await request(beta, { method: 'GET', url: '/v1/cluster/jobs?limit=100' }, keyB);
-    expect(fromB.json<ClusterJobs>().jobs.map((j) => j.id)).toEqual([othersOnB]);
+    // the other key, asked through either node, sees its one job and none of the first key's
+    for (const node of [alpha, beta]) {
+      const other = await request(node, { method: 'GET', url: '/v1/cluster/jobs?limit=100' }, keyB);
+      expect(other.json<ClusterJobs>().jobs.map((j) => j.id)).toEqual([othersOnB]);
+    }
   });
 
   it('the machine’s own user sees every job of every node, keys’ jobs included', async () => {
     const { jobs } = await clientA.clusterJobs({ limit: 100 });
     const ids = jobs.map((j) => j.id);
-    expect(ids).toEqual(expect.arrayContaining([mineOnA, othersOnB, localOnB]));
+    expect(ids).toEqual(expect.arrayContaining([mineOnA, mineOnB, othersOnB, localOnB]));
     // newest first across both nodes
     const accepted = jobs.map((j) => j.acceptedAt);
     expect(accepted).toEqual([...accepted].sort((a, b) => b - a));

@@ -1,14 +1,12 @@
 /**
  * Merging the cluster's jobs on the node a client asks: its own table and the other members'
  * answers (fakes of the cluster link's member calls), newest first; members that did not answer
- * named; a prefix that names several jobs refused with the candidates; and a key from another node
- * shown none of this node's jobs.
+ * named; a prefix that names several jobs refused with the candidates; and a key's owner carried to
+ * every member, so that it sees its own jobs only.
  */
 import { describe, expect, it } from 'vitest';
 import {
   createClusterJobs,
-  localViewer,
-  qualifyViewer,
   type LocalJobs,
   type MemberAnswer,
   type MemberJobs,
@@ -129,19 +127,16 @@ describe('the jobs of the cluster', () => {
     expect(members.cancels.at(-1)).toEqual({ member: 'peer-b', id: 'b1', viewer: undefined });
   });
 
-  it('carries a key across the cluster qualified with its node, which shows it only that node’s key’s jobs', async () => {
-    const keyed = membersOf([]);
-    const mine = createClusterJobs({
-      local: localOf([job('k1', 1, { owner: 'key:k' } as Partial<JobRecord>), job('l1', 2)]),
-      self: () => SELF,
-      members: () => keyed,
-    });
-    expect((await mine.list('key:k', { limit: 10 })).jobs.map((r) => r.id)).toEqual(['k1']);
-    expect(keyed.asked).toEqual([{ limit: 10, viewer: 'key:k@peer-a' }]);
-    expect(qualifyViewer(undefined, 'peer-a')).toBeUndefined();
-    // on the node that knows the key: its own jobs; on any other node: none; no key: all
-    expect(localViewer('key:k@peer-a', 'peer-a')).toEqual({ owner: 'key:k' });
-    expect(localViewer('key:k@peer-a', 'peer-b')).toBe('none');
-    expect(localViewer(undefined, 'peer-b')).toEqual({});
+  it('carries a key to every member and to the cancel, so that it sees and cancels its own jobs only', async () => {
+    const keyed = membersOf([{ id: 'peer-b', name: 'beta', jobs: [job('kb', 3)] }]);
+    const local = localOf([job('k1', 1, { owner: 'key:k' } as Partial<JobRecord>), job('l1', 2)]);
+    const mine = createClusterJobs({ local, self: () => SELF, members: () => keyed });
+    expect((await mine.list('key:k', { limit: 10 })).jobs.map((r) => r.id)).toEqual(['kb', 'k1']);
+    expect(keyed.asked).toEqual([{ limit: 10, viewer: 'key:k' }]);
+    // the machine's own user: no viewer, every job
+    expect((await mine.list(undefined, { limit: 10 })).jobs.map((r) => r.id)).toEqual(['kb', 'l1', 'k1']);
+    await expect(mine.cancel('key:k', 'l1')).rejects.toMatchObject({ code: 'JOB_NOT_FOUND' });
+    await mine.cancel('key:k', 'kb');
+    expect(keyed.cancels).toEqual([{ member: 'peer-b', id: 'kb', viewer: 'key:k' }]);
   });
 });

@@ -10,7 +10,7 @@
  */
 import type { FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify';
 import { RbeeError } from '../../shared/errors.js';
-import type { ApiKeyStore } from '../store/index.js';
+import type { ApiKeyStore, KeyLimits } from '../store/index.js';
 
 export type AuthMode = 'remote' | 'always';
 
@@ -22,6 +22,8 @@ export interface ApiClient {
   owner: string;
   /** On this machine (loopback). */
   local: boolean;
+  /** The API key it showed, with that key's own limits (key-limits.ts). */
+  key?: { id: string } & KeyLimits;
 }
 
 declare module 'fastify' {
@@ -74,7 +76,11 @@ export function createAuthHook(init: { keys: ApiKeyStore; mode: AuthMode }) {
         new RbeeError('UNAUTHORIZED', 'this API key is not one of this node’s (revoked or mistyped)'),
       );
     }
-    request.apiClient = { owner: `key:${info.id}`, local };
+    request.apiClient = {
+      owner: `key:${info.id}`,
+      local,
+      key: { id: info.id, maxConcurrent: info.maxConcurrent, rpm: info.rpm },
+    };
     done();
   };
 }

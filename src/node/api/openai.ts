@@ -16,6 +16,7 @@ import type { WorkerPool } from '../hive/index.js';
 import type { ModelCatalog, ModelRow } from '../store/index.js';
 import type { ApiClient } from './auth.js';
 import type { ModelAccessCheck } from './model-access.js';
+import { releaseWhenDone } from './key-limits.js';
 
 export interface OpenAiInit {
   jobs: JobManager;
@@ -26,6 +27,8 @@ export interface OpenAiInit {
   parseModelRef: (input: string) => ModelRef;
   /** Refuses refs the client may not name (MODEL_REF_FORBIDDEN). */
   checkModel: ModelAccessCheck;
+  /** Counts a request that runs a model against the client's key limits (key-limits.ts). */
+  admit: (client: ApiClient) => () => void;
   openSse: OpenSse;
 }
 
@@ -127,7 +130,12 @@ function toMessages(messages: z.infer<typeof messageSchema>[]): ChatMessage[] {
 
 function sendError(reply: FastifyReply, error: unknown): void {
   const rbee = toRbeeError(error);
-  const type = rbee.httpStatus < 500 ? 'invalid_request_error' : 'server_error';
+  const type =
+    rbee.httpStatus === 429
+      ? 'rate_limit_error'
+      : rbee.httpStatus < 500
+        ? 'invalid_request_error'
+        : 'server_error';
   setRetryAfter(reply, rbee);
   void reply
     .status(rbee.httpStatus)
@@ -156,8 +164,16 @@ async function serve(
   stream: boolean,
   includeUsage: boolean,
   shape: (jobId: string, model: string, created: number) => Shape,
+  release: () => void,
 ): Promise<void> {
-  const { id } = init.jobs.submit(job, { owner: client.owner });
+  let id: string;
+  try {
+    ({ id } = init.jobs.submit(job, { owner: client.owner }));
+  } catch (error) {
+    release();
+    throw error;
+  }
+  releaseWhenDone(init.jobs, id, release);
   const created = Math.floor(Date.now() / 1000);
   const s = shape(id, job.model, created);
   const events = followJob(init.jobs, id);
@@ -229,9 +245,11 @@ export function registerOpenAiRoutes(app: FastifyInstance, init: OpenAiInit): vo
   });
 
   app.post('/v1/embeddings', async (request, reply) => {
+    let release: (() => void) | undefined;
     try {
       const body = parse(embeddingsSchema, request.body);
       init.checkModel(body.model, request.apiClient);
+      release = init.admit(request.apiClient);
       const { model } = await init.provisioner.ensure(init.parseModelRef(body.model));
       const lease = await init.workers.acquire(model);
       try {
@@ -255,14 +273,18 @@ export function registerOpenAiRoutes(app: FastifyInstance, init: OpenAiInit): vo
       }
     } catch (error) {
       return sendError(reply, error);
+    } finally {
+      release?.();
     }
   });
 
   app.post('/v1/chat/completions', async (request, reply) => {
     let body: z.infer<typeof chatSchema>;
+    let release: () => void;
     try {
       body = parse(chatSchema, request.body);
       init.checkModel(body.model, request.apiClient);
+      release = init.admit(request.apiClient);
     } catch (error) {
       return sendError(reply, error);
     }
@@ -300,14 +322,17 @@ export function registerOpenAiRoutes(app: FastifyInstance, init: OpenAiInit): vo
           usage: usage(done),
         }),
       }),
+      release,
     );
   });
 
   app.post('/v1/completions', async (request, reply) => {
     let body: z.infer<typeof completionSchema>;
+    let release: () => void;
     try {
       body = parse(completionSchema, request.body);
       init.checkModel(body.model, request.apiClient);
+      release = init.admit(request.apiClient);
     } catch (error) {
       return sendError(reply, error);
     }
@@ -337,6 +362,7 @@ export function registerOpenAiRoutes(app: FastifyInstance, init: OpenAiInit): vo
           usage: usage(done),
         }),
       }),
+      release,
     );
   });
 }

@@ -1,5 +1,5 @@
 /**
- * An error that says when to try again (a full queue: `details.retryAfterS`) answers with the
+ * An error that says when to try again (a full queue, a key over its limits: `details.retryAfterS`) answers with the
  * standard Retry-After header, which HTTP clients (the official OpenAI SDKs among them) obey.
  */
 import type { FastifyReply } from 'fastify';
@@ -7,7 +7,7 @@ import type { RbeeError } from '../../shared/errors.js';
 
 export function setRetryAfter(reply: FastifyReply, error: RbeeError): void {
   const seconds = error.details?.retryAfterS;
-  if (typeof seconds === 'number' && Number.isFinite(seconds) && seconds >= 0) {
-    void reply.header('retry-after', String(Math.ceil(seconds)));
+  if (typeof seconds === 'number' && Number.isFinite(seconds)) {
+    void reply.header('retry-after', String(Math.max(1, Math.ceil(seconds))));
   }
 }

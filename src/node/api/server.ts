@@ -8,7 +8,8 @@ import { RbeeError, toRbeeError } from '../../shared/errors.js';
 import { jobRequestSchema, type Health } from '../../shared/wire.js';
 import type { ClusterJobsApi, JobManager } from '../jobs/index.js';
 import type { Logger } from '../logger.js';
-import type { ApiKeyStore, JobStore, ModelCatalog } from '../store/index.js';
+import type { ApiKeyStore, JobStore, KeyLimits, ModelCatalog } from '../store/index.js';
+import type { KeyReplication } from '../cluster/index.js';
 import type { WorkerPool } from '../hive/index.js';
 import type { ModelRef, Provisioner } from '../models/index.js';
 import type { LiveView, Metrics } from '../view/index.js';
@@ -18,6 +19,7 @@ import { capConnections, DEFAULT_MAX_CONNECTIONS } from './connections.js';
 import { followJob } from './job-events.js';
 import { LOCAL_OWNER, createAuthHook, type ApiClient, type AuthMode } from './auth.js';
 import { createJobAccess } from './job-access.js';
+import { createKeyLimiter, releaseWhenDone } from './key-limits.js';
 import { createModelAccessCheck, type RemoteModelRefs } from './model-access.js';
 import { createOriginHook, type OriginPolicy } from './origin.js';
 import type { ClusterStatus, DoctorReport, NodeEvent, PullEvent } from '../../shared/view.js';
@@ -41,6 +43,13 @@ export interface ApiInit {
   /** What `rbee doctor` reports about this node. */
   doctor: () => Promise<DoctorReport>;
   keys: ApiKeyStore;
+  /**
+   * A key was created or revoked here: replicate it (to the queen, and from it to every node).
+   * Resolves with where the change stands; undefined for a node that is not in a cluster.
+   */
+  keysChanged?: () => Promise<KeyReplication | undefined>;
+  /** Limits of keys that set none of their own (`keyLimits` in config.json); none by default. */
+  keyLimits?: KeyLimits;
   /** Who needs an API key: clients beyond this machine (`remote`), or every client (`always`). */
   auth: AuthMode;
   /** Which Host and Origin headers the API answers: what keeps web pages out (origin.ts). */
@@ -76,7 +85,11 @@ function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
 
 const modelBodySchema = z.object({ model: z.string().min(1).max(2048) });
 const shutdownBodySchema = z.object({ cluster: z.boolean().optional() });
-const keyBodySchema = z.object({ name: z.string().min(1).max(100).optional() });
+const keyBodySchema = z.object({
+  name: z.string().min(1).max(100).optional(),
+  maxConcurrent: z.number().int().positive().max(10_000).optional(),
+  rpm: z.number().int().positive().max(1_000_000).optional(),
+});
 
 /** The last event of a dropped stream whose events carry a `type` (not the OpenAI ones). */
 const typedError = (error: RbeeError): string => sseEvent('error', { type: 'error', error: error.toJSON() });
@@ -154,6 +167,7 @@ export function createApi(init: ApiInit) {
   app.decorateRequest('apiClient', null as unknown as ApiClient);
   app.addHook('onRequest', createAuthHook({ keys: init.keys, mode: init.auth }));
   const jobAccess = createJobAccess(init.jobs);
+  const limiter = createKeyLimiter({ defaults: init.keyLimits });
   const checkModel = createModelAccessCheck({
     catalog: init.catalog,
     parseModelRef: init.parseModelRef,
@@ -175,7 +189,16 @@ export function createApi(init: ApiInit) {
   app.post('/v1/jobs', async (request, reply) => {
     const body = parseBody(jobRequestSchema, request.body);
     checkModel(body.model, request.apiClient);
-    const { id, admitted } = init.jobs.submit(body, { owner: request.apiClient.owner });
+    const release = limiter.admit(request.apiClient);
+    let submitted: ReturnType<typeof init.jobs.submit>;
+    try {
+      submitted = init.jobs.submit(body, { owner: request.apiClient.owner });
+    } catch (error) {
+      release();
+      throw error;
+    }
+    const { id, admitted } = submitted;
+    releaseWhenDone(init.jobs, id, release);
     // answered once the queen placed or queued the job, so that a full queue is a 429 here;
     // any other failure reaches the client as the job's last event, as failures after it do
     const refused = await admitted;
@@ -248,6 +271,7 @@ export function createApi(init: ApiInit) {
     workers: init.workers,
     parseModelRef: init.parseModelRef,
     checkModel,
+    admit: (client) => limiter.admit(client),
     openSse,
   });
 
@@ -314,14 +338,22 @@ export function createApi(init: ApiInit) {
   app.get('/v1/backends', () => ({ backends: init.backends() }));
   app.get('/v1/doctor', () => init.doctor());
 
-  app.get('/v1/keys', () => ({ keys: init.keys.list() }));
-  app.post('/v1/keys', (request, reply) => {
-    const { name } = parseBody(keyBodySchema, request.body ?? {});
-    void reply.status(201).send(init.keys.create(name ?? 'unnamed'));
+  app.get('/v1/keys', () => ({ keys: init.keys.list(), set: init.keys.version() }));
+  // A change is in force here at once; the answer waits (a few seconds at most) until the queen
+  // has it and has given it to every node, and says so in `cluster`.
+  app.post('/v1/keys', async (request, reply) => {
+    const { name, maxConcurrent, rpm } = parseBody(keyBodySchema, request.body ?? {});
+    const created = init.keys.create(name ?? 'unnamed', {
+      ...(maxConcurrent === undefined ? {} : { maxConcurrent }),
+      ...(rpm === undefined ? {} : { rpm }),
+    });
+    const cluster = await init.keysChanged?.();
+    return reply.status(201).send({ ...created, ...(cluster === undefined ? {} : { cluster }) });
   });
-  app.delete<{ Params: { id: string } }>('/v1/keys/:id', (request) => {
+  app.delete<{ Params: { id: string } }>('/v1/keys/:id', async (request) => {
     init.keys.remove(request.params.id);
-    return { removed: request.params.id };
+    const cluster = await init.keysChanged?.();
+    return { removed: request.params.id, ...(cluster === undefined ? {} : { cluster }) };
   });
   app.get('/v1/workers', () => ({ workers: init.workers.list(), breakers: init.workers.breakers() }));
 

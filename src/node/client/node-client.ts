@@ -17,6 +17,7 @@ import {
   isTerminal,
   modelListSchema,
   modelRowSchema,
+  removedApiKeySchema,
   removedSchema,
   spawnedWorkerSchema,
   workerListSchema,
@@ -28,6 +29,7 @@ import {
   type JobAccepted,
   type JobEvent,
   type JobRequest,
+  type KeyReplicationView,
   type ModelRow,
   type WorkerInfo,
 } from '../../shared/wire.js';
@@ -146,9 +148,15 @@ export interface NodeClient {
   /** The backends this machine can run, as last detected (empty until detection ends). */
   backends(options?: { signal?: AbortSignal }): Promise<BackendInfoView[]>;
   keys(options?: { signal?: AbortSignal }): Promise<ApiKeyView[]>;
-  /** The key itself is in this answer only. */
-  createKey(name: string | undefined, options?: { signal?: AbortSignal }): Promise<CreatedApiKey>;
-  removeKey(id: string, options?: { signal?: AbortSignal }): Promise<{ removed: string }>;
+  /** The key itself is in this answer only; `cluster` says how far it went through the cluster. */
+  createKey(
+    key: { name?: string | undefined; maxConcurrent?: number | undefined; rpm?: number | undefined },
+    options?: { signal?: AbortSignal },
+  ): Promise<CreatedApiKey>;
+  removeKey(
+    id: string,
+    options?: { signal?: AbortSignal },
+  ): Promise<{ removed: string; cluster?: KeyReplicationView | undefined }>;
   /** Any GET route, its answer read through `schema` (BAD_RESPONSE when it does not fit). */
   get<T>(path: string, schema: z.ZodType<T>, options?: { signal?: AbortSignal }): Promise<T>;
 }
@@ -408,12 +416,13 @@ export function createNodeClient(init: NodeClientInit): NodeClient {
     backends: async (options = {}) =>
       (await read('/v1/backends', backendListSchema, signalOf(options.signal))).backends,
     keys: async (options = {}) => (await read('/v1/keys', apiKeyListSchema, signalOf(options.signal))).keys,
-    async createKey(name, options = {}) {
-      const response = await postJson('/v1/keys', name === undefined ? {} : { name }, options.signal);
+    async createKey(key, options = {}) {
+      const body = Object.fromEntries(Object.entries(key).filter(([, v]) => v !== undefined));
+      const response = await postJson('/v1/keys', body, options.signal);
       return parseJsonPayload(createdApiKeySchema, await response.text(), 'POST /v1/keys');
     },
     removeKey: (keyId, options = {}) =>
-      read(`/v1/keys/${id(keyId)}`, removedSchema, { method: 'DELETE', ...signalOf(options.signal) }),
+      read(`/v1/keys/${id(keyId)}`, removedApiKeySchema, { method: 'DELETE', ...signalOf(options.signal) }),
     get: (path, schema, options = {}) => read(path, schema, signalOf(options.signal)),
   };
 }

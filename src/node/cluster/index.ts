@@ -4,5 +4,13 @@
  * the API is up, so that libp2p's module load never delays a wake.
  */
 export { startClusterLink, type ClusterLink, type ClusterLinkInit } from './link.js';
-export { hiveShutdown, hiveStopWorker, queenShutdown, type ClusterShutdown } from './protocol.js';
+export {
+  hiveKeys,
+  hiveShutdown,
+  hiveStopWorker,
+  queenKeys,
+  queenShutdown,
+  type ClusterShutdown,
+} from './protocol.js';
+export type { KeyReplication } from './key-sync.js';
 export { aloneStatus } from './alone-status.js';

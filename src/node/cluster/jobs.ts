@@ -6,7 +6,7 @@
 import type { ClusterNode } from '../../p2p/index.js';
 import { toRbeeError } from '../../shared/errors.js';
 import type { JobRecord } from '../../shared/view.js';
-import { cancelHere, localViewer, type LocalJobs, type MemberJobs } from '../jobs/index.js';
+import { cancelHere, type LocalJobs, type MemberJobs } from '../jobs/index.js';
 import { NODE_JOBS_MAX, nodeCancelJob, nodeJobs } from './protocol.js';
 
 /** JSON bytes of rows one answer carries: the frame limit (1 MiB) less room for the envelope. */
@@ -15,9 +15,7 @@ const ANSWER_BYTES = 768 * 1024;
 /** Registers this node's answers to other members' job questions. */
 export function serveJobs(node: ClusterNode, local: LocalJobs): void {
   node.rpc.handle(nodeJobs, ({ limit, prefix, viewer }) => {
-    const who = localViewer(viewer, node.peerId);
-    if (who === 'none') return { jobs: [] };
-    const options = { limit: Math.min(limit, NODE_JOBS_MAX), ...who };
+    const options = { limit: Math.min(limit, NODE_JOBS_MAX), owner: viewer };
     const rows = prefix === undefined ? local.list(options) : local.find(prefix, options);
     const jobs: JobRecord[] = [];
     let bytes = 0;
@@ -30,7 +28,7 @@ export function serveJobs(node: ClusterNode, local: LocalJobs): void {
     }
     return { jobs };
   });
-  node.rpc.handle(nodeCancelJob, ({ id, viewer }) => cancelHere(local, id, localViewer(viewer, node.peerId)));
+  node.rpc.handle(nodeCancelJob, ({ id, viewer }) => cancelHere(local, id, viewer));
 }
 
 /** Asks the other live members about their jobs. */

@@ -30,9 +30,10 @@ import {
 } from './protocol.js';
 import type { Logger } from '../logger.js';
 import type { DataPaths } from '../../shared/paths.js';
-import { createSqliteClusterStore, type Database } from '../store/index.js';
+import { createSqliteClusterStore, type ApiKeyStore, type Database } from '../store/index.js';
 import type { LocalJobs, MemberJobs } from '../jobs/index.js';
 import { createMemberJobs, serveJobs } from './jobs.js';
+import { startKeySync, type KeyReplication } from './key-sync.js';
 
 export interface ClusterLinkInit {
   config: ClusterConfig;
@@ -51,6 +52,8 @@ export interface ClusterLinkInit {
   stopWorker: (id: string, reason: string) => Promise<{ forced: boolean }>;
   /** This node's placement queue: the cluster's while this node is queen. */
   queue: PlacementQueue;
+  /** This node's API keys: replicated through the queen to every node (key-sync.ts). */
+  keys: ApiKeyStore;
   /** This node's jobs table, which other members ask about (`node.jobs`, `node.cancelJob`). */
   jobs: LocalJobs;
 }
@@ -82,6 +85,8 @@ export interface ClusterLink extends ClusterSource {
   stop(timeoutMs?: number): Promise<void>;
   /** Frames this node's p2p host passed and refused, since it started (the node's metrics). */
   frameStats(): FrameStats;
+  /** A key was created or revoked on this node: to the queen, which gives it to every hive. */
+  keysChanged(): Promise<KeyReplication>;
   /** The jobs of the other live members: asked of them all at once; cancelled by their entry node. */
   memberJobs: MemberJobs;
 }
@@ -289,6 +294,8 @@ export async function startClusterLink(init: ClusterLinkInit): Promise<ClusterLi
     return { ...result, hives: [...result.hives, self] };
   });
 
+  const keySync = startKeySync({ node, keys: init.keys, log, nameOf });
+
   const remoteHives = new Map<string, Hive>();
   const hive = (id: string): Hive | undefined => {
     if (id === self) return init.local;
@@ -343,6 +350,7 @@ export async function startClusterLink(init: ClusterLinkInit): Promise<ClusterLi
   return {
     hive,
     frameStats: () => node.stats().frames,
+    keysChanged: () => keySync.changed(),
     memberJobs: createMemberJobs(node, nameOf),
     async place(request, options = {}) {
       const { signal } = options;
@@ -432,6 +440,7 @@ export async function startClusterLink(init: ClusterLinkInit): Promise<ClusterLi
       stopping ??= (async () => {
         clearInterval(refresh);
         clearTimeout(publishTimer);
+        keySync.stop();
         await node.stop({ signal: AbortSignal.timeout(timeoutMs) }).catch((error: unknown) => {
           log.warn({ err: toRbeeError(error) }, 'leaving the cluster did not finish in time');
         });

@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { defineMethod, defineStream } from '../../p2p/index.js';
 import { jobRecordSchema } from '../../shared/view.js';
 import { jobEventSchema, jobRequestSchema } from '../../shared/wire.js';
+import { MAX_KEYS, MAX_TOMBSTONES } from '../store/index.js';
 
 /** Node → the hive that runs a worker: stop it (what `rbee workers stop` and the dashboard send). */
 export const hiveStopWorker = defineMethod(
@@ -99,13 +100,62 @@ export const queenPlace = defineStream('queen.place', {
   ]),
 });
 
+/** One API key as the cluster holds it: its sha256, never the key. */
+const keyRecordSchema = z.object({
+  id: z.string().min(1).max(32),
+  name: z.string().max(100),
+  hash: z.string().regex(/^[0-9a-f]{64}$/),
+  createdAt: z.number().int().min(0),
+  maxConcurrent: z.number().int().positive().optional(),
+  rpm: z.number().int().positive().optional(),
+  /** A revoked key's tombstone: revocations win every merge. */
+  revokedAt: z.number().int().min(0).optional(),
+});
+const keyRecordsSchema = z.array(keyRecordSchema).max(MAX_KEYS + MAX_TOMBSTONES);
+
+/**
+ * Queen → every hive: the cluster's API key set, version `version` of the queen of `term`. Taken
+ * only from the queen the hive follows, for exactly that term (fenced like `hive.shutdown`); the
+ * hive merges it into its own set and answers the digest it holds then.
+ */
+export const hiveKeys = defineMethod(
+  'hive.keys',
+  z.object({ term: z.number().int().min(0), version: z.number().int().min(0), records: keyRecordsSchema }),
+  z.object({ digest: z.string() }),
+);
+
+/**
+ * Any node → queen: the digest of its key set and, when it may hold keys or revocations the queen
+ * lacks (made here, or made while it had no queen), its records. The queen merges them (pushing a
+ * new version to every hive when that changed anything) and answers its set when the digests differ.
+ */
+export const queenKeys = defineMethod(
+  'queen.keys',
+  z.object({
+    version: z.number().int().min(0),
+    digest: z.string().max(128),
+    records: keyRecordsSchema.optional(),
+  }),
+  z.object({
+    term: z.number().int().min(0),
+    version: z.number().int().min(0),
+    digest: z.string(),
+    /**
+     * Hives that took a new version for this call (the queen, the asking node, and those that took
+     * its push); 0 when the call changed nothing.
+     */
+    hives: z.number().int().min(0),
+    records: keyRecordsSchema.optional(),
+  }),
+);
+
 /** Rows a member sends for one `node.jobs` call: a frame holds at most 1 MiB. */
 export const NODE_JOBS_MAX = 1000;
 
 /**
  * Any node → another member: the jobs that entered through you (your jobs table), newest first, or
- * those whose id starts with `prefix`. `viewer` is the asking client as its node knows it (a key,
- * `key:ID@node`); absent, that node's own user, who sees every job.
+ * those whose id starts with `prefix`. `viewer` is the asking client, a key (`key:ID`, the same on
+ * every node): only its jobs; absent, the asking node's own user, who sees every job.
  */
 export const nodeJobs = defineMethod(
   'node.jobs',

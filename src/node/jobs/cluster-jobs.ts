@@ -7,9 +7,9 @@
  * cancels it there.
  *
  * Who sees what stays as on one node: the machine's own user (no key) sees every job; a key sees
- * the jobs it submitted. A key is one node's (its id means nothing to another node's key store), so
- * the owner that crosses the cluster is qualified with the node that knows it, `key:ID@node`, and a
- * member shows such a viewer only the jobs of that very key on that very node: none of its own.
+ * the jobs it submitted, through whichever node (a key is the cluster's: every node knows it by the
+ * same id), so the asking client's owner crosses the cluster with the question and each member
+ * answers with that owner's jobs only.
  */
 import { RbeeError, toRbeeError, type RbeeErrorJson } from '../../shared/errors.js';
 import type {
@@ -32,24 +32,11 @@ export interface LocalJobs {
   cancel(id: string): void;
 }
 
-/** Who asks, on the node that asks: a key's owner string, or undefined for the machine's own user. */
-export type Viewer = string | undefined;
-
-/** The viewer as it crosses the cluster: a key qualified by the node whose key it is. */
-export function qualifyViewer(owner: Viewer, node: string): string | undefined {
-  return owner === undefined ? undefined : `${owner}@${node}`;
-}
-
 /**
- * What a qualified viewer may see on `self`: every job (the asking node's own user), the jobs of
- * one owner (a key of this very node), or none (a key of another node).
+ * Who asks: a key's owner string (`key:ID`, the same on every node of the cluster), or undefined for
+ * the machine's own user of the node asked, who sees every job.
  */
-export function localViewer(qualified: string | undefined, self: string): { owner?: string } | 'none' {
-  if (qualified === undefined) return {};
-  const at = qualified.lastIndexOf('@');
-  if (at === -1 || qualified.slice(at + 1) !== self) return 'none';
-  return { owner: qualified.slice(0, at) };
-}
+export type Viewer = string | undefined;
 
 /** A member's answer for its jobs, or why there is none. */
 export type MemberAnswer = { id: string; name?: string | undefined } & (
@@ -96,10 +83,9 @@ export interface ClusterJobsApi {
 export function cancelHere(
   local: LocalJobs,
   id: string,
-  owner: { owner?: string } | 'none',
+  viewer: Viewer,
 ): { cancelling: boolean; state: JobRecord['state'] } {
-  const row =
-    owner === 'none' ? undefined : local.find(id, { limit: 1, owner: owner.owner }).find((r) => r.id === id);
+  const row = local.find(id, { limit: 1, owner: viewer }).find((r) => r.id === id);
   if (row === undefined) throw new RbeeError('JOB_NOT_FOUND', `no job with id ${id}`);
   if (TERMINAL.has(row.state)) return { cancelling: false, state: row.state };
   local.cancel(id);
@@ -181,7 +167,7 @@ export function createClusterJobs(init: ClusterJobsInit): ClusterJobsApi {
     ).map((row) => ({ ...withoutOwner(row), entry: self }));
     const members = here ? undefined : init.members();
     if (members === undefined) return { rows: mine, unanswered: [] };
-    const answers = await members.ask({ ...query, viewer: qualifyViewer(viewer, self.id) }, { timeoutMs });
+    const answers = await members.ask({ ...query, viewer }, { timeoutMs });
     const theirs = answers.flatMap((a) =>
       'jobs' in a ? a.jobs.map((row) => ({ ...row, entry: entryOf(a) })) : [],
     );
@@ -236,7 +222,7 @@ export function createClusterJobs(init: ClusterJobsInit): ClusterJobsApi {
       const job = await find(viewer, idOrPrefix);
       const self = init.self();
       if (job.entry.id === self.id) {
-        return { id: job.id, entry: self, ...cancelHere(local, job.id, owned(viewer)) };
+        return { id: job.id, entry: self, ...cancelHere(local, job.id, viewer) };
       }
       const members = init.members();
       if (members === undefined) {
@@ -246,7 +232,7 @@ export function createClusterJobs(init: ClusterJobsInit): ClusterJobsApi {
         );
       }
       try {
-        const done = await members.cancel(job.entry.id, job.id, qualifyViewer(viewer, self.id));
+        const done = await members.cancel(job.entry.id, job.id, viewer);
         return { id: job.id, entry: job.entry, ...done };
       } catch (error) {
         throw toRbeeError(error, 'NODE_UNREACHABLE');

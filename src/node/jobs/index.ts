@@ -15,8 +15,6 @@ export { createRouter, type RouterInit, type ClusterRouting } from './router.js'
 export {
   cancelHere,
   createClusterJobs,
-  localViewer,
-  qualifyViewer,
   type ClusterJobsApi,
   type ClusterJobsInit,
   type LocalJobs,

@@ -10,6 +10,16 @@ export {
   type MemoryObservation,
   type MemoryObservations,
 } from './memory-observations.js';
-export { createApiKeyStore, type ApiKeyStore, type ApiKeyInfo } from './api-keys.js';
+export {
+  createApiKeyStore,
+  keySetDigest,
+  MAX_KEYS,
+  MAX_TOMBSTONES,
+  type ApiKeyStore,
+  type ApiKeyInfo,
+  type KeyLimits,
+  type KeyRecord,
+  type KeySetVersion,
+} from './api-keys.js';
 export { createSqliteClusterStore } from './cluster-store.js';
 export { createJobStore, type JobStore, type JobRow, type JobRowState } from './job-store.js';

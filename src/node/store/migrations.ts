@@ -84,4 +84,18 @@ export const MIGRATIONS: readonly string[] = [
   ) STRICT;
   CREATE INDEX jobs_accepted ON jobs (accepted_at);
   `,
+  // 7: API keys replicated through the cluster: per-key limits, revocations kept as tombstones
+  // (so a revoked key cannot come back from a node that missed the revocation), and the version of
+  // the key set this node last took from its queen
+  `
+  ALTER TABLE api_keys ADD COLUMN max_concurrent INTEGER CHECK (max_concurrent > 0);
+  ALTER TABLE api_keys ADD COLUMN rpm INTEGER CHECK (rpm > 0);
+  ALTER TABLE api_keys ADD COLUMN revoked_at INTEGER;
+  CREATE TABLE api_key_set (
+    id      INTEGER PRIMARY KEY CHECK (id = 1),
+    version INTEGER NOT NULL,
+    term    INTEGER NOT NULL,
+    queen   TEXT NOT NULL
+  ) STRICT;
+  `,
 ];

@@ -9,7 +9,7 @@ import { parseKeepAlive } from '../../shared/duration.js';
 import { RbeeError } from '../../shared/errors.js';
 import { DEFAULT_HOST, DEFAULT_PORT } from '../../shared/paths.js';
 import { VERSION } from '../../shared/version.js';
-import type { BackendInfoView, JobRequest } from '../../shared/wire.js';
+import type { BackendInfoView, JobRequest, KeyReplicationView } from '../../shared/wire.js';
 import { stopNode } from '../../node/client/index.js';
 import { runInfer } from './infer.js';
 import { registerJobs } from './jobs-commands.js';
@@ -49,6 +49,7 @@ interface InferOptions {
   stop?: string[];
   system?: string;
   on?: string;
+  batch?: boolean;
 }
 
 function readPrompt(arg: string | undefined): string {
@@ -130,6 +131,7 @@ export function createProgram(init: ProgramInit): Command {
     .option('--stop <text>', 'stop sequence (repeatable)', collect)
     .option('--system <text>', 'system prompt')
     .option('--on <hive>', 'run on this hive (its name) instead of where the queen places the job')
+    .option('--batch', 'a batch job: interactive jobs go first when the queue holds both')
     .option(
       '--keep-alive <duration>',
       'how long the model stays loaded afterwards: 30s, 5m, 0, -1 (never unload)',
@@ -141,6 +143,7 @@ export function createProgram(init: ProgramInit): Command {
       const request: JobRequest = { model: resolveModelArg(opts.model), prompt };
       if (opts.keepAlive !== undefined) request.keepAlive = parseKeepAlive(opts.keepAlive);
       if (opts.on !== undefined) request.hive = opts.on;
+      if (opts.batch === true) request.priority = 'batch';
       for (const key of ['maxTokens', 'temperature', 'topP', 'topK', 'seed', 'stop', 'system'] as const) {
         if (opts[key] !== undefined) Object.assign(request, { [key]: opts[key] });
       }
@@ -595,14 +598,25 @@ function registerKeys(root: Command, keeper: Keeper, json: () => Option, port: (
     .command('create')
     .description('create a key and print it (the only time it is shown)')
     .option('--name <name>', 'what the key is for, e.g. "laptop editor"')
+    .option(
+      '--max-concurrent <n>',
+      'jobs of this key running at once on a node (more: 429 RATE_LIMITED)',
+      intArg('--max-concurrent', 1),
+    )
+    .option('--rpm <n>', 'requests of this key that run a model, per minute, on a node', intArg('--rpm', 1))
     .addOption(json())
     .addOption(port())
-    .action((opts: CommonOptions & { name?: string }) =>
+    .action((opts: CommonOptions & { name?: string; maxConcurrent?: number; rpm?: number }) =>
       keeper.withNode(opts, async (client, output) => {
-        const created = await client.createKey(opts.name);
+        const created = await client.createKey({
+          name: opts.name,
+          maxConcurrent: opts.maxConcurrent,
+          rpm: opts.rpm,
+        });
         output.result(
           created,
-          `${created.key}\n(key ${created.id}, "${created.name}": shown once; send it as Authorization: Bearer …)`,
+          `${created.key}\n(key ${created.id}, "${created.name}": shown once; send it as Authorization: Bearer …)` +
+            replicationLine(created.cluster),
         );
       }),
     );
@@ -615,7 +629,12 @@ function registerKeys(root: Command, keeper: Keeper, json: () => Option, port: (
       keeper.withNode(opts, async (client, output) => {
         const rows = await client.keys();
         const when = (ts: number | undefined): string =>
-          ts === undefined ? 'never used' : `last used ${new Date(ts).toISOString()}`;
+          ts === undefined ? 'never used here' : `last used here ${new Date(ts).toISOString()}`;
+        const limits = (k: { maxConcurrent?: number; rpm?: number }): string =>
+          [
+            ...(k.maxConcurrent === undefined ? [] : [`max ${k.maxConcurrent} at once`]),
+            ...(k.rpm === undefined ? [] : [`${k.rpm}/min`]),
+          ].join(', ') || 'node defaults';
         output.result(
           rows,
           rows.length === 0
@@ -623,7 +642,7 @@ function registerKeys(root: Command, keeper: Keeper, json: () => Option, port: (
             : rows
                 .map(
                   (k) =>
-                    `${k.id}\t${k.name}\tcreated ${new Date(k.createdAt).toISOString()}\t${when(k.lastUsedAt)}`,
+                    `${k.id}\t${k.name}\tcreated ${new Date(k.createdAt).toISOString()}\t${limits(k)}\t${when(k.lastUsedAt)}`,
                 )
                 .join('\n'),
         );
@@ -631,14 +650,25 @@ function registerKeys(root: Command, keeper: Keeper, json: () => Option, port: (
     );
   keys
     .command('rm')
-    .description('revoke a key: clients using it are refused from the next request')
+    .description('revoke a key: clients using it are refused from the next request, on every node')
     .argument('<id>', 'the key id (from `rbee keys ls`)')
     .addOption(json())
     .addOption(port())
     .action((id: string, opts: CommonOptions) =>
       keeper.withNode(opts, async (client, output) => {
         const removed = await client.removeKey(id);
-        output.result(removed, `revoked ${removed.removed}`);
+        output.result(removed, `revoked ${removed.removed}${replicationLine(removed.cluster)}`);
       }),
     );
+}
+
+/** What `/v1/keys` answers about a change's way through the cluster (none for a node alone). */
+function replicationLine(cluster: KeyReplicationView | undefined): string {
+  if (cluster === undefined) return '';
+  if ('pending' in cluster) return `\nthis node only for now: ${cluster.pending}`;
+  const where =
+    cluster.hives === 0
+      ? 'the cluster had it already'
+      : `${cluster.hives} node(s) of the cluster hold it now`;
+  return `\n${where} (key set version ${cluster.version}, term ${cluster.term}); nodes away get it when they return`;
 }
