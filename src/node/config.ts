@@ -15,6 +15,8 @@ import {
 } from '../shared/paths.js';
 
 const logLevelSchema = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
+const backendSchema = z.enum(['auto', 'cpu', 'cuda', 'vulkan', 'metal']);
+export type BackendSetting = z.infer<typeof backendSchema>;
 
 /** What `config.json` under the data directory may hold; flags and environment override it. */
 const fileConfigSchema = z
@@ -28,6 +30,7 @@ const fileConfigSchema = z
     logLevel: logLevelSchema.optional(),
     nodeName: z.string().min(1).max(64).optional(),
     threads: z.number().int().positive().optional(),
+    backend: backendSchema.optional(),
     slots: z.number().int().positive().max(64).optional(),
     contextSize: z.number().int().positive().optional(),
     keepAliveS: z.number().int().min(-1).optional(),
@@ -101,6 +104,11 @@ export interface NodeConfig {
   nodeName: string;
   /** Worker threads; undefined means the engine default (physical cores less one). */
   threads: number | undefined;
+  /**
+   * Which backend workers use: `auto` (every one found: CUDA, then Vulkan, then Metal, then the CPU)
+   * or only this one, with the CPU as the fallback (`cpu`: never a GPU). Env RBEE_BACKEND.
+   */
+  backend: BackendSetting;
   /** Slots per worker. Defaults to 1 on CPU (FACTS: more slots do not raise CPU throughput). */
   slots: number;
   contextSize: number | undefined;
@@ -254,6 +262,15 @@ export function loadNodeConfig(
   if (!logLevel.success) {
     throw new RbeeError('CONFIG_INVALID', `log level must be one of ${logLevelSchema.options.join(', ')}`);
   }
+  const backendInput =
+    env.RBEE_BACKEND === undefined || env.RBEE_BACKEND === '' ? undefined : env.RBEE_BACKEND;
+  const backend = backendSchema.safeParse(backendInput ?? file.backend ?? 'auto');
+  if (!backend.success) {
+    throw new RbeeError(
+      'CONFIG_INVALID',
+      `RBEE_BACKEND must be one of ${backendSchema.options.join(', ')}, not ${backendInput ?? ''}`,
+    );
+  }
   const auth = env.RBEE_AUTH === undefined || env.RBEE_AUTH === '' ? (file.auth ?? 'remote') : env.RBEE_AUTH;
   if (auth !== 'remote' && auth !== 'always') {
     throw new RbeeError('CONFIG_INVALID', `RBEE_AUTH must be remote or always, not ${auth}`);
@@ -272,6 +289,7 @@ export function loadNodeConfig(
     logLevel: logLevel.data,
     nodeName: file.nodeName ?? hostname(),
     threads: file.threads,
+    backend: backend.data,
     slots: file.slots ?? 1,
     contextSize: file.contextSize,
     keepAliveS: file.keepAliveS ?? 300,

@@ -15,13 +15,21 @@ import { createApi } from './api/index.js';
 import { aloneStatus, type ClusterLink } from './cluster/index.js';
 import type { NodeConfig } from './config.js';
 import {
+  allowedBackends,
+  bestDevice,
   createLocalHive,
   createMemoryChecker,
   createRestartPolicy,
   createWorkerPool,
   diagnoseNode,
 } from './hive/index.js';
-import { createClusterJobs, createJobManager, createRouter, type LocalJobs } from './jobs/index.js';
+import {
+  createClusterJobs,
+  createJobManager,
+  createPlacePreview,
+  createRouter,
+  type LocalJobs,
+} from './jobs/index.js';
 import { createPlacementQueue } from './queen/index.js';
 import { createLogger, type Logger } from './logger.js';
 import { createProvisioner, modelId, observeProvisioner, parseModelRef } from './models/index.js';
@@ -127,7 +135,15 @@ export async function startNode(
       estimate: (path, shape) => estimateWorkerMemory(path, shape),
       observations: createMemoryObservations(db),
       reserveBytes: config.minFreeRamBytes,
+      vram: ({ backend, index }) => {
+        const gpu = devices?.gpus.find((g) => g.backend === backend && g.index === index);
+        return gpu?.vramFreeBytes === undefined || gpu.vramTotalBytes === undefined
+          ? undefined
+          : { freeBytes: gpu.vramFreeBytes, totalBytes: gpu.vramTotalBytes };
+      },
     }),
+    // a worker asked for without a device (a job the queen placed without one, `rbee workers spawn`)
+    pickDevice: (model) => bestDevice(localHive.state(), model),
     restartPolicy: createRestartPolicy({
       failures: config.restart.failures,
       windowMs: config.restart.windowS * 1000,
@@ -152,6 +168,7 @@ export async function startNode(
     name: config.nodeName,
     health,
     devices: () => devices,
+    backend: config.backend,
     parseModelRef,
     provisioner,
     catalog,
@@ -299,6 +316,14 @@ export async function startNode(
         configuredThreads: config.threads,
         modelsDir: config.paths.models,
       }),
+    place: createPlacePreview({
+      local: localHive,
+      remotes: () => observers.cluster?.remotes() ?? [],
+      catalog,
+      parseModelRef,
+      modelId,
+      jobs: jobStore,
+    }),
     cluster: clusterStatus,
     onShutdown: () => void close('asked over the API'),
     stopRemoteWorker: async (id) => {
@@ -419,6 +444,11 @@ export async function startNode(
   detectDevices()
     .then((found) => {
       devices = found;
+      if (config.backend !== 'auto' && config.backend !== 'cpu' && !found.backends.includes(config.backend)) {
+        const allowed = allowedBackends(found.backends, config.backend).join(', ');
+        log.warn({ backend: config.backend, found: found.backends }, 'the configured backend is not here');
+        narrateHive(`backend is set to ${config.backend}, but this machine has none; workers use ${allowed}`);
+      }
       if (state === 'ready') workerCatalog.record(describeBackends(found));
       liveView.markDirty('hives');
       log.info({ devices: found }, 'devices detected');

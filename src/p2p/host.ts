@@ -10,6 +10,7 @@ import { tcp } from '@libp2p/tcp';
 import { memory } from '@libp2p/memory';
 import { noise } from '@chainsafe/libp2p-noise';
 import { yamux } from '@libp2p/yamux';
+import { installYamuxWindowHysteresis } from './yamux-window.js';
 import { identify } from '@libp2p/identify';
 import { ping } from '@libp2p/ping';
 import { mdns } from '@libp2p/mdns';
@@ -139,6 +140,8 @@ export async function createP2pHost(init: P2pHostInit): Promise<P2pHost> {
   const frameStats = createFrameStats();
   let stopped = false;
 
+  // one window update per half window, not per frame (see yamux-window.ts)
+  installYamuxWindowHysteresis();
   let libp2p: Libp2p;
   try {
     libp2p = await createLibp2p({

@@ -166,6 +166,70 @@ export function jobRecordTimings(row: JobRecord): { timeToFirstTokenMs?: number;
     ...(speed === undefined ? {} : { tokensPerSecond: speed }),
   };
 }
+/** One device of a hive in `rbee place`: its free memory, and whether the model fits there. */
+export const placeDeviceSchema = z.object({
+  backend: z.string(),
+  /** GPU index; -1 for the CPU. */
+  index: z.number().int(),
+  /** "GPU0 (cuda)", "the CPU". */
+  name: z.string(),
+  /** Free for a model: VRAM, or RAM less what the hive keeps in reserve. */
+  freeBytes: z.number(),
+  fits: z.boolean(),
+  /** False for a GPU of a backend the hive is set not to use. */
+  allowed: z.boolean(),
+  /** The device the scheduler picks on this hive. */
+  chosen: z.boolean(),
+});
+
+/** A figure expected from what was observed: a warm worker's recent rate, or past jobs' median. */
+export const placeExpectedSchema = z.object({
+  value: z.number(),
+  basis: z.enum(['worker', 'jobs']),
+  /** How many past jobs the median is of (basis `jobs`). */
+  jobs: z.number().int().optional(),
+});
+
+/** One hive's row of the scheduler's table (`rbee place`, `GET /v1/place`). */
+export const placeOptionSchema = z.object({
+  hive: z.string(),
+  name: z.string(),
+  kind: z.enum(['warm', 'on-disk', 'provision', 'wait', 'no-room', 'unavailable']),
+  why: z.string(),
+  worker: z.string().optional(),
+  /** Where it would run: the chosen device, or the warm worker's. */
+  device: z.object({ backend: z.string(), index: z.number().int() }).optional(),
+  /** What the model needs there: a worker's observed memory, or the estimate from the model's size. */
+  needed: z.object({ bytes: z.number(), basis: z.enum(['estimated', 'observed']) }).optional(),
+  /** Free on the chosen device (or the most free anywhere on the hive, when none has room). */
+  freeBytes: z.number().optional(),
+  devices: z.array(placeDeviceSchema),
+  expected: z.object({
+    tokensPerSecond: placeExpectedSchema.optional(),
+    timeToFirstTokenMs: placeExpectedSchema.optional(),
+  }),
+});
+export type PlaceOption = z.infer<typeof placeOptionSchema>;
+
+/** Where a job for a model would run, and every hive's option, without loading anything. */
+export const placePreviewSchema = z.object({
+  /** The model's catalog id (the same on every hive). */
+  model: z.string(),
+  /** What was asked for. */
+  ref: z.string(),
+  /** The node that computed the table, from every member's published state. */
+  node: z.string(),
+  placement: z
+    .object({
+      hive: z.string(),
+      name: z.string(),
+      kind: z.enum(['warm', 'on-disk', 'provision', 'wait']),
+      reason: z.string(),
+    })
+    .nullable(),
+  options: z.array(placeOptionSchema),
+});
+export type PlacePreview = z.infer<typeof placePreviewSchema>;
 
 export const clusterViewSchema = z.object({
   health: healthSchema,

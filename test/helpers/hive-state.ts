@@ -17,6 +17,8 @@ export interface HiveSpec {
   models?: string[];
   workers?: Partial<WorkerView>[];
   health?: 'ready' | 'degraded';
+  /** The backends the hive allows (its `backend` setting); defaults to every backend it has. */
+  backends?: string[];
 }
 
 export function hive(spec: HiveSpec): HiveCandidate {
@@ -35,7 +37,7 @@ export function hive(spec: HiveSpec): HiveCandidate {
         vramTotalBytes: 24 * GiB,
         vramFreeBytes: g.free,
       })),
-      backends: ['cpu', ...(spec.gpus ?? []).map((g) => g.backend)],
+      backends: spec.backends ?? ['cpu', ...(spec.gpus ?? []).map((g) => g.backend)],
     },
     workers: (spec.workers ?? []).map((w, i) => ({
       id: `${spec.id}-w${i}`,

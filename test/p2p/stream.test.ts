@@ -18,6 +18,9 @@ const bytes = defineStream('test.bytes', {
 });
 const broken = defineStream('test.broken', { params: z.object({}), up: z.never(), down: z.string() });
 
+/** yamux's frame type of a window update (its FrameType enum is not exported). */
+const WINDOW_UPDATE = 1;
+
 const scope = createScope();
 afterEach(() => scope.cleanup());
 
@@ -66,6 +69,26 @@ describe('stream protocol', () => {
     const got: string[] = [];
     for await (const frame of channel) got.push(frame.token);
     expect(got).toEqual(Array.from({ length: 200 }, (_, i) => `t${i}`));
+  });
+
+  it('grants the sender more window once per half window, not once per frame', async () => {
+    const { client, b } = await setup();
+    const channel = await client.open(b.peerId, tokens, { count: 2000 });
+    // the receiving end's muxer stream: count the window updates it sends from now on
+    const stream = channel.stream as unknown as {
+      sendFrame: (header: { type: number }, data?: unknown) => unknown;
+    };
+    const send = stream.sendFrame;
+    let updates = 0;
+    stream.sendFrame = (header, data) => {
+      if (header.type === WINDOW_UPDATE) updates += 1;
+      return send(header, data);
+    };
+    let got = 0;
+    for await (const _frame of channel) got += 1;
+    expect(got).toBe(2000);
+    // 2000 frames of ~20 bytes are far less than half of a 256 KiB window: no update at all was due
+    expect(updates).toBeLessThanOrEqual(2);
   });
 
   it('ends with the handler error after the frames sent before it', async () => {

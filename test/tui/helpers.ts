@@ -161,6 +161,10 @@ export function createFakeNodeClient(): FakeNodeClient {
       calls.push({ method: 'cluster', args: [] });
       return Promise.reject(new RbeeError('INTERNAL', 'the fake node has no cluster'));
     },
+    place(model: string) {
+      calls.push({ method: 'place', args: [model] });
+      return Promise.reject(new RbeeError('INTERNAL', 'the fake node places nothing'));
+    },
     doctor() {
       calls.push({ method: 'doctor', args: [] });
       return Promise.reject(new RbeeError('INTERNAL', 'the fake node has no doctor'));

@@ -2,7 +2,7 @@
  * The queen's scheduler, table-driven: which hive (and worker, and device) a job goes to, and why.
  */
 import { describe, expect, it } from 'vitest';
-import { neededBytes, place, schedule } from '../../src/node/queen/index.js';
+import { neededBytes, place, schedule, strongestDeviceWithRoom } from '../../src/node/queen/index.js';
 import { RbeeError } from '../../src/shared/errors.js';
 import { GiB, hive, MODEL, MODEL_BYTES, type HiveSpec } from '../helpers/hive-state.js';
 
@@ -114,6 +114,43 @@ describe('the scheduler picks', () => {
       kind: 'on-disk',
       backend: 'cpu',
       why: /room on CPU/,
+    },
+    {
+      name: 'the CPU of a hive set to the CPU, though its GPU has room',
+      hives: [{ id: 'a', models: [MODEL], gpus: [{ backend: 'cuda', free: 20 * GiB }], backends: ['cpu'] }],
+      hive: 'a',
+      kind: 'on-disk',
+      backend: 'cpu',
+      why: /room on CPU/,
+    },
+    {
+      name: 'a GPU its hive allows over a stronger one whose hive does not',
+      hives: [
+        { id: 'a', models: [MODEL], gpus: [{ backend: 'cuda', free: 20 * GiB }], backends: ['cpu'] },
+        { id: 'b', models: [MODEL], gpus: [{ backend: 'vulkan', free: 8 * GiB }] },
+      ],
+      hive: 'b',
+      kind: 'on-disk',
+      backend: 'vulkan',
+      why: /GPU0 \(vulkan\)/,
+    },
+    {
+      name: 'only the allowed backend among a hive’s GPUs',
+      hives: [
+        {
+          id: 'a',
+          models: [MODEL],
+          gpus: [
+            { backend: 'cuda', free: 20 * GiB },
+            { backend: 'vulkan', free: 8 * GiB },
+          ],
+          backends: ['cpu', 'vulkan'],
+        },
+      ],
+      hive: 'a',
+      kind: 'on-disk',
+      backend: 'vulkan',
+      why: /GPU1 \(vulkan\)/,
     },
     {
       name: 'the strongest device when no hive has the model (fetched there)',
@@ -282,6 +319,61 @@ describe('the placement table', () => {
     ]);
     expect(options[0]?.tokensPerSecond).toBe(42);
     expect(options[1]?.neededBytes).toBe(neededBytes(MODEL_BYTES));
+  });
+});
+
+describe('a hive’s own choice of device (a job that came without one)', () => {
+  const state = (spec: HiveSpec) => hive(spec).state;
+  it('is the scheduler’s: CUDA over Vulkan, the CPU when no GPU has room', () => {
+    const gpus = [
+      { backend: 'vulkan', free: 20 * GiB },
+      { backend: 'cuda', free: 8 * GiB },
+    ];
+    expect(
+      strongestDeviceWithRoom(state({ id: 'a', gpus }), neededBytes(MODEL_BYTES), MODEL)?.device,
+    ).toMatchObject({
+      backend: 'cuda',
+      index: 1,
+    });
+    expect(
+      strongestDeviceWithRoom(state({ id: 'a', gpus }), neededBytes(10 * GiB), MODEL)?.device,
+    ).toMatchObject({
+      backend: 'vulkan',
+      index: 0,
+    });
+    expect(
+      strongestDeviceWithRoom(state({ id: 'a', gpus }), neededBytes(20 * GiB), MODEL)?.device,
+    ).toMatchObject({
+      backend: 'cpu',
+      index: -1,
+    });
+  });
+
+  it('never a GPU of a backend the hive does not allow', () => {
+    const forcedCpu = state({ id: 'a', gpus: [{ backend: 'cuda', free: 20 * GiB }], backends: ['cpu'] });
+    expect(strongestDeviceWithRoom(forcedCpu, neededBytes(MODEL_BYTES), MODEL)?.device.backend).toBe('cpu');
+    // and nothing at all when the CPU has no room either
+    const small = state({
+      id: 'a',
+      ramFree: 1 * GiB,
+      gpus: [{ backend: 'cuda', free: 20 * GiB }],
+      backends: ['cpu'],
+    });
+    expect(strongestDeviceWithRoom(small, neededBytes(MODEL_BYTES), MODEL)).toBeUndefined();
+  });
+
+  it('leaves a disallowed GPU out of the most-free figure of a refusal', () => {
+    const { options } = schedule(request(), [
+      hive({
+        id: 'a',
+        ramFree: 1 * GiB,
+        models: [MODEL],
+        gpus: [{ backend: 'cuda', free: 20 * GiB }],
+        backends: ['cpu'],
+      }),
+    ]);
+    expect(options[0]?.kind).toBe('no-room');
+    expect(options[0]?.why).toMatch(/most free: 512 MiB/);
   });
 });
 

@@ -6,7 +6,7 @@ import Fastify from 'fastify';
 import { z } from 'zod';
 import { RbeeError, toRbeeError } from '../../shared/errors.js';
 import { jobRequestSchema, type Health } from '../../shared/wire.js';
-import type { ClusterJobsApi, JobManager } from '../jobs/index.js';
+import type { ClusterJobsApi, JobManager, PlacePreviewer } from '../jobs/index.js';
 import type { Logger } from '../logger.js';
 import type { ApiKeyStore, JobStore, KeyLimits, ModelCatalog } from '../store/index.js';
 import type { KeyReplication } from '../cluster/index.js';
@@ -56,6 +56,8 @@ export interface ApiInit {
   origin: OriginPolicy;
   /** Which model refs clients beyond this machine may name (model-access.ts). */
   remoteModelRefs: RemoteModelRefs;
+  /** Where a job for a model would run, and every hive's option (`GET /v1/place`); nothing loads. */
+  place: PlacePreviewer;
   /** Members, queen and every hive of the cluster (this hive alone when clustering is off). */
   cluster: () => ClusterStatus;
   /** Called once the shutdown request has been answered. */
@@ -89,6 +91,10 @@ const keyBodySchema = z.object({
   name: z.string().min(1).max(100).optional(),
   maxConcurrent: z.number().int().positive().max(10_000).optional(),
   rpm: z.number().int().positive().max(1_000_000).optional(),
+});
+const placeQuerySchema = z.object({
+  model: z.string().min(1).max(2048),
+  hive: z.string().min(1).max(256).optional(),
 });
 
 /** The last event of a dropped stream whose events carry a `type` (not the OpenAI ones). */
@@ -322,6 +328,11 @@ export function createApi(init: ApiInit) {
   app.delete<{ Params: { id: string } }>('/v1/cluster/jobs/:id', async (request, reply) => {
     const cancelled = await init.clusterJobs.cancel(viewerOf(request.apiClient), request.params.id);
     void reply.status(cancelled.cancelling ? 202 : 200).send(cancelled);
+  });
+  app.get<{ Querystring: { model?: string; hive?: string } }>('/v1/place', (request) => {
+    const query = parseBody(placeQuerySchema, request.query);
+    checkModel(query.model, request.apiClient);
+    return init.place(query);
   });
   // Every worker of the cluster, each with its hive's name: what `rbee workers ls` lists.
   app.get('/v1/cluster/workers', () => {

@@ -44,7 +44,9 @@ import {
   type ClusterJobRecord,
   type ClusterJobs,
   type ClusterWorker,
+  placePreviewSchema,
   type JobRecord,
+  type PlacePreview,
   doctorReportSchema,
   nodeEventSchema,
   pullEventSchema,
@@ -122,6 +124,8 @@ export interface NodeClient {
   deleteModel(id: string, options?: { signal?: AbortSignal }): Promise<{ removed: string }>;
   /** Stops a worker of any hive of the cluster. */
   stopWorker(id: string, options?: { signal?: AbortSignal }): Promise<void>;
+  /** Where a job for the model would run (only `hive` with one), and every hive's option; nothing loads. */
+  place(model: string, options?: { hive?: string; signal?: AbortSignal }): Promise<PlacePreview>;
   /** Members, queen and hives of the cluster this node belongs to. */
   cluster(options?: { signal?: AbortSignal }): Promise<ClusterStatus>;
   /** What `rbee doctor` checks on this node (loads llama.cpp there the first time, about a second). */
@@ -380,6 +384,13 @@ export function createNodeClient(init: NodeClientInit): NodeClient {
     },
     cluster: (options = {}) => read('/v1/cluster', clusterStatusSchema, signalOf(options.signal)),
     doctor: (options = {}) => read('/v1/doctor', doctorReportSchema, signalOf(options.signal)),
+    place(model, options = {}) {
+      const query = new URLSearchParams({
+        model,
+        ...(options.hive === undefined ? {} : { hive: options.hive }),
+      });
+      return read(`/v1/place?${query.toString()}`, placePreviewSchema, signalOf(options.signal));
+    },
     async jobHistory(options = {}) {
       const query = options.limit === undefined ? '' : `?limit=${options.limit}`;
       const answer = await read(

@@ -272,7 +272,7 @@ export async function startClusterLink(init: ClusterLinkInit): Promise<ClusterLi
     // writes go out one after another, in order; a failed write fails the next awaited one
     let written: Promise<void> = Promise.resolve();
     await init.local.run(
-      { id: params.job.id, request: params.job.request, acceptedAt: Date.now() },
+      { id: params.job.id, request: params.job.request, acceptedAt: Date.now(), device: params.job.device },
       {
         signal,
         emit: (event) => {

@@ -49,7 +49,14 @@ const hiveJobEventSchema = z.discriminatedUnion('type', [
  * back-pressure. Closing or resetting the stream cancels the job there and frees its slot.
  */
 export const hiveRun = defineStream('hive.run', {
-  params: z.object({ job: z.object({ id: z.string().min(1).max(128), request: jobRequestSchema }) }),
+  params: z.object({
+    job: z.object({
+      id: z.string().min(1).max(128),
+      request: jobRequestSchema,
+      /** The device the queen chose there; absent, the hive picks its own. */
+      device: z.object({ backend: z.string().max(32), index: z.number().int() }).optional(),
+    }),
+  }),
   up: z.never(),
   down: hiveJobEventSchema,
 });

@@ -26,7 +26,15 @@ export function createRemoteHive(init: RemoteHiveInit): Hive {
       const channel = await init.node.streams.open(
         init.id,
         hiveRun,
-        { job: { id: job.id, request: job.request } },
+        {
+          job: {
+            id: job.id,
+            request: job.request,
+            ...(job.device === undefined
+              ? {}
+              : { device: { backend: job.device.backend, index: job.device.index } }),
+          },
+        },
         { signal },
       );
       let done = false;

@@ -17,6 +17,11 @@ export interface HiveJob {
   request: JobRequest;
   /** When the entry node accepted the job: time to first token counts from here, wherever it runs. */
   acceptedAt: number;
+  /**
+   * The device the queen chose (a GPU of a backend, or the CPU: index -1). Without one the hive
+   * picks its own by the scheduler's rule; a worker of the model already loaded is used wherever it is.
+   */
+  device?: { backend: string; index: number } | undefined;
 }
 
 export interface HiveRunOptions {

@@ -4,9 +4,12 @@
  * by the local hive, and by the cluster's remote hive for other machines.
  */
 export type { Hive, HiveEvent, HiveJob, HiveRunOptions } from './hive.js';
-export { createLocalHive, type LocalHiveInit } from './local-hive.js';
+export { createLocalHive, bestDevice, allowedBackends, type LocalHiveInit } from './local-hive.js';
 export {
   createWorkerPool,
+  deviceName,
+  CPU_DEVICE,
+  type DeviceChoice,
   type WorkerPool,
   type WorkerPoolInit,
   type WorkerSnapshot,
@@ -14,5 +17,5 @@ export {
   type Lease,
 } from './worker-pool.js';
 export { createRestartPolicy, type RestartPolicy, type OpenBreaker } from './restart-policy.js';
-export { createMemoryChecker, type MemoryChecker, type Fit } from './memory-checker.js';
+export { createMemoryChecker, type MemoryChecker, type Fit, type GpuTarget } from './memory-checker.js';
 export { diagnoseNode, doctorReport, type DoctorFacts } from './doctor.js';

@@ -1,19 +1,22 @@
 /**
  * This machine as a Hive: its published state (devices, memory, workers, models, downloads) and
  * the happy flow of one job on it: the model made sure of on disk (downloaded or generated, with
- * progress narrated), a worker acquired (spawned if needed), tokens streamed from it.
+ * progress narrated), a worker acquired (spawned if needed) on the device the queen chose or, without
+ * one, the device this hive picks by the scheduler's own rule, tokens streamed from it. The hive
+ * publishes the backends it allows (its `backend` setting), so the queen never chooses another.
  */
 import { freemem, loadavg, totalmem } from 'node:os';
-import type { DeviceInfo, GenerateRequest } from '../../engine/types.js';
+import type { Backend, DeviceInfo, GenerateRequest } from '../../engine/types.js';
 import { parseKeepAlive } from '../../shared/duration.js';
 import { RbeeError } from '../../shared/errors.js';
 import { mib } from '../../shared/format.js';
 import type { HiveState } from '../../shared/view.js';
 import type { Health, JobRequest, NarrationSource, Progress } from '../../shared/wire.js';
 import type { ModelRef, Provisioner } from '../models/index.js';
+import { neededBytes, strongestDeviceWithRoom } from '../queen/index.js';
 import type { ModelCatalog } from '../store/index.js';
-import type { Hive } from './hive.js';
-import type { WorkerPool } from './worker-pool.js';
+import type { Hive, HiveJob } from './hive.js';
+import { CPU_DEVICE, deviceName, type DeviceChoice, type WorkerPool } from './worker-pool.js';
 
 export interface LocalHiveInit {
   /** The hive's id in the cluster; changes once the node has joined (its peer id). */
@@ -21,6 +24,8 @@ export interface LocalHiveInit {
   name: string;
   health: () => Health;
   devices: () => DeviceInfo | undefined;
+  /** Which backends workers may use: `auto` (every one found, GPUs first) or only this one (and the CPU). */
+  backend: 'auto' | Backend;
   parseModelRef: (input: string) => ModelRef;
   provisioner: Provisioner;
   catalog: ModelCatalog;
@@ -46,9 +51,13 @@ export function createLocalHive(init: LocalHiveInit): Hive {
         name: g.name,
         backend: g.backend,
         vramTotalBytes: g.vramTotalBytes ?? 0,
-        vramFreeBytes: g.vramFreeBytes ?? 0,
+        // probed once; what this hive's workers loaded there since is no longer free
+        vramFreeBytes: Math.max(
+          0,
+          (g.vramFreeBytes ?? 0) - init.workers.heldOn({ backend: g.backend, index: g.index }),
+        ),
       })),
-      backends: devices?.backends ?? ['cpu'],
+      backends: allowedBackends(devices?.backends ?? ['cpu'], init.backend),
       reserveBytes: init.reserveBytes,
       slotsPerWorker: init.slotsPerWorker,
     };
@@ -99,6 +108,20 @@ export function createLocalHive(init: LocalHiveInit): Hive {
     };
   };
 
+  /** The queen's device, when this hive may use it; undefined leaves the choice to the hive. */
+  const deviceFor = (job: HiveJob, say: (text: string) => void): DeviceChoice | undefined => {
+    const chosen = job.device;
+    if (chosen === undefined) return undefined;
+    if (chosen.backend === 'cpu' || chosen.index < 0) return CPU_DEVICE;
+    const allowed = hiveInfo().backends;
+    const backend = GPU_BACKENDS.find((b) => b === chosen.backend);
+    if (backend !== undefined && allowed.includes(backend)) return { backend, index: chosen.index };
+    say(
+      `${deviceName(chosen)} is not for this hive (backends: ${allowed.join(', ')}); it picks its own device`,
+    );
+    return undefined;
+  };
+
   return {
     get id() {
       return init.id();
@@ -146,7 +169,12 @@ export function createLocalHive(init: LocalHiveInit): Hive {
           : `model ${model.id} ready (${mib(model.bytes)}, ${model.quantization})`,
       );
 
-      const lease = await init.workers.acquire(model, { signal, narrate: (text) => narrate('hive', text) });
+      const device = deviceFor(job, (text) => narrate('hive', text));
+      const lease = await init.workers.acquire(model, {
+        signal,
+        narrate: (text) => narrate('hive', text),
+        ...(device === undefined ? {} : { device }),
+      });
       try {
         narrate('worker', `generating on worker ${lease.worker.id}`);
         let firstTokenAt: number | undefined;
@@ -201,4 +229,23 @@ function generateRequest(request: JobRequest): GenerateRequest {
   generate.messages =
     request.system === undefined ? messages : [{ role: 'system', content: request.system }, ...messages];
   return generate;
+}
+
+const GPU_BACKENDS: readonly Exclude<Backend, 'cpu'>[] = ['cuda', 'vulkan', 'metal'];
+
+/** The backends a hive set to `setting` may use among those it found: the CPU always stays. */
+export function allowedBackends(found: readonly string[], setting: 'auto' | Backend): string[] {
+  if (setting === 'auto') return [...found];
+  return found.filter((b) => b === 'cpu' || b === setting);
+}
+
+/**
+ * The device this hive picks for a model when the queen chose none: the scheduler's own rule over
+ * this hive's published state (GPUs of allowed backends before the CPU), the CPU when none has room
+ * (its memory check then says why).
+ */
+export function bestDevice(state: HiveState, model: { id: string; bytes: number }): DeviceChoice {
+  const device = strongestDeviceWithRoom(state, neededBytes(model.bytes), model.id)?.device;
+  const backend = GPU_BACKENDS.find((b) => b === device?.backend);
+  return device === undefined || backend === undefined ? CPU_DEVICE : { backend, index: device.index };
 }

@@ -3,9 +3,15 @@
  * first use, shared by concurrent jobs, unloaded after its keep-alive, watched through its
  * heartbeats, restarted by policy when it dies, and drained before it is stopped. Every spawn,
  * unload, crash and restart is narrated with its reason; nothing reloads silently.
+ *
+ * A worker starts on the device it is asked for (the queen's choice), or else on the hive's own
+ * choice. A GPU start that fails (no room in its VRAM, the backend not available, the load failing)
+ * is never silent: it is narrated with its reason and the worker starts on the CPU instead, if the
+ * RAM allows.
  */
 import { join } from 'node:path';
 import type {
+  Backend,
   EmbedResult,
   GenerateChunk,
   GenerateRequest,
@@ -14,11 +20,11 @@ import type {
   WorkerState,
 } from '../../engine/types.js';
 import { raceSignal } from '../../shared/abort.js';
-import { RbeeError } from '../../shared/errors.js';
+import { RbeeError, toRbeeError } from '../../shared/errors.js';
 import { mib } from '../../shared/format.js';
 import type { Logger } from '../logger.js';
 import type { ModelRow } from '../store/index.js';
-import type { MemoryChecker } from './memory-checker.js';
+import type { Fit, MemoryChecker } from './memory-checker.js';
 import { createRestartPolicy, type OpenBreaker, type RestartPolicy } from './restart-policy.js';
 
 export interface WorkerSnapshot {
@@ -42,6 +48,22 @@ export interface WorkerSnapshot {
   restarts: number;
 }
 
+/** Where a worker runs: a GPU of a backend (its index), or the CPU (backend 'cpu', index -1). */
+export interface DeviceChoice {
+  backend: Backend;
+  index: number;
+}
+
+export const CPU_DEVICE: DeviceChoice = { backend: 'cpu', index: -1 };
+
+/** "GPU0 (cuda)" or "the CPU", as narration names a device. */
+export function deviceName(device: { backend: string; index: number }): string {
+  return device.backend === 'cpu' || device.index < 0 ? 'the CPU' : `GPU${device.index} (${device.backend})`;
+}
+
+const sameDevice = (a: DeviceChoice, b: DeviceChoice): boolean =>
+  a.backend === b.backend && (a.backend === 'cpu' || a.index === b.index);
+
 export type WorkerEventKind =
   'crash' | 'restart' | 'force_kill' | 'graceful_stop' | 'breaker_open' | 'unhealthy';
 
@@ -56,6 +78,8 @@ export interface WorkerPoolInit {
   keepAliveS: number;
   /** Admission: a model that does not fit is refused (after unloading idle workers) before any spawn. */
   memory?: MemoryChecker;
+  /** The device for a model when `acquire` names none (the hive's own choice). Defaults to the CPU. */
+  pickDevice?: (model: ModelRow) => DeviceChoice;
   /** Defaults to a policy of 3 failures a minute (see restart-policy.ts). */
   restartPolicy?: RestartPolicy;
   /** A worker silent for this long is unhealthy; twice this long, it is killed. Defaults to 5 s. */
@@ -82,6 +106,7 @@ export interface Lease {
 interface Entry {
   handle: WorkerHandle;
   model: ModelRow;
+  device: DeviceChoice;
   activeJobs: number;
   startedAt: number;
   lastUsedAt: number;
@@ -97,13 +122,19 @@ interface Entry {
 }
 
 export interface WorkerPool {
+  /**
+   * A lease on the model's worker: the one already loaded (on whatever device), or a new one on
+   * `device` (default: the hive's own choice).
+   */
   acquire(
     model: ModelRow,
-    options?: { signal?: AbortSignal; narrate?: (text: string) => void },
+    options?: { signal?: AbortSignal; narrate?: (text: string) => void; device?: DeviceChoice },
   ): Promise<Lease>;
   list(): WorkerSnapshot[];
   /** Models whose restarts are refused for now, and why. */
   breakers(): OpenBreaker[];
+  /** Bytes this hive's workers on a GPU hold there (their estimates); 0 for the CPU. */
+  heldOn(device: DeviceChoice): number;
   /** Workers using this model file (a model in use must not be deleted). */
   usersOf(modelId: string): WorkerSnapshot[];
   /** Drains the worker's jobs (up to the drain timeout), then stops it. */
@@ -115,7 +146,7 @@ const HEALTH_CHECK_MS = 1_000;
 
 export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
   const entries = new Map<string, Entry>();
-  const spawning = new Map<string, Promise<Entry>>();
+  const spawning = new Map<string, { entry: Promise<Entry>; device: DeviceChoice }>();
   const restartTimers = new Set<NodeJS.Timeout>();
   const policy = init.restartPolicy ?? createRestartPolicy();
   const heartbeatTimeoutMs = init.heartbeatTimeoutMs ?? 5_000;
@@ -135,7 +166,8 @@ export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
     model: e.model.id,
     modelPath: e.model.path,
     backend: e.handle.info.backend,
-    device: e.handle.info.device,
+    // the scheduler's convention: -1 is the CPU (the engine reports its default GPU index there)
+    device: e.device.backend === 'cpu' ? -1 : e.handle.info.device,
     state: e.stopping ? 'stopping' : e.unhealthy ? 'unhealthy' : e.handle.info.state,
     slots: e.handle.info.slots,
     slotsBusy: e.handle.lastHeartbeat?.slotsBusy ?? 0,
@@ -170,40 +202,109 @@ export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
     ...(init.contextSize === undefined ? {} : { contextSize: init.contextSize }),
   };
 
-  /** Makes room for `model` by unloading idle workers (least recently used first), or refuses it. */
-  async function admit(model: ModelRow, memory: MemoryChecker, say: (text: string) => void): Promise<void> {
-    let fit = await memory.check(model, shape);
+  /** What this hive's workers hold on a GPU (their estimate): the probed free VRAM predates them. */
+  const heldOn = (device: DeviceChoice): number =>
+    [...entries.values()]
+      .filter((e) => sameDevice(e.device, device))
+      .reduce((sum, e) => sum + e.handle.info.estimatedBytes, 0);
+
+  const check = (memory: MemoryChecker, model: ModelRow, device: DeviceChoice): Promise<Fit> =>
+    device.backend === 'cpu'
+      ? memory.check(model, shape)
+      : memory.check(model, shape, { ...device, heldBytes: heldOn(device) });
+
+  /**
+   * Makes room for `model` on the device by unloading idle workers (least recently used first; on a
+   * GPU, those on that GPU), or refuses it.
+   */
+  async function admit(
+    model: ModelRow,
+    memory: MemoryChecker,
+    say: (text: string) => void,
+    device: DeviceChoice,
+  ): Promise<void> {
+    const onGpu = device.backend !== 'cpu';
+    let fit = await check(memory, model, device);
     const idle = [...entries.values()]
       .filter((e) => !e.stopping && e.activeJobs === 0 && e.model.id !== model.id)
+      .filter((e) => !onGpu || sameDevice(e.device, device))
       .sort((a, b) => a.lastUsedAt - b.lastUsedAt);
+    const where = onGpu ? ` on ${deviceName(device)}` : '';
     for (const victim of idle) {
-      if (fit.fits) break;
+      if (fit.fits || fit.totalBytes === 0) break;
       await stopEntry(
         victim,
-        `making room for ${model.id} (needs ${mib(fit.neededBytes, 0)}, ${mib(fit.freeBytes, 0)} free, ` +
+        `making room for ${model.id}${where} (needs ${mib(fit.neededBytes, 0)}, ${mib(fit.freeBytes, 0)} free, ` +
           `${mib(fit.reserveBytes, 0)} kept in reserve)`,
       );
-      fit = await memory.check(model, shape);
+      fit = await check(memory, model, device);
     }
+    const basis = fit.basis === 'observed' ? 'as observed before' : 'estimated';
     if (!fit.fits) {
       throw new RbeeError(
         'INSUFFICIENT_MEMORY',
-        `${model.id} needs ${mib(fit.neededBytes, 0)} (${fit.basis === 'observed' ? 'as observed before' : 'estimated'}) ` +
-          `but ${mib(fit.freeBytes, 0)} of ${mib(fit.totalBytes, 0)} RAM is free and ${mib(fit.reserveBytes, 0)} is kept in reserve`,
-        { details: { ...fit } },
+        onGpu && fit.totalBytes === 0
+          ? `the free VRAM of ${deviceName(device)} is not known, so ${model.id} is not loaded there`
+          : onGpu
+            ? `${model.id} needs ${mib(fit.neededBytes, 0)} (${basis}) but ${mib(fit.freeBytes, 0)} of ` +
+              `${mib(fit.totalBytes, 0)} VRAM is free on ${deviceName(device)}`
+            : `${model.id} needs ${mib(fit.neededBytes, 0)} (${basis}) ` +
+              `but ${mib(fit.freeBytes, 0)} of ${mib(fit.totalBytes, 0)} RAM is free and ${mib(fit.reserveBytes, 0)} is kept in reserve`,
+        { details: { ...fit, device: deviceName(device) } },
       );
     }
     say(
       `${model.id} fits: needs ${mib(fit.neededBytes, 0)} (${fit.basis === 'observed' ? 'observed' : 'estimated'}), ` +
-        `${mib(fit.freeBytes, 0)} free`,
+        `${mib(fit.freeBytes, 0)} free${onGpu ? ` on ${deviceName(device)}` : ''}`,
     );
   }
 
-  async function spawnFor(model: ModelRow, say: (text: string) => void, restarts: number): Promise<Entry> {
+  /**
+   * A worker for `model` on `device`; from a GPU that fails, on the CPU instead (said, with why).
+   */
+  async function spawnFor(
+    model: ModelRow,
+    say: (text: string) => void,
+    restarts: number,
+    device: DeviceChoice,
+  ): Promise<Entry> {
     refuseIfOpen(model);
-    if (init.memory !== undefined) await admit(model, init.memory, say);
+    const opening = `no worker has ${model.id} loaded; `;
+    if (device.backend === 'cpu') return spawnOn(model, say, restarts, CPU_DEVICE, opening);
+    let gpuFailure: RbeeError;
+    try {
+      return await spawnOn(model, say, restarts, device, opening);
+    } catch (error) {
+      gpuFailure = toRbeeError(error);
+      // a file that is not there, or the node stopping, is not the GPU's fault
+      if (['MODEL_NOT_FOUND', 'NODE_SHUTTING_DOWN', 'JOB_CANCELLED'].includes(gpuFailure.code)) throw error;
+    }
+    const failed = `${deviceName(device)} failed: ${gpuFailure.message}`;
+    init.log.warn({ model: model.id, device, err: gpuFailure }, 'GPU worker start failed; trying the CPU');
+    say(`${failed}; starting on the CPU instead`);
+    try {
+      return await spawnOn(model, say, restarts, CPU_DEVICE, '');
+    } catch (error) {
+      const rbee = toRbeeError(error);
+      throw new RbeeError(rbee.code, `${failed}; and on the CPU: ${rbee.message}`, {
+        cause: error,
+        ...(rbee.details === undefined ? {} : { details: rbee.details }),
+      });
+    }
+  }
+
+  /** Admission, then the spawn itself; `opening` starts the narration (why a worker starts at all). */
+  async function spawnOn(
+    model: ModelRow,
+    say: (text: string) => void,
+    restarts: number,
+    device: DeviceChoice,
+    opening: string,
+  ): Promise<Entry> {
+    const onGpu = device.backend !== 'cpu';
+    if (init.memory !== undefined) await admit(model, init.memory, say, device);
     say(
-      `no worker has ${model.id} loaded; starting one (${init.slots} slot${init.slots === 1 ? '' : 's'}, ` +
+      `${opening}starting a worker on ${deviceName(device)} (${init.slots} slot${init.slots === 1 ? '' : 's'}, ` +
         `${init.threads === undefined ? 'default threads' : `${init.threads} threads`})`,
     );
     const beat = { at: Date.now() };
@@ -213,6 +314,8 @@ export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
       handle = await init.spawn({
         modelPath: model.path,
         slots: init.slots,
+        backend: device.backend,
+        ...(onGpu ? { device: device.index } : {}),
         ...(init.threads === undefined ? {} : { threads: init.threads }),
         ...(init.contextSize === undefined ? {} : { contextSize: init.contextSize }),
         logFile: join(init.logsDir, `worker-${model.id.replace(/[^A-Za-z0-9._-]/g, '_')}.log`),
@@ -222,10 +325,11 @@ export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
         },
       });
     } catch (error) {
-      // A model that cannot be loaded at all is the caller's problem, not a crash to retry.
+      // A model that cannot be loaded at all is the caller's problem, not a crash to retry; a GPU
+      // that fails is the caller's to fall back from.
       if (
-        error instanceof RbeeError &&
-        (error.code === 'MODEL_INVALID' || error.code === 'MODEL_NOT_FOUND')
+        onGpu ||
+        (error instanceof RbeeError && (error.code === 'MODEL_INVALID' || error.code === 'MODEL_NOT_FOUND'))
       ) {
         throw error;
       }
@@ -244,6 +348,7 @@ export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
     const entry: Entry = {
       handle,
       model,
+      device,
       activeJobs: 0,
       startedAt: now,
       lastUsedAt: now,
@@ -262,12 +367,15 @@ export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
     changed();
     say(
       `worker ${info.id} ready in ${Math.round(info.loadMs)} ms (pid ${info.pid}, ${info.threads} threads, ` +
-        `${Math.round(info.memoryBytes / 2 ** 20)} MiB)`,
+        `${Math.round(info.memoryBytes / 2 ** 20)} MiB) on ${deviceName(device)}`,
     );
     init.log.info({ worker: info }, 'worker ready');
-    init.memory
-      ?.observe(model, shape, info.memoryBytes)
-      .catch((error: unknown) => init.log.warn({ err: error }, 'could not record observed memory'));
+    // a GPU worker's resident memory says nothing of what it needs on the CPU
+    if (!onGpu) {
+      init.memory
+        ?.observe(model, shape, info.memoryBytes)
+        .catch((error: unknown) => init.log.warn({ err: error }, 'could not record observed memory'));
+    }
     void handle.exited.then(({ code, signal }) => onExit(entry, code, signal));
     return entry;
   }
@@ -302,24 +410,34 @@ export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
       restartTimers.delete(timer);
       if (closed || findFor(entry.model.id) !== undefined || spawning.has(entry.model.id)) return;
       event('restart');
-      startSpawn(entry.model, (text) => narrate(text), entry.restarts + 1).catch((error: unknown) =>
-        init.log.warn({ err: error, model: entry.model.id }, 'restart failed'),
+      startSpawn(entry.model, (text) => narrate(text), entry.device, entry.restarts + 1).catch(
+        (error: unknown) => init.log.warn({ err: error, model: entry.model.id }, 'restart failed'),
       );
     }, decision.delayMs);
     restartTimers.add(timer);
   }
 
-  function startSpawn(model: ModelRow, say: (text: string) => void, restarts = 0): Promise<Entry> {
-    let pending = spawning.get(model.id);
-    if (pending === undefined) {
-      pending = spawnFor(model, say, restarts).finally(() => spawning.delete(model.id));
-      spawning.set(model.id, pending);
-      // Keep a failed background spawn from becoming an unhandled rejection; callers see it anyway.
-      pending.catch(() => undefined);
-    } else {
-      say(`waiting for the worker already loading ${model.id}`);
+  function startSpawn(
+    model: ModelRow,
+    say: (text: string) => void,
+    device: DeviceChoice,
+    restarts = 0,
+  ): Promise<Entry> {
+    const pending = spawning.get(model.id);
+    if (pending !== undefined) {
+      say(
+        `waiting for the worker already loading ${model.id} on ${deviceName(pending.device)}` +
+          (sameDevice(pending.device, device)
+            ? ''
+            : ` (one worker per model; ${deviceName(device)} was chosen)`),
+      );
+      return pending.entry;
     }
-    return pending;
+    const entry = spawnFor(model, say, restarts, device).finally(() => spawning.delete(model.id));
+    spawning.set(model.id, { entry, device });
+    // Keep a failed background spawn from becoming an unhandled rejection; callers see it anyway.
+    entry.catch(() => undefined);
+    return entry;
   }
 
   function scheduleIdle(entry: Entry): void {
@@ -395,11 +513,18 @@ export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
       const say = options.narrate ?? (() => undefined);
       let entry = findFor(model.id);
       if (entry !== undefined) {
-        say(`worker ${entry.handle.info.id} already has ${model.id} loaded`);
+        const chosen = options.device;
+        say(
+          `worker ${entry.handle.info.id} already has ${model.id} loaded on ${deviceName(entry.device)}` +
+            (chosen === undefined || sameDevice(chosen, entry.device)
+              ? ''
+              : `; using it rather than ${deviceName(chosen)} (one worker per model)`),
+        );
       } else {
         refuseIfOpen(model);
+        const device = options.device ?? init.pickDevice?.(model) ?? CPU_DEVICE;
         // A cancelled job stops waiting; the load goes on for whoever asks next.
-        entry = await raceSignal(startSpawn(model, say), options.signal);
+        entry = await raceSignal(startSpawn(model, say, device), options.signal);
       }
       const leased = entry;
       leased.activeJobs += 1;
@@ -422,6 +547,7 @@ export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
       };
     },
     list: () => [...entries.values()].map(snapshot),
+    heldOn: (device) => (device.backend === 'cpu' ? 0 : heldOn(device)),
     breakers: () => policy.openBreakers(),
     usersOf: (modelId) => [...entries.values()].filter((e) => e.model.id === modelId).map(snapshot),
     async stop(id, reason) {
@@ -434,7 +560,7 @@ export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
       clearInterval(health);
       for (const timer of restartTimers) clearTimeout(timer);
       restartTimers.clear();
-      await Promise.allSettled([...spawning.values()]);
+      await Promise.allSettled([...spawning.values()].map((s) => s.entry));
       await Promise.all([...entries.values()].map((e) => stopEntry(e, 'the node is shutting down')));
     },
   };

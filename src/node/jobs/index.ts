@@ -1,6 +1,6 @@
 /**
  * Jobs: the manager (every accepted job, its event history and subscribers, cancel) and the router
- * that runs each job on a Hive and relays its events.
+ * that runs each job on a Hive and relays its events, and the placement preview (`rbee place`).
  */
 export {
   createJobManager,
@@ -22,3 +22,4 @@ export {
   type MemberJobs,
   type Viewer,
 } from './cluster-jobs.js';
+export { createPlacePreview, type PlacePreviewInit, type PlacePreviewer } from './place-preview.js';

@@ -115,7 +115,7 @@ export function createRouter(init: RouterInit): (job: JobContext) => Promise<voi
       const before = sentTokens.length;
       try {
         await hive.run(
-          { id: job.id, request: attemptRequest, acceptedAt: job.acceptedAt },
+          { id: job.id, request: attemptRequest, acceptedAt: job.acceptedAt, device: placement.device },
           {
             signal,
             emit: (event) => {

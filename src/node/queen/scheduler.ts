@@ -247,21 +247,38 @@ function optionFor(
 }
 
 /**
+ * The devices a hive offers, strongest first: its GPUs of the backends it allows (by the backend's
+ * strength, then free memory), then the CPU, each with the bytes free for a model.
+ */
+export function hiveDevices(state: HiveState): Device[] {
+  const gpus: Device[] = state.hive.gpus
+    .filter((g) => state.hive.backends.includes(g.backend))
+    .map((g) => ({ backend: g.backend, index: g.index, freeBytes: g.vramFreeBytes }))
+    .sort((a, b) => backendRank(a.backend) - backendRank(b.backend) || b.freeBytes - a.freeBytes);
+  const cpu = { backend: 'cpu', index: -1, freeBytes: state.hive.ramFreeBytes - reserveOf(state) };
+  return [...gpus, cpu];
+}
+
+/** Whether a model needing `needed` bytes (unknown: anything) fits in what the device has free. */
+export function fitsOn(device: Device, needed: number | undefined): boolean {
+  return device.freeBytes > 0 && (needed === undefined || device.freeBytes >= needed);
+}
+
+/**
  * GPUs first, by the backend's strength and then free memory; the CPU when no GPU has room. On the
  * CPU, idle workers of other models count as room the hive can take back, least recently used first
- * (the order the hive unloads them in), and only as many as the model needs.
+ * (the order the hive unloads them in), and only as many as the model needs. Also the device a hive
+ * picks for itself when a job comes without one.
  */
-function strongestDeviceWithRoom(
+export function strongestDeviceWithRoom(
   state: HiveState,
   needed: number | undefined,
   modelId: string,
 ): { device: Device; evicts: WorkerView[] } | undefined {
-  const gpus: Device[] = state.hive.gpus
-    .map((g) => ({ backend: g.backend, index: g.index, freeBytes: g.vramFreeBytes }))
-    .filter((d) => d.freeBytes > 0 && (needed === undefined || d.freeBytes >= needed))
-    .sort((a, b) => backendRank(a.backend) - backendRank(b.backend) || b.freeBytes - a.freeBytes);
-  if (gpus[0] !== undefined) return { device: gpus[0], evicts: [] };
-  let cpuFree = state.hive.ramFreeBytes - reserveOf(state);
+  const devices = hiveDevices(state);
+  const gpu = devices.find((d) => d.index >= 0 && fitsOn(d, needed));
+  if (gpu !== undefined) return { device: gpu, evicts: [] };
+  let cpuFree = devices.at(-1)!.freeBytes;
   const evicts: WorkerView[] = [];
   if (needed !== undefined) {
     const idle = state.workers
@@ -273,10 +290,8 @@ function strongestDeviceWithRoom(
       cpuFree += worker.memoryBytes;
     }
   }
-  if (cpuFree > 0 && (needed === undefined || cpuFree >= needed)) {
-    return { device: { backend: 'cpu', index: -1, freeBytes: cpuFree }, evicts };
-  }
-  return undefined;
+  const cpu = { backend: 'cpu', index: -1, freeBytes: cpuFree };
+  return fitsOn(cpu, needed) ? { device: cpu, evicts } : undefined;
 }
 
 /** What the hive keeps free for everything else: its own setting, else the default. */
@@ -297,11 +312,7 @@ export function backendRank(backend: string): number {
 }
 
 function mostFree(state: HiveState): number {
-  return Math.max(
-    state.hive.ramFreeBytes - reserveOf(state),
-    ...state.hive.gpus.map((g) => g.vramFreeBytes),
-    0,
-  );
+  return Math.max(...hiveDevices(state).map((d) => d.freeBytes), 0);
 }
 
 interface Scored {

@@ -55,6 +55,8 @@ export interface JobStore {
    * (default 11, enough to tell one from many and name ten), by id. An index range, not a scan.
    */
   find(prefix: string, options?: { limit?: number; owner?: string | undefined }): JobRow[];
+  /** The newest jobs that ended `done` with a first token, newest first: what past runs measured. */
+  recentDone(limit: number): JobRow[];
   /** Marks every unfinished job failed (the node stopped under it); returns how many. */
   failUnfinished(reason: { code: string; message: string }, at: number): number;
   /** Keeps the newest `keep` jobs; returns how many older rows went. */
@@ -131,6 +133,10 @@ export function createJobStore(db: Database): JobStore {
   const selectPrefixOwned = db.prepare<[string, string, string, number], Row>(
     'SELECT * FROM jobs WHERE id >= ? AND id < ? AND owner = ? ORDER BY id LIMIT ?',
   );
+  const selectDone = db.prepare<[number], Row>(
+    `SELECT * FROM jobs WHERE state = 'done' AND first_token_at IS NOT NULL AND finished_at IS NOT NULL
+     ORDER BY finished_at DESC, id LIMIT ?`,
+  );
   const failAll = db.prepare<[number, string, string]>(
     `UPDATE jobs SET state = 'failed', finished_at = ?, error_code = ?, error_message = ? WHERE ${UNFINISHED}`,
   );
@@ -171,6 +177,7 @@ export function createJobStore(db: Database): JobStore {
           : selectPrefixOwned.all(prefix, upper, options.owner, limit)
       ).map(row);
     },
+    recentDone: (limit) => selectDone.all(limit).map(row),
     failUnfinished: (reason, at) => failAll.run(at, reason.code, reason.message).changes,
     prune: (keep) => pruneOld.run(keep).changes,
   };

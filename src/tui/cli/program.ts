@@ -13,6 +13,7 @@ import type { BackendInfoView, JobRequest, KeyReplicationView } from '../../shar
 import { stopNode } from '../../node/client/index.js';
 import { runInfer } from './infer.js';
 import { registerJobs } from './jobs-commands.js';
+import { registerPlace } from './place-command.js';
 import { mib } from '../../shared/format.js';
 import { floatArg, intArg, type CommonOptions, type Keeper } from './keeper.js';
 import type { LiveStatus } from './live-status.js';
@@ -228,6 +229,7 @@ export function createProgram(init: ProgramInit): Command {
   registerCluster(root, keeper, json, port);
   registerKeys(root, keeper, json, port);
   registerJobs(root, keeper, json, port);
+  registerPlace(root, keeper, json, port);
 
   root
     .command('doctor')
