@@ -81,7 +81,13 @@ async function ensureModel(): Promise<string> {
 async function createFloor(modelPath: string): Promise<{ run(): Promise<Sample>; dispose(): Promise<void> }> {
   const llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' as never });
   const model = await llama.loadModel({ modelPath });
-  const context = await model.createContext({ sequences: 1, contextSize: 2048, threads: THREADS });
+  // as a CPU worker runs it: flash attention off (src/engine/worker/entry.ts says why)
+  const context = await model.createContext({
+    sequences: 1,
+    contextSize: 2048,
+    threads: THREADS,
+    flashAttention: false,
+  });
   const sequence = context.getSequence();
   const completion = new LlamaCompletion({ contextSequence: sequence });
   const promptTokens = model.tokenize(PROMPT).length;

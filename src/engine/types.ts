@@ -1,6 +1,7 @@
 /**
  * The engine's public contract: what a hive needs from a worker process, whatever runs inside it.
  */
+import type { PrefixKey } from '../shared/prefix.js';
 import type { ChatMessage, FinishReason, Sampling, Usage } from '../shared/wire.js';
 
 export type WorkerState = 'loading' | 'idle' | 'busy' | 'stopping' | 'exited';
@@ -24,6 +25,20 @@ export interface WorkerInit {
   logFile?: string;
   /** Requests waiting for a free slot before new ones are refused with WORKER_BUSY. Defaults to 2 × slots. */
   maxQueue?: number;
+  /**
+   * Keep each slot's tokens (its KV cache) after a request, send a request to the free slot that
+   * keeps the longest prefix of its prompt, and evaluate only the rest. Defaults to true; false
+   * clears a slot after every request (the baseline that `npm run bench:prefix` compares with).
+   */
+  prefixReuse?: boolean;
+  /**
+   * Flash attention on or off. Defaults to off on the CPU and to llama.cpp's choice on a GPU. On the
+   * CPU it computes a batch of a few tokens differently from a batch of many, so a prompt evaluated
+   * partly from a kept cache (or a stream continued on another worker) can get slightly different
+   * logits than the same tokens evaluated whole, and a near-tie can then go the other way; off, the
+   * CPU gives the same logits however a prompt is split (see docs/benchmarks.md, bench:prefix).
+   */
+  flashAttention?: boolean;
   /** How often the worker reports its state. Defaults to 1000 ms. */
   heartbeatIntervalMs?: number;
   /** Called with every heartbeat the worker sends. */
@@ -45,6 +60,26 @@ export interface WorkerHeartbeat {
   tokensPerSecond: number;
   /** Messages from the parent that failed validation and were dropped. */
   invalidMessages: number;
+  /** What each slot keeps in its KV cache, in slot order: where a prompt's prefix is cached. */
+  slotCache: SlotCache[];
+}
+
+/**
+ * One slot's KV cache as its heartbeat reports it. A scheduler that wants a prompt to land where
+ * its first tokens are cached computes the prompt's keys (shared/prefix.ts: `cachedTokensFor`)
+ * and prefers the worker, and the free slot, whose `prefixes` match the most tokens.
+ */
+export interface SlotCache {
+  /** A request is running on the slot (its prefixes are then empty until it ends). */
+  busy: boolean;
+  /** Tokens the slot's cache holds. */
+  tokens: number;
+  /**
+   * Keys of prompts whose start those tokens are, with how many tokens each covers: after a chat,
+   * its first message, its messages, and its messages with the answer (the next turn's prefix);
+   * after a raw prompt, the prompt and the prompt with the answer. Empty when reuse is off.
+   */
+  prefixes: PrefixKey[];
 }
 
 export interface GenerateRequest extends Sampling {

@@ -72,8 +72,14 @@ export const finishReasonSchema = z.enum(['stop', 'length', 'cancelled', 'error'
 export type FinishReason = z.infer<typeof finishReasonSchema>;
 
 export const usageSchema = z.object({
+  /** The whole prompt, whether or not part of it was cached. */
   promptTokens: z.number().int(),
   completionTokens: z.number().int(),
+  /**
+   * The prompt's first tokens that the worker found in its slot's KV cache (a previous request
+   * left them there) and did not evaluate again; absent where nothing reports it.
+   */
+  cachedPromptTokens: z.number().int().min(0).optional(),
 });
 export type Usage = z.infer<typeof usageSchema>;
 

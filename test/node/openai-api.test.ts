@@ -112,6 +112,28 @@ describe('OpenAI-compatible API', () => {
     expect(result.usage.prompt_tokens).toBeGreaterThan(0);
   });
 
+  it("reports the part of a chat's next turn that the worker had cached", async () => {
+    const messages: OpenAI.ChatCompletionMessageParam[] = [
+      { role: 'system', content: 'You answer questions about the weather. '.repeat(8) },
+      { role: 'user', content: 'Will it rain?' },
+    ];
+    const params = { model: 'demo', max_tokens: 8, temperature: 0, seed: 1 };
+    const first = await client.chat.completions.create({ ...params, messages });
+    const next = await client.chat.completions.create({
+      ...params,
+      messages: [
+        ...messages,
+        { role: 'assistant', content: first.choices[0]!.message.content! },
+        { role: 'user', content: 'And tomorrow?' },
+      ],
+    });
+    // the whole prompt is counted; the previous turn's part of it came from the cache
+    expect(next.usage!.prompt_tokens).toBeGreaterThan(first.usage!.prompt_tokens);
+    const cached = next.usage!.prompt_tokens_details!.cached_tokens!;
+    expect(cached).toBeGreaterThanOrEqual(first.usage!.prompt_tokens);
+    expect(cached).toBeLessThan(next.usage!.prompt_tokens);
+  });
+
   it('lists models in OpenAI shape', async () => {
     const models = await client.models.list();
     expect(models.data.map((m) => m.object)).toEqual(['model']);

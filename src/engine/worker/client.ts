@@ -84,6 +84,8 @@ function toChildInit(init: WorkerInit): ChildInit {
   };
   if (init.contextSize !== undefined) child.contextSize = init.contextSize;
   if (init.threads !== undefined) child.threads = init.threads;
+  if (init.prefixReuse !== undefined) child.prefixReuse = init.prefixReuse;
+  if (init.flashAttention !== undefined) child.flashAttention = init.flashAttention;
   return child;
 }
 

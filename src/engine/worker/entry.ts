@@ -149,7 +149,16 @@ async function load(init: ChildInit): Promise<WorkerInfo> {
   const contextSize = init.contextSize ?? defaultContextSize(model.trainContextSize);
   let context: LlamaContext;
   try {
-    context = await model.createContext({ sequences: init.slots, contextSize, threads });
+    context = await model.createContext({
+      sequences: init.slots,
+      contextSize,
+      threads,
+      // Off on the CPU unless asked for: llama.cpp's CPU flash attention sums a batch of under 64
+      // tokens differently from a larger one, so the same tokens evaluated in other splits (a slot's
+      // kept prefix, a stream continued on another worker) give other logits, and seeded greedy
+      // output stops being reproducible. Off, every split gives the same logits (docs/benchmarks.md).
+      flashAttention: init.flashAttention ?? (init.backend === 'cpu' ? false : 'auto'),
+    });
   } catch (error) {
     await model.dispose();
     await llama.dispose();
@@ -177,6 +186,7 @@ async function load(init: ChildInit): Promise<WorkerInfo> {
   pool = createSlotPool({
     context,
     maxQueue: init.maxQueue,
+    prefixReuse: init.prefixReuse ?? true,
     send,
     onStateChange: () => {
       if (state === 'idle' || state === 'busy') state = pool?.busy === 0 ? 'idle' : 'busy';
@@ -213,6 +223,7 @@ function startHeartbeat(intervalMs: number): void {
       memoryBytes: process.memoryUsage.rss(),
       tokensPerSecond: now > last ? (tokens * 1000) / (now - last) : 0,
       invalidMessages,
+      slotCache: pool?.cache() ?? [],
     });
     last = now;
   }, intervalMs);

@@ -11,6 +11,7 @@ import {
   samplingSchema,
   usageSchema,
 } from '../../shared/wire.js';
+import { prefixKeySchema } from '../../shared/prefix.js';
 import { gbnfProblem, prepareJsonSchema } from './constraints.js';
 
 /** Name of the environment variable that carries the child's init as JSON. */
@@ -29,6 +30,10 @@ export const childInitSchema = z.object({
   backend: backendSchema,
   device: z.number().int().min(0),
   maxQueue: z.number().int().min(0),
+  /** Defaults to true (see WorkerInit). */
+  prefixReuse: z.boolean().optional(),
+  /** Absent: llama.cpp decides (see WorkerInit). */
+  flashAttention: z.boolean().optional(),
   heartbeatIntervalMs: z.number().int().positive(),
 });
 export type ChildInit = z.infer<typeof childInitSchema>;
@@ -101,6 +106,15 @@ export const heartbeatSchema = z.object({
   memoryBytes: z.number().min(0),
   tokensPerSecond: z.number().min(0),
   invalidMessages: z.number().int().min(0),
+  slotCache: z
+    .array(
+      z.object({
+        busy: z.boolean(),
+        tokens: z.number().int().min(0),
+        prefixes: z.array(prefixKeySchema).max(8),
+      }),
+    )
+    .max(256),
 });
 
 export const childMessageSchema = z.discriminatedUnion('type', [

@@ -143,10 +143,14 @@ function sendError(reply: FastifyReply, error: unknown): void {
 }
 
 const finishReason = (done: DoneEvent): string => (done.finishReason === 'length' ? 'length' : 'stop');
-const usage = (done: DoneEvent): Record<string, number> => ({
+const usage = (done: DoneEvent): Record<string, unknown> => ({
   prompt_tokens: done.usage.promptTokens,
   completion_tokens: done.usage.completionTokens,
   total_tokens: done.usage.promptTokens + done.usage.completionTokens,
+  // OpenAI's field for the prompt's tokens served from a cache (the worker slot's KV cache here)
+  ...(done.usage.cachedPromptTokens === undefined
+    ? {}
+    : { prompt_tokens_details: { cached_tokens: done.usage.cachedPromptTokens } }),
 });
 
 interface Shape {

@@ -15,6 +15,7 @@ import type {
   EmbedResult,
   GenerateChunk,
   GenerateRequest,
+  SlotCache,
   WorkerHandle,
   WorkerInit,
   WorkerState,
@@ -46,6 +47,12 @@ export interface WorkerSnapshot {
   lastUsedAt: number;
   lastHeartbeatAt: number;
   restarts: number;
+  /**
+   * What each of the worker's slots keeps in its KV cache, from its last heartbeat (empty before
+   * one): a scheduler prefers the worker, and the free slot, whose prefix keys match most of a
+   * prompt (shared/prefix.ts `cachedTokensFor`). See SlotCache in the engine's types.
+   */
+  slotCache: SlotCache[];
 }
 
 /** Where a worker runs: a GPU of a backend (its index), or the CPU (backend 'cpu', index -1). */
@@ -180,6 +187,7 @@ export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
     lastUsedAt: e.lastUsedAt,
     lastHeartbeatAt: e.lastHeartbeatAt,
     restarts: e.restarts,
+    slotCache: e.handle.lastHeartbeat?.slotCache ?? [],
   });
 
   const findFor = (modelId: string): Entry | undefined =>

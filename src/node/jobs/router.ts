@@ -136,6 +136,14 @@ export function createRouter(init: RouterInit): (job: JobContext) => Promise<voi
                 usage: {
                   promptTokens: Math.max(0, event.usage.promptTokens - before),
                   completionTokens: event.usage.completionTokens + before,
+                  ...(event.usage.cachedPromptTokens === undefined
+                    ? {}
+                    : {
+                        cachedPromptTokens: Math.min(
+                          event.usage.cachedPromptTokens,
+                          Math.max(0, event.usage.promptTokens - before),
+                        ),
+                      }),
                 },
                 // measured where the client is: the hive's clock and its own start do not count
                 timings: {
