@@ -74,7 +74,7 @@ try {
       if (event.type === 'done') done = true;
       if (event.type === 'error') narration.push(`error ${event.error.code}: ${event.error.message}`);
     }
-    const { workers } = await client.get<{ workers: { backend: string; device: number }[] }>('/v1/workers');
+    const workers = await client.workers();
     const nodeOk =
       done &&
       narration.some((line) => line.includes(`starting a worker on GPU${index} (${backend})`)) &&

@@ -23,7 +23,13 @@ import {
   createWorkerPool,
   diagnoseNode,
 } from './hive/index.js';
-import { createJobManager, createPlacePreview, createRouter } from './jobs/index.js';
+import {
+  createClusterJobs,
+  createJobManager,
+  createPlacePreview,
+  createRouter,
+  type LocalJobs,
+} from './jobs/index.js';
 import { createPlacementQueue, type HiveCandidate } from './queen/index.js';
 import { createLogger, type Logger } from './logger.js';
 import { createProvisioner, modelId, observeProvisioner, parseModelRef } from './models/index.js';
@@ -230,6 +236,17 @@ export async function startNode(
       if (event.type === 'narration') observers.live?.narration(event);
     },
   });
+  // this node's jobs table, as other members and the cluster-wide routes ask about it
+  const localJobs: LocalJobs = {
+    list: (options) => jobStore.list(options),
+    find: (prefix, options) => jobStore.find(prefix, options),
+    cancel: (id) => jobs.cancel(id),
+  };
+  const clusterJobs = createClusterJobs({
+    local: localJobs,
+    self: () => ({ id: observers.cluster?.selfId() ?? config.nodeName, name: config.nodeName }),
+    members: () => observers.cluster?.memberJobs,
+  });
   const liveView = createLiveView({
     health,
     local: localHive,
@@ -277,6 +294,7 @@ export async function startNode(
     health,
     jobs,
     jobHistory: jobStore,
+    clusterJobs,
     catalog,
     workers,
     provisioner,
@@ -356,6 +374,7 @@ export async function startNode(
         onShutdown: (reason) => void close(reason),
         stopWorker: (id, reason) => workers.stop(id, reason),
         keys: apiKeys,
+        jobs: localJobs,
       });
       if (closing !== undefined) {
         await link.stop();

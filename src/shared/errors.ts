@@ -35,6 +35,8 @@ export const ERROR_CODES = {
   NODE_UNREACHABLE: { exit: 6, http: 503 },
   NODE_START_FAILED: { exit: 6, http: 500 },
   NODE_SHUTTING_DOWN: { exit: 6, http: 503 },
+  // the node answered with a body this keeper cannot read (another rbee version, or not rbee at all)
+  BAD_RESPONSE: { exit: 6, http: 502 },
   // the node stopped (crashed, or was killed) while the job was unfinished; seen after its restart
   NODE_RESTARTED: { exit: 6, http: 503 },
   // a queen command from an older term (a deposed queen): refused by fencing

@@ -57,6 +57,12 @@ export const workerViewSchema = z.object({
 });
 export type WorkerView = z.infer<typeof workerViewSchema>;
 
+/** `GET /v1/cluster/workers`: every worker of the cluster, each with its hive's name. */
+export const clusterWorkersSchema = z.object({
+  workers: z.array(workerViewSchema.extend({ hiveName: z.string(), local: z.boolean() })),
+});
+export type ClusterWorker = z.infer<typeof clusterWorkersSchema>['workers'][number];
+
 export const modelViewSchema = z.object({
   id: z.string(),
   hive: z.string(),
@@ -116,6 +122,53 @@ export const jobRecordSchema = z.object({
 });
 export type JobRecord = z.infer<typeof jobRecordSchema>;
 
+/** A job of the cluster (`GET /v1/cluster/jobs`, `rbee jobs ls`): a jobs-table row and the node that holds it. */
+export const clusterJobRecordSchema = jobRecordSchema.extend({
+  /** The node the job entered through: it keeps the job's row, streams its tokens and cancels it. */
+  entry: z.object({ id: z.string(), name: z.string() }),
+});
+export type ClusterJobRecord = z.infer<typeof clusterJobRecordSchema>;
+
+/** A live member that did not answer for its jobs in time: they are missing from the list. */
+export const unansweredNodeSchema = z.object({
+  id: z.string(),
+  name: z.string().optional(),
+  error: errorJsonSchema,
+});
+export type UnansweredNode = z.infer<typeof unansweredNodeSchema>;
+
+/** `GET /v1/cluster/jobs`: every node's jobs, newest first, and the nodes that did not answer. */
+export const clusterJobsSchema = z.object({
+  jobs: z.array(clusterJobRecordSchema),
+  unanswered: z.array(unansweredNodeSchema),
+});
+export type ClusterJobs = z.infer<typeof clusterJobsSchema>;
+
+/** `DELETE /v1/cluster/jobs/:id`: the job's entry node was asked to cancel it (`cancelling`) or it had ended. */
+export const clusterJobCancelSchema = z.object({
+  id: z.string(),
+  entry: z.object({ id: z.string(), name: z.string() }),
+  /** False when the job had already ended (its state says how). */
+  cancelling: z.boolean(),
+  state: jobRecordSchema.shape.state,
+});
+export type ClusterJobCancel = z.infer<typeof clusterJobCancelSchema>;
+
+/** Time to first token and generation speed of a jobs-table row, once it has them. */
+export function jobRecordTimings(row: JobRecord): { timeToFirstTokenMs?: number; tokensPerSecond?: number } {
+  const ttft = row.firstTokenAt === undefined ? undefined : row.firstTokenAt - row.acceptedAt;
+  const span =
+    row.firstTokenAt === undefined || row.finishedAt === undefined ? 0 : row.finishedAt - row.firstTokenAt;
+  // measured from the first token to the last, as the engine measures it: the first token opens it
+  const speed =
+    row.completionTokens !== undefined && row.completionTokens > 1 && span > 0
+      ? ((row.completionTokens - 1) * 1000) / span
+      : undefined;
+  return {
+    ...(ttft === undefined ? {} : { timeToFirstTokenMs: ttft }),
+    ...(speed === undefined ? {} : { tokensPerSecond: speed }),
+  };
+}
 /** One device of a hive in `rbee place`: its free memory, and whether the model fits there. */
 export const placeDeviceSchema = z.object({
   backend: z.string(),

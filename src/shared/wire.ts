@@ -146,3 +146,80 @@ export type Health = z.infer<typeof healthSchema>;
 
 export const jobAcceptedSchema = z.object({ id: z.string(), events: z.string() });
 export type JobAccepted = z.infer<typeof jobAcceptedSchema>;
+
+/** A model of a node's catalog, as `GET /v1/models` (an OpenAI list) and `GET /v1/models/:id` show it. */
+export const modelRowSchema = z.looseObject({
+  id: z.string(),
+  ref: z.string(),
+  alias: z.string().nullable(),
+  name: z.string(),
+  path: z.string(),
+  bytes: z.number(),
+  architecture: z.string(),
+  quantization: z.string(),
+  contextLength: z.number(),
+  source: z.string(),
+});
+export type ModelRow = z.infer<typeof modelRowSchema>;
+export const modelListSchema = z.object({ data: z.array(modelRowSchema) });
+
+/** A worker process of the node (`GET /v1/workers`, `POST /v1/workers`). */
+export const workerInfoSchema = z.looseObject({
+  id: z.string(),
+  pid: z.number().int(),
+  model: z.string(),
+  state: z.string(),
+  slots: z.number().int(),
+  slotsBusy: z.number().int(),
+  memoryBytes: z.number(),
+  tokensPerSecond: z.number(),
+});
+export type WorkerInfo = z.infer<typeof workerInfoSchema>;
+export const workerListSchema = z.object({ workers: z.array(workerInfoSchema) });
+export const spawnedWorkerSchema = z.object({ worker: workerInfoSchema });
+export const workerStoppedSchema = z.object({
+  stopped: z.string(),
+  forced: z.boolean(),
+  hive: z.string().optional(),
+});
+
+/** A llama.cpp backend this machine can run (`GET /v1/backends`). */
+export const backendInfoSchema = z.looseObject({
+  name: z.string(),
+  available: z.boolean(),
+  binary: z.object({ package: z.string(), version: z.string() }).optional(),
+  devices: z.array(z.string()),
+  build: z.looseObject({ engineVersion: z.string() }),
+});
+export type BackendInfoView = z.infer<typeof backendInfoSchema>;
+export const backendListSchema = z.object({ backends: z.array(backendInfoSchema) });
+
+/** API keys (`/v1/keys`): the key itself only in the answer that created it. */
+export const apiKeyInfoSchema = z.looseObject({
+  id: z.string(),
+  name: z.string(),
+  createdAt: z.number(),
+  lastUsedAt: z.number().optional(),
+  maxConcurrent: z.number().int().optional(),
+  rpm: z.number().int().optional(),
+});
+export type ApiKeyView = z.infer<typeof apiKeyInfoSchema>;
+export const apiKeyListSchema = z.object({ keys: z.array(apiKeyInfoSchema) });
+/** How a key change went through the cluster: every hive has it, or this node only for now. */
+export const keyReplicationSchema = z.union([
+  z.object({ queen: z.string(), term: z.number(), version: z.number(), hives: z.number() }),
+  z.object({ pending: z.string() }),
+]);
+export type KeyReplicationView = z.infer<typeof keyReplicationSchema>;
+export const createdApiKeySchema = apiKeyInfoSchema.extend({
+  key: z.string(),
+  cluster: keyReplicationSchema.optional(),
+});
+export type CreatedApiKey = z.infer<typeof createdApiKeySchema>;
+export const removedApiKeySchema = z.object({
+  removed: z.string(),
+  cluster: keyReplicationSchema.optional(),
+});
+
+/** What a DELETE of a model or a key answers. */
+export const removedSchema = z.object({ removed: z.string() });

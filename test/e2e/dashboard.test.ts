@@ -69,7 +69,8 @@ describe.skipIf(!hasTmux)('rbee dashboard in a terminal', () => {
     await waitFor(() => look().includes('EXIT=0'), { what: 'the dashboard to exit' });
     // The alternate screen is gone: nothing of the dashboard is left on the terminal.
     expect(screen()).not.toContain('Cluster');
-    // Quitting the dashboard leaves the node running, for the cluster.
+    // Quitting the dashboard leaves the node it woke running, for the cluster, and says so.
+    expect(screen()).toContain('the node keeps running (rbee node stop to stop it)');
     const status = await runCli(['node', 'status', '--json'], { env: box.env });
     expect(JSON.parse(status.stdout)).toMatchObject({ state: 'ready' });
   }, 240_000);

@@ -25,8 +25,7 @@ async function place(...args: string[]): Promise<PlacePreview> {
   return placePreviewSchema.parse(JSON.parse(result.stdout));
 }
 
-const workers = async (): Promise<unknown[]> =>
-  (await createNodeClient({ url: box.url }).get<{ workers: unknown[] }>('/v1/workers')).workers;
+const workers = async (): Promise<unknown[]> => createNodeClient({ url: box.url }).workers();
 
 describe('rbee place', () => {
   it('lists the node’s hive for a model not on disk yet: fetched there first, size unknown', async () => {

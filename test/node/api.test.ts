@@ -138,9 +138,9 @@ describe('jobs', () => {
 
   it('lists the demo model in the catalog and its worker in the registry', async () => {
     const client = createNodeClient({ url });
-    const { data: models } = await client.get<{ data: { id: string; source: string }[] }>('/v1/models');
+    const models = await client.models();
     expect(models.map((m) => m.source)).toContain('demo');
-    const { workers } = await client.get<{ workers: { pid: number; state: string }[] }>('/v1/workers');
+    const workers = await client.workers();
     expect(workers).toHaveLength(1);
     expect(isAlive(workers[0]!.pid)).toBe(true);
   });
@@ -179,7 +179,7 @@ describe('the worker catalog', () => {
     }
     const backends = await waitFor(
       async () => {
-        const rows = (await client.get<{ backends: Backend[] }>('/v1/backends')).backends;
+        const rows: Backend[] = await client.backends();
         return rows.length > 0 ? rows : undefined;
       },
       { what: 'device detection' },
@@ -231,12 +231,9 @@ describe('keep-alive', () => {
     })().catch(() => undefined);
     const { id } = await client.submitJob({ model: 'demo', prompt: 'bye', maxTokens: 2, keepAlive: 0 });
     expect((await collect(id)).at(-1)).toMatchObject({ type: 'done' });
-    await waitFor(
-      async () => (await client.get<{ workers: unknown[] }>('/v1/workers')).workers.length === 0,
-      {
-        what: 'the worker to unload',
-      },
-    );
+    await waitFor(async () => (await client.workers()).length === 0, {
+      what: 'the worker to unload',
+    });
     await waitFor(() => narration.some((t) => t.includes('keep-alive is 0')), {
       what: 'the unload narration',
     });
@@ -254,7 +251,7 @@ describe('keep-alive', () => {
 describe('shutdown', () => {
   it('stops workers and closes the API', async () => {
     const client = createNodeClient({ url });
-    const { workers } = await client.get<{ workers: { pid: number }[] }>('/v1/workers');
+    const workers = await client.workers();
     await client.shutdown();
     await node.closed;
     await expect(client.health()).rejects.toMatchObject({ code: 'NODE_UNREACHABLE' });

@@ -115,10 +115,8 @@ describe('a cluster of real nodes on loopback', () => {
     expect(plainList.stdout).toContain(`${worker.id}\t${nameOfA}\t`);
     const stopped = await runCli(['workers', 'stop', worker.id, '--json'], { env: bSandbox.env });
     expect(stopped.code, stopped.stderr).toBe(0);
-    const onA = await createNodeClient({ url: a.sandbox.url }).get<{ workers: { id: string }[] }>(
-      '/v1/workers',
-    );
-    expect(onA.workers.map((w) => w.id)).not.toContain(worker.id);
+    const onA = await createNodeClient({ url: a.sandbox.url }).workers();
+    expect(onA.map((w) => w.id)).not.toContain(worker.id);
     // a worker no hive runs is NOT_FOUND (exit 3), not a hang
     const missing = await runCli(['workers', 'stop', 'no-such-worker', '--json'], { env: bSandbox.env });
     expect(missing.code).toBe(3);

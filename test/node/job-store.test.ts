@@ -77,4 +77,26 @@ describe('the jobs table', () => {
     expect(store.get('j39')).toBeUndefined();
     expect(store.get('j40')).toBeDefined();
   });
+
+  it('finds a job by its id or a prefix of it, only the owner’s when asked, with an index and not a scan', () => {
+    store.accepted({ id: '3fa0c1', model: 'demo', acceptedAt: 1, owner: 'key:a' });
+    store.accepted({ id: '3fa7d2', model: 'demo', acceptedAt: 2, owner: 'key:b' });
+    store.accepted({ id: '3fb000', model: 'demo', acceptedAt: 3 });
+    store.accepted({ id: '3f', model: 'demo', acceptedAt: 4 });
+    expect(store.find('3fa7d2').map((r) => r.id)).toEqual(['3fa7d2']);
+    expect(store.find('3fa').map((r) => r.id)).toEqual(['3fa0c1', '3fa7d2']);
+    expect(store.find('3f').map((r) => r.id)).toEqual(['3f', '3fa0c1', '3fa7d2', '3fb000']);
+    expect(store.find('3f', { limit: 2 })).toHaveLength(2);
+    expect(store.find('3fa', { owner: 'key:b' }).map((r) => r.id)).toEqual(['3fa7d2']);
+    expect(store.find('4')).toEqual([]);
+    // characters LIKE or GLOB would treat as patterns are just characters
+    expect(store.find('3%')).toEqual([]);
+    expect(store.find('3f*')).toEqual([]);
+    const plan = db
+      .prepare<[], { detail: string }>(
+        "EXPLAIN QUERY PLAN SELECT * FROM jobs WHERE id >= 'a' AND id < 'b' ORDER BY id LIMIT 11",
+      )
+      .all();
+    expect(plan.map((p) => p.detail).join(' ')).toMatch(/USING (INDEX|PRIMARY KEY)/);
+  });
 });

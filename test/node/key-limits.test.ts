@@ -197,7 +197,7 @@ describe('clients on the node’s machine without a key', () => {
       const { key } = (
         await node.node.inject({ method: 'POST', url: '/v1/keys', headers: { host }, payload: {} })
       ).json<{ key: string }>();
-      const catalogId = (await client.get<{ data: { id: string }[] }>('/v1/models')).data[0]!.id;
+      const catalogId = (await client.models())[0]!.id;
       const remote = (): Promise<{ statusCode: number; headers: Record<string, unknown> }> =>
         node.node.inject({
           method: 'POST',

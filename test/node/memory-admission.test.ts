@@ -39,7 +39,7 @@ describe('memory admission', () => {
       /needs \d+ MiB \(estimated\) but \d+ MiB of \d+ MiB RAM is free/,
     );
     expect(pidsWithEnv('RBEE_HOME', home)).toEqual([]);
-    expect((await client.get<{ workers: unknown[] }>('/v1/workers')).workers).toEqual([]);
+    expect(await client.workers()).toEqual([]);
   });
 
   it('uses the estimate first, then what the worker was seen to use', async () => {
@@ -48,12 +48,9 @@ describe('memory admission', () => {
       (await collect(client.jobEvents(id))).flatMap((e) => (e.type === 'narration' ? [e.text] : []));
     const first = await client.submitJob({ model: 'demo', prompt: 'one', maxTokens: 2 });
     expect((await narration(first.id)).some((t) => /fits: needs \d+ MiB \(estimated\)/.test(t))).toBe(true);
-    await waitFor(
-      async () => (await client.get<{ workers: unknown[] }>('/v1/workers')).workers.length === 0,
-      {
-        what: 'the worker to unload (keep-alive 0)',
-      },
-    );
+    await waitFor(async () => (await client.workers()).length === 0, {
+      what: 'the worker to unload (keep-alive 0)',
+    });
     const second = await client.submitJob({ model: 'demo', prompt: 'two', maxTokens: 2 });
     expect((await narration(second.id)).some((t) => /fits: needs \d+ MiB \(observed\)/.test(t))).toBe(true);
   });

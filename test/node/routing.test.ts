@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { NodeClient } from '../../src/node/client/index.js';
-import type { JobRecord } from '../../src/shared/view.js';
+import type { ClusterJobs, JobRecord } from '../../src/shared/view.js';
 import type { JobEvent, JobRequest } from '../../src/shared/wire.js';
 import { readFile } from 'node:fs/promises';
 import { runCli, type Sandbox } from '../helpers/cli.js';
@@ -24,9 +24,7 @@ beforeAll(async () => {
   await nodes.gamma.client.spawnWorker('demo');
   await waitFor(
     async () => {
-      const { workers } = await nodes.alpha.client.get<{ workers: { hive: string; state: string }[] }>(
-        '/v1/cluster/workers',
-      );
+      const workers = await nodes.alpha.client.clusterWorkers();
       return workers.some((w) => w.hive === nodes.gamma.id && w.state === 'idle');
     },
     { what: "gamma's worker to show on alpha" },
@@ -53,8 +51,7 @@ async function run(client: NodeClient, request: JobRequest): Promise<JobEvent[]>
 const text = (events: JobEvent[]): string =>
   events.flatMap((e) => (e.type === 'token' ? [e.text] : [])).join('');
 
-const localWorkers = async (client: NodeClient): Promise<unknown[]> =>
-  (await client.get<{ workers: unknown[] }>('/v1/workers')).workers;
+const localWorkers = async (client: NodeClient): Promise<unknown[]> => client.workers();
 
 describe('a job submitted on one node', () => {
   it('runs on the only hive with the model warm and streams back; the entry node starts no worker', async () => {
@@ -150,9 +147,7 @@ describe('a job submitted on one node', () => {
 
   it('completes on another hive when its worker dies before the first token', async () => {
     // every tiny worker of the cluster frozen: the job gets no token until its worker is killed
-    const { workers } = await nodes.beta.client.get<{
-      workers: { id: string; pid: number; model: string; hive: string }[];
-    }>('/v1/cluster/workers');
+    const workers = await nodes.beta.client.clusterWorkers();
     const frozen = workers.filter((w) => w.model.startsWith('demo-tiny'));
     expect(frozen.length).toBeGreaterThanOrEqual(2);
     for (const w of frozen) process.kill(w.pid, 'SIGSTOP');
@@ -213,7 +208,7 @@ describe('a job submitted on one node', () => {
     })();
     await waitFor(() => events.some((e) => e.type === 'token'), { what: 'the first token' });
     const busy = async (): Promise<number> => {
-      const { workers } = await nodes.gamma.client.get<{ workers: { slotsBusy: number }[] }>('/v1/workers');
+      const workers = await nodes.gamma.client.workers();
       return workers.reduce((sum, w) => sum + w.slotsBusy, 0);
     };
     // the worker reports its busy slots with its heartbeat
@@ -241,9 +236,7 @@ describe('a job submitted on one node', () => {
         const workerId = events
           .flatMap((e) => (e.type === 'narration' ? [/generating on worker (\S+)/.exec(e.text)?.[1]] : []))
           .find((w) => w !== undefined)!;
-        const { workers } = await client.get<{ workers: { id: string; pid: number }[] }>(
-          '/v1/cluster/workers',
-        );
+        const workers = await client.clusterWorkers();
         process.kill(workers.find((w) => w.id === workerId)!.pid, 'SIGKILL');
       }
     }
@@ -267,11 +260,11 @@ describe('a job submitted on one node', () => {
   });
 
   it('leaves every job in the entry nodes’ jobs tables in a final state, with where it ran', async () => {
-    const listed = await runCli(['jobs', 'ls', '--json', '--limit', '100'], {
+    const listed = await runCli(['jobs', 'ls', '--here', '--json', '--limit', '100'], {
       env: nodes.alpha.node.sandbox.env,
     });
     expect(listed.code, listed.stderr).toBe(0);
-    const alphaJobs = JSON.parse(listed.stdout) as JobRecord[];
+    const alphaJobs: JobRecord[] = (JSON.parse(listed.stdout) as ClusterJobs).jobs;
     // the first job of this file: accepted on alpha, run on gamma, placed for a warm worker
     expect(alphaJobs.at(-1)).toMatchObject({
       state: 'done',

@@ -6,6 +6,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { z } from 'zod';
 import { testNodeConfig } from '../helpers/test-node.js';
 import { startNode, type RunningNode } from '../../src/node/daemon.js';
 import { createNodeClient, type NodeClient } from '../../src/node/client/index.js';
@@ -18,11 +19,11 @@ let client: NodeClient;
 let narration: string[];
 let watch: AbortController;
 
-interface Workers {
-  workers: { id: string; pid: number; state: string; restarts: number }[];
-  breakers: { key: string; failures: number; reason: string }[];
-}
-const workers = (): Promise<Workers> => client.get<Workers>('/v1/workers');
+const workersSchema = z.object({
+  workers: z.array(z.object({ id: z.string(), pid: z.number(), state: z.string(), restarts: z.number() })),
+  breakers: z.array(z.object({ key: z.string(), failures: z.number(), reason: z.string() })),
+});
+const workers = (): Promise<z.infer<typeof workersSchema>> => client.get('/v1/workers', workersSchema);
 
 beforeEach(async () => {
   home = mkdtempSync(join(tmpdir(), 'rbee-faults-'));

@@ -19,7 +19,13 @@ function start(
   wake: WakeNode = awake,
 ): { frame: () => string; type: (s: string) => void } {
   const app = render(
-    <DashboardApp client={client} wake={wake} tickMs={60_000} backoff={{ initialMs: 10, maxMs: 20 }} />,
+    <DashboardApp
+      client={client}
+      wake={wake}
+      tickMs={60_000}
+      backoff={{ initialMs: 10, maxMs: 20 }}
+      jobsPollMs={50}
+    />,
   );
   return { frame: () => plain(app.lastFrame()), type: (s) => app.stdin.write(s) };
 }
@@ -212,6 +218,63 @@ describe('DashboardApp', () => {
     // Nothing streams now: Esc leaves the input, and the picker takes the keys.
     type('\x1b');
     await see(frame, 'PICK A MODEL');
+  });
+
+  it('lists the cluster’s jobs while Jobs is shown, and cancels one on another node after y', async () => {
+    const client = createFakeNodeClient();
+    client.setClusterJobs({
+      jobs: [
+        {
+          id: 'job-far',
+          model: 'demo',
+          state: 'running',
+          entry: { id: 'h-jupiter', name: 'jupiter' },
+          hive: 'h-venus',
+          hiveName: 'venus',
+          acceptedAt: NOW,
+        },
+      ],
+      unanswered: [],
+    });
+    const { frame, type } = start(client);
+    await live(client, threeHives);
+    await see(frame, '● live');
+    // nothing is polled while another view is shown
+    expect(client.called('clusterJobs')).toEqual([]);
+    type('4');
+    await see(frame, /job-far\s+jupiter\s+venus/);
+    // and it keeps polling: a job that ended elsewhere shows as ended
+    client.setClusterJobs({
+      jobs: [],
+      unanswered: [{ id: 'h-venus', name: 'venus', error: { code: 'TIMEOUT', message: 't' } }],
+    });
+    await see(frame, 'venus did not answer');
+    client.setClusterJobs({
+      jobs: [
+        {
+          id: 'job-far',
+          model: 'demo',
+          state: 'running',
+          entry: { id: 'h-jupiter', name: 'jupiter' },
+          acceptedAt: NOW,
+        },
+      ],
+      unanswered: [],
+    });
+    await see(frame, /job-far\s+jupiter/);
+    // the newest unfinished job comes first
+    type('c');
+    await see(frame, 'Cancel job job-far');
+    type('y');
+    await waitFor(() => client.called('cancelClusterJob').length === 1);
+    expect(client.called('cancelClusterJob')[0]?.args).toEqual(['job-far']);
+    await see(frame, 'job job-far cancelled (entered through jupiter)');
+    // once another view is shown, polling stops (a poll already under way may still be counted)
+    type('1');
+    await see(frame, /laptop|jupiter queen/);
+    const polls = client.called('clusterJobs').length;
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(client.called('clusterJobs').length).toBeLessThanOrEqual(polls + 1);
   });
 
   it('reports a chat job that fails', async () => {

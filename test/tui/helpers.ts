@@ -4,7 +4,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { RbeeError } from '../../src/shared/errors.js';
-import type { NodeEvent } from '../../src/shared/view.js';
+import type { ClusterJobs, NodeEvent } from '../../src/shared/view.js';
 import type { Health, JobEvent, JobRequest } from '../../src/shared/wire.js';
 import type { NodeClient } from '../../src/node/client/index.js';
 
@@ -78,10 +78,19 @@ export interface FakeNodeClient extends NodeClient {
   readonly jobs: Map<string, Channel<JobEvent>>;
   /** Makes the next call of `method` reject with `error`. */
   failNext(
-    method: 'pullModel' | 'spawnWorker' | 'stopWorker' | 'cancelJob' | 'submitJob',
+    method:
+      | 'pullModel'
+      | 'spawnWorker'
+      | 'stopWorker'
+      | 'cancelJob'
+      | 'submitJob'
+      | 'cancelClusterJob'
+      | 'clusterJobs',
     error: RbeeError,
   ): void;
   called(method: string): Call[];
+  /** What `clusterJobs` answers from now on (no jobs, every node answering, until set). */
+  setClusterJobs(answer: ClusterJobs): void;
 }
 
 const HEALTH: Health = { state: 'ready', uptimeS: 1, version: '0.1.0', node: 'test', pid: 1 };
@@ -92,6 +101,7 @@ export function createFakeNodeClient(): FakeNodeClient {
   const jobs = new Map<string, Channel<JobEvent>>();
   const failures = new Map<string, RbeeError>();
   let nextJob = 1;
+  let clusterJobs: ClusterJobs = { jobs: [], unanswered: [] };
 
   const record = (method: string, ...args: unknown[]): void => {
     calls.push({ method, args });
@@ -112,6 +122,9 @@ export function createFakeNodeClient(): FakeNodeClient {
     },
     called(method) {
       return calls.filter((c) => c.method === method);
+    },
+    setClusterJobs(answer) {
+      clusterJobs = answer;
     },
     health() {
       return Promise.resolve(HEALTH);
@@ -148,12 +161,6 @@ export function createFakeNodeClient(): FakeNodeClient {
       calls.push({ method: 'cluster', args: [] });
       return Promise.reject(new RbeeError('INTERNAL', 'the fake node has no cluster'));
     },
-    post() {
-      return Promise.reject(new RbeeError('INTERNAL', 'the fake node takes no posts'));
-    },
-    delete() {
-      return Promise.reject(new RbeeError('INTERNAL', 'the fake node deletes nothing'));
-    },
     place(model: string) {
       calls.push({ method: 'place', args: [model] });
       return Promise.reject(new RbeeError('INTERNAL', 'the fake node places nothing'));
@@ -180,7 +187,18 @@ export function createFakeNodeClient(): FakeNodeClient {
     async spawnWorker(model: string) {
       await Promise.resolve();
       record('spawnWorker', model);
-      return { worker: { id: 'w-new', pid: 7, model } };
+      return {
+        worker: {
+          id: 'w-new',
+          pid: 7,
+          model,
+          state: 'idle',
+          slots: 1,
+          slotsBusy: 0,
+          memoryBytes: 1,
+          tokensPerSecond: 0,
+        },
+      };
     },
     async deleteModel(id: string) {
       await Promise.resolve();
@@ -191,6 +209,35 @@ export function createFakeNodeClient(): FakeNodeClient {
       await Promise.resolve();
       record('stopWorker', id);
     },
+    jobRecord(id: string) {
+      calls.push({ method: 'jobRecord', args: [id] });
+      return Promise.reject(new RbeeError('JOB_NOT_FOUND', id));
+    },
+    async clusterJobs(options: { limit?: number; here?: boolean } = {}) {
+      await Promise.resolve();
+      record('clusterJobs', options);
+      return clusterJobs;
+    },
+    clusterJob(id: string) {
+      calls.push({ method: 'clusterJob', args: [id] });
+      const job = clusterJobs.jobs.find((j) => j.id === id);
+      return job === undefined ? Promise.reject(new RbeeError('JOB_NOT_FOUND', id)) : Promise.resolve(job);
+    },
+    async cancelClusterJob(id: string) {
+      await Promise.resolve();
+      record('cancelClusterJob', id);
+      const job = clusterJobs.jobs.find((j) => j.id === id);
+      if (job === undefined) throw new RbeeError('JOB_NOT_FOUND', id);
+      return { id, entry: job.entry, cancelling: true, state: job.state };
+    },
+    models: () => Promise.resolve([]),
+    model: (id: string) => Promise.reject(new RbeeError('MODEL_NOT_FOUND', id)),
+    workers: () => Promise.resolve([]),
+    clusterWorkers: () => Promise.resolve([]),
+    backends: () => Promise.resolve([]),
+    keys: () => Promise.resolve([]),
+    createKey: () => Promise.reject(new RbeeError('INTERNAL', 'the fake node makes no keys')),
+    removeKey: (id: string) => Promise.reject(new RbeeError('NOT_FOUND', id)),
     get<T>(): Promise<T> {
       return Promise.reject(new RbeeError('NOT_FOUND', 'not in the fake'));
     },

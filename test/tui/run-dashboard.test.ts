@@ -1,6 +1,11 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { RbeeError } from '../../src/shared/errors.js';
-import { ENTER_ALT_SCREEN, LEAVE_ALT_SCREEN, runDashboard } from '../../src/tui/dashboard/index.js';
+import {
+  ENTER_ALT_SCREEN,
+  LEAVE_ALT_SCREEN,
+  NODE_KEEPS_RUNNING,
+  runDashboard,
+} from '../../src/tui/dashboard/index.js';
 import type { WakeNode } from '../../src/tui/dashboard/app.js';
 import { waitFor } from '../helpers/wait-for.js';
 import { oneHive } from '../fixtures/cluster-views.js';
@@ -64,6 +69,29 @@ describe('runDashboard', () => {
       'exit:restore',
       'uncaughtExceptionMonitor:restore',
     ]);
+    started.stdin.type('q');
+    expect(await started.exit).toBe(0);
+    expectRestored(started.stdout);
+  });
+
+  it('says the node keeps running, on the normal screen, when it woke the node itself', async () => {
+    const started = startDashboard(() =>
+      Promise.resolve({
+        woke: true,
+        health: { state: 'ready', uptimeS: 0, version: '0', node: 'n', pid: 1 },
+      }),
+    );
+    await ready(started);
+    started.stdin.type('q');
+    expect(await started.exit).toBe(0);
+    const [, after] = started.stdout.written.split(LEAVE_ALT_SCREEN);
+    expect(after).toBe(`${NODE_KEEPS_RUNNING}\n`);
+    expect(NODE_KEEPS_RUNNING).toMatch(/keeps running .*rbee node stop/);
+  });
+
+  it('says nothing of the node when it was running already', async () => {
+    const started = startDashboard(() => Promise.resolve({ woke: false }));
+    await ready(started);
     started.stdin.type('q');
     expect(await started.exit).toBe(0);
     expectRestored(started.stdout);

@@ -158,10 +158,10 @@ describe('actions ask for confirmation and queue a command', () => {
     expect(state.notice?.text).toMatch(/Workers \(2\)/);
   });
 
-  it('refuses to cancel a job that is not running', () => {
+  it('refuses to cancel a job that has ended', () => {
     const state = run(withView(oneHive), { type: 'switch-view', view: 'jobs' }, { type: 'ask-cancel-job' });
     expect(state.dialog).toBeUndefined();
-    expect(state.notice?.text).toMatch(/not running/);
+    expect(state.notice?.text).toMatch(/has ended/);
     const running = run(
       withView(),
       { type: 'switch-view', view: 'jobs' },

@@ -6,7 +6,7 @@ import Fastify from 'fastify';
 import { z } from 'zod';
 import { RbeeError, toRbeeError } from '../../shared/errors.js';
 import { jobRequestSchema, type Health } from '../../shared/wire.js';
-import type { JobManager, PlacePreviewer } from '../jobs/index.js';
+import type { ClusterJobsApi, JobManager, PlacePreviewer } from '../jobs/index.js';
 import type { Logger } from '../logger.js';
 import type { ApiKeyStore, JobStore, KeyLimits, ModelCatalog } from '../store/index.js';
 import type { KeyReplication } from '../cluster/index.js';
@@ -30,6 +30,8 @@ export interface ApiInit {
   jobs: JobManager;
   /** The jobs table: every job this node accepted, where it ran and how it ended. */
   jobHistory: Pick<JobStore, 'list'>;
+  /** The jobs of every node of the cluster: listed, found by id or prefix, cancelled by their entry node. */
+  clusterJobs: ClusterJobsApi;
   catalog: ModelCatalog;
   workers: WorkerPool;
   provisioner: Provisioner;
@@ -69,6 +71,10 @@ export interface ApiInit {
   /** Bytes queued for one event-stream client before it is dropped. Defaults to 4 MiB. */
   sseMaxBufferedBytes?: number;
 }
+
+/** Who asks about jobs: the machine's own user (every job), or a key (its own jobs). */
+const viewerOf = (client: ApiClient): string | undefined =>
+  client.owner === LOCAL_OWNER ? undefined : client.owner;
 
 /** Largest request body accepted; prompts are text, so 4 MiB is generous. */
 const BODY_LIMIT = 4 * 2 ** 20;
@@ -214,6 +220,10 @@ export function createApi(init: ApiInit) {
     const owner = request.apiClient.owner === LOCAL_OWNER ? undefined : request.apiClient.owner;
     return { jobs: init.jobHistory.list({ limit: limit.data, owner }) };
   });
+  // one row of this node's table, by id or a unique prefix of it
+  app.get<{ Params: { id: string } }>('/v1/jobs/history/:id', (request) =>
+    init.clusterJobs.findHere(viewerOf(request.apiClient), request.params.id),
+  );
   app.get<{ Params: { id: string } }>('/v1/jobs/:id', (request) =>
     jobAccess.get(request.apiClient, request.params.id),
   );
@@ -305,6 +315,20 @@ export function createApi(init: ApiInit) {
   });
 
   app.get('/v1/cluster', () => init.cluster());
+  // The jobs of every node (each node keeps the jobs that entered through it), newest first
+  app.get<{ Querystring: { limit?: string; here?: string } }>('/v1/cluster/jobs', (request) => {
+    const limit = z.coerce.number().int().min(1).max(1000).default(100).safeParse(request.query.limit);
+    if (!limit.success) throw new RbeeError('BAD_REQUEST', 'limit must be a whole number from 1 to 1000');
+    const here = request.query.here === '1' || request.query.here === 'true';
+    return init.clusterJobs.list(viewerOf(request.apiClient), { limit: limit.data, here });
+  });
+  app.get<{ Params: { id: string } }>('/v1/cluster/jobs/:id', (request) =>
+    init.clusterJobs.find(viewerOf(request.apiClient), request.params.id),
+  );
+  app.delete<{ Params: { id: string } }>('/v1/cluster/jobs/:id', async (request, reply) => {
+    const cancelled = await init.clusterJobs.cancel(viewerOf(request.apiClient), request.params.id);
+    void reply.status(cancelled.cancelling ? 202 : 200).send(cancelled);
+  });
   app.get<{ Querystring: { model?: string; hive?: string } }>('/v1/place', (request) => {
     const query = parseBody(placeQuerySchema, request.query);
     checkModel(query.model, request.apiClient);

@@ -7,19 +7,43 @@ import { request as httpsRequest } from 'node:https';
 import { z } from 'zod';
 import { RbeeError, type RbeeErrorJson } from '../../shared/errors.js';
 import {
+  apiKeyListSchema,
+  createdApiKeySchema,
+  backendListSchema,
   errorJsonSchema,
   healthSchema,
   jobAcceptedSchema,
   jobEventSchema,
   isTerminal,
+  modelListSchema,
+  modelRowSchema,
+  removedApiKeySchema,
+  removedSchema,
+  spawnedWorkerSchema,
+  workerListSchema,
+  workerStoppedSchema,
+  type ApiKeyView,
+  type BackendInfoView,
+  type CreatedApiKey,
   type Health,
   type JobAccepted,
   type JobEvent,
   type JobRequest,
+  type KeyReplicationView,
+  type ModelRow,
+  type WorkerInfo,
 } from '../../shared/wire.js';
 import {
+  clusterJobCancelSchema,
+  clusterJobRecordSchema,
+  clusterJobsSchema,
   clusterStatusSchema,
+  clusterWorkersSchema,
   jobRecordSchema,
+  type ClusterJobCancel,
+  type ClusterJobRecord,
+  type ClusterJobs,
+  type ClusterWorker,
   placePreviewSchema,
   type JobRecord,
   type PlacePreview,
@@ -36,6 +60,30 @@ const clusterShutdownSchema = z.object({ queen: z.string(), term: z.number(), hi
 export type ClusterShutdown = z.infer<typeof clusterShutdownSchema>;
 /** What a node sends last on a live stream it ends early (e.g. CLIENT_TOO_SLOW). */
 const streamErrorSchema = z.object({ type: z.literal('error'), error: errorJsonSchema });
+
+/**
+ * A node's answer read through its schema: one that does not fit (another rbee version, or not a
+ * node at all) is BAD_RESPONSE, naming the route and what did not fit, never a half-read object.
+ */
+export function parsePayload<T>(schema: z.ZodType<T>, value: unknown, what: string): T {
+  const parsed = schema.safeParse(value);
+  if (parsed.success) return parsed.data;
+  throw new RbeeError(
+    'BAD_RESPONSE',
+    `the node's answer to ${what} does not fit: ${z.prettifyError(parsed.error)}`,
+  );
+}
+
+/** Parses a JSON text (an event's data) through a schema; bad JSON is BAD_RESPONSE too. */
+function parseJsonPayload<T>(schema: z.ZodType<T>, text: string, what: string): T {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    throw new RbeeError('BAD_RESPONSE', `the node's answer to ${what} is not JSON: ${text.slice(0, 200)}`);
+  }
+  return parsePayload(schema, value, what);
+}
 
 export interface NodeClientInit {
   /** e.g. http://127.0.0.1:7833 */
@@ -71,12 +119,10 @@ export interface NodeClient {
     },
   ): Promise<Extract<PullEvent, { type: 'done' }>>;
   /** Loads a worker for a model (fetching the model first if needed); resolves once it is ready. */
-  spawnWorker(
-    model: string,
-    options?: { signal?: AbortSignal },
-  ): Promise<{ worker: { id: string; pid: number; model: string } & Record<string, unknown> }>;
+  spawnWorker(model: string, options?: { signal?: AbortSignal }): Promise<{ worker: WorkerInfo }>;
   /** Removes a model from the catalog and the disk; MODEL_IN_USE while a worker has it loaded. */
   deleteModel(id: string, options?: { signal?: AbortSignal }): Promise<{ removed: string }>;
+  /** Stops a worker of any hive of the cluster. */
   stopWorker(id: string, options?: { signal?: AbortSignal }): Promise<void>;
   /** Where a job for the model would run (only `hive` with one), and every hive's option; nothing loads. */
   place(model: string, options?: { hive?: string; signal?: AbortSignal }): Promise<PlacePreview>;
@@ -84,9 +130,39 @@ export interface NodeClient {
   cluster(options?: { signal?: AbortSignal }): Promise<ClusterStatus>;
   /** What `rbee doctor` checks on this node (loads llama.cpp there the first time, about a second). */
   doctor(options?: { signal?: AbortSignal }): Promise<DoctorReport>;
-  get<T>(path: string, options?: { signal?: AbortSignal }): Promise<T>;
-  post<T>(path: string, body: unknown, options?: { signal?: AbortSignal }): Promise<T>;
-  delete<T>(path: string, options?: { signal?: AbortSignal }): Promise<T>;
+  /** One job of this node's jobs table, by id or a unique prefix of it (BAD_REQUEST when ambiguous). */
+  jobRecord(id: string, options?: { signal?: AbortSignal }): Promise<JobRecord>;
+  /**
+   * The jobs of every node of the cluster (`here`: this node's only), newest first, and the live
+   * members that did not answer in time.
+   */
+  clusterJobs(options?: { limit?: number; here?: boolean; signal?: AbortSignal }): Promise<ClusterJobs>;
+  /** A job of any node of the cluster, by id or a unique prefix of it. */
+  clusterJob(id: string, options?: { signal?: AbortSignal }): Promise<ClusterJobRecord>;
+  /** Cancels a job of any node of the cluster: its entry node cancels it. */
+  cancelClusterJob(id: string, options?: { signal?: AbortSignal }): Promise<ClusterJobCancel>;
+  /** The models of this node's catalog. */
+  models(options?: { signal?: AbortSignal }): Promise<ModelRow[]>;
+  /** One model of the catalog, by id, ref or alias. */
+  model(id: string, options?: { signal?: AbortSignal }): Promise<ModelRow>;
+  /** This node's own workers. */
+  workers(options?: { signal?: AbortSignal }): Promise<WorkerInfo[]>;
+  /** Every worker of the cluster, each with its hive's name. */
+  clusterWorkers(options?: { signal?: AbortSignal }): Promise<ClusterWorker[]>;
+  /** The backends this machine can run, as last detected (empty until detection ends). */
+  backends(options?: { signal?: AbortSignal }): Promise<BackendInfoView[]>;
+  keys(options?: { signal?: AbortSignal }): Promise<ApiKeyView[]>;
+  /** The key itself is in this answer only; `cluster` says how far it went through the cluster. */
+  createKey(
+    key: { name?: string | undefined; maxConcurrent?: number | undefined; rpm?: number | undefined },
+    options?: { signal?: AbortSignal },
+  ): Promise<CreatedApiKey>;
+  removeKey(
+    id: string,
+    options?: { signal?: AbortSignal },
+  ): Promise<{ removed: string; cluster?: KeyReplicationView | undefined }>;
+  /** Any GET route, its answer read through `schema` (BAD_RESPONSE when it does not fit). */
+  get<T>(path: string, schema: z.ZodType<T>, options?: { signal?: AbortSignal }): Promise<T>;
 }
 
 const HEALTH_TIMEOUT_MS = 2_000;
@@ -211,58 +287,72 @@ export function createNodeClient(init: NodeClientInit): NodeClient {
       ...signalOf(signal),
     });
 
+  /** A route's JSON answer, read through its schema. */
+  async function read<T>(
+    path: string,
+    schema: z.ZodType<T>,
+    initReq: RequestInit & { signal?: AbortSignal } = {},
+  ): Promise<T> {
+    const response = await request(path, initReq);
+    const what = `${initReq.method ?? 'GET'} ${path}`;
+    return parseJsonPayload(schema, await response.text(), what);
+  }
+  const id = (value: string): string => encodeURIComponent(value);
+
   return {
     url: base,
     async health(options = {}) {
       const timeout = AbortSignal.timeout(HEALTH_TIMEOUT_MS);
       const signal = options.signal === undefined ? timeout : AbortSignal.any([options.signal, timeout]);
       try {
-        const response = await request('/health', { signal });
-        return healthSchema.parse(await response.json());
+        return await read('/health', healthSchema, { signal });
       } catch (error) {
         if (options.signal?.aborted === true) throw error;
         if (error instanceof RbeeError) throw error;
         throw new RbeeError('NODE_UNREACHABLE', `no rbee node answers at ${base}`, { cause: error });
       }
     },
-    async submitJob(job, options = {}) {
-      const response = await request('/v1/jobs', {
+    submitJob: (job, options = {}) =>
+      read('/v1/jobs', jobAcceptedSchema, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
         body: JSON.stringify(job),
         ...signalOf(options.signal),
-      });
-      return jobAcceptedSchema.parse(await response.json());
-    },
-    async *jobEvents(id, options = {}) {
-      const path = `/v1/jobs/${encodeURIComponent(id)}/events`;
+      }),
+    async *jobEvents(jobId, options = {}) {
+      const path = `/v1/jobs/${id(jobId)}/events`;
       for await (const data of eventStream(base, path, { ...signalOf(options.signal), headers })) {
-        const event = jobEventSchema.parse(JSON.parse(data));
+        const event = parseJsonPayload(jobEventSchema, data, `GET ${path}`);
         yield event;
         if (isTerminal(event)) return;
       }
       throw new RbeeError('NODE_UNREACHABLE', 'the node closed the event stream before the job ended');
     },
-    async cancelJob(id, options = {}) {
-      await request(`/v1/jobs/${encodeURIComponent(id)}`, { method: 'DELETE', ...signalOf(options.signal) });
+    async cancelJob(jobId, options = {}) {
+      await request(`/v1/jobs/${id(jobId)}`, { method: 'DELETE', ...signalOf(options.signal) });
     },
     async shutdown(options = {}) {
       await request('/v1/shutdown', { method: 'POST', ...signalOf(options.signal) });
     },
     async shutdownCluster(options = {}) {
       const response = await postJson('/v1/shutdown', { cluster: true }, options.signal);
-      return z.object({ cluster: clusterShutdownSchema }).parse(await response.json()).cluster;
+      const answer = parseJsonPayload(
+        z.object({ cluster: clusterShutdownSchema }),
+        await response.text(),
+        'POST /v1/shutdown',
+      );
+      return answer.cluster;
     },
     async *nodeEvents(options = {}) {
       for await (const data of eventStream(base, '/v1/events', {
         ...signalOf(options.signal),
         headers,
       })) {
-        const raw: unknown = JSON.parse(data);
+        const raw = parseJsonPayload(z.unknown(), data, 'GET /v1/events');
         // the node's last word on a stream it drops (this client fell too far behind)
         const failed = streamErrorSchema.safeParse(raw);
         if (failed.success) throw RbeeError.fromJSON(failed.data.error);
-        yield nodeEventSchema.parse(raw);
+        yield parsePayload(nodeEventSchema, raw, 'GET /v1/events');
       }
     },
     async pullModel(ref, options = {}) {
@@ -273,7 +363,7 @@ export function createNodeClient(init: NodeClientInit): NodeClient {
         ...signalOf(options.signal),
       });
       for await (const data of stream) {
-        const event = pullEventSchema.parse(JSON.parse(data));
+        const event = parseJsonPayload(pullEventSchema, data, 'POST /v1/models/pull');
         if (event.type === 'progress') options.onProgress?.(event);
         else if (event.type === 'error') throw RbeeError.fromJSON(event.error);
         else return event;
@@ -282,53 +372,68 @@ export function createNodeClient(init: NodeClientInit): NodeClient {
     },
     async spawnWorker(model, options = {}) {
       const response = await postJson('/v1/workers', { model }, options.signal);
-      return (await response.json()) as { worker: { id: string; pid: number; model: string } };
+      return parseJsonPayload(spawnedWorkerSchema, await response.text(), 'POST /v1/workers');
     },
-    async deleteModel(id, options = {}) {
-      const response = await request(`/v1/models/${encodeURIComponent(id)}`, {
-        method: 'DELETE',
-        ...signalOf(options.signal),
-      });
-      return (await response.json()) as { removed: string };
-    },
-    async stopWorker(id, options = {}) {
-      await request(`/v1/workers/${encodeURIComponent(id)}`, {
+    deleteModel: (modelId, options = {}) =>
+      read(`/v1/models/${id(modelId)}`, removedSchema, { method: 'DELETE', ...signalOf(options.signal) }),
+    async stopWorker(workerId, options = {}) {
+      await read(`/v1/workers/${id(workerId)}`, workerStoppedSchema, {
         method: 'DELETE',
         ...signalOf(options.signal),
       });
     },
-    async cluster(options = {}) {
-      const response = await request('/v1/cluster', signalOf(options.signal));
-      return clusterStatusSchema.parse(await response.json());
-    },
-    async doctor(options = {}) {
-      const response = await request('/v1/doctor', signalOf(options.signal));
-      return doctorReportSchema.parse(await response.json());
-    },
-    async place(model, options = {}) {
+    cluster: (options = {}) => read('/v1/cluster', clusterStatusSchema, signalOf(options.signal)),
+    doctor: (options = {}) => read('/v1/doctor', doctorReportSchema, signalOf(options.signal)),
+    place(model, options = {}) {
       const query = new URLSearchParams({
         model,
         ...(options.hive === undefined ? {} : { hive: options.hive }),
       });
-      const response = await request(`/v1/place?${query.toString()}`, signalOf(options.signal));
-      return placePreviewSchema.parse(await response.json());
+      return read(`/v1/place?${query.toString()}`, placePreviewSchema, signalOf(options.signal));
     },
     async jobHistory(options = {}) {
       const query = options.limit === undefined ? '' : `?limit=${options.limit}`;
-      const response = await request(`/v1/jobs/history${query}`, signalOf(options.signal));
-      return z.object({ jobs: z.array(jobRecordSchema) }).parse(await response.json()).jobs;
+      const answer = await read(
+        `/v1/jobs/history${query}`,
+        z.object({ jobs: z.array(jobRecordSchema) }),
+        signalOf(options.signal),
+      );
+      return answer.jobs;
     },
-    async get<T>(path: string, options: { signal?: AbortSignal } = {}) {
-      const response = await request(path, signalOf(options.signal));
-      return (await response.json()) as T;
+    jobRecord: (jobId, options = {}) =>
+      read(`/v1/jobs/history/${id(jobId)}`, jobRecordSchema, signalOf(options.signal)),
+    clusterJobs(options = {}) {
+      const query = new URLSearchParams();
+      if (options.limit !== undefined) query.set('limit', String(options.limit));
+      if (options.here === true) query.set('here', '1');
+      const search = query.size === 0 ? '' : `?${query.toString()}`;
+      return read(`/v1/cluster/jobs${search}`, clusterJobsSchema, signalOf(options.signal));
     },
-    async post<T>(path: string, body: unknown, options: { signal?: AbortSignal } = {}) {
-      const response = await postJson(path, body, options.signal);
-      return (await response.json()) as T;
+    clusterJob: (jobId, options = {}) =>
+      read(`/v1/cluster/jobs/${id(jobId)}`, clusterJobRecordSchema, signalOf(options.signal)),
+    cancelClusterJob: (jobId, options = {}) =>
+      read(`/v1/cluster/jobs/${id(jobId)}`, clusterJobCancelSchema, {
+        method: 'DELETE',
+        ...signalOf(options.signal),
+      }),
+    models: async (options = {}) =>
+      (await read('/v1/models', modelListSchema, signalOf(options.signal))).data,
+    model: (modelId, options = {}) =>
+      read(`/v1/models/${id(modelId)}`, modelRowSchema, signalOf(options.signal)),
+    workers: async (options = {}) =>
+      (await read('/v1/workers', workerListSchema, signalOf(options.signal))).workers,
+    clusterWorkers: async (options = {}) =>
+      (await read('/v1/cluster/workers', clusterWorkersSchema, signalOf(options.signal))).workers,
+    backends: async (options = {}) =>
+      (await read('/v1/backends', backendListSchema, signalOf(options.signal))).backends,
+    keys: async (options = {}) => (await read('/v1/keys', apiKeyListSchema, signalOf(options.signal))).keys,
+    async createKey(key, options = {}) {
+      const body = Object.fromEntries(Object.entries(key).filter(([, v]) => v !== undefined));
+      const response = await postJson('/v1/keys', body, options.signal);
+      return parseJsonPayload(createdApiKeySchema, await response.text(), 'POST /v1/keys');
     },
-    async delete<T>(path: string, options: { signal?: AbortSignal } = {}) {
-      const response = await request(path, { method: 'DELETE', ...signalOf(options.signal) });
-      return (await response.json()) as T;
-    },
+    removeKey: (keyId, options = {}) =>
+      read(`/v1/keys/${id(keyId)}`, removedApiKeySchema, { method: 'DELETE', ...signalOf(options.signal) }),
+    get: (path, schema, options = {}) => read(path, schema, signalOf(options.signal)),
   };
 }

@@ -31,6 +31,8 @@ import {
 import type { Logger } from '../logger.js';
 import type { DataPaths } from '../../shared/paths.js';
 import { createSqliteClusterStore, type ApiKeyStore, type Database } from '../store/index.js';
+import type { LocalJobs, MemberJobs } from '../jobs/index.js';
+import { createMemberJobs, serveJobs } from './jobs.js';
 import { startKeySync, type KeyReplication } from './key-sync.js';
 
 export interface ClusterLinkInit {
@@ -52,6 +54,8 @@ export interface ClusterLinkInit {
   queue: PlacementQueue;
   /** This node's API keys: replicated through the queen to every node (key-sync.ts). */
   keys: ApiKeyStore;
+  /** This node's jobs table, which other members ask about (`node.jobs`, `node.cancelJob`). */
+  jobs: LocalJobs;
 }
 
 export interface ClusterLink extends ClusterSource {
@@ -83,6 +87,8 @@ export interface ClusterLink extends ClusterSource {
   frameStats(): FrameStats;
   /** A key was created or revoked on this node: to the queen, which gives it to every hive. */
   keysChanged(): Promise<KeyReplication>;
+  /** The jobs of the other live members: asked of them all at once; cancelled by their entry node. */
+  memberJobs: MemberJobs;
 }
 
 /** How long placement waits for a queen (an election takes about a lease, 1.5 s). */
@@ -279,6 +285,8 @@ export async function startClusterLink(init: ClusterLinkInit): Promise<ClusterLi
     await written;
   });
 
+  serveJobs(node, init.jobs);
+
   node.rpc.handle(queenShutdown, async (_params, { peer }) => {
     const result = await commandShutdown(peer, `asked by ${nameOf(peer) ?? peer}`);
     setTimeout(() => init.onShutdown('the queen stops the cluster'), 50);
@@ -343,6 +351,7 @@ export async function startClusterLink(init: ClusterLinkInit): Promise<ClusterLi
     hive,
     frameStats: () => node.stats().frames,
     keysChanged: () => keySync.changed(),
+    memberJobs: createMemberJobs(node, nameOf),
     async place(request, options = {}) {
       const { signal } = options;
       // counted from the last word of a queen: a job may wait in a queue for long before one dies

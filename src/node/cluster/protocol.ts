@@ -4,6 +4,7 @@
  */
 import { z } from 'zod';
 import { defineMethod, defineStream } from '../../p2p/index.js';
+import { jobRecordSchema } from '../../shared/view.js';
 import { jobEventSchema, jobRequestSchema } from '../../shared/wire.js';
 import { MAX_KEYS, MAX_TOMBSTONES } from '../store/index.js';
 
@@ -157,4 +158,33 @@ export const queenKeys = defineMethod(
     hives: z.number().int().min(0),
     records: keyRecordsSchema.optional(),
   }),
+);
+
+/** Rows a member sends for one `node.jobs` call: a frame holds at most 1 MiB. */
+export const NODE_JOBS_MAX = 1000;
+
+/**
+ * Any node → another member: the jobs that entered through you (your jobs table), newest first, or
+ * those whose id starts with `prefix`. `viewer` is the asking client, a key (`key:ID`, the same on
+ * every node): only its jobs; absent, the asking node's own user, who sees every job.
+ */
+export const nodeJobs = defineMethod(
+  'node.jobs',
+  z.object({
+    limit: z.number().int().min(1).max(NODE_JOBS_MAX),
+    prefix: z.string().min(1).max(128).optional(),
+    viewer: z.string().min(1).max(300).optional(),
+  }),
+  z.object({
+    jobs: z.array(jobRecordSchema).max(NODE_JOBS_MAX),
+    /** Fewer rows than asked for, to fit the frame. */
+    truncated: z.boolean().optional(),
+  }),
+);
+
+/** Any node → a job's entry node: cancel it, as `DELETE /v1/jobs/:id` there would. */
+export const nodeCancelJob = defineMethod(
+  'node.cancelJob',
+  z.object({ id: z.string().min(1).max(128), viewer: z.string().min(1).max(300).optional() }),
+  z.object({ cancelling: z.boolean(), state: jobRecordSchema.shape.state }),
 );

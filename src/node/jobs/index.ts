@@ -12,4 +12,14 @@ export {
   type SubmitOptions,
 } from './job-manager.js';
 export { createRouter, type RouterInit, type ClusterRouting } from './router.js';
+export {
+  cancelHere,
+  createClusterJobs,
+  type ClusterJobsApi,
+  type ClusterJobsInit,
+  type LocalJobs,
+  type MemberAnswer,
+  type MemberJobs,
+  type Viewer,
+} from './cluster-jobs.js';
 export { createPlacePreview, type PlacePreviewInit, type PlacePreviewer } from './place-preview.js';

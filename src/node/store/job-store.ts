@@ -50,6 +50,11 @@ export interface JobStore {
   get(id: string): JobRow | undefined;
   /** Newest first; only `owner`'s when given. */
   list(options?: { limit?: number; owner?: string | undefined }): JobRow[];
+  /**
+   * The jobs whose id is `prefix` or starts with it (only `owner`'s when given), at most `limit`
+   * (default 11, enough to tell one from many and name ten), by id. An index range, not a scan.
+   */
+  find(prefix: string, options?: { limit?: number; owner?: string | undefined }): JobRow[];
   /** The newest jobs that ended `done` with a first token, newest first: what past runs measured. */
   recentDone(limit: number): JobRow[];
   /** Marks every unfinished job failed (the node stopped under it); returns how many. */
@@ -120,6 +125,14 @@ export function createJobStore(db: Database): JobStore {
   const selectOwned = db.prepare<[string, number], Row>(
     'SELECT * FROM jobs WHERE owner = ? ORDER BY accepted_at DESC, id LIMIT ?',
   );
+  // every id that starts with the prefix sorts between it and the prefix followed by the highest
+  // code point; the primary key's index serves the range
+  const selectPrefix = db.prepare<[string, string, number], Row>(
+    'SELECT * FROM jobs WHERE id >= ? AND id < ? ORDER BY id LIMIT ?',
+  );
+  const selectPrefixOwned = db.prepare<[string, string, string, number], Row>(
+    'SELECT * FROM jobs WHERE id >= ? AND id < ? AND owner = ? ORDER BY id LIMIT ?',
+  );
   const selectDone = db.prepare<[number], Row>(
     `SELECT * FROM jobs WHERE state = 'done' AND first_token_at IS NOT NULL AND finished_at IS NOT NULL
      ORDER BY finished_at DESC, id LIMIT ?`,
@@ -155,6 +168,15 @@ export function createJobStore(db: Database): JobStore {
         ? selectMany.all(options.limit ?? 100)
         : selectOwned.all(options.owner, options.limit ?? 100)
       ).map(row),
+    find: (prefix, options = {}) => {
+      const upper = `${prefix}\u{10FFFF}`;
+      const limit = options.limit ?? 11;
+      return (
+        options.owner === undefined
+          ? selectPrefix.all(prefix, upper, limit)
+          : selectPrefixOwned.all(prefix, upper, options.owner, limit)
+      ).map(row);
+    },
     recentDone: (limit) => selectDone.all(limit).map(row),
     failUnfinished: (reason, at) => failAll.run(at, reason.code, reason.message).changes,
     prune: (keep) => pruneOld.run(keep).changes,

@@ -1,82 +1,128 @@
 /**
- * `rbee jobs ls | show | cancel`: the jobs this node accepted (its jobs table), where each ran —
- * this hive or another the queen picked — and how it ended.
+ * `rbee jobs ls | show | cancel`: the jobs of the whole cluster (each node keeps the jobs that
+ * entered through it; the local node asks the others), where each runs or ran — this hive or
+ * another the queen picked — and how it ended. `--here` limits them to the local node.
  */
 import type { Command, Option } from 'commander';
-import { RbeeError } from '../../shared/errors.js';
-import type { JobRecord } from '../../shared/view.js';
+import {
+  jobRecordTimings,
+  type ClusterJobRecord,
+  type JobRecord,
+  type UnansweredNode,
+} from '../../shared/view.js';
+import { formatDuration, formatMs, formatTokensPerSecond } from '../dashboard/format.js';
 import { intArg, type CommonOptions, type Keeper } from './keeper.js';
+
+type JobsOptions = CommonOptions & { here?: boolean };
 
 export function registerJobs(root: Command, keeper: Keeper, json: () => Option, port: () => Option): void {
   const jobs = root
     .command('jobs')
-    .description('the jobs this node accepted: where each ran and how it ended');
+    .description('the jobs of the cluster: where each runs or ran and how it ended');
   jobs
     .command('ls')
-    .description('list jobs, newest first')
-    .option('--limit <n>', 'at most this many (default 20)', intArg('--limit', 1))
+    .description('list the jobs of every node of the cluster, newest first')
+    .option('--limit <n>', 'at most this many (default 20, at most 1000)', intArg('--limit', 1))
+    .option('--here', 'only the jobs that entered through this node (no other node is asked)')
     .addOption(json())
     .addOption(port())
-    .action((opts: CommonOptions & { limit?: number }) =>
+    .action((opts: JobsOptions & { limit?: number }) =>
       keeper.withNode(opts, async (client, output) => {
-        const rows = await client.jobHistory({ limit: opts.limit ?? 20 });
-        output.result(rows, rows.length === 0 ? 'no jobs yet' : rows.map(line).join('\n'));
+        const limit = Math.min(opts.limit ?? 20, 1000);
+        const answer = await client.clusterJobs({ limit, here: opts.here === true });
+        output.result(answer, listing(answer.jobs, answer.unanswered, Date.now()));
       }),
     );
   jobs
     .command('show')
-    .description('one job: its model, hive, worker, the queen’s reason, timings and how it ended')
+    .description('one job, on whichever node holds it: model, hive, worker, the queen’s reason, timings')
     .argument('<id>', 'the job id (a prefix is enough when it is unique)')
+    .option('--here', 'look only in this node’s jobs')
     .addOption(json())
     .addOption(port())
-    .action((id: string, opts: CommonOptions) =>
+    .action((id: string, opts: JobsOptions) =>
       keeper.withNode(opts, async (client, output) => {
-        const row = find(await client.jobHistory({ limit: 10_000 }), id);
+        const row = opts.here === true ? await client.jobRecord(id) : await client.clusterJob(id);
         output.result(row, details(row));
       }),
     );
   jobs
     .command('cancel')
-    .description('cancel a running job (its worker stops generating, wherever it runs)')
+    .description('cancel a job on whichever node holds it (its worker stops generating, wherever it runs)')
     .argument('<id>', 'the job id (a prefix is enough when it is unique)')
+    .option('--here', 'look only in this node’s jobs')
     .addOption(json())
     .addOption(port())
-    .action((id: string, opts: CommonOptions) =>
+    .action((id: string, opts: JobsOptions) =>
       keeper.withNode(opts, async (client, output) => {
-        const row = find(await client.jobHistory({ limit: 10_000 }), id);
-        await client.cancelJob(row.id);
-        output.result({ id: row.id, cancelling: true }, `cancelling ${row.id}`);
+        if (opts.here === true) {
+          const row = await client.jobRecord(id);
+          await client.cancelJob(row.id);
+          output.result({ id: row.id, cancelling: true, state: row.state }, `cancelling ${row.id}`);
+          return;
+        }
+        const cancelled = await client.cancelClusterJob(id);
+        output.result(
+          cancelled,
+          cancelled.cancelling
+            ? `cancelling ${cancelled.id} (entered through ${cancelled.entry.name})`
+            : `job ${cancelled.id} had already ended: ${cancelled.state}`,
+        );
       }),
     );
 }
 
-function find(rows: JobRecord[], id: string): JobRecord {
-  const matches = rows.filter((r) => r.id === id || r.id.startsWith(id));
-  const exact = matches.find((r) => r.id === id);
-  if (exact !== undefined) return exact;
-  if (matches.length === 1) return matches[0]!;
-  if (matches.length === 0) throw new RbeeError('JOB_NOT_FOUND', `no job ${id} on this node`);
-  throw new RbeeError('BAD_REQUEST', `${id} matches ${matches.length} jobs; give more of the id`);
+const COLUMNS = ['JOB', 'ENTRY', 'HIVE', 'STATE', 'MODEL', 'AGE', 'TTFT', 'TOK/S', 'END'] as const;
+
+function cells(row: ClusterJobRecord, now: number): string[] {
+  const { timeToFirstTokenMs, tokensPerSecond } = jobRecordTimings(row);
+  return [
+    row.id.slice(0, 8),
+    row.entry.name,
+    row.hiveName ?? '-',
+    row.state,
+    row.model,
+    formatDuration(now - row.acceptedAt),
+    formatMs(timeToFirstTokenMs),
+    formatTokensPerSecond(tokensPerSecond),
+    row.errorCode ?? (row.completionTokens === undefined ? '' : `${row.completionTokens} tokens`),
+  ];
 }
 
-function line(row: JobRecord): string {
-  const where = row.hiveName ?? '-';
-  const end = row.errorCode === undefined ? '' : `\t${row.errorCode}`;
-  const tokens = row.completionTokens === undefined ? '' : `\t${row.completionTokens} tokens`;
-  return `${row.id.slice(0, 8)}\t${row.state}\t${row.model}\ton ${where}${tokens}${end}`;
+/** The table `rbee jobs ls` prints, columns padded to their widest cell, then who did not answer. */
+export function listing(rows: ClusterJobRecord[], unanswered: UnansweredNode[], now: number): string {
+  const silent = unanswered.map(
+    (n) => `(${n.name ?? n.id} did not answer: ${n.error.code}; its jobs are missing)`,
+  );
+  if (rows.length === 0) return ['no jobs yet', ...silent].join('\n');
+  const table = [[...COLUMNS], ...rows.map((r) => cells(r, now))];
+  const widths = COLUMNS.map((_, i) => Math.max(...table.map((line) => (line[i] ?? '').length)));
+  const lines = table.map((line) =>
+    line
+      .map((cell, i) => (i === line.length - 1 ? cell : cell.padEnd(widths[i] ?? 0)))
+      .join('  ')
+      .trimEnd(),
+  );
+  return [...lines, ...silent].join('\n');
 }
 
-function details(row: JobRecord): string {
+function details(row: JobRecord | ClusterJobRecord): string {
   const ms = (at: number | undefined): string => (at === undefined ? '-' : `${at - row.acceptedAt} ms`);
+  const { tokensPerSecond } = jobRecordTimings(row);
   return [
     `job ${row.id}: ${row.state}`,
     `model      ${row.model}`,
+    ...('entry' in row ? [`entry      ${row.entry.name} (${row.entry.id})`] : []),
     `hive       ${row.hiveName ?? '-'}${row.hive === undefined ? '' : ` (${row.hive})`}`,
     `worker     ${row.worker ?? '-'}`,
     `placed     ${row.reason ?? '-'}`,
     `accepted   ${new Date(row.acceptedAt).toISOString()}`,
     `first token ${ms(row.firstTokenAt)}, finished ${ms(row.finishedAt)}`,
-    ...(row.completionTokens === undefined ? [] : [`tokens     ${row.completionTokens}`]),
+    ...(row.completionTokens === undefined
+      ? []
+      : [
+          `tokens     ${row.completionTokens}${tokensPerSecond === undefined ? '' : `, ${tokensPerSecond.toFixed(1)} tok/s`}`,
+        ]),
     ...(row.errorCode === undefined ? [] : [`error      ${row.errorCode}: ${row.errorMessage ?? ''}`]),
   ].join('\n');
 }

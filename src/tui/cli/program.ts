@@ -9,7 +9,7 @@ import { parseKeepAlive } from '../../shared/duration.js';
 import { RbeeError } from '../../shared/errors.js';
 import { DEFAULT_HOST, DEFAULT_PORT } from '../../shared/paths.js';
 import { VERSION } from '../../shared/version.js';
-import type { JobRequest } from '../../shared/wire.js';
+import type { BackendInfoView, JobRequest, KeyReplicationView } from '../../shared/wire.js';
 import { stopNode } from '../../node/client/index.js';
 import { runInfer } from './infer.js';
 import { registerJobs } from './jobs-commands.js';
@@ -255,18 +255,6 @@ export function createProgram(init: ProgramInit): Command {
   return root;
 }
 
-interface ModelRowLike {
-  id: string;
-  ref: string;
-  name: string;
-  path: string;
-  bytes: number;
-  quantization: string;
-  architecture: string;
-  contextLength: number;
-  source: string;
-}
-
 function registerModels(root: Command, keeper: Keeper, json: () => Option, port: () => Option): void {
   const models = root.command('models').description("models in this node's catalog");
   models
@@ -276,7 +264,7 @@ function registerModels(root: Command, keeper: Keeper, json: () => Option, port:
     .addOption(port())
     .action((opts: CommonOptions) =>
       keeper.withNode(opts, async (client, output) => {
-        const { data: rows } = await client.get<{ data: ModelRowLike[] }>('/v1/models');
+        const rows = await client.models();
         output.result(
           rows,
           rows.length === 0
@@ -357,7 +345,7 @@ function registerModels(root: Command, keeper: Keeper, json: () => Option, port:
     .addOption(port())
     .action((id: string, opts: CommonOptions) =>
       keeper.withNode(opts, async (client, output) => {
-        const model = await client.get<ModelRowLike>(`/v1/models/${encodeURIComponent(id)}`);
+        const model = await client.model(id);
         output.result(
           model,
           Object.entries(model)
@@ -377,19 +365,6 @@ async function liveStatusFor(opts: CommonOptions): Promise<LiveStatus | undefine
   return (await import('./live-status.js')).createLiveStatus(process.stderr);
 }
 
-interface WorkerLike {
-  id: string;
-  hiveName: string;
-  local: boolean;
-  pid: number;
-  model: string;
-  state: string;
-  slots: number;
-  slotsBusy: number;
-  memoryBytes: number;
-  tokensPerSecond: number;
-}
-
 function registerWorkers(root: Command, keeper: Keeper, json: () => Option, port: () => Option): void {
   const workers = root.command('workers').description('workers (llama.cpp processes) of the cluster');
   workers
@@ -400,11 +375,11 @@ function registerWorkers(root: Command, keeper: Keeper, json: () => Option, port
     .action(async (opts: CommonOptions) => {
       // Listing does not wake a sleeping node: a node that is asleep has no workers.
       const output = keeper.output(opts);
-      const { workers: rows } = await keeper
+      const rows = await keeper
         .client(opts)
-        .get<{ workers: WorkerLike[] }>('/v1/cluster/workers')
+        .clusterWorkers()
         .catch((error: unknown) => {
-          if (error instanceof RbeeError && error.code === 'NODE_UNREACHABLE') return { workers: [] };
+          if (error instanceof RbeeError && error.code === 'NODE_UNREACHABLE') return [];
           throw error;
         });
       output.result(
@@ -429,16 +404,10 @@ function registerWorkers(root: Command, keeper: Keeper, json: () => Option, port
     .addOption(port())
     .action((opts: CommonOptions) =>
       keeper.withNode(opts, async (client, output) => {
-        interface Backend {
-          name: string;
-          available: boolean;
-          binary?: { package: string; version: string };
-          devices: string[];
-        }
         // Detection runs in the background after start-up: wait for it briefly.
-        let rows: Backend[] = [];
+        let rows: BackendInfoView[] = [];
         for (let i = 0; i < 100 && rows.length === 0; i++) {
-          rows = (await client.get<{ backends: Backend[] }>('/v1/backends')).backends;
+          rows = await client.backends();
           if (rows.length === 0) await new Promise((resolve) => setTimeout(resolve, 100));
         }
         output.result(
@@ -641,15 +610,10 @@ function registerKeys(root: Command, keeper: Keeper, json: () => Option, port: (
     .addOption(port())
     .action((opts: CommonOptions & { name?: string; maxConcurrent?: number; rpm?: number }) =>
       keeper.withNode(opts, async (client, output) => {
-        const created = await client.post<{
-          id: string;
-          name: string;
-          key: string;
-          cluster?: KeyReplication;
-        }>('/v1/keys', {
-          ...(opts.name === undefined ? {} : { name: opts.name }),
-          ...(opts.maxConcurrent === undefined ? {} : { maxConcurrent: opts.maxConcurrent }),
-          ...(opts.rpm === undefined ? {} : { rpm: opts.rpm }),
+        const created = await client.createKey({
+          name: opts.name,
+          maxConcurrent: opts.maxConcurrent,
+          rpm: opts.rpm,
         });
         output.result(
           created,
@@ -665,16 +629,7 @@ function registerKeys(root: Command, keeper: Keeper, json: () => Option, port: (
     .addOption(port())
     .action((opts: CommonOptions) =>
       keeper.withNode(opts, async (client, output) => {
-        const { keys: rows } = await client.get<{
-          keys: {
-            id: string;
-            name: string;
-            createdAt: number;
-            lastUsedAt?: number;
-            maxConcurrent?: number;
-            rpm?: number;
-          }[];
-        }>('/v1/keys');
+        const rows = await client.keys();
         const when = (ts: number | undefined): string =>
           ts === undefined ? 'never used here' : `last used here ${new Date(ts).toISOString()}`;
         const limits = (k: { maxConcurrent?: number; rpm?: number }): string =>
@@ -703,18 +658,14 @@ function registerKeys(root: Command, keeper: Keeper, json: () => Option, port: (
     .addOption(port())
     .action((id: string, opts: CommonOptions) =>
       keeper.withNode(opts, async (client, output) => {
-        const removed = await client.delete<{ removed: string; cluster?: KeyReplication }>(
-          `/v1/keys/${encodeURIComponent(id)}`,
-        );
+        const removed = await client.removeKey(id);
         output.result(removed, `revoked ${removed.removed}${replicationLine(removed.cluster)}`);
       }),
     );
 }
 
 /** What `/v1/keys` answers about a change's way through the cluster (none for a node alone). */
-type KeyReplication = { queen: string; term: number; version: number; hives: number } | { pending: string };
-
-function replicationLine(cluster: KeyReplication | undefined): string {
+function replicationLine(cluster: KeyReplicationView | undefined): string {
   if (cluster === undefined) return '';
   if ('pending' in cluster) return `\nthis node only for now: ${cluster.pending}`;
   const where =

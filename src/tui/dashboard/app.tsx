@@ -12,6 +12,7 @@ import { createCommandRunner, type CommandRunner } from './commands.js';
 import { Screen } from './components/screen.js';
 import { applyKey, keyPresses, type KeyPress } from './keymap.js';
 import { createInitialState, reduce, type DashboardAction, type DashboardState } from './state.js';
+import { useClusterJobs } from './use-cluster-jobs.js';
 import { useNodeEvents } from './use-node-events.js';
 
 /** Wakes the local node, narrating what it does; resolves once the node answers. */
@@ -31,6 +32,8 @@ export interface DashboardAppProps {
   tickMs?: number;
   /** Reconnect backoff for the event stream (see followNodeEvents). */
   backoff?: { initialMs?: number; maxMs?: number };
+  /** How often the Jobs view asks for the cluster's jobs. Defaults to 2000 ms. */
+  jobsPollMs?: number;
 }
 
 /**
@@ -117,6 +120,13 @@ export function DashboardApp(props: DashboardAppProps): React.JSX.Element {
     enabled: awake,
     dispatch: batched,
     ...(props.backoff === undefined ? {} : { backoff: props.backoff }),
+  });
+
+  useClusterJobs({
+    client,
+    enabled: state.connection.status === 'live' && state.view === 'jobs',
+    dispatch: batched,
+    ...(props.jobsPollMs === undefined ? {} : { intervalMs: props.jobsPollMs }),
   });
 
   useEffect(() => {

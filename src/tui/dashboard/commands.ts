@@ -58,9 +58,16 @@ export function createCommandRunner(init: CommandRunnerInit): CommandRunner {
         case 'stop-worker':
           await client.stopWorker(command.id, { signal });
           return report(true, `worker ${command.id} stopped`);
-        case 'cancel-job':
-          await client.cancelJob(command.id, { signal });
-          return report(true, `job ${command.id} cancelled`);
+        case 'cancel-job': {
+          // the job's entry node cancels it, whichever node of the cluster that is
+          const done = await client.cancelClusterJob(command.id, { signal });
+          return report(
+            true,
+            done.cancelling
+              ? `job ${command.id} cancelled (entered through ${done.entry.name})`
+              : `job ${command.id} had already ended: ${done.state}`,
+          );
+        }
       }
     } catch (error) {
       const e = toRbeeError(error);

@@ -3,6 +3,10 @@
  * enters it itself and leaves it on every way out: quit, an error thrown while rendering, SIGINT or
  * SIGTERM, a crash (uncaughtExceptionMonitor runs before Node prints the error, so the error lands
  * on the normal screen), and process exit.
+ *
+ * A node the dashboard woke keeps running when it quits, as a desktop app's engine does: the node is
+ * the cluster's hive, and other machines may be using it. Back on the normal screen, the dashboard
+ * says so, and how to stop it.
  */
 import { createElement } from 'react';
 import { render } from 'ink';
@@ -29,6 +33,14 @@ export interface DashboardInit {
 export const ENTER_ALT_SCREEN = '\x1b[?1049h\x1b[H';
 export const LEAVE_ALT_SCREEN = '\x1b[?25h\x1b[?1049l';
 
+/** What the terminal shows after quitting a dashboard that woke the node. */
+export const NODE_KEEPS_RUNNING = 'rbee: the node keeps running (rbee node stop to stop it)';
+
+/** Whether a wake's answer says this call started the node (ensureNodeAwake's `woke`). */
+function woke(result: unknown): boolean {
+  return typeof result === 'object' && result !== null && (result as { woke?: unknown }).woke === true;
+}
+
 /** How long quitting waits for the node to acknowledge cancelled chat jobs. */
 const DRAIN_MS = 1_500;
 
@@ -46,10 +58,17 @@ export async function runDashboard(init: DashboardInit): Promise<number> {
   }
 
   let restored = false;
+  let wokeNode = false;
   const restore = (): void => {
     if (restored) return;
     restored = true;
     stdout.write(LEAVE_ALT_SCREEN);
+    if (wokeNode) stdout.write(`${NODE_KEEPS_RUNNING}\n`);
+  };
+  const wake: WakeNode = async (options) => {
+    const result = await init.wake(options);
+    wokeNode ||= woke(result);
+    return result;
   };
   const pending = new Set<Promise<unknown>>();
   const track = (work: Promise<unknown>): void => {
@@ -81,7 +100,7 @@ export async function runDashboard(init: DashboardInit): Promise<number> {
       createElement(
         ThemeContext.Provider,
         { value: themeFromEnv(init.env) },
-        createElement(DashboardApp, { client: init.client, wake: init.wake, track }),
+        createElement(DashboardApp, { client: init.client, wake, track }),
       ),
       // Raw mode turns Ctrl-C into a key; the keymap quits on it, so Ink must not exit on its own.
       // Console patching is off: this process loads no library that prints (tui/ imports only

@@ -132,6 +132,14 @@ export const KEYMAP: readonly Binding[] = [
     help: 'type a model ref',
     hint: 'ref',
   },
+  {
+    keys: ['h'],
+    modes: ['normal'],
+    views: ['chat'],
+    action: { type: 'chat-cycle-hive' },
+    help: 'pin the chat to the next hive, then none (or type /hive NAME)',
+    hint: 'hive',
+  },
   // details
   {
     keys: ['enter'],

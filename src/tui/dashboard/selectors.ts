@@ -3,21 +3,49 @@
  * rows from other machines slot in as the cluster view grows and a selection follows its row, not
  * its position.
  */
-import type {
-  ClusterView,
-  DownloadView,
-  HiveView,
-  JobView,
-  ModelView,
-  WorkerView,
+import {
+  jobRecordTimings,
+  type ClusterJobRecord,
+  type ClusterView,
+  type DownloadView,
+  type HiveView,
+  type JobRecord,
+  type JobView,
+  type ModelView,
+  type WorkerView,
 } from '../../shared/view.js';
-import type { DashboardState, ViewId } from './state.js';
+import type { ClusterJobsState, DashboardState, ViewId } from './state.js';
+
+/**
+ * A job as the Jobs view shows it: the cluster's jobs table row (where it entered, where it runs),
+ * brought up to date by this node's live view for the jobs that entered here.
+ */
+export interface JobLine {
+  id: string;
+  model: string;
+  state: JobRecord['state'];
+  /** The name of the node it entered through. */
+  entry: string;
+  /** The name of the hive it runs (or ran) on, once placed. */
+  hive: string | undefined;
+  worker: string | undefined;
+  reason: string | undefined;
+  acceptedAt: number;
+  finishedAt: number | undefined;
+  timeToFirstTokenMs: number | undefined;
+  tokensPerSecond: number | undefined;
+  completionTokens: number | undefined;
+  error: string | undefined;
+}
+
+type JobsSource = Pick<DashboardState, 'cluster' | 'clusterJobs'>;
+type SelectionSource = Pick<DashboardState, 'cluster' | 'clusterJobs' | 'selection'>;
 
 export type Row =
   | { view: 'cluster'; key: string; hive: HiveView }
   | { view: 'workers'; key: string; worker: WorkerView }
   | { view: 'models'; key: string; model: ModelView }
-  | { view: 'jobs'; key: string; job: JobView }
+  | { view: 'jobs'; key: string; job: JobLine }
   | { view: 'chat'; key: string; model: ModelView; hives: string[] };
 
 const byText = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
@@ -53,11 +81,76 @@ export function sortedModels(cluster: ClusterView | undefined): ModelView[] {
   );
 }
 
-/** Running jobs first (newest first), then finished ones, newest first. */
-export function sortedJobs(cluster: ClusterView | undefined): JobView[] {
-  const running = (j: JobView): number => (j.state === 'running' ? 0 : 1);
-  const when = (j: JobView): number => j.finishedAt ?? j.acceptedAt;
-  return [...(cluster?.jobs ?? [])].sort((a, b) => running(a) - running(b) || when(b) - when(a));
+/** Queued, placing and running: a job that can still be cancelled. */
+export function isUnfinished(state: JobLine['state']): boolean {
+  return state === 'queued' || state === 'placing' || state === 'running';
+}
+
+function fromRecord(row: ClusterJobRecord): JobLine {
+  const { timeToFirstTokenMs, tokensPerSecond } = jobRecordTimings(row);
+  return {
+    id: row.id,
+    model: row.model,
+    state: row.state,
+    entry: row.entry.name,
+    hive: row.hiveName ?? row.hive,
+    worker: row.worker,
+    reason: row.reason,
+    acceptedAt: row.acceptedAt,
+    finishedAt: row.finishedAt,
+    timeToFirstTokenMs,
+    tokensPerSecond,
+    completionTokens: row.completionTokens,
+    error: row.errorCode === undefined ? undefined : `${row.errorCode}: ${row.errorMessage ?? ''}`,
+  };
+}
+
+/** A job of this node's live view over its table row: the live view is pushed, the list polled. */
+function withLive(line: JobLine | undefined, live: JobView, here: string): JobLine {
+  // the live view says 'running' from acceptance on; the table tells queued and placing apart
+  const state =
+    live.state === 'running' && line !== undefined && isUnfinished(line.state) ? line.state : live.state;
+  return {
+    id: live.id,
+    model: live.model,
+    state,
+    entry: line?.entry ?? here,
+    hive: line?.hive,
+    worker: line?.worker,
+    reason: line?.reason,
+    acceptedAt: live.acceptedAt,
+    finishedAt: live.finishedAt ?? line?.finishedAt,
+    timeToFirstTokenMs: live.timeToFirstTokenMs ?? line?.timeToFirstTokenMs,
+    tokensPerSecond: live.tokensPerSecond ?? line?.tokensPerSecond,
+    completionTokens: live.completionTokens ?? line?.completionTokens,
+    error: live.error ?? line?.error,
+  };
+}
+
+/** Every job the dashboard knows of: the cluster's list merged with this node's live jobs. */
+export function jobLines(state: JobsSource): JobLine[] {
+  const lines = new Map<string, JobLine>(
+    (state.clusterJobs?.jobs ?? []).map((row) => [row.id, fromRecord(row)]),
+  );
+  const here = state.cluster?.hives.find((h) => h.local)?.name ?? 'this node';
+  for (const live of state.cluster?.jobs ?? []) lines.set(live.id, withLive(lines.get(live.id), live, here));
+  return [...lines.values()];
+}
+
+/** Unfinished jobs first (newest first), then finished ones, newest first. */
+export function sortedJobs(state: JobsSource): JobLine[] {
+  const open = (j: JobLine): number => (isUnfinished(j.state) ? 0 : 1);
+  const when = (j: JobLine): number => j.finishedAt ?? j.acceptedAt;
+  return jobLines(state).sort((a, b) => open(a) - open(b) || when(b) - when(a) || (a.id < b.id ? -1 : 1));
+}
+
+/** Members whose jobs are missing from the list, and why the list itself may be stale. */
+export function jobsGaps(jobs: ClusterJobsState | undefined): string | undefined {
+  if (jobs === undefined) return undefined;
+  if (jobs.error !== undefined) return `other nodes' jobs unavailable: ${jobs.error}`;
+  if (jobs.unanswered.length === 0) return undefined;
+  const names = jobs.unanswered.map((n) => n.name ?? n.id).join(', ');
+  return `${names} did not answer: ${jobs.unanswered.length === 1 ? 'its' : 'their'} jobs are missing`;
 }
 
 export function sortedDownloads(cluster: ClusterView | undefined): DownloadView[] {
@@ -77,7 +170,7 @@ export function chatModels(cluster: ClusterView | undefined): { model: ModelView
   return [...byRef.values()].sort((a, b) => byText(a.model.name, b.model.name));
 }
 
-export function rowsFor(state: Pick<DashboardState, 'cluster'>, view: ViewId): Row[] {
+export function rowsFor(state: JobsSource, view: ViewId): Row[] {
   const { cluster } = state;
   switch (view) {
     case 'cluster':
@@ -87,7 +180,7 @@ export function rowsFor(state: Pick<DashboardState, 'cluster'>, view: ViewId): R
     case 'models':
       return sortedModels(cluster).map((model) => ({ view, key: `${model.hive}/${model.id}`, model }));
     case 'jobs':
-      return sortedJobs(cluster).map((job) => ({ view, key: job.id, job }));
+      return sortedJobs(state).map((job) => ({ view, key: job.id, job }));
     case 'chat':
       return chatModels(cluster).map(({ model, hives }) => ({ view, key: model.ref, model, hives }));
     case 'log':
@@ -96,7 +189,7 @@ export function rowsFor(state: Pick<DashboardState, 'cluster'>, view: ViewId): R
 }
 
 /** The index of the selected row: the row with the remembered key, else the remembered position. */
-export function selectedIndex(state: Pick<DashboardState, 'cluster' | 'selection'>, view: ViewId): number {
+export function selectedIndex(state: SelectionSource, view: ViewId): number {
   const rows = rowsFor(state, view);
   if (rows.length === 0) return -1;
   const selection = state.selection[view];
@@ -105,16 +198,15 @@ export function selectedIndex(state: Pick<DashboardState, 'cluster' | 'selection
   return byKey !== -1 ? byKey : Math.min(selection.index, rows.length - 1);
 }
 
-export function selectedRow(
-  state: Pick<DashboardState, 'cluster' | 'selection'>,
-  view: ViewId,
-): Row | undefined {
+export function selectedRow(state: SelectionSource, view: ViewId): Row | undefined {
   const index = selectedIndex(state, view);
   return index === -1 ? undefined : rowsFor(state, view)[index];
 }
 
 /** The model a chat message goes to: a typed ref wins, else the picker's selection. */
-export function chatModel(state: Pick<DashboardState, 'cluster' | 'selection' | 'chat'>): string | undefined {
+export function chatModel(
+  state: Pick<DashboardState, 'cluster' | 'clusterJobs' | 'selection' | 'chat'>,
+): string | undefined {
   if (state.chat.model !== undefined) return state.chat.model;
   const row = selectedRow(state, 'chat');
   return row?.view === 'chat' ? row.model.ref : undefined;

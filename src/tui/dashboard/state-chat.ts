@@ -1,10 +1,11 @@
 /**
- * The chat panel's part of the reducer: the input line, the model picker focus, and the turns,
- * whose answers grow token batch by token batch. Sending and cancelling are queued as commands.
+ * The chat panel's part of the reducer: the input line, the model picker focus, the hive the chat
+ * is pinned to, and the turns, whose answers grow token batch by token batch. Sending and
+ * cancelling are queued as commands.
  */
 import type { RbeeErrorJson } from '../../shared/errors.js';
 import type { ChatMessage, DoneEvent } from '../../shared/wire.js';
-import { chatModel } from './selectors.js';
+import { chatModel, sortedHives } from './selectors.js';
 import type { DashboardState, TextEdit } from './state.js';
 import { editText, enqueue } from './state-ops.js';
 
@@ -16,6 +17,8 @@ export const CHAT_HISTORY_TURNS = 8;
 export interface ChatTurn {
   id: number;
   model: string;
+  /** The hive it was pinned to, if any. */
+  hive?: string;
   prompt: string;
   answer: string;
   state: 'sending' | 'streaming' | 'done' | 'failed' | 'cancelled';
@@ -30,6 +33,11 @@ export interface ChatTurn {
 export interface ChatState {
   /** A ref typed by the user; when unset, the picker's selection is the model. */
   model: string | undefined;
+  /**
+   * The hive (its name) every message runs on: the job request's `hive`, which pins it there.
+   * Undefined: the queen places each one.
+   */
+  hive: string | undefined;
   focus: 'input' | 'models';
   input: string;
   turns: ChatTurn[];
@@ -42,6 +50,8 @@ export type ChatAction =
   | { type: 'chat-escape' }
   | { type: 'chat-focus-input' }
   | { type: 'chat-pick-model' }
+  /** Pins the next hive the dashboard knows (this node's first), then none again. */
+  | { type: 'chat-cycle-hive' }
   | { type: 'chat-accepted'; turnId: number; jobId: string }
   | { type: 'chat-tokens'; turnId: number; text: string }
   | { type: 'chat-status'; jobId: string; text: string }
@@ -77,9 +87,53 @@ function updateTurn(
   return changed ? { ...state, chat: { ...state.chat, turns } } : state;
 }
 
+/** The hive names the dashboard knows: this node's first, then the queen, then by name. */
+function hiveNames(state: DashboardState): string[] {
+  return sortedHives(state.cluster).map((h) => h.name);
+}
+
+function pin(state: DashboardState, hive: string | undefined): DashboardState {
+  return {
+    ...state,
+    chat: { ...state.chat, hive },
+    notice: {
+      level: 'info',
+      text:
+        hive === undefined ? 'chat unpinned: the queen places each message' : `chat pinned to hive ${hive}`,
+    },
+  };
+}
+
+/** `/hive NAME` pins the chat to a hive the dashboard knows; `/hive` alone (or `auto`) unpins it. */
+function hiveCommand(state: DashboardState, arg: string): DashboardState {
+  const name = arg.trim();
+  const typed = { ...state, chat: { ...state.chat, input: '' } };
+  if (name === '' || name === 'auto') return pin(typed, undefined);
+  const known = sortedHives(state.cluster);
+  const hive = known.find((h) => h.name === name || h.id === name);
+  if (hive !== undefined) return pin(typed, hive.name);
+  return {
+    ...state,
+    notice: {
+      level: 'error',
+      text: `no hive ${name} in the cluster; known: ${known.map((h) => h.name).join(', ') || 'none yet'}`,
+    },
+  };
+}
+
+function cycleHive(state: DashboardState): DashboardState {
+  const names = hiveNames(state);
+  const order = [undefined, ...names];
+  const at = state.chat.hive === undefined ? 0 : order.indexOf(state.chat.hive);
+  // a pinned hive that left the cluster is not in the order (-1): the next press unpins
+  return pin(state, order[(at + 1) % order.length]);
+}
+
 function send(state: DashboardState): DashboardState {
   const prompt = state.chat.input.trim();
   if (prompt === '') return state;
+  const command = /^\/hive(?:\s+(.*))?$/.exec(prompt);
+  if (command !== null) return hiveCommand(state, command[1] ?? '');
   if (activeTurn(state.chat) !== undefined) {
     return {
       ...state,
@@ -96,7 +150,15 @@ function send(state: DashboardState): DashboardState {
       },
     };
   }
-  const turn: ChatTurn = { id: state.chat.nextTurnId, model, prompt, answer: '', state: 'sending' };
+  const hive = state.chat.hive;
+  const turn: ChatTurn = {
+    id: state.chat.nextTurnId,
+    model,
+    ...(hive === undefined ? {} : { hive }),
+    prompt,
+    answer: '',
+    state: 'sending',
+  };
   const messages: ChatMessage[] = [...history(state.chat.turns), { role: 'user', content: prompt }];
   const next: DashboardState = {
     ...state,
@@ -108,7 +170,11 @@ function send(state: DashboardState): DashboardState {
       nextTurnId: turn.id + 1,
     },
   };
-  return enqueue(next, { kind: 'chat', turnId: turn.id, request: { model, messages } });
+  return enqueue(next, {
+    kind: 'chat',
+    turnId: turn.id,
+    request: { model, messages, ...(hive === undefined ? {} : { hive }) },
+  });
 }
 
 export function reduceChat(state: DashboardState, action: ChatAction): DashboardState {
@@ -130,6 +196,8 @@ export function reduceChat(state: DashboardState, action: ChatAction): Dashboard
       );
       return enqueue(next, { kind: 'cancel-chat', turnId: turn.id });
     }
+    case 'chat-cycle-hive':
+      return cycleHive(state);
     case 'chat-focus-input':
       return { ...state, chat: { ...chat, focus: 'input' } };
     case 'chat-pick-model': {

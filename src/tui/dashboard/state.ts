@@ -5,11 +5,11 @@
  * this file stays free of I/O and every decision in it is unit-testable.
  */
 import type { ErrorCode } from '../../shared/errors.js';
-import type { ClusterView, NodeEvent } from '../../shared/view.js';
+import type { ClusterJobRecord, ClusterView, NodeEvent, UnansweredNode } from '../../shared/view.js';
 import type { JobRequest, NarrationSource } from '../../shared/wire.js';
 import { reduceChat, type ChatAction, type ChatState } from './state-chat.js';
 import { editText, enqueue } from './state-ops.js';
-import { hiveName, rowsFor, selectedIndex, selectedRow } from './selectors.js';
+import { hiveName, isUnfinished, rowsFor, selectedIndex, selectedRow } from './selectors.js';
 
 export const VIEWS = ['cluster', 'workers', 'models', 'jobs', 'chat', 'log'] as const;
 export type ViewId = (typeof VIEWS)[number];
@@ -67,12 +67,24 @@ export interface Notice {
   text: string;
 }
 
+/** The cluster's jobs as the node last listed them (`GET /v1/cluster/jobs`), polled while Jobs is shown. */
+export interface ClusterJobsState {
+  jobs: ClusterJobRecord[];
+  /** Members that did not answer: their jobs are missing. */
+  unanswered: UnansweredNode[];
+  /** `now` when the list arrived. */
+  at: number;
+  /** Why the last poll failed, while it does (the live view still shows this node's jobs). */
+  error?: string | undefined;
+}
+
 export interface DashboardState {
   now: number;
   connection: ConnectionState;
   /** Bumped to ask the app to try waking the node again. */
   wakeAttempt: number;
   cluster: ClusterView | undefined;
+  clusterJobs: ClusterJobsState | undefined;
   /** `now` when the snapshot (and its health, with the node's uptime) arrived. */
   snapshotAt: number;
   view: ViewId;
@@ -94,6 +106,14 @@ export type DashboardAction =
   /** Many actions applied as one state change: one render for a frame's worth of events. */
   | { type: 'batch'; actions: DashboardAction[] }
   | { type: 'node-events'; events: NodeEvent[] }
+  | {
+      type: 'cluster-jobs';
+      at: number;
+      jobs?: ClusterJobRecord[];
+      unanswered?: UnansweredNode[];
+      /** The poll failed: the list stays as it was, with this error. */
+      error?: string;
+    }
   | { type: 'connection'; connection: ConnectionState }
   | { type: 'narrate'; text: string; ts: number; source?: NarrationSource }
   | { type: 'tick'; now: number }
@@ -124,6 +144,7 @@ export function createInitialState(init: { now: number }): DashboardState {
     connection: { status: 'waking' },
     wakeAttempt: 0,
     cluster: undefined,
+    clusterJobs: undefined,
     snapshotAt: init.now,
     view: 'cluster',
     selection: {},
@@ -131,7 +152,7 @@ export function createInitialState(init: { now: number }): DashboardState {
     help: false,
     dialog: undefined,
     log: { entries: [], filter: undefined, scroll: 0, nextSeq: 0 },
-    chat: { model: undefined, focus: 'input', input: '', turns: [], nextTurnId: 1 },
+    chat: { model: undefined, hive: undefined, focus: 'input', input: '', turns: [], nextTurnId: 1 },
     notice: undefined,
     outbox: [],
     nextCommandId: 1,
@@ -239,8 +260,9 @@ function askFor(state: DashboardState, action: DashboardAction['type']): Dashboa
       if (state.view !== 'jobs' || row?.view !== 'jobs') {
         return notice(state, 'info', 'c cancels the job selected in Jobs (4)');
       }
-      if (row.job.state !== 'running') return notice(state, 'info', `job ${row.job.id} is not running`);
-      return confirm(state, `Cancel job ${row.job.id} (${row.job.model})?`, {
+      if (!isUnfinished(row.job.state)) return notice(state, 'info', `job ${row.job.id} has ended`);
+      const where = row.job.hive === undefined ? '' : ` on ${row.job.hive}`;
+      return confirm(state, `Cancel job ${row.job.id} (${row.job.model}${where})?`, {
         kind: 'cancel-job',
         id: row.job.id,
       });
@@ -282,6 +304,22 @@ export function reduce(state: DashboardState, action: DashboardAction): Dashboar
       return action.actions.reduce(reduce, state);
     case 'node-events':
       return action.events.reduce(applyNodeEvent, state);
+    case 'cluster-jobs':
+      if (action.jobs === undefined) {
+        return state.clusterJobs === undefined && action.error === undefined
+          ? state
+          : {
+              ...state,
+              clusterJobs: {
+                ...(state.clusterJobs ?? { jobs: [], unanswered: [], at: action.at }),
+                error: action.error,
+              },
+            };
+      }
+      return {
+        ...state,
+        clusterJobs: { jobs: action.jobs, unanswered: action.unanswered ?? [], at: action.at },
+      };
     case 'connection':
       return { ...state, connection: action.connection };
     case 'narrate':

@@ -1,5 +1,6 @@
 /**
- * Chat: pick a model (catalog or typed ref), type, and watch tokens stream in. The transcript is a
+ * Chat: pick a model (catalog or typed ref), pin a hive or let the queen place each message, type,
+ * and watch tokens stream in. The transcript is a
  * windowed tail rather than Ink's <Static>: <Static> writes finished output once, above the live
  * frame, relying on the terminal's scrollback; in the alternate screen there is no scrollback, so
  * static lines would push the header off the top, and they could not be hidden when another tab
@@ -57,7 +58,7 @@ function turnLines(turn: ChatTurn, width: number, maxLines: number, theme: Theme
   };
   const k = `t${turn.id}`;
   wrapText(`› ${turn.prompt}`, width).forEach((l, i) => push(`${k}p${i}`, l, theme.tokens.accent));
-  push(`${k}m`, `  ${turn.model}`, theme.tokens.muted);
+  push(`${k}m`, `  ${turn.model}${turn.hive === undefined ? '' : ` on ${turn.hive}`}`, theme.tokens.muted);
   const streaming = turn.state === 'sending' || turn.state === 'streaming';
   if (turn.answer !== '')
     answerTail(turn, width, maxLines, streaming).forEach((l, i) => push(`${k}a${i}`, l));
@@ -143,7 +144,7 @@ export function ChatPanel({ state, width, height }: ViewProps): React.JSX.Elemen
       </Text>
     ) : (
       <Text {...theme.tokens.muted}>
-        {'  j/k and Enter pick the model, m types a ref, i returns to the input'}
+        {'  j/k and Enter pick the model, m types a ref, h pins a hive, i returns to the input'}
       </Text>
     );
   return (
@@ -156,6 +157,19 @@ export function ChatPanel({ state, width, height }: ViewProps): React.JSX.Elemen
           <Text {...theme.tokens.title}>{model}</Text>
         )}
         {chat.model !== undefined ? <Text {...theme.tokens.muted}> (typed ref)</Text> : null}
+        <Text {...theme.tokens.muted}>{'  hive '}</Text>
+        {chat.hive === undefined ? (
+          <Text {...theme.tokens.muted}>any (the queen places it)</Text>
+        ) : (
+          <>
+            <Text {...theme.tokens.accent}>{chat.hive}</Text>
+            <Text {...theme.tokens.muted}>
+              {state.cluster?.hives.some((h) => h.name === chat.hive) === false
+                ? ' (pinned, not in the cluster now)'
+                : ' (pinned)'}
+            </Text>
+          </>
+        )}
       </Text>
       <Box flexDirection={wide ? 'row' : 'column'} height={height - 2}>
         {pickerHeight > 0 ? (

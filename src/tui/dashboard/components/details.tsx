@@ -76,6 +76,10 @@ function fieldsFor(
         fields: [
           ['model', j.model],
           ['state', j.state],
+          ['entered through', j.entry],
+          ['hive', j.hive ?? '–'],
+          ['worker', j.worker ?? '–'],
+          ['placed', j.reason ?? '–'],
           ['accepted', formatClock(j.acceptedAt)],
           ['finished', j.finishedAt === undefined ? '–' : formatClock(j.finishedAt)],
           ['time to first token', formatMs(j.timeToFirstTokenMs)],

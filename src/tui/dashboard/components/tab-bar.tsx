@@ -1,6 +1,7 @@
 /** The six views, numbered for the 1–6 keys; counts appear when the terminal is wide enough. */
 import { Box, Text } from 'ink';
 import { VIEWS, VIEW_TITLES, type DashboardState, type ViewId } from '../state.js';
+import { isUnfinished, jobLines } from '../selectors.js';
 import { useTheme } from '../theme.js';
 
 function count(state: DashboardState, view: ViewId): number | undefined {
@@ -14,7 +15,8 @@ function count(state: DashboardState, view: ViewId): number | undefined {
     case 'models':
       return c.models.length;
     case 'jobs':
-      return c.jobs.filter((j) => j.state === 'running').length;
+      // unfinished jobs of the cluster, as far as the dashboard knows them
+      return jobLines(state).filter((j) => isUnfinished(j.state)).length;
     default:
       return undefined;
   }
