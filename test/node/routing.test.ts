@@ -6,7 +6,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { NodeClient } from '../../src/node/client/index.js';
 import type { ClusterJobs, JobRecord } from '../../src/shared/view.js';
-import type { JobEvent, JobRequest } from '../../src/shared/wire.js';
+import { messagePrefixHashes } from '../../src/shared/prefix.js';
+import type { ChatMessage, JobEvent, JobRequest } from '../../src/shared/wire.js';
 import { readFile } from 'node:fs/promises';
 import { runCli, type Sandbox } from '../helpers/cli.js';
 import { tinyModelPath } from '../helpers/tiny-model.js';
@@ -72,6 +73,7 @@ describe('a job submitted on one node', () => {
 
     // the relay changes nothing: the same seeded greedy job run on gamma itself gives the same text
     const direct = await run(nodes.gamma.client, JOB);
+    console.log('DBG', JSON.stringify(direct.filter((e) => e.type === 'narration').map((e) => e.type === 'narration' && `[${e.source} ${e.node}] ${e.text}`)));
     expect(text(events)).toBe(text(direct));
     expect(text(events).length).toBeGreaterThan(0);
   });
@@ -189,6 +191,45 @@ describe('a job submitted on one node', () => {
     const placements = said.filter((t) => / on hive \w+: /.test(t) || /^hive \w+: /.test(t));
     expect(new Set(placements.map((t) => / hive (\w+)/.exec(t)?.[1])).size).toBe(2);
     expect(text(events)).toBe(text(await run(nodes.gamma.client, { ...JOB, hive: 'gamma' })));
+  });
+
+  it('sends a chat’s next turn to the worker that keeps its last turn cached', async () => {
+    const client = nodes.beta.client;
+    const chat: JobRequest = { model: 'demo', maxTokens: 16, temperature: 0, seed: 5, messages: [] };
+    const turn1: ChatMessage[] = [
+      { role: 'system', content: `You answer at length. ${'Some context. '.repeat(40)}` },
+      { role: 'user', content: 'Tell me about bees.' },
+    ];
+    const first = await run(client, { ...chat, messages: turn1 });
+    expect(first.at(-1)).toMatchObject({ type: 'done' });
+    const placedOn = (events: JobEvent[]): string | undefined =>
+      events.flatMap((e) =>
+        e.type === 'narration' && e.source === 'queen' ? [/on hive (\w+)/.exec(e.text)?.[1]] : [],
+      )[0];
+    const hive = placedOn(first);
+    const answered: ChatMessage[] = [...turn1, { role: 'assistant', content: text(first) }];
+    // the worker publishes what its slot keeps (with its next heartbeat)
+    const key = messagePrefixHashes(answered).at(-1);
+    await waitFor(
+      async () => (await client.clusterWorkers()).some((w) => w.prefixes?.some((p) => p.hash === key)),
+      {
+        what: 'the answered chat among the published prefix keys',
+      },
+    );
+
+    const second = await run(client, {
+      ...chat,
+      messages: [...answered, { role: 'user', content: 'And wasps?' }],
+    });
+    const reason = second.find((e) => e.type === 'narration' && e.source === 'queen');
+    expect(reason).toMatchObject({
+      text: expect.stringMatching(
+        new RegExp(`on hive ${hive}: model warm.*\\d+ tokens of the prompt cached there`),
+      ) as unknown,
+    });
+    const done = second.at(-1);
+    expect(done).toMatchObject({ type: 'done' });
+    expect(done?.type === 'done' && (done.usage.cachedPromptTokens ?? 0)).toBeGreaterThan(100);
   });
 
   it('ends with NOT_FOUND, naming the hives, when pinned to a hive that does not exist', async () => {

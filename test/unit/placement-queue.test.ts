@@ -112,6 +112,25 @@ describe('the placement queue', () => {
     expect(asked[3]?.positions.at(-1)?.position).toBe(1);
   });
 
+  it('counts a slot released a moment ago as free, though the hive still publishes it busy', async () => {
+    // b could fetch the model: the queen must not send it there while a's worker is free
+    const b = hive({ id: 'b', ramFree: 4 * GiB });
+    let hives: HiveCandidate[] = [hive({ id: 'a', models: [MODEL], workers: [{ id: 'w' }] }), b];
+    let clock = 1;
+    const queue = createPlacementQueue({ name: 'q', hives: () => hives, maxQueued: 8, now: () => clock });
+    const first = await queue.acquire(request());
+    expect(first.placement).toMatchObject({ hive: 'a', kind: 'warm' });
+    // a publishes its worker busy; the job then ends before a's next state arrives
+    hives = [hive({ id: 'a', models: [MODEL], workers: [{ id: 'w', state: 'busy', slotsBusy: 1 }] }), b];
+    clock = 5;
+    first.release();
+    // not fetched onto b: a's worker is free again
+    const second = await queue.acquire(request());
+    expect(second.placement).toMatchObject({ hive: 'a', kind: 'warm', worker: 'w' });
+    // and taken again, however stale a's state: a third job is fetched onto b
+    expect((await queue.acquire(request())).placement).toMatchObject({ hive: 'b', kind: 'provision' });
+  });
+
   it('takes interactive jobs before batch jobs that waited longer', async () => {
     const { queue } = setup([{ id: 'a', models: [MODEL], workers: [{}] }]);
     const running = ask(queue, request());

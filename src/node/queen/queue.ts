@@ -86,6 +86,8 @@ export interface PlacementQueue {
   rejectAll(error: RbeeError): void;
 }
 
+/** How long a released ticket corrects a hive's published busy slots: longer than it takes to publish. */
+const RELEASE_LAG_MS = 2_000;
 /** What a slot is held for, on average, before any job of the model finished here. */
 const UNKNOWN_HOLD_S = 10;
 const PRIORITY_RANK: Record<Priority, number> = { interactive: 0, batch: 1 };
@@ -113,6 +115,12 @@ export function createPlacementQueue(init: PlacementQueueInit): PlacementQueue {
   const now = init.now ?? Date.now;
   const waiting: Waiter[] = [];
   const held = new Map<number, Reservation>();
+  /**
+   * Tickets released lately. A hive publishes its freed slot a moment after the entry node saw the
+   * job end (and released its ticket), so for that moment its state still says busy: each recent
+   * release takes one busy slot of its model off the hive's published count.
+   */
+  let released: (Reservation & { at: number })[] = [];
   /** Seconds a ticket of each model was held lately (a moving average). */
   const holdS = new Map<string, number>();
   let seq = 0;
@@ -139,6 +147,9 @@ export function createPlacementQueue(init: PlacementQueueInit): PlacementQueue {
         const reservation = held.get(id);
         if (reservation === undefined) return;
         held.delete(id);
+        const at = now();
+        released = released.filter((r) => at - r.at < RELEASE_LAG_MS);
+        released.push({ ...reservation, at });
         const s = (now() - reservation.since) / 1000;
         const before = holdS.get(modelId);
         holdS.set(modelId, before === undefined ? s : before * 0.7 + s * 0.3);
@@ -150,14 +161,20 @@ export function createPlacementQueue(init: PlacementQueueInit): PlacementQueue {
   /** Published states with the tickets held here counted in (see the file's comment). */
   function candidates(): HiveCandidate[] {
     const hives = init.hives();
-    if (held.size === 0) return hives;
+    const since = now() - RELEASE_LAG_MS;
+    released = released.filter((r) => r.at > since);
+    if (held.size === 0 && released.length === 0) return hives;
+    const on = (candidate: HiveCandidate) => (r: Reservation) =>
+      r.hive === candidate.id || r.name === candidate.state.hive.name;
     return hives.map((candidate) => {
-      const mine = [...held.values()].filter(
-        (r) => r.hive === candidate.id || r.name === candidate.state.hive.name,
-      );
-      return mine.length === 0
-        ? candidate
-        : { ...candidate, state: withTickets(candidate.id, candidate.state, mine, hives) };
+      // slots freed a moment ago are free, though the state may still say busy (the tickets held
+      // count again below: published − released never hides a job placed since)
+      const freed = released.filter(on(candidate));
+      const mine = [...held.values()].filter(on(candidate));
+      if (freed.length === 0 && mine.length === 0) return candidate;
+      let state = freed.length === 0 ? candidate.state : withReleases(candidate.state, freed);
+      if (mine.length > 0) state = withTickets(candidate.id, state, mine, hives);
+      return { ...candidate, state };
     });
   }
 
@@ -353,6 +370,19 @@ function impossible(request: QueueRequest, hives: readonly HiveCandidate[]): Rbe
     return toRbeeError(error);
   }
   return new RbeeError('INSUFFICIENT_MEMORY', `no hive can run ${request.modelId} now`);
+}
+
+/** A published state with the slots of tickets released a moment ago free again. */
+function withReleases(state: HiveState, freed: readonly Reservation[]): HiveState {
+  return {
+    ...state,
+    workers: state.workers.map((w) => {
+      const count = freed.filter((r) => r.modelId === w.model).length;
+      if (count === 0 || w.state === 'stopping' || w.state === 'exited') return w;
+      const slotsBusy = Math.max(0, w.slotsBusy - count);
+      return { ...w, slotsBusy, state: w.state === 'busy' && slotsBusy === 0 ? 'idle' : w.state };
+    }),
+  };
 }
 
 /**
