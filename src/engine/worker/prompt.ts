@@ -188,7 +188,9 @@ function functionsOf(tools: readonly Tool[]): ChatModelFunctions {
       {
         ...(tool.description === undefined ? {} : { description: tool.description }),
         // rendered as documentation only; the API builds any grammar from the schemas itself
-        ...(tool.parameters === undefined ? {} : { params: tool.parameters as ChatModelFunctions[string]['params'] }),
+        ...(tool.parameters === undefined
+          ? {}
+          : { params: tool.parameters as ChatModelFunctions[string]['params'] }),
       },
     ]),
   );

@@ -17,6 +17,16 @@ import type { ModelCatalog, ModelRow } from '../store/index.js';
 import type { ApiClient } from './auth.js';
 import type { ModelAccessCheck } from './model-access.js';
 import { releaseWhenDone } from './key-limits.js';
+import {
+  checkToolMessages,
+  toolChatShape,
+  toolFields,
+  toolJobFields,
+  toolMessage,
+  toolMessageFields,
+  toolPlan,
+  type ToolPlan,
+} from './openai-tools.js';
 
 export interface OpenAiInit {
   jobs: JobManager;
@@ -34,8 +44,12 @@ export interface OpenAiInit {
 
 const textPartSchema = z.object({ type: z.literal('text'), text: z.string() });
 const messageSchema = z.object({
-  role: z.enum(['system', 'developer', 'user', 'assistant']),
-  content: z.union([z.string(), z.array(textPartSchema)]).nullable(),
+  role: z.enum(['system', 'developer', 'user', 'assistant', 'tool']),
+  content: z
+    .union([z.string(), z.array(textPartSchema)])
+    .nullable()
+    .optional(),
+  ...toolMessageFields,
 });
 
 const samplingFields = {
@@ -80,7 +94,7 @@ const embeddingsSchema = z.object({
   encoding_format: z.enum(['float', 'base64']).optional(),
 });
 
-const chatSchema = z.object({ ...samplingFields, messages: z.array(messageSchema).min(1) });
+const chatSchema = z.object({ ...samplingFields, ...toolFields, messages: z.array(messageSchema).min(1) });
 const completionSchema = z.object({
   ...samplingFields,
   prompt: z.union([z.string(), z.array(z.string()).length(1)]),
@@ -88,7 +102,7 @@ const completionSchema = z.object({
 type SamplingBody = z.infer<typeof chatSchema> | z.infer<typeof completionSchema>;
 
 function parse<T>(schema: z.ZodType<T>, body: unknown): T {
-  const unsupported = ['tools', 'functions', 'logprobs'].find(
+  const unsupported = ['functions', 'logprobs'].find(
     (key) => typeof body === 'object' && body !== null && (body as Record<string, unknown>)[key] != null,
   );
   if (unsupported !== undefined)
@@ -122,10 +136,14 @@ function sampling(body: SamplingBody): Omit<JobRequest, 'model'> {
 }
 
 function toMessages(messages: z.infer<typeof messageSchema>[]): ChatMessage[] {
-  return messages.map((m) => ({
-    role: m.role === 'developer' ? 'system' : m.role,
-    content: typeof m.content === 'string' ? m.content : (m.content ?? []).map((p) => p.text).join(''),
-  }));
+  return messages.map((m) => {
+    const content = typeof m.content === 'string' ? m.content : (m.content ?? []).map((p) => p.text).join('');
+    return {
+      role: m.role === 'developer' ? 'system' : m.role,
+      content,
+      ...toolMessage({ ...m, content }),
+    };
+  });
 }
 
 function sendError(reply: FastifyReply, error: unknown): void {
@@ -154,8 +172,12 @@ const usage = (done: DoneEvent): Record<string, unknown> => ({
 });
 
 interface Shape {
-  /** One streamed piece of text (or the final piece, with a finish reason). */
-  chunk(text: string | undefined, finish: string | null, first: boolean): Record<string, unknown>;
+  /** One streamed piece of text (or the final piece, with a finish reason): one chunk, or several. */
+  chunk(
+    text: string | undefined,
+    finish: string | null,
+    first: boolean,
+  ): Record<string, unknown> | Record<string, unknown>[];
   /** The whole answer, when not streaming. */
   whole(text: string, done: DoneEvent): Record<string, unknown>;
 }
@@ -212,14 +234,17 @@ async function serve(
       return;
     }
     if (event.type === 'token') {
-      if (stream) await send(s.chunk(event.text, null, text === ''));
+      if (stream) for (const chunk of [s.chunk(event.text, null, text === '')].flat()) await send(chunk);
       text += event.text;
       continue;
     }
     finished = true;
     if (!stream) return void reply.send(s.whole(text, event));
-    await send(s.chunk(undefined, finishReason(event), text === ''));
-    if (includeUsage) await send({ ...s.chunk(undefined, null, false), choices: [], usage: usage(event) });
+    for (const chunk of [s.chunk(undefined, finishReason(event), text === '')].flat()) await send(chunk);
+    if (includeUsage) {
+      const base = [s.chunk(undefined, null, false)].flat()[0] ?? {};
+      await send({ ...base, choices: [], usage: usage(event) });
+    }
     await send('[DONE]');
     sse?.end();
     return;
@@ -228,6 +253,44 @@ async function serve(
 
 function streamedError(error: RbeeError): string {
   return `data: ${JSON.stringify({ error: { message: error.message, code: error.code } })}\n\n`;
+}
+
+/** The chat request's tool plan (see openai-tools.ts), its tool messages checked. */
+function chatTools(body: z.infer<typeof chatSchema>): ToolPlan | undefined {
+  checkToolMessages(
+    body.messages.map((m) => ({
+      role: m.role,
+      content: '',
+      tool_calls: m.tool_calls,
+      ...(m.tool_call_id === undefined ? {} : { tool_call_id: m.tool_call_id }),
+    })),
+  );
+  return toolPlan(body);
+}
+
+/** Chat completion chunks and answer of a request with tools. */
+function toolCompletionShape(plan: ToolPlan, id: string, model: string, created: number): Shape {
+  const tools = toolChatShape(plan, (delta, finish) => ({
+    id: `chatcmpl-${id}`,
+    object: 'chat.completion.chunk',
+    created,
+    model,
+    choices: [{ index: 0, delta, finish_reason: finish }],
+  }));
+  return {
+    chunk: (text, finish) => tools.chunk(text, finish),
+    whole: (text, done) => {
+      const { message, finish } = tools.message(text, finishReason(done));
+      return {
+        id: `chatcmpl-${id}`,
+        object: 'chat.completion',
+        created,
+        model,
+        choices: [{ index: 0, message, finish_reason: finish }],
+        usage: usage(done),
+      };
+    },
+  };
 }
 
 function modelObject(m: ModelRow): Record<string, unknown> {
@@ -285,14 +348,33 @@ export function registerOpenAiRoutes(app: FastifyInstance, init: OpenAiInit): vo
   app.post('/v1/chat/completions', async (request, reply) => {
     let body: z.infer<typeof chatSchema>;
     let release: () => void;
+    let tools: ToolPlan | undefined;
     try {
       body = parse(chatSchema, request.body);
+      tools = chatTools(body);
       init.checkModel(body.model, request.apiClient);
       release = init.admit(request.apiClient);
     } catch (error) {
       return sendError(reply, error);
     }
-    const job: JobRequest = { model: body.model, messages: toMessages(body.messages), ...sampling(body) };
+    const job: JobRequest = {
+      model: body.model,
+      messages: toMessages(body.messages),
+      ...sampling(body),
+      ...(tools === undefined ? {} : toolJobFields(tools)),
+    };
+    if (tools !== undefined) {
+      return serve(
+        init,
+        request.apiClient,
+        reply,
+        job,
+        body.stream === true,
+        body.stream_options?.include_usage === true,
+        (id, model, created) => toolCompletionShape(tools, id, model, created),
+        release,
+      );
+    }
     await serve(
       init,
       request.apiClient,
