@@ -27,6 +27,7 @@ import {
   toolPlan,
   type ToolPlan,
 } from './openai-tools.js';
+import { refuseUnsupported, responsesJob, responsesSchema, responsesShape } from './openai-responses.js';
 
 export interface OpenAiInit {
   jobs: JobManager;
@@ -177,7 +178,10 @@ interface Shape {
     text: string | undefined,
     finish: string | null,
     first: boolean,
+    done?: DoneEvent,
   ): Record<string, unknown> | Record<string, unknown>[];
+  /** Whether the stream ends with `data: [DONE]` (the Responses API's does not). Defaults to true. */
+  doneMarker?: boolean;
   /** The whole answer, when not streaming. */
   whole(text: string, done: DoneEvent): Record<string, unknown>;
 }
@@ -219,7 +223,7 @@ async function serve(
   const send = async (data: unknown): Promise<void> => {
     sse ??= init.openSse(reply, (error) => streamedError(error));
     // the job waits for a slow reader (its tokens are kept anyway) instead of filling the socket
-    if (!sse.write(`data: ${typeof data === 'string' ? data : JSON.stringify(data)}\n\n`))
+    if (!sse.write(`${eventLine(data)}data: ${typeof data === 'string' ? data : JSON.stringify(data)}\n\n`))
       await sse.drained();
   };
   for await (const event of events) {
@@ -240,15 +244,22 @@ async function serve(
     }
     finished = true;
     if (!stream) return void reply.send(s.whole(text, event));
-    for (const chunk of [s.chunk(undefined, finishReason(event), text === '')].flat()) await send(chunk);
+    for (const chunk of [s.chunk(undefined, finishReason(event), text === '', event)].flat())
+      await send(chunk);
     if (includeUsage) {
       const base = [s.chunk(undefined, null, false)].flat()[0] ?? {};
       await send({ ...base, choices: [], usage: usage(event) });
     }
-    await send('[DONE]');
+    if (s.doneMarker !== false) await send('[DONE]');
     sse?.end();
     return;
   }
+}
+
+/** The Responses API names each event's type in an `event:` line too; chat chunks have none. */
+function eventLine(data: unknown): string {
+  const type = typeof data === 'object' && data !== null ? (data as { type?: unknown }).type : undefined;
+  return typeof type === 'string' && type.startsWith('response.') ? `event: ${type}\n` : '';
 }
 
 function streamedError(error: RbeeError): string {
@@ -408,6 +419,29 @@ export function registerOpenAiRoutes(app: FastifyInstance, init: OpenAiInit): vo
           usage: usage(done),
         }),
       }),
+      release,
+    );
+  });
+
+  app.post('/v1/responses', async (request, reply) => {
+    let body: z.infer<typeof responsesSchema>;
+    let release: () => void;
+    try {
+      refuseUnsupported(request.body);
+      body = parse(responsesSchema, request.body);
+      init.checkModel(body.model, request.apiClient);
+      release = init.admit(request.apiClient);
+    } catch (error) {
+      return sendError(reply, error);
+    }
+    await serve(
+      init,
+      request.apiClient,
+      reply,
+      responsesJob(body),
+      body.stream === true,
+      false,
+      (id, _model, created) => ({ ...responsesShape(body, id, created), doneMarker: false }),
       release,
     );
   });
