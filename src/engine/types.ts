@@ -2,7 +2,7 @@
  * The engine's public contract: what a hive needs from a worker process, whatever runs inside it.
  */
 import type { PrefixKey } from '../shared/prefix.js';
-import type { ChatMessage, FinishReason, Sampling, Usage } from '../shared/wire.js';
+import type { ChatMessage, FinishReason, Sampling, Tool, Usage } from '../shared/wire.js';
 
 export type WorkerState = 'loading' | 'idle' | 'busy' | 'stopping' | 'exited';
 
@@ -87,6 +87,8 @@ export interface GenerateRequest extends Sampling {
   prompt?: string;
   /** Chat: rendered with the model's own chat template. */
   messages?: ChatMessage[];
+  /** Functions the chat template presents to the model (chat only). */
+  tools?: Tool[];
   /**
    * How many recent tokens repeatPenalty, presencePenalty and frequencyPenalty look at. 0 turns all
    * three off. Defaults to 64 (llama.cpp's and node-llama-cpp's default).

@@ -34,7 +34,12 @@ export function messagePrefixHashes(messages: readonly ChatMessage[]): string[] 
   const hashes: string[] = [];
   let previous = '';
   for (const m of messages) {
-    previous = digest(`${previous}\n${JSON.stringify([m.role, m.content])}`);
+    // a plain message hashes as before; a tool call or result is part of what the template renders
+    const parts: unknown[] =
+      m.toolCalls === undefined && m.toolCallId === undefined
+        ? [m.role, m.content]
+        : [m.role, m.content, m.toolCalls ?? null, m.toolCallId ?? null];
+    previous = digest(`${previous}\n${JSON.stringify(parts)}`);
     hashes.push(previous);
   }
   return hashes;

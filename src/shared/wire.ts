@@ -5,11 +5,31 @@
 import { z } from 'zod';
 import { ERROR_CODES, type ErrorCode } from './errors.js';
 
+/** A function call an assistant message made: its arguments as the JSON text the model wrote. */
+export const toolCallSchema = z.object({
+  id: z.string().min(1).max(256),
+  name: z.string().min(1).max(256),
+  arguments: z.string().max(1_000_000),
+});
+export type ToolCall = z.infer<typeof toolCallSchema>;
+
 export const chatMessageSchema = z.object({
-  role: z.enum(['system', 'user', 'assistant']),
+  role: z.enum(['system', 'user', 'assistant', 'tool']),
   content: z.string(),
+  /** An assistant message's function calls; their results follow as `tool` messages. */
+  toolCalls: z.array(toolCallSchema).max(128).optional(),
+  /** A `tool` message's answer to the call with this id. */
+  toolCallId: z.string().min(1).max(256).optional(),
 });
 export type ChatMessage = z.infer<typeof chatMessageSchema>;
+
+/** A function the model may call: its parameters as a JSON schema (an object's). */
+export const toolSchema = z.object({
+  name: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/),
+  description: z.string().max(10_000).optional(),
+  parameters: z.record(z.string(), z.unknown()).optional(),
+});
+export type Tool = z.infer<typeof toolSchema>;
 
 /** Sampling and limits shared by the job API, the engine and (later) the OpenAI API. */
 export const samplingSchema = z.object({
@@ -47,6 +67,11 @@ export const jobRequestSchema = samplingSchema
     keepAlive: z.union([z.number(), z.string().max(32)]).optional(),
     messages: z.array(chatMessageSchema).min(1).optional(),
     system: z.string().optional(),
+    /**
+     * Functions the chat template presents to the model. A job with tools is retried on another
+     * worker before its first token only: a call cut mid-stream is not continued.
+     */
+    tools: z.array(toolSchema).min(1).max(128).optional(),
     /** Run on this hive (its name or id) instead of where the queen would place the job. */
     hive: z.string().min(1).max(256).optional(),
     /** Interactive jobs (the default) go before batch jobs in the queen's queue. */

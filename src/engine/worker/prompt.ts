@@ -6,13 +6,16 @@
 import {
   LlamaVocabularyType,
   type ChatHistoryItem,
+  type ChatModelFunctionCall,
+  type ChatModelFunctions,
+  type ChatModelResponse,
   type ChatWrapper,
   type LlamaModel,
   type LlamaText,
   type Token,
 } from 'node-llama-cpp';
 import { messagePrefixHashes, textPrefixHash, type PrefixKey } from '../../shared/prefix.js';
-import type { ChatMessage } from '../../shared/wire.js';
+import type { ChatMessage, Tool } from '../../shared/wire.js';
 import type { GenerateRequest } from '../types.js';
 
 export interface PreparedPrompt {
@@ -42,7 +45,7 @@ export function preparePrompt(
   const prompt =
     request.messages === undefined
       ? completionPromptTokens(model, request.prompt ?? '')
-      : chatPromptTokens(model, chatWrapper, request.messages);
+      : chatPromptTokens(model, chatWrapper, request.messages, request.tools);
   const input = [...prompt.tokens, ...((request.continueTokens ?? []) as Token[])];
   const bos = beginningToken(model);
   // LlamaCompletion keeps a tenth of the context free (its default context shift) and the input's tail
@@ -71,6 +74,9 @@ export function prefixKeysAfter(
   const offset = prompt.sequenceTokens.length - prompt.input.length;
   // a prompt cut to fit the context no longer starts where its keys would say
   if (offset < 0) return [];
+  // keys name messages alone, and tools change the rendering of the first one (the system text);
+  // the slot still reuses what it keeps, compared token by token
+  if (request.tools !== undefined) return [];
   const promptTokens = Math.min(
     keptTokens,
     prompt.sequenceTokens.length - (request.continueTokens?.length ?? 0),
@@ -131,14 +137,63 @@ function beginningToken(model: LlamaModel): Token | null {
 }
 
 function toChatHistory(messages: readonly ChatMessage[]): ChatHistoryItem[] {
-  const history: ChatHistoryItem[] = messages.map((m): ChatHistoryItem => {
-    if (m.role === 'system') return { type: 'system', text: m.content };
-    if (m.role === 'user') return { type: 'user', text: m.content };
-    return { type: 'model', response: [m.content] };
-  });
-  // A trailing assistant message is continued (a prefill); otherwise the model answers anew.
-  if (messages.at(-1)?.role !== 'assistant') history.push({ type: 'model', response: [] });
+  const history: ChatHistoryItem[] = [];
+  for (let i = 0; i < messages.length; i++) {
+    const m = messages[i]!;
+    if (m.role === 'system') history.push({ type: 'system', text: m.content });
+    else if (m.role === 'user') history.push({ type: 'user', text: m.content });
+    // a tool message with no call before it to answer is the user's text (the API refuses those)
+    else if (m.role === 'tool') history.push({ type: 'user', text: m.content });
+    else {
+      const response: ChatModelResponse['response'] = m.content === '' ? [] : [m.content];
+      // the results that follow an assistant's calls belong to those calls, as the template renders them
+      const results = new Map<string, string>();
+      while (messages[i + 1]?.role === 'tool' && m.toolCalls !== undefined) {
+        const result = messages[++i]!;
+        results.set(result.toolCallId ?? '', result.content);
+      }
+      (m.toolCalls ?? []).forEach((call, index) => {
+        const item: ChatModelFunctionCall = {
+          type: 'functionCall',
+          name: call.name,
+          params: parseJson(call.arguments),
+          result: parseJson(results.get(call.id) ?? ''),
+          ...(index === 0 ? { startsNewChunk: true } : {}),
+        };
+        response.push(item);
+      });
+      history.push({ type: 'model', response });
+    }
+  }
+  // A trailing assistant message is continued (a prefill), as is one whose calls were just answered;
+  // otherwise the model answers anew.
+  const last = messages.at(-1)?.role;
+  if (last !== 'assistant' && history.at(-1)?.type !== 'model') history.push({ type: 'model', response: [] });
   return history;
+}
+
+/** A call's arguments or result as the template renders it: JSON where it is JSON, else the text. */
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return text;
+  }
+}
+
+function functionsOf(tools: readonly Tool[]): ChatModelFunctions {
+  return Object.fromEntries(
+    tools.map((tool) => [
+      tool.name,
+      {
+        ...(tool.description === undefined ? {} : { description: tool.description }),
+        // rendered as documentation only; the API builds any grammar from the schemas itself
+        ...(tool.parameters === undefined
+          ? {}
+          : { params: tool.parameters as ChatModelFunctions[string]['params'] }),
+      },
+    ]),
+  );
 }
 
 /** The tokens a raw completion of `prompt` evaluates after the token that the completion prepends. */
@@ -157,8 +212,12 @@ function chatPromptTokens(
   model: LlamaModel,
   chatWrapper: ChatWrapper,
   messages: readonly ChatMessage[],
+  tools?: readonly Tool[],
 ): { tokens: Token[]; stopTriggers: LlamaText[] } {
-  const state = chatWrapper.generateContextState({ chatHistory: toChatHistory(messages) });
+  const state = chatWrapper.generateContextState({
+    chatHistory: toChatHistory(messages),
+    ...(tools === undefined ? {} : { availableFunctions: functionsOf(tools), documentFunctionParams: true }),
+  });
   const tokens = state.contextText.tokenize(model.tokenizer);
   // the completion prepends BOS itself; the template's rendering starts with one
   const bos = beginningToken(model);

@@ -9,6 +9,7 @@ import {
   errorJsonSchema,
   finishReasonSchema,
   samplingSchema,
+  toolSchema,
   usageSchema,
 } from '../../shared/wire.js';
 import { prefixKeySchema } from '../../shared/prefix.js';
@@ -42,6 +43,7 @@ export const generateRequestSchema = samplingSchema
   .extend({
     prompt: z.string().optional(),
     messages: z.array(chatMessageSchema).min(1).optional(),
+    tools: z.array(toolSchema).min(1).max(128).optional(),
     repeatLastTokens: z.number().int().min(0).max(65_536).optional(),
   })
   .superRefine((r, ctx) => {

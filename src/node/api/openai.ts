@@ -17,6 +17,17 @@ import type { ModelCatalog, ModelRow } from '../store/index.js';
 import type { ApiClient } from './auth.js';
 import type { ModelAccessCheck } from './model-access.js';
 import { releaseWhenDone } from './key-limits.js';
+import {
+  checkToolMessages,
+  toolChatShape,
+  toolFields,
+  toolJobFields,
+  toolMessage,
+  toolMessageFields,
+  toolPlan,
+  type ToolPlan,
+} from './openai-tools.js';
+import { refuseUnsupported, responsesJob, responsesSchema, responsesShape } from './openai-responses.js';
 
 export interface OpenAiInit {
   jobs: JobManager;
@@ -34,8 +45,12 @@ export interface OpenAiInit {
 
 const textPartSchema = z.object({ type: z.literal('text'), text: z.string() });
 const messageSchema = z.object({
-  role: z.enum(['system', 'developer', 'user', 'assistant']),
-  content: z.union([z.string(), z.array(textPartSchema)]).nullable(),
+  role: z.enum(['system', 'developer', 'user', 'assistant', 'tool']),
+  content: z
+    .union([z.string(), z.array(textPartSchema)])
+    .nullable()
+    .optional(),
+  ...toolMessageFields,
 });
 
 const samplingFields = {
@@ -80,7 +95,7 @@ const embeddingsSchema = z.object({
   encoding_format: z.enum(['float', 'base64']).optional(),
 });
 
-const chatSchema = z.object({ ...samplingFields, messages: z.array(messageSchema).min(1) });
+const chatSchema = z.object({ ...samplingFields, ...toolFields, messages: z.array(messageSchema).min(1) });
 const completionSchema = z.object({
   ...samplingFields,
   prompt: z.union([z.string(), z.array(z.string()).length(1)]),
@@ -88,7 +103,7 @@ const completionSchema = z.object({
 type SamplingBody = z.infer<typeof chatSchema> | z.infer<typeof completionSchema>;
 
 function parse<T>(schema: z.ZodType<T>, body: unknown): T {
-  const unsupported = ['tools', 'functions', 'logprobs'].find(
+  const unsupported = ['functions', 'logprobs'].find(
     (key) => typeof body === 'object' && body !== null && (body as Record<string, unknown>)[key] != null,
   );
   if (unsupported !== undefined)
@@ -122,10 +137,14 @@ function sampling(body: SamplingBody): Omit<JobRequest, 'model'> {
 }
 
 function toMessages(messages: z.infer<typeof messageSchema>[]): ChatMessage[] {
-  return messages.map((m) => ({
-    role: m.role === 'developer' ? 'system' : m.role,
-    content: typeof m.content === 'string' ? m.content : (m.content ?? []).map((p) => p.text).join(''),
-  }));
+  return messages.map((m) => {
+    const content = typeof m.content === 'string' ? m.content : (m.content ?? []).map((p) => p.text).join('');
+    return {
+      role: m.role === 'developer' ? 'system' : m.role,
+      content,
+      ...toolMessage({ ...m, content }),
+    };
+  });
 }
 
 function sendError(reply: FastifyReply, error: unknown): void {
@@ -154,8 +173,15 @@ const usage = (done: DoneEvent): Record<string, unknown> => ({
 });
 
 interface Shape {
-  /** One streamed piece of text (or the final piece, with a finish reason). */
-  chunk(text: string | undefined, finish: string | null, first: boolean): Record<string, unknown>;
+  /** One streamed piece of text (or the final piece, with a finish reason): one chunk, or several. */
+  chunk(
+    text: string | undefined,
+    finish: string | null,
+    first: boolean,
+    done?: DoneEvent,
+  ): Record<string, unknown> | Record<string, unknown>[];
+  /** Whether the stream ends with `data: [DONE]` (the Responses API's does not). Defaults to true. */
+  doneMarker?: boolean;
   /** The whole answer, when not streaming. */
   whole(text: string, done: DoneEvent): Record<string, unknown>;
 }
@@ -197,7 +223,7 @@ async function serve(
   const send = async (data: unknown): Promise<void> => {
     sse ??= init.openSse(reply, (error) => streamedError(error));
     // the job waits for a slow reader (its tokens are kept anyway) instead of filling the socket
-    if (!sse.write(`data: ${typeof data === 'string' ? data : JSON.stringify(data)}\n\n`))
+    if (!sse.write(`${eventLine(data)}data: ${typeof data === 'string' ? data : JSON.stringify(data)}\n\n`))
       await sse.drained();
   };
   for await (const event of events) {
@@ -212,22 +238,70 @@ async function serve(
       return;
     }
     if (event.type === 'token') {
-      if (stream) await send(s.chunk(event.text, null, text === ''));
+      if (stream) for (const chunk of [s.chunk(event.text, null, text === '')].flat()) await send(chunk);
       text += event.text;
       continue;
     }
     finished = true;
     if (!stream) return void reply.send(s.whole(text, event));
-    await send(s.chunk(undefined, finishReason(event), text === ''));
-    if (includeUsage) await send({ ...s.chunk(undefined, null, false), choices: [], usage: usage(event) });
-    await send('[DONE]');
+    for (const chunk of [s.chunk(undefined, finishReason(event), text === '', event)].flat())
+      await send(chunk);
+    if (includeUsage) {
+      const base = [s.chunk(undefined, null, false)].flat()[0] ?? {};
+      await send({ ...base, choices: [], usage: usage(event) });
+    }
+    if (s.doneMarker !== false) await send('[DONE]');
     sse?.end();
     return;
   }
 }
 
+/** The Responses API names each event's type in an `event:` line too; chat chunks have none. */
+function eventLine(data: unknown): string {
+  const type = typeof data === 'object' && data !== null ? (data as { type?: unknown }).type : undefined;
+  return typeof type === 'string' && type.startsWith('response.') ? `event: ${type}\n` : '';
+}
+
 function streamedError(error: RbeeError): string {
   return `data: ${JSON.stringify({ error: { message: error.message, code: error.code } })}\n\n`;
+}
+
+/** The chat request's tool plan (see openai-tools.ts), its tool messages checked. */
+function chatTools(body: z.infer<typeof chatSchema>): ToolPlan | undefined {
+  checkToolMessages(
+    body.messages.map((m) => ({
+      role: m.role,
+      content: '',
+      tool_calls: m.tool_calls,
+      ...(m.tool_call_id === undefined ? {} : { tool_call_id: m.tool_call_id }),
+    })),
+  );
+  return toolPlan(body);
+}
+
+/** Chat completion chunks and answer of a request with tools. */
+function toolCompletionShape(plan: ToolPlan, id: string, model: string, created: number): Shape {
+  const tools = toolChatShape(plan, (delta, finish) => ({
+    id: `chatcmpl-${id}`,
+    object: 'chat.completion.chunk',
+    created,
+    model,
+    choices: [{ index: 0, delta, finish_reason: finish }],
+  }));
+  return {
+    chunk: (text, finish) => tools.chunk(text, finish),
+    whole: (text, done) => {
+      const { message, finish } = tools.message(text, finishReason(done));
+      return {
+        id: `chatcmpl-${id}`,
+        object: 'chat.completion',
+        created,
+        model,
+        choices: [{ index: 0, message, finish_reason: finish }],
+        usage: usage(done),
+      };
+    },
+  };
 }
 
 function modelObject(m: ModelRow): Record<string, unknown> {
@@ -285,14 +359,33 @@ export function registerOpenAiRoutes(app: FastifyInstance, init: OpenAiInit): vo
   app.post('/v1/chat/completions', async (request, reply) => {
     let body: z.infer<typeof chatSchema>;
     let release: () => void;
+    let tools: ToolPlan | undefined;
     try {
       body = parse(chatSchema, request.body);
+      tools = chatTools(body);
       init.checkModel(body.model, request.apiClient);
       release = init.admit(request.apiClient);
     } catch (error) {
       return sendError(reply, error);
     }
-    const job: JobRequest = { model: body.model, messages: toMessages(body.messages), ...sampling(body) };
+    const job: JobRequest = {
+      model: body.model,
+      messages: toMessages(body.messages),
+      ...sampling(body),
+      ...(tools === undefined ? {} : toolJobFields(tools)),
+    };
+    if (tools !== undefined) {
+      return serve(
+        init,
+        request.apiClient,
+        reply,
+        job,
+        body.stream === true,
+        body.stream_options?.include_usage === true,
+        (id, model, created) => toolCompletionShape(tools, id, model, created),
+        release,
+      );
+    }
     await serve(
       init,
       request.apiClient,
@@ -326,6 +419,29 @@ export function registerOpenAiRoutes(app: FastifyInstance, init: OpenAiInit): vo
           usage: usage(done),
         }),
       }),
+      release,
+    );
+  });
+
+  app.post('/v1/responses', async (request, reply) => {
+    let body: z.infer<typeof responsesSchema>;
+    let release: () => void;
+    try {
+      refuseUnsupported(request.body);
+      body = parse(responsesSchema, request.body);
+      init.checkModel(body.model, request.apiClient);
+      release = init.admit(request.apiClient);
+    } catch (error) {
+      return sendError(reply, error);
+    }
+    await serve(
+      init,
+      request.apiClient,
+      reply,
+      responsesJob(body),
+      body.stream === true,
+      false,
+      (id, _model, created) => ({ ...responsesShape(body, id, created), doneMarker: false }),
       release,
     );
   });

@@ -173,7 +173,15 @@ export function createRouter(init: RouterInit): (job: JobContext) => Promise<voi
         ticket.release();
         const rbee = toRbeeError(error);
         const pinnedBeforeFirstToken = request.hive !== undefined && sentTokens.length === 0;
-        if (signal.aborted || !RETRYABLE.has(rbee.code) || attempt >= MAX_RETRIES || pinnedBeforeFirstToken) {
+        // a tool call's grammar cannot resume mid-call on another worker: retried before its first token only
+        const toolsMidStream = request.tools !== undefined && sentTokens.length > 0;
+        if (
+          signal.aborted ||
+          !RETRYABLE.has(rbee.code) ||
+          attempt >= MAX_RETRIES ||
+          pinnedBeforeFirstToken ||
+          toolsMidStream
+        ) {
           throw rbee;
         }
         // a crashed worker leaves its hive able to start another; a hive that is gone is left out

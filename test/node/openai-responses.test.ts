@@ -1,0 +1,112 @@
+/**
+ * The Responses API (`POST /v1/responses`), driven by the official `openai` client's
+ * `responses.create` against a real node with the demo model.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import OpenAI from 'openai';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { testNodeConfig } from '../helpers/test-node.js';
+import { startNode, type RunningNode } from '../../src/node/daemon.js';
+
+let home: string;
+let node: RunningNode;
+let client: OpenAI;
+
+beforeAll(async () => {
+  home = mkdtempSync(join(tmpdir(), 'rbee-openai-responses-'));
+  node = await startNode(testNodeConfig(home));
+  client = new OpenAI({ baseURL: `${node.url}/v1`, apiKey: 'unused', maxRetries: 0 });
+});
+afterAll(async () => {
+  await node.close('test done');
+  rmSync(home, { recursive: true, force: true });
+});
+
+const params = {
+  model: 'demo',
+  input: 'Tell me a story',
+  max_output_tokens: 8,
+  temperature: 0,
+};
+
+describe('OpenAI Responses API', () => {
+  it('answers with one message output item of output_text, and usage', async () => {
+    const response = await client.responses.create(params);
+    expect(response.object).toBe('response');
+    expect(response.id).toMatch(/^resp_/);
+    // cut by max_output_tokens
+    expect(response.status).toBe('incomplete');
+    expect(response.incomplete_details).toEqual({ reason: 'max_output_tokens' });
+    expect(response.output).toHaveLength(1);
+    const item = response.output[0]!;
+    expect(item.type).toBe('message');
+    if (item.type !== 'message') return;
+    expect(item.role).toBe('assistant');
+    expect(item.content[0]!.type).toBe('output_text');
+    expect(response.output_text.length).toBeGreaterThan(0);
+    expect(response.usage).toMatchObject({ output_tokens: 8 });
+    expect(response.usage!.total_tokens).toBe(response.usage!.input_tokens + 8);
+  });
+
+  it('puts instructions and message input into the prompt', async () => {
+    const plain = await client.responses.create(params);
+    const instructed = await client.responses.create({
+      ...params,
+      instructions: 'You are a pirate who answers in rhymes, always, whatever the question is.',
+    });
+    expect(instructed.instructions).toMatch(/pirate/);
+    expect(instructed.usage!.input_tokens).toBeGreaterThan(plain.usage!.input_tokens + 10);
+    const messages = await client.responses.create({
+      ...params,
+      input: [
+        { role: 'user', content: 'Tell me a story' },
+        { role: 'assistant', content: 'Once upon a time' },
+        { role: 'user', content: [{ type: 'input_text', text: 'Go on' }] },
+      ],
+    });
+    expect(messages.usage!.input_tokens).toBeGreaterThan(plain.usage!.input_tokens);
+  });
+
+  it('streams the typed event sequence, with the same text as the whole answer', async () => {
+    const whole = await client.responses.create(params);
+    const stream = await client.responses.create({ ...params, stream: true });
+    const types: string[] = [];
+    const sequence: number[] = [];
+    let deltas = '';
+    let doneText: string | undefined;
+    let final: OpenAI.Responses.Response | undefined;
+    for await (const event of stream) {
+      types.push(event.type);
+      sequence.push(event.sequence_number);
+      if (event.type === 'response.output_text.delta') deltas += event.delta;
+      if (event.type === 'response.output_text.done') doneText = event.text;
+      if (event.type === 'response.incomplete' || event.type === 'response.completed') final = event.response;
+    }
+    const deltaCount = types.filter((t) => t === 'response.output_text.delta').length;
+    expect(deltaCount).toBeGreaterThan(1);
+    expect(types.filter((t) => t !== 'response.output_text.delta')).toEqual([
+      'response.created',
+      'response.in_progress',
+      'response.output_item.added',
+      'response.content_part.added',
+      'response.output_text.done',
+      'response.content_part.done',
+      'response.output_item.done',
+      'response.incomplete',
+    ]);
+    expect(sequence).toEqual(sequence.map((_, i) => i));
+    expect(deltas).toBe(whole.output_text);
+    expect(doneText).toBe(deltas);
+    expect(final?.usage).toMatchObject({ output_tokens: 8 });
+  });
+
+  it('refuses what it cannot honour with a 400', async () => {
+    const error = await client.responses
+      .create({ ...params, previous_response_id: 'resp_unknown' })
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(OpenAI.BadRequestError);
+    expect((error as Error).message).toMatch(/previous_response_id/);
+  });
+});
