@@ -104,3 +104,25 @@ describe('JSON schemas from schema libraries', () => {
     await expect(answer).rejects.toMatchObject({ status: 400, code: 'BAD_REQUEST' });
   });
 });
+
+describe('OpenAI parameters', () => {
+  it('accepts parameters that ask for nothing and refuses more with a clear message', async () => {
+    const base = { model: 'demo', messages: [{ role: 'user' as const, content: 'Hi' }], max_tokens: 2 };
+    const fine = await client.chat.completions.create({
+      ...base,
+      logprobs: false,
+      n: 1,
+      user: 'someone',
+      logit_bias: {},
+    });
+    expect(fine.choices).toHaveLength(1);
+    await expect(client.chat.completions.create({ ...base, n: 2 })).rejects.toMatchObject({
+      status: 400,
+      message: expect.stringContaining('`n` greater than 1') as unknown,
+    });
+    await expect(client.chat.completions.create({ ...base, logit_bias: { '5': 10 } })).rejects.toMatchObject({
+      status: 400,
+      message: expect.stringContaining('logit_bias') as unknown,
+    });
+  });
+});

@@ -54,6 +54,15 @@ const samplingFields = {
     .nullable()
     .optional(),
   n: z.literal(1).nullable().optional(),
+  /** Accepted where they ask for nothing; see unsupportedParameter. */
+  logprobs: z
+    .union([z.boolean(), z.number().int().min(0)])
+    .nullable()
+    .optional(),
+  top_logprobs: z.number().int().min(0).nullable().optional(),
+  logit_bias: z.record(z.string(), z.number()).nullable().optional(),
+  /** An end-user id for abuse tracking: accepted, not used. */
+  user: z.string().max(256).optional(),
   presence_penalty: z.number().min(-2).max(2).nullable().optional(),
   frequency_penalty: z.number().min(-2).max(2).nullable().optional(),
   /** llama.cpp's extensions. */
@@ -87,12 +96,28 @@ const completionSchema = z.object({
 });
 type SamplingBody = z.infer<typeof chatSchema> | z.infer<typeof completionSchema>;
 
+/**
+ * OpenAI parameters rbee accepts without acting on them when they ask for nothing (`logprobs:
+ * false`, `n: 1`, an empty `logit_bias`), and refuses with a clear message when they ask for more.
+ */
+function unsupportedParameter(body: unknown): string | undefined {
+  if (typeof body !== 'object' || body === null) return undefined;
+  const b = body as Record<string, unknown>;
+  for (const key of ['tools', 'functions']) if (b[key] != null) return `\`${key}\` is not supported yet`;
+  if (b.logprobs != null && b.logprobs !== false && b.logprobs !== 0)
+    return '`logprobs` is not supported yet';
+  if (b.top_logprobs != null && b.top_logprobs !== 0) return '`top_logprobs` is not supported yet';
+  if (typeof b.n === 'number' && b.n > 1)
+    return '`n` greater than 1 is not supported: send one request per choice';
+  if (b.logit_bias != null && (typeof b.logit_bias !== 'object' || Object.keys(b.logit_bias).length > 0)) {
+    return '`logit_bias` is not supported yet';
+  }
+  return undefined;
+}
+
 function parse<T>(schema: z.ZodType<T>, body: unknown): T {
-  const unsupported = ['tools', 'functions', 'logprobs'].find(
-    (key) => typeof body === 'object' && body !== null && (body as Record<string, unknown>)[key] != null,
-  );
-  if (unsupported !== undefined)
-    throw new RbeeError('BAD_REQUEST', `\`${unsupported}\` is not supported yet`);
+  const unsupported = unsupportedParameter(body);
+  if (unsupported !== undefined) throw new RbeeError('BAD_REQUEST', unsupported);
   const parsed = schema.safeParse(body);
   if (!parsed.success) throw new RbeeError('BAD_REQUEST', z.prettifyError(parsed.error));
   return parsed.data;
