@@ -120,9 +120,23 @@ describe('OpenAI parameters', () => {
       status: 400,
       message: expect.stringContaining('`n` greater than 1') as unknown,
     });
-    await expect(client.chat.completions.create({ ...base, logit_bias: { '5': 10 } })).rejects.toMatchObject({
-      status: 400,
-      message: expect.stringContaining('logit_bias') as unknown,
-    });
+  });
+
+  it('passes logit_bias to sampling: a strongly favoured token is the answer, a banned one never comes', async () => {
+    const base = { model: 'demo', prompt: 'Once upon', max_tokens: 4, temperature: 0 };
+    const plain = await client.completions.create(base);
+    const forced = await client.completions.create({ ...base, logit_bias: { '42': 100 } });
+    expect(forced.choices[0]!.text).not.toBe(plain.choices[0]!.text);
+    // the same token four times: its text repeated
+    const piece = forced.choices[0]!.text.slice(0, forced.choices[0]!.text.length / 4);
+    expect(forced.choices[0]!.text).toBe(piece.repeat(4));
+    const banned = await client.completions.create({ ...base, logit_bias: { '42': -100 } });
+    expect(banned.choices[0]!.text).not.toContain(piece);
+    await expect(client.completions.create({ ...base, logit_bias: { '99999999': 5 } })).rejects.toMatchObject(
+      {
+        status: 400,
+        message: expect.stringContaining('vocabulary') as unknown,
+      },
+    );
   });
 });

@@ -60,7 +60,10 @@ const samplingFields = {
     .nullable()
     .optional(),
   top_logprobs: z.number().int().min(0).nullable().optional(),
-  logit_bias: z.record(z.string(), z.number()).nullable().optional(),
+  logit_bias: z
+    .record(z.string().regex(/^\d{1,9}$/, 'logit_bias keys are token ids'), z.number().min(-100).max(100))
+    .nullable()
+    .optional(),
   /** An end-user id for abuse tracking: accepted, not used. */
   user: z.string().max(256).optional(),
   presence_penalty: z.number().min(-2).max(2).nullable().optional(),
@@ -98,7 +101,7 @@ type SamplingBody = z.infer<typeof chatSchema> | z.infer<typeof completionSchema
 
 /**
  * OpenAI parameters rbee accepts without acting on them when they ask for nothing (`logprobs:
- * false`, `n: 1`, an empty `logit_bias`), and refuses with a clear message when they ask for more.
+ * false`, `n: 1`), and refuses with a clear message when they ask for more.
  */
 function unsupportedParameter(body: unknown): string | undefined {
   if (typeof body !== 'object' || body === null) return undefined;
@@ -109,9 +112,6 @@ function unsupportedParameter(body: unknown): string | undefined {
   if (b.top_logprobs != null && b.top_logprobs !== 0) return '`top_logprobs` is not supported yet';
   if (typeof b.n === 'number' && b.n > 1)
     return '`n` greater than 1 is not supported: send one request per choice';
-  if (b.logit_bias != null && (typeof b.logit_bias !== 'object' || Object.keys(b.logit_bias).length > 0)) {
-    return '`logit_bias` is not supported yet';
-  }
   return undefined;
 }
 
@@ -139,6 +139,9 @@ function sampling(body: SamplingBody): Omit<JobRequest, 'model'> {
     ...(body.frequency_penalty == null ? {} : { frequencyPenalty: body.frequency_penalty }),
     ...(body.repeat_penalty === undefined ? {} : { repeatPenalty: body.repeat_penalty }),
     ...(body.grammar === undefined ? {} : { grammar: body.grammar }),
+    ...(body.logit_bias == null || Object.keys(body.logit_bias).length === 0
+      ? {}
+      : { logitBias: body.logit_bias }),
     ...(body.response_format?.type === 'json_schema'
       ? { jsonSchema: body.response_format.json_schema.schema }
       : {}),
