@@ -45,6 +45,14 @@ export const samplingSchema = z.object({
   /** OpenAI's ranges: subtracted once for a token seen recently (presence), or per time seen (frequency). */
   presencePenalty: z.number().min(-2).max(2).optional(),
   frequencyPenalty: z.number().min(-2).max(2).optional(),
+  /**
+   * OpenAI's logit_bias: token id → a bias from -100 to 100 added to its logit before sampling
+   * (-100 bans the token). Ids are the model's own.
+   */
+  logitBias: z
+    .record(z.string().regex(/^\d{1,9}$/), z.number().min(-100).max(100))
+    .refine((bias) => Object.keys(bias).length <= 1024, { message: 'at most 1024 biased tokens' })
+    .optional(),
   /** A GBNF grammar that the output must match. At most one of grammar and jsonSchema. */
   grammar: z.string().min(1).max(100_000).optional(),
   /** A JSON schema that the output must match, enforced by a grammar built from it. */

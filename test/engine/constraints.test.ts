@@ -1,6 +1,11 @@
 import { getLlama, LlamaJsonSchemaGrammar, LlamaLogLevel } from 'node-llama-cpp';
 import { describe, expect, it } from 'vitest';
-import { gbnfProblem, prepareJsonSchema, tightenNumberRules } from '../../src/engine/worker/constraints.js';
+import {
+  gbnfProblem,
+  prepareJsonSchema,
+  terminalPlaceholder,
+  tightenNumberRules,
+} from '../../src/engine/worker/constraints.js';
 import { generateRequestSchema, parseParentMessage } from '../../src/engine/worker/protocol.js';
 
 function problemOf(schema: unknown): string | undefined {
@@ -39,12 +44,65 @@ describe('prepareJsonSchema', () => {
       type: 'object',
       properties: { n: { anyOf: [{ type: 'integer' }, { anyOf: [{ type: 'null' }] }] } },
     });
-    expect(prepared).toEqual({
-      ok: true,
-      schema: {
-        type: 'object',
-        properties: { n: { oneOf: [{ type: 'integer' }, { oneOf: [{ type: 'null' }] }] } },
+    expect(prepared.ok && prepared.schema).toEqual({
+      type: 'object',
+      properties: { n: { oneOf: [{ type: 'integer' }, { oneOf: [{ type: 'null' }] }] } },
+    });
+  });
+
+  it('reads the older spellings schema libraries emit as draft 2020-12', () => {
+    const prepared = prepareJsonSchema({
+      $schema: 'http://json-schema.org/draft-07/schema#',
+      type: 'object',
+      properties: {
+        user: { $ref: '#/definitions/User' },
+        point: { type: 'array', items: [{ type: 'number' }, { type: 'number' }], additionalItems: false },
+        old: { allOf: [{ $ref: '#/definitions/User' }], description: 'pydantic v1' },
       },
+      definitions: { User: { type: 'object', properties: { items: { type: 'string' } } } },
+    });
+    expect(prepared.ok).toBe(true);
+    if (!prepared.ok) return;
+    const { properties } = prepared.full as { properties: Record<string, Record<string, unknown>> };
+    expect(properties.user).toEqual({ $ref: '#/$defs/User' });
+    expect(properties.point).toEqual({
+      type: 'array',
+      prefixItems: [{ type: 'number' }, { type: 'number' }],
+      maxItems: 2,
+    });
+    expect(properties.old).toEqual({ $ref: '#/$defs/User', description: 'pydantic v1' });
+    // a definition's property named like a keyword stays a property
+    expect(prepared.full.$defs).toEqual({
+      User: { type: 'object', properties: { items: { type: 'string' } } },
+    });
+  });
+
+  it('enforces in the grammar what it can of number bounds, formats and type lists', () => {
+    const prepared = prepareJsonSchema({
+      type: 'object',
+      properties: {
+        small: { type: 'integer', minimum: -2, exclusiveMaximum: 2 },
+        safe: { type: 'integer', minimum: -9007199254740991, maximum: 9007199254740991 },
+        count: { type: 'integer', minimum: 0 },
+        price: { type: 'number', exclusiveMinimum: 0 },
+        id: { type: 'string', format: 'uuid', pattern: '^[0-9a-f-]+$' },
+        name: { type: ['string', 'null'], maxLength: 4 },
+      },
+    });
+    expect(prepared.ok).toBe(true);
+    if (!prepared.ok) return;
+    const props = prepared.schema.properties as Record<string, Record<string, unknown>>;
+    expect(props.small).toEqual({ enum: [-2, -1, 0, 1] });
+    expect(props.safe).toEqual({ type: 'integer' });
+    expect(props.count).toEqual({ const: terminalPlaceholder('nonnegative-integer') });
+    expect(props.price).toEqual({ const: terminalPlaceholder('positive-number') });
+    expect(props.id).toEqual({ const: terminalPlaceholder('uuid') });
+    expect(props.name).toEqual({ oneOf: [{ type: 'string', maxLength: 4 }, { type: 'null' }] });
+    // the whole schema keeps every keyword, for the check of the finished output
+    expect((prepared.full.properties as Record<string, unknown>).id).toEqual({
+      type: 'string',
+      format: 'uuid',
+      pattern: '^[0-9a-f-]+$',
     });
   });
 
@@ -52,17 +110,17 @@ describe('prepareJsonSchema', () => {
     [{ type: 'foo' }, 'unknown type'],
     [{}, 'needs a type'],
     [[], 'must be a JSON object'],
-    [{ type: 'string', pattern: '[a-z]+' }, 'keyword "pattern" is not supported'],
-    [{ type: 'integer', minimum: 0 }, 'keyword "minimum" is not supported'],
-    [{ allOf: [{ type: 'string' }] }, 'keyword "allOf"'],
+    [{ type: 'string', not: { const: 'a' } }, 'keyword "not" is not supported'],
+    [{ type: 'integer', minimum: '0' }, 'minimum must be a number'],
+    [{ type: 'string', pattern: 1 }, 'pattern must be a string'],
+    [{ allOf: [{ type: 'string' }, { maxLength: 2 }] }, 'keyword "allOf"'],
     [{ type: 'object', properties: { a: { type: 'bogus' } } }, '$.properties.a: unknown type'],
     [{ type: 'object', properties: { a: { type: 'string' } }, required: ['b'] }, '"b" is not in properties'],
-    [{ type: ['object', 'null'] }, 'use oneOf'],
-    [{ type: 'string', format: 'email' }, 'format may only be'],
-    [{ type: 'array', items: [{ type: 'string' }] }, 'prefixItems'],
+    [{ type: ['object', 'null'], properties: {} }, '"properties" needs type "object"'],
     [{ type: 'string', maxItems: 2 }, '"maxItems" needs type "array"'],
     [{ type: 'string', maxLength: -1 }, 'non-negative integer'],
-    [{ $ref: '#/definitions/x' }, '$ref must point into $defs'],
+    [{ $ref: '#/definitions/x' }, 'names no definition'],
+    [{ $ref: 'https://example.com/x' }, '$ref must point into $defs'],
     [{ $ref: '#/$defs/missing', $defs: { other: { type: 'null' } } }, 'names no definition'],
     [{ enum: [] }, 'non-empty array'],
     [{ const: { a: 1 } }, 'const must be'],

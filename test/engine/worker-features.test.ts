@@ -158,10 +158,14 @@ describe('constrained output', () => {
     const hang = await rejection(collect({ prompt: 'x', grammar: 'root ::= "a"{3,1}', maxTokens: 4 }));
     expect(hang.code).toBe('BAD_REQUEST');
     expect(hang.message).toContain('maximum below its minimum');
-    const pattern = { type: 'object', properties: { a: { type: 'string', pattern: '^x' } } };
-    const bad = await rejection(collect({ prompt: 'x', jsonSchema: pattern, maxTokens: 4 }));
+    const not = { type: 'object', properties: { a: { type: 'string', not: { const: 'x' } } } };
+    const bad = await rejection(collect({ prompt: 'x', jsonSchema: not, maxTokens: 4 }));
     expect(bad.code).toBe('BAD_REQUEST');
-    expect(bad.message).toContain('$.properties.a: keyword "pattern" is not supported');
+    expect(bad.message).toContain('$.properties.a: keyword "not" is not supported');
+    const regex = { type: 'object', properties: { a: { type: 'string', pattern: '([a-z' } } };
+    const broken = await rejection(collect({ prompt: 'x', jsonSchema: regex, maxTokens: 4 }));
+    expect(broken.code).toBe('BAD_REQUEST');
+    expect(broken.message).toContain('invalid jsonSchema');
     const both = await rejection(collect({ prompt: 'x', grammar: 'root ::= "a"', jsonSchema: schema }));
     expect(both.code).toBe('BAD_REQUEST');
   });

@@ -73,7 +73,14 @@ describe('a job submitted on one node', () => {
 
     // the relay changes nothing: the same seeded greedy job run on gamma itself gives the same text
     const direct = await run(nodes.gamma.client, JOB);
-    console.log('DBG', JSON.stringify(direct.filter((e) => e.type === 'narration').map((e) => e.type === 'narration' && `[${e.source} ${e.node}] ${e.text}`)));
+    console.log(
+      'DBG',
+      JSON.stringify(
+        direct
+          .filter((e) => e.type === 'narration')
+          .map((e) => e.type === 'narration' && `[${e.source} ${e.node}] ${e.text}`),
+      ),
+    );
     expect(text(events)).toBe(text(direct));
     expect(text(events).length).toBeGreaterThan(0);
   });

@@ -19,11 +19,28 @@ const ANNOTATIONS = new Set([
   'readOnly',
   'writeOnly',
 ]);
+/**
+ * Keywords a grammar does not enforce (or enforces only in the cases terminalFor knows): accepted,
+ * left out of the grammar, and checked on the finished output against the whole schema.
+ */
+const CHECKED_AFTER = new Set([
+  'pattern',
+  'minimum',
+  'maximum',
+  'exclusiveMinimum',
+  'exclusiveMaximum',
+  'multipleOf',
+  'uniqueItems',
+  'propertyNames',
+  'contentEncoding',
+  'contentMediaType',
+]);
 const OBJECT_KEYWORDS = ['properties', 'required', 'additionalProperties', 'minProperties', 'maxProperties'];
 const ARRAY_KEYWORDS = ['items', 'prefixItems', 'minItems', 'maxItems'];
 const STRING_KEYWORDS = ['minLength', 'maxLength', 'format'];
 const SUPPORTED = new Set([
   ...ANNOTATIONS,
+  ...CHECKED_AFTER,
   ...OBJECT_KEYWORDS,
   ...ARRAY_KEYWORDS,
   ...STRING_KEYWORDS,
@@ -35,23 +52,72 @@ const SUPPORTED = new Set([
   '$ref',
   '$defs',
 ]);
+/** The types a keyword applies to, for splitting a type list into alternatives. */
+const NUMBER_TYPES = ['number', 'integer'];
+const TYPE_KEYWORDS: Record<string, string[] | undefined> = {
+  minLength: ['string'],
+  maxLength: ['string'],
+  format: ['string'],
+  pattern: ['string'],
+  minimum: NUMBER_TYPES,
+  maximum: NUMBER_TYPES,
+  exclusiveMinimum: NUMBER_TYPES,
+  exclusiveMaximum: NUMBER_TYPES,
+  multipleOf: NUMBER_TYPES,
+};
 const SCALAR_TYPES = new Set(['string', 'number', 'integer', 'boolean', 'null']);
-const FORMATS = new Set(['date-time', 'time', 'date']);
+/** Formats node-llama-cpp or a terminal of rbee's own enforces; any other is checked afterwards. */
+const GRAMMAR_FORMATS = new Set(['time']);
 const MAX_DEPTH = 64;
 const MAX_NODES = 10_000;
-
-export type PreparedJsonSchema = { ok: true; schema: Json } | { ok: false; problem: string };
+/** An integer range up to this many values becomes an enum, which the grammar enforces exactly. */
+const MAX_ENUM_RANGE = 256;
 
 /**
- * Validates a JSON schema against the subset that node-llama-cpp turns into a grammar, and rewrites
- * `anyOf` as `oneOf` (equivalent for generation: the grammar accepts any alternative). Anything
- * outside the subset is a problem with its JSON path rather than a constraint silently dropped.
- * Note that node-llama-cpp always generates every listed property, `required` or not.
+ * GBNF for values node-llama-cpp has no rule for. The schema given to node-llama-cpp names one as a
+ * const placeholder string, which createRequestGrammar replaces in the grammar it generates. Dates
+ * stop at day 28 and times are UTC, so every value is valid in every month and to every validator.
+ */
+const DIGITS15 = '[0-9]{0,14}';
+const DATE = '[12] [0-9]{3} "-" ("0" [1-9] | "1" [0-2]) "-" ("0" [1-9] | "1" [0-9] | "2" [0-8])';
+export const TERMINALS = {
+  uuid: '"\\"" [0-9a-f]{8} "-" [0-9a-f]{4} "-4" [0-9a-f]{3} "-" [89ab] [0-9a-f]{3} "-" [0-9a-f]{12} "\\""',
+  email: '"\\"" [a-z] [a-z0-9]{0,15} "@" [a-z] [a-z0-9]{0,15} "." [a-z]{2,6} "\\""',
+  date: `"\\"" ${DATE} "\\""`,
+  'date-time': `"\\"" ${DATE} "T" ([01] [0-9] | "2" [0-3]) ":" [0-5] [0-9] ":" [0-5] [0-9] ("." [0-9]{3})? "Z\\""`,
+  'positive-integer': `[1-9] ${DIGITS15}`,
+  'nonnegative-integer': `("0" | [1-9] ${DIGITS15})`,
+  'nonnegative-number': `("0" | [1-9] ${DIGITS15}) ("." [0-9]{1,15})?`,
+  unit: '("0" ("." [0-9]{1,6})? | "1")',
+  'positive-number': `([1-9] ${DIGITS15} ("." [0-9]{1,15})? | "0." [0-9]{0,14} [1-9])`,
+} as const;
+export type TerminalName = keyof typeof TERMINALS;
+export const terminalPlaceholder = (name: TerminalName): string => `@@rbee-terminal:${name}@@`;
+
+export type PreparedJsonSchema =
+  | {
+      ok: true;
+      /** What node-llama-cpp turns into a grammar (with terminal placeholders). */
+      schema: Json;
+      /** The whole schema, normalised to draft 2020-12 with $defs, for checking the output. */
+      full: Json;
+    }
+  | { ok: false; problem: string };
+
+/**
+ * Validates a JSON schema as schema libraries write it (zod, pydantic, TypeBox) and splits it in two:
+ * what a grammar can enforce, for node-llama-cpp (`anyOf` as `oneOf`, equivalent for generation),
+ * and the whole schema, normalised (`definitions` as `$defs`, draft-07 tuples as `prefixItems`), to
+ * check the finished output against. Keywords outside both are a problem with their JSON path rather
+ * than a constraint silently dropped. Note that node-llama-cpp always generates every listed
+ * property, `required` or not.
  */
 export function prepareJsonSchema(schema: unknown): PreparedJsonSchema {
   const state = { nodes: 0 };
   try {
-    return { ok: true, schema: prepareNode(schema, '$', [], 0, state) };
+    const full = normalise(schema, '$', 0, state) as Json;
+    state.nodes = 0;
+    return { ok: true, schema: prepareNode(full, '$', [], 0, state), full };
   } catch (error) {
     if (error instanceof SchemaProblem) return { ok: false, problem: error.message };
     throw error;
@@ -72,6 +138,99 @@ function isLiteral(value: unknown): boolean {
   return value === null || ['string', 'number', 'boolean'].includes(typeof value);
 }
 
+/**
+ * Rewrites the older spellings libraries still emit into draft 2020-12: `definitions` (and refs into
+ * it) as `$defs`, `items: [..]` tuples as `prefixItems`, a lone `allOf: [X]` (pydantic v1 around a
+ * $ref) merged into its parent, OpenAPI's `nullable: true` as a type list. Everything else is copied.
+ */
+function normalise(node: unknown, path: string, depth: number, state: { nodes: number }): unknown {
+  if (++state.nodes > MAX_NODES)
+    throw new SchemaProblem(`${path}: the schema has more than ${MAX_NODES} subschemas`);
+  if (depth > MAX_DEPTH)
+    throw new SchemaProblem(`${path}: the schema is nested deeper than ${MAX_DEPTH} levels`);
+  if (Array.isArray(node)) return node.map((item, i) => normalise(item, `${path}[${i}]`, depth + 1, state));
+  if (!isObject(node)) return node;
+  let source: Json = node;
+  if (Array.isArray(source.allOf) && source.allOf.length === 1 && isObject(source.allOf[0])) {
+    const { allOf, ...rest } = source;
+    source = { ...(allOf as Json[])[0], ...rest };
+  }
+  const out: Json = {};
+  for (const [key, value] of Object.entries(source)) {
+    if (key === '$ref' && typeof value === 'string' && value.startsWith('#/definitions/')) {
+      out.$ref = `#/$defs/${value.slice('#/definitions/'.length)}`;
+    } else if (key === 'items' && Array.isArray(value)) {
+      out.prefixItems = normalise(value, `${path}.items`, depth + 1, state);
+    } else if (key === 'additionalItems' && Array.isArray(source.items)) {
+      if (value !== false) out.items = normalise(value, `${path}.additionalItems`, depth + 1, state);
+      else if (source.maxItems === undefined) out.maxItems = source.items.length;
+    } else if (key === 'nullable') {
+      continue;
+    } else if (key === 'properties' || key === '$defs' || key === 'definitions') {
+      // property names are not keywords: normalise the schemas under them, not the names
+      if (!isObject(value)) out[key === 'definitions' ? '$defs' : key] = value;
+      else {
+        const map: Json = {};
+        for (const [name, sub] of Object.entries(value))
+          map[name] = normalise(sub, `${path}.${key}.${name}`, depth + 1, state);
+        if (key === 'properties') out.properties = map;
+        else out.$defs = { ...(out.$defs as Json | undefined), ...map };
+      }
+    } else if (key === 'enum' || key === 'const' || ANNOTATIONS.has(key)) {
+      out[key] = value;
+    } else {
+      out[key] = normalise(value, `${path}.${key}`, depth + 1, state);
+    }
+  }
+  if (source.nullable === true && typeof out.type === 'string') out.type = [out.type, 'null'];
+  return out;
+}
+
+/** Bounds of a number schema, exclusive bounds made inclusive for integers. */
+function boundsOf(schema: Json, integer: boolean): { lo: number; hi: number; strictLo: boolean } {
+  const num = (v: unknown): number | undefined =>
+    typeof v === 'number' && Number.isFinite(v) ? v : undefined;
+  let lo = num(schema.minimum) ?? -Infinity;
+  let hi = num(schema.maximum) ?? Infinity;
+  let strictLo = false;
+  const exLo = num(schema.exclusiveMinimum);
+  const exHi = num(schema.exclusiveMaximum);
+  if (exLo !== undefined && exLo >= lo) {
+    lo = integer ? Math.floor(exLo) + 1 : exLo;
+    strictLo = !integer;
+  }
+  if (exHi !== undefined && exHi <= hi) hi = integer ? Math.ceil(exHi) - 1 : exHi;
+  if (integer) {
+    lo = Math.ceil(lo);
+    hi = Math.floor(hi);
+  }
+  return { lo, hi, strictLo };
+}
+
+/** A grammar-side schema that enforces a number's bounds, when one is known; else undefined. */
+function numberTerminal(schema: Json, type: 'integer' | 'number'): Json | undefined {
+  const integer = type === 'integer';
+  const { lo, hi, strictLo } = boundsOf(schema, integer);
+  if (
+    integer &&
+    Number.isFinite(lo) &&
+    Number.isFinite(hi) &&
+    hi >= lo &&
+    hi - lo < MAX_ENUM_RANGE &&
+    schema.multipleOf === undefined
+  ) {
+    return { enum: Array.from({ length: hi - lo + 1 }, (_, i) => lo + i) };
+  }
+  const placeholder = (name: TerminalName): Json => ({ const: terminalPlaceholder(name) });
+  if (integer && lo >= 1 && lo <= 1) return placeholder('positive-integer');
+  if (integer && lo === 0) return placeholder('nonnegative-integer');
+  if (!integer && lo === 0 && hi === 1 && !strictLo && schema.exclusiveMaximum === undefined) {
+    return placeholder('unit');
+  }
+  if (!integer && lo === 0) return placeholder(strictLo ? 'positive-number' : 'nonnegative-number');
+  return undefined;
+}
+
 function prepareNode(
   node: unknown,
   path: string,
@@ -88,6 +247,19 @@ function prepareNode(
   const schema = node as Json;
   for (const key of Object.keys(schema)) {
     if (!SUPPORTED.has(key)) fail(`keyword "${key}" is not supported for constrained output`);
+  }
+
+  // node-llama-cpp reads a type list without its keywords: one alternative per type keeps them
+  if (Array.isArray(schema.type) && schema.type.length > 1 && !('enum' in schema) && !('const' in schema)) {
+    const { type: list, ...rest } = schema;
+    const split = (list as unknown[]).map((t) => {
+      const alt: Json = { type: t };
+      for (const [key, value] of Object.entries(rest)) {
+        if (TYPE_KEYWORDS[key] === undefined || TYPE_KEYWORDS[key].includes(t as string)) alt[key] = value;
+      }
+      return alt;
+    });
+    return prepareNode({ oneOf: split }, path, scopes, depth, state);
   }
 
   const out: Json = {};
@@ -121,13 +293,14 @@ function prepareNode(
   if (type !== undefined) out.type = type;
   const only = (keywords: readonly string[], wanted: string): void => {
     for (const key of keywords) {
-      if (key in schema && !(types.length === 1 && types[0] === wanted))
-        fail(`"${key}" needs type "${wanted}"`);
+      if (key in schema && !types.includes(wanted)) fail(`"${key}" needs type "${wanted}"`);
     }
   };
   only(OBJECT_KEYWORDS, 'object');
   only(ARRAY_KEYWORDS, 'array');
   only(STRING_KEYWORDS, 'string');
+  // a constraint on one type of a type list is checked afterwards, not enforced
+  const exactly = (wanted: string): boolean => types.length === 1 && types[0] === wanted;
 
   if ('const' in schema) {
     if (!isLiteral(schema.const)) fail('const must be a string, number, boolean or null');
@@ -152,7 +325,7 @@ function prepareNode(
     const ref = schema.$ref;
     const name =
       typeof ref === 'string' && ref.startsWith('#/$defs/') ? ref.slice('#/$defs/'.length) : undefined;
-    if (name === undefined) fail('$ref must point into $defs ("#/$defs/NAME")');
+    if (name === undefined) fail('$ref must point into $defs or definitions ("#/$defs/NAME")');
     if (!defs.some((scope) => Object.hasOwn(scope, name as string)))
       fail(`$ref ${String(ref)} names no definition`);
     out.$ref = ref;
@@ -166,11 +339,33 @@ function prepareNode(
     if (!isCount(schema[key])) fail(`${key} must be a non-negative integer`);
     out[key] = schema[key];
   }
-  if ('format' in schema) {
-    if (typeof schema.format !== 'string' || !FORMATS.has(schema.format)) {
-      fail('format may only be date-time, time or date');
+  for (const key of ['minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum', 'multipleOf']) {
+    if (key in schema && (typeof schema[key] !== 'number' || !Number.isFinite(schema[key]))) {
+      fail(`${key} must be a number`);
     }
-    out.format = schema.format;
+  }
+  if ('pattern' in schema && typeof schema.pattern !== 'string') fail('pattern must be a string');
+  if ('format' in schema && typeof schema.format !== 'string') fail('format must be a string');
+  if (exactly('string') && !('const' in schema) && !('enum' in schema)) {
+    const format = schema.format as string | undefined;
+    if (format !== undefined && Object.hasOwn(TERMINALS, format)) {
+      return { ...annotationsOf(out), const: terminalPlaceholder(format as TerminalName) };
+    }
+    // node-llama-cpp's format strings take no length bounds: the bounds win, the format is checked
+    if (
+      format !== undefined &&
+      GRAMMAR_FORMATS.has(format) &&
+      !('minLength' in out) &&
+      !('maxLength' in out)
+    ) {
+      out.format = format;
+    }
+  }
+  for (const t of ['integer', 'number'] as const) {
+    if (exactly(t) && !('const' in schema) && !('enum' in schema)) {
+      const terminal = numberTerminal(schema, t);
+      if (terminal !== undefined) return { ...annotationsOf(out), ...terminal };
+    }
   }
   if ('properties' in schema) {
     if (!isObject(schema.properties)) fail('properties must be an object');
@@ -198,7 +393,11 @@ function prepareNode(
         ? extra
         : prepareNode(extra, `${path}.additionalProperties`, defs, depth + 1, state);
   }
-  if ('items' in schema) {
+  if (schema.items === false) {
+    // 2020-12's "nothing after the prefixItems" (zod's tuples)
+    const count = Array.isArray(schema.prefixItems) ? schema.prefixItems.length : 0;
+    if (!('maxItems' in out) || (out.maxItems as number) > count) out.maxItems = count;
+  } else if ('items' in schema) {
     if (Array.isArray(schema.items)) fail('items must be one schema (use prefixItems for tuples)');
     out.items = prepareNode(schema.items, `${path}.items`, defs, depth + 1, state);
   }
@@ -207,6 +406,21 @@ function prepareNode(
     out.prefixItems = (schema.prefixItems as unknown[]).map((item, i) =>
       prepareNode(item, `${path}.prefixItems[${i}]`, defs, depth + 1, state),
     );
+  }
+  return out;
+}
+
+function annotationsOf(out: Json): Json {
+  const kept: Json = {};
+  for (const key of ['$defs', 'description']) if (key in out) kept[key] = out[key];
+  return kept;
+}
+
+/** Puts rbee's terminals in place of their placeholders in a grammar node-llama-cpp generated. */
+export function insertTerminals(gbnf: string): string {
+  let out = gbnf;
+  for (const [name, rule] of Object.entries(TERMINALS)) {
+    out = out.split(`"\\"${terminalPlaceholder(name as TerminalName)}\\""`).join(`(${rule})`);
   }
   return out;
 }

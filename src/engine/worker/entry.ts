@@ -5,12 +5,13 @@
  */
 import '../../shared/polyfill.js';
 import { open } from 'node:fs/promises';
-import type { Llama, LlamaContext, LlamaGrammar, LlamaModel } from 'node-llama-cpp';
+import type { Llama, LlamaContext, LlamaModel } from 'node-llama-cpp';
 import { RbeeError, toRbeeError } from '../../shared/errors.js';
 import { defaultThreads } from '../hardware.js';
 import type { GenerateRequest, WorkerInfo, WorkerState } from '../types.js';
 import type { Embedder } from './embedder.js';
 import type { SlotPool } from './slot-pool.js';
+import type { RequestConstraints } from './grammar.js';
 import {
   childInitSchema,
   parseParentMessage,
@@ -30,7 +31,7 @@ let resources:
       context: LlamaContext;
       embedder: Embedder;
       /** The request's grammar or jsonSchema, built; throws BAD_REQUEST (see grammar.ts). */
-      grammarFor: (request: GenerateRequest) => LlamaGrammar | undefined;
+      grammarFor: (request: GenerateRequest) => RequestConstraints;
     }
   | undefined;
 /** Embed requests in progress, by request id, so that a cancel can stop them between texts. */
@@ -270,14 +271,14 @@ function onMessage(raw: unknown): void {
         refuseBusy(message.requestId);
         return;
       }
-      let grammar;
+      let constraints;
       try {
-        grammar = resources.grammarFor(message.request);
+        constraints = resources.grammarFor(message.request);
       } catch (error) {
         sendError(message.requestId, error);
         return;
       }
-      pool.submit(message.requestId, message.request, grammar);
+      pool.submit(message.requestId, message.request, constraints);
       return;
     }
     case 'embed':

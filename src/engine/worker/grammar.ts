@@ -6,14 +6,21 @@
 import { LlamaGrammar, LlamaJsonSchemaGrammar, type GbnfJsonSchema, type Llama } from 'node-llama-cpp';
 import { RbeeError } from '../../shared/errors.js';
 import type { GenerateRequest } from '../types.js';
-import { gbnfProblem, prepareJsonSchema, tightenNumberRules } from './constraints.js';
+import { gbnfProblem, insertTerminals, prepareJsonSchema, tightenNumberRules } from './constraints.js';
+import { createOutputCheck, type OutputCheck } from './output-check.js';
+
+/** What a request's constraints turn into: a grammar for sampling, a check of the finished text. */
+export interface RequestConstraints {
+  grammar?: LlamaGrammar;
+  checkOutput?: OutputCheck;
+}
 
 /**
  * The grammar a request asks for, or undefined when it asks for none. Built with the synchronous
  * constructors (what `llama.createGrammar*` wrap) so that the request is queued in the same tick
  * it arrived in, and a cancel that follows it can never overtake it.
  */
-export function createRequestGrammar(llama: Llama, request: GenerateRequest): LlamaGrammar | undefined {
+export function createRequestGrammar(llama: Llama, request: GenerateRequest): RequestConstraints {
   if (request.grammar !== undefined && request.jsonSchema !== undefined) {
     throw new RbeeError('BAD_REQUEST', 'at most one of grammar and jsonSchema');
   }
@@ -22,7 +29,7 @@ export function createRequestGrammar(llama: Llama, request: GenerateRequest): Ll
     const problem = gbnfProblem(request.grammar);
     if (problem !== undefined) throw new RbeeError('BAD_REQUEST', `invalid grammar: ${problem}`);
     try {
-      return new LlamaGrammar(llama, { grammar: request.grammar });
+      return { grammar: new LlamaGrammar(llama, { grammar: request.grammar }) };
     } catch (error) {
       // llama.cpp logs the parser's reason to the worker's stderr; the exception only says it failed.
       throw new RbeeError('BAD_REQUEST', 'invalid grammar: llama.cpp could not parse it as GBNF', {
@@ -33,20 +40,22 @@ export function createRequestGrammar(llama: Llama, request: GenerateRequest): Ll
   if (request.jsonSchema !== undefined) {
     const prepared = prepareJsonSchema(request.jsonSchema);
     if (!prepared.ok) throw new RbeeError('BAD_REQUEST', `invalid jsonSchema: ${prepared.problem}`);
+    const checkOutput = createOutputCheck(prepared.full);
     try {
       // The schema's static type is unknowable here: prepareJsonSchema checked its shape at runtime.
       const json = new LlamaJsonSchemaGrammar<GbnfJsonSchema>(llama, prepared.schema as GbnfJsonSchema);
-      const tightened = tightenNumberRules(json.grammar);
-      if (tightened === json.grammar) return json;
-      return new LlamaGrammar(llama, {
+      const tightened = insertTerminals(tightenNumberRules(json.grammar));
+      if (tightened === json.grammar) return { grammar: json, checkOutput };
+      const grammar = new LlamaGrammar(llama, {
         grammar: tightened,
         stopGenerationTriggers: json.stopGenerationTriggers,
         trimWhitespaceSuffix: json.trimWhitespaceSuffix,
       });
+      return { grammar, checkOutput };
     } catch (error) {
       const why = error instanceof Error ? error.message : String(error);
       throw new RbeeError('BAD_REQUEST', `invalid jsonSchema: ${why}`, { cause: error });
     }
   }
-  return undefined;
+  return {};
 }

@@ -6,12 +6,14 @@
  */
 import {
   LlamaCompletion,
+  TokenBias,
   type LlamaCompletionResponse,
   type LlamaContextSequence,
   type LlamaGrammar,
   type LLamaContextualRepeatPenalty,
   type Token,
 } from 'node-llama-cpp';
+import { RbeeError } from '../../shared/errors.js';
 import type { FinishReason, Usage } from '../../shared/wire.js';
 import type { GenerateRequest } from '../types.js';
 import type { PreparedPrompt } from './prompt.js';
@@ -104,6 +106,7 @@ export async function runGeneration(options: RunGenerationOptions): Promise<Gene
       customStopTriggers: [...(request.stop ?? []), ...prompt.stopTriggers],
       repeatPenalty: repeatPenaltyOf(request),
       grammar: options.grammar,
+      tokenBias: tokenBiasOf(sequence, request),
     });
     stopReason = response.metadata.stopReason;
   } finally {
@@ -123,6 +126,31 @@ export async function runGeneration(options: RunGenerationOptions): Promise<Gene
         ? ((completionTokens - 1) * 1000) / (lastTokenAt - first)
         : 0,
   };
+}
+
+/** The request's logit bias as node-llama-cpp takes it; a token id past the vocabulary is refused. */
+function tokenBiasOf(sequence: LlamaContextSequence, request: GenerateRequest): TokenBias | undefined {
+  const entries = Object.entries(request.logitBias ?? {});
+  if (entries.length === 0) return undefined;
+  const vocabulary = vocabularySize(sequence);
+  const bias = TokenBias.for(sequence.model);
+  for (const [id, value] of entries) {
+    const token = Number(id);
+    if (vocabulary !== undefined && token >= vocabulary) {
+      throw new RbeeError(
+        'BAD_REQUEST',
+        `logit_bias: token ${id} is not in the model's vocabulary of ${vocabulary}`,
+      );
+    }
+    bias.set(token as Token, value <= -100 ? 'never' : { logit: value });
+  }
+  return bias;
+}
+
+function vocabularySize(sequence: LlamaContextSequence): number | undefined {
+  const metadata = sequence.model.fileInfo.metadata as { tokenizer?: { ggml?: { tokens?: unknown } } };
+  const tokens = metadata.tokenizer?.ggml?.tokens;
+  return Array.isArray(tokens) ? tokens.length : undefined;
 }
 
 /**

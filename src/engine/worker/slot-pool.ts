@@ -24,6 +24,8 @@ import type { GenerateRequest, SlotCache } from '../types.js';
 import { preparePrompt, prefixKeysAfter, type PreparedPrompt } from './prompt.js';
 import type { ChildMessage } from './protocol.js';
 import { runGeneration } from './run-generation.js';
+import type { RequestConstraints } from './grammar.js';
+import type { OutputCheck } from './output-check.js';
 
 export interface SlotPoolInit {
   context: LlamaContext;
@@ -40,8 +42,8 @@ export interface SlotPool {
   readonly busy: number;
   readonly total: number;
   readonly queued: number;
-  /** `grammar` is the request's grammar or jsonSchema, already built (see grammar.ts). */
-  submit(requestId: string, request: GenerateRequest, grammar?: LlamaGrammar): void;
+  /** `constraints`: the request's grammar or jsonSchema, already built (see grammar.ts). */
+  submit(requestId: string, request: GenerateRequest, constraints?: RequestConstraints): void;
   cancel(requestId: string): void;
   /** Tokens generated since the previous call (for the heartbeat's tok/s). */
   takeTokenCount(): number;
@@ -64,6 +66,7 @@ interface Job {
   requestId: string;
   request: GenerateRequest;
   grammar: LlamaGrammar | undefined;
+  checkOutput: OutputCheck | undefined;
   receivedAt: number;
   prompt: PreparedPrompt;
 }
@@ -158,7 +161,16 @@ export function createSlotPool(init: SlotPoolInit): SlotPool {
       });
       // finished or cancelled: the sequence holds the prompt and the answer so far, nothing else
       consistent = true;
-      send({ type: 'done', requestId: job.requestId, ...result });
+      const problem = result.finishReason === 'stop' ? checkAnswer(slot, job, answer) : undefined;
+      if (problem !== undefined) {
+        send({
+          type: 'error',
+          requestId: job.requestId,
+          error: { code: 'OUTPUT_INVALID', message: problem },
+        });
+      } else {
+        send({ type: 'done', requestId: job.requestId, ...result });
+      }
     } catch (error) {
       const rbeeError = signal.aborted ? toRbeeError(signal.reason, 'JOB_CANCELLED') : toRbeeError(error);
       send({
@@ -179,6 +191,15 @@ export function createSlotPool(init: SlotPoolInit): SlotPool {
       init.onStateChange();
       dispatch();
     }
+  }
+
+  /** Why a finished answer fails its schema, if it does; a continued one counts its first part too. */
+  function checkAnswer(slot: Slot, job: Job, answer: string): string | undefined {
+    if (job.checkOutput === undefined) return undefined;
+    const before = job.request.continueTokens ?? [];
+    const text =
+      before.length === 0 ? answer : slot.sequence.model.detokenize(before as Token[], false) + answer;
+    return job.checkOutput(text);
   }
 
   function keysAfter(slot: Slot, job: Job, answer: string): PrefixKey[] {
@@ -222,7 +243,7 @@ export function createSlotPool(init: SlotPoolInit): SlotPool {
     get queued() {
       return queue.length;
     },
-    submit(requestId, request, grammar) {
+    submit(requestId, request, constraints = {}) {
       const receivedAt = performance.now();
       if (closed) {
         send({ type: 'error', requestId, error: { code: 'WORKER_BUSY', message: 'worker is stopping' } });
@@ -241,7 +262,14 @@ export function createSlotPool(init: SlotPoolInit): SlotPool {
         send({ type: 'error', requestId, error: { code: rbeeError.code, message: rbeeError.message } });
         return;
       }
-      const job: Job = { requestId, request, grammar, receivedAt, prompt };
+      const job: Job = {
+        requestId,
+        request,
+        grammar: constraints.grammar,
+        checkOutput: constraints.checkOutput,
+        receivedAt,
+        prompt,
+      };
       const free = slotFor(job);
       if (free !== undefined) {
         start(free, job);

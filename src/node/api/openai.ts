@@ -69,6 +69,18 @@ const samplingFields = {
     .nullable()
     .optional(),
   n: z.literal(1).nullable().optional(),
+  /** Accepted where they ask for nothing; see unsupportedParameter. */
+  logprobs: z
+    .union([z.boolean(), z.number().int().min(0)])
+    .nullable()
+    .optional(),
+  top_logprobs: z.number().int().min(0).nullable().optional(),
+  logit_bias: z
+    .record(z.string().regex(/^\d{1,9}$/, 'logit_bias keys are token ids'), z.number().min(-100).max(100))
+    .nullable()
+    .optional(),
+  /** An end-user id for abuse tracking: accepted, not used. */
+  user: z.string().max(256).optional(),
   presence_penalty: z.number().min(-2).max(2).nullable().optional(),
   frequency_penalty: z.number().min(-2).max(2).nullable().optional(),
   /** llama.cpp's extensions. */
@@ -102,12 +114,26 @@ const completionSchema = z.object({
 });
 type SamplingBody = z.infer<typeof chatSchema> | z.infer<typeof completionSchema>;
 
+/**
+ * OpenAI parameters rbee accepts without acting on them when they ask for nothing (`logprobs:
+ * false`, `n: 1`), and refuses with a clear message when they ask for more.
+ */
+function unsupportedParameter(body: unknown): string | undefined {
+  if (typeof body !== 'object' || body === null) return undefined;
+  const b = body as Record<string, unknown>;
+  // `tools` are served (openai-tools.ts); the legacy `functions` are not
+  if (b.functions != null) return '`functions` is not supported: use `tools`';
+  if (b.logprobs != null && b.logprobs !== false && b.logprobs !== 0)
+    return '`logprobs` is not supported yet';
+  if (b.top_logprobs != null && b.top_logprobs !== 0) return '`top_logprobs` is not supported yet';
+  if (typeof b.n === 'number' && b.n > 1)
+    return '`n` greater than 1 is not supported: send one request per choice';
+  return undefined;
+}
+
 function parse<T>(schema: z.ZodType<T>, body: unknown): T {
-  const unsupported = ['functions', 'logprobs'].find(
-    (key) => typeof body === 'object' && body !== null && (body as Record<string, unknown>)[key] != null,
-  );
-  if (unsupported !== undefined)
-    throw new RbeeError('BAD_REQUEST', `\`${unsupported}\` is not supported yet`);
+  const unsupported = unsupportedParameter(body);
+  if (unsupported !== undefined) throw new RbeeError('BAD_REQUEST', unsupported);
   const parsed = schema.safeParse(body);
   if (!parsed.success) throw new RbeeError('BAD_REQUEST', z.prettifyError(parsed.error));
   return parsed.data;
@@ -129,6 +155,9 @@ function sampling(body: SamplingBody): Omit<JobRequest, 'model'> {
     ...(body.frequency_penalty == null ? {} : { frequencyPenalty: body.frequency_penalty }),
     ...(body.repeat_penalty === undefined ? {} : { repeatPenalty: body.repeat_penalty }),
     ...(body.grammar === undefined ? {} : { grammar: body.grammar }),
+    ...(body.logit_bias == null || Object.keys(body.logit_bias).length === 0
+      ? {}
+      : { logitBias: body.logit_bias }),
     ...(body.response_format?.type === 'json_schema'
       ? { jsonSchema: body.response_format.json_schema.schema }
       : {}),
