@@ -8,7 +8,7 @@
  * parser, so nothing can start a download, a worker or a file read (and the traffic stays in
  * process: HTTP through fastify's inject, p2p over the memory transport).
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import fc from 'fast-check';
 import { z } from 'zod';
 import { startTestNode, type TestNode } from '../helpers/test-node.js';
@@ -26,18 +26,19 @@ import type { P2pHost } from '../../src/p2p/host.js';
 import { createScope, hostPair } from '../p2p/helpers.js';
 
 /**
- * Cases per property. 10,000 each is the aim; on a loaded 2-core machine that is ~100 s for the
- * file (a p2p case costs ~3 ms: noise and pnet encrypt every message in JS, and a case that ends
- * its stream costs a new one at ~5 ms; an HTTP case ~1–2 ms), so the JSON and p2p properties run
- * fewer to keep the file near 40 s there. RBEE_FUZZ_SCALE=10 runs ten times as many, for a
- * deeper search by hand.
+ * Cases per property: 10,000 each (a p2p case costs ~3 ms: noise and pnet encrypt every message in
+ * JS, and a case that ends its stream costs a new one at ~5 ms; an HTTP case ~1–2 ms), about 100 s
+ * for the file on a loaded 2-core machine. RBEE_FUZZ_SCALE=10 runs ten times as many, for a deeper
+ * search by hand.
  */
 const SCALE = Number(process.env.RBEE_FUZZ_SCALE ?? '1');
+// a property of 10,000 p2p cases can take over the suite's default minute on a loaded machine
+vi.setConfig({ testTimeout: 300_000 });
 const RUNS = {
-  httpJson: 5000 * SCALE,
+  httpJson: 10_000 * SCALE,
   httpBytes: 10_000 * SCALE,
-  rpc: 3000 * SCALE,
-  stream: 3000 * SCALE,
+  rpc: 10_000 * SCALE,
+  stream: 10_000 * SCALE,
 };
 
 // ---------------------------------------------------------------------------------------------
