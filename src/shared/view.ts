@@ -65,6 +65,8 @@ export const modelViewSchema = z.object({
   contextLength: z.number().int(),
   source: z.string(),
   lastUsedAt: z.number().nullable(),
+  /** When the model came onto its hive's disk (absent from hives of older versions). */
+  addedAt: z.number().optional(),
 });
 export type ModelView = z.infer<typeof modelViewSchema>;
 

@@ -1,17 +1,19 @@
 /**
- * The node's HTTP API. Every error leaves as `{error: {code, message}}` with the code's HTTP status.
+ * The node's HTTP API. Every error leaves in OpenAI's shape, `{error: {message, type, param, code}}`
+ * with rbee's stable code as `code` (error-body.ts), and the code's HTTP status.
  */
-import { setRetryAfter } from './retry-after.js';
+import { sendErrorBody } from './error-body.js';
 import Fastify from 'fastify';
 import { z } from 'zod';
 import { RbeeError, toRbeeError } from '../../shared/errors.js';
 import { jobRequestSchema, type Health } from '../../shared/wire.js';
 import type { JobManager, PlacePreviewer } from '../jobs/index.js';
 import type { Logger } from '../logger.js';
-import type { ApiKeyStore, JobStore, KeyLimits, ModelCatalog } from '../store/index.js';
+import type { ApiKeyStore, JobStore, KeyLimits, ModelAliases, ModelCatalog } from '../store/index.js';
 import type { KeyReplication } from '../cluster/index.js';
 import type { WorkerPool } from '../hive/index.js';
-import type { ModelRef, Provisioner } from '../models/index.js';
+import { canonicalRef, checkAliasName, type ModelRef, type Provisioner } from '../models/index.js';
+import { createModelList } from './model-list.js';
 import type { LiveView, Metrics } from '../view/index.js';
 import { registerOpenAiRoutes } from './openai.js';
 import { createSse, sseEvent } from './sse.js';
@@ -22,7 +24,7 @@ import { createJobAccess } from './job-access.js';
 import { createKeyLimiter, releaseWhenDone } from './key-limits.js';
 import { createModelAccessCheck, type RemoteModelRefs } from './model-access.js';
 import { createOriginHook, type OriginPolicy } from './origin.js';
-import type { ClusterStatus, DoctorReport, NodeEvent, PullEvent } from '../../shared/view.js';
+import type { ClusterStatus, DoctorReport, HiveState, NodeEvent, PullEvent } from '../../shared/view.js';
 
 export interface ApiInit {
   log: Logger;
@@ -33,7 +35,12 @@ export interface ApiInit {
   catalog: ModelCatalog;
   workers: WorkerPool;
   provisioner: Provisioner;
+  /** A ref, or a name of a model (short name, alias, catalog id of any hive), to its ref. */
   parseModelRef: (input: string) => ModelRef;
+  /** This node's aliases of models (`rbee models alias`). */
+  aliases: ModelAliases;
+  /** Every hive's published state, this node's first: what `/v1/models` lists. */
+  hiveStates: () => readonly HiveState[];
   live: LiveView;
   metrics: Metrics;
   /** The worker catalog: backends this machine can run, as last detected. */
@@ -80,6 +87,7 @@ function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
 }
 
 const modelBodySchema = z.object({ model: z.string().min(1).max(2048) });
+const aliasBodySchema = z.object({ model: z.string().min(1).max(2048) });
 const shutdownBodySchema = z.object({ cluster: z.boolean().optional() });
 const keyBodySchema = z.object({
   name: z.string().min(1).max(100).optional(),
@@ -147,13 +155,10 @@ export function createApi(init: ApiInit) {
           ? new RbeeError('BAD_REQUEST', (error as Error).message, { cause: error })
           : toRbeeError(error);
     if (rbee.httpStatus >= 500) init.log.error({ err: error }, 'request failed');
-    setRetryAfter(reply, rbee);
-    void reply.status(rbee.httpStatus).send({ error: rbee.toJSON() });
+    sendErrorBody(reply, rbee);
   });
   app.setNotFoundHandler((request, reply) => {
-    void reply
-      .status(404)
-      .send({ error: { code: 'NOT_FOUND', message: `no route ${request.method} ${request.url}` } });
+    sendErrorBody(reply, new RbeeError('NOT_FOUND', `no route ${request.method} ${request.url}`));
   });
 
   const port = (): number | undefined => {
@@ -170,8 +175,13 @@ export function createApi(init: ApiInit) {
   const limiter = createKeyLimiter({ defaults: init.keyLimits });
   const checkModel = createModelAccessCheck({
     catalog: init.catalog,
-    parseModelRef: init.parseModelRef,
+    resolveModel: init.parseModelRef,
     policy: init.remoteModelRefs,
+  });
+  const models = createModelList({
+    hives: init.hiveStates,
+    aliases: () => init.aliases.list(),
+    resolve: init.parseModelRef,
   });
 
   app.addHook('onResponse', (request, reply, done) => {
@@ -263,6 +273,7 @@ export function createApi(init: ApiInit) {
   registerOpenAiRoutes(app, {
     jobs: init.jobs,
     catalog: init.catalog,
+    models,
     provisioner: init.provisioner,
     workers: init.workers,
     parseModelRef: init.parseModelRef,
@@ -302,6 +313,26 @@ export function createApi(init: ApiInit) {
     await init.provisioner.remove(model.id);
     init.live.markDirty('models');
     return { removed: model.id };
+  });
+
+  // Aliases: names for refs on this node. Whoever sets one must be allowed to name its ref, so an
+  // alias never lets a client name what it could not name itself.
+  app.get('/v1/aliases', () => ({ aliases: init.aliases.list() }));
+  app.put<{ Params: { name: string } }>('/v1/aliases/:name', (request) => {
+    const { name } = request.params;
+    checkAliasName(name);
+    const { model } = parseBody(aliasBodySchema, request.body);
+    checkModel(model, request.apiClient);
+    const ref = canonicalRef(init.parseModelRef(model));
+    return init.aliases.set(name, ref);
+  });
+  app.delete<{ Params: { name: string } }>('/v1/aliases/:name', (request) => {
+    if (!init.aliases.remove(request.params.name)) {
+      throw new RbeeError('NOT_FOUND', `no alias ${request.params.name}`, {
+        details: { alias: request.params.name },
+      });
+    }
+    return { removed: request.params.name };
   });
 
   app.get('/v1/cluster', () => init.cluster());

@@ -91,10 +91,17 @@ export interface NodeClient {
 
 const HEALTH_TIMEOUT_MS = 2_000;
 
+/** OpenAI's codes that the OpenAI routes answer with instead of rbee's. */
+const FROM_OPENAI_CODES: Record<string, RbeeErrorJson['code']> = { model_not_found: 'MODEL_NOT_FOUND' };
+
+/** The node's error bodies: `{error: {message, type, param, code, details?}}` (OpenAI's shape). */
 function errorFromBody(status: number, text: string): RbeeError {
   try {
     const body = JSON.parse(text) as { error?: RbeeErrorJson };
-    if (body.error !== undefined) return RbeeError.fromJSON(body.error);
+    if (body.error !== undefined) {
+      const code = FROM_OPENAI_CODES[body.error.code] ?? body.error.code;
+      return RbeeError.fromJSON({ ...body.error, code });
+    }
   } catch {
     // not JSON: fall through
   }

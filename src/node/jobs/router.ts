@@ -11,7 +11,7 @@
 import { RbeeError, toRbeeError, type ErrorCode } from '../../shared/errors.js';
 import type { JobRequest, NarrationSource } from '../../shared/wire.js';
 import type { Hive } from '../hive/index.js';
-import type { ModelRef } from '../models/index.js';
+import { canonicalRef, type ModelRef } from '../models/index.js';
 import type { JobStore } from '../store/index.js';
 import type { PlacementQueue, QueuePosition, QueueRequest, Ticket } from '../queen/index.js';
 import type { JobContext } from './job-manager.js';
@@ -31,6 +31,7 @@ export interface RouterInit {
   cluster: () => ClusterRouting | undefined;
   /** This node's own queue: its jobs' places while it runs alone (its own queen). */
   queue: PlacementQueue;
+  /** A ref, or a name of a model (short name, alias, any hive's catalog id), to its ref. */
   parseModelRef: (input: string) => ModelRef;
   modelId: (ref: ModelRef) => string;
   /** Where each job's state is recorded as it is placed and starts (the jobs table). */
@@ -56,6 +57,8 @@ export function createRouter(init: RouterInit): (job: JobContext) => Promise<voi
     const narrate = (source: NarrationSource, node: string, text: string): void =>
       job.emit({ type: 'narration', source, node, text });
     const ref = init.parseModelRef(request.model);
+    // hives get the ref a name stands for here: another hive need not know this node's aliases
+    const resolved: JobRequest = { ...request, model: canonicalRef(ref) };
     const base: QueueRequest = {
       job: job.id,
       modelId: init.modelId(ref),
@@ -83,7 +86,7 @@ export function createRouter(init: RouterInit): (job: JobContext) => Promise<voi
     const sentTokens: number[] = [];
     const exclude: string[] = [];
     let failure: RbeeError | undefined;
-    let attemptRequest = request;
+    let attemptRequest = resolved;
     for (let attempt = 0; ; attempt++) {
       init.journal?.placing(job.id);
       const { hive, ticket } = await placeJob({ ...base, exclude }, signal, onQueued).catch(
@@ -170,7 +173,7 @@ export function createRouter(init: RouterInit): (job: JobContext) => Promise<voi
           cause: rbee,
         });
         if (sentTokens.length > 0) {
-          const continued = continuation(request, sentTokens);
+          const continued = continuation(resolved, sentTokens);
           if (continued === undefined) {
             // every token asked for was already sent: the job is complete
             const end = Date.now();
