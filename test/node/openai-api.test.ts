@@ -161,10 +161,10 @@ describe('OpenAI-compatible API', () => {
 
   it('answers for an alias until it is removed', async () => {
     const headers = { 'content-type': 'application/json' };
-    const set = await fetch(`${node.url}/v1/aliases/chatty`, {
-      method: 'PUT',
+    const set = await fetch(`${node.url}/v1/aliases`, {
+      method: 'POST',
       headers,
-      body: JSON.stringify({ model: 'demo' }),
+      body: JSON.stringify({ name: 'chatty', model: 'demo' }),
     });
     expect(set.status).toBe(200);
     const listed = (await client.models.list()).data as unknown as { aliases: string[] }[];

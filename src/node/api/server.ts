@@ -87,7 +87,7 @@ function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
 }
 
 const modelBodySchema = z.object({ model: z.string().min(1).max(2048) });
-const aliasBodySchema = z.object({ model: z.string().min(1).max(2048) });
+const aliasBodySchema = z.object({ name: z.string().min(1).max(64), model: z.string().min(1).max(2048) });
 const shutdownBodySchema = z.object({ cluster: z.boolean().optional() });
 const keyBodySchema = z.object({
   name: z.string().min(1).max(100).optional(),
@@ -318,10 +318,9 @@ export function createApi(init: ApiInit) {
   // Aliases: names for refs on this node. Whoever sets one must be allowed to name its ref, so an
   // alias never lets a client name what it could not name itself.
   app.get('/v1/aliases', () => ({ aliases: init.aliases.list() }));
-  app.put<{ Params: { name: string } }>('/v1/aliases/:name', (request) => {
-    const { name } = request.params;
+  app.post('/v1/aliases', (request) => {
+    const { name, model } = parseBody(aliasBodySchema, request.body);
     checkAliasName(name);
-    const { model } = parseBody(aliasBodySchema, request.body);
     checkModel(model, request.apiClient);
     const ref = canonicalRef(init.parseModelRef(model));
     return init.aliases.set(name, ref);
