@@ -300,7 +300,7 @@ export function createApi(init: ApiInit) {
   });
 
   app.delete<{ Params: { id: string } }>('/v1/models/:id', async (request) => {
-    const model = init.catalog.get(request.params.id);
+    const model = init.catalog.get(request.params.id) ?? catalogRowByName(request.params.id);
     if (model === undefined)
       throw new RbeeError('MODEL_NOT_FOUND', `no model ${request.params.id} in the catalog`);
     const users = init.workers.usersOf(model.id);
@@ -333,6 +333,15 @@ export function createApi(init: ApiInit) {
     }
     return { removed: request.params.name };
   });
+
+  /** This node's row for a model's short name or alias, if it holds that model. */
+  function catalogRowByName(name: string): ReturnType<ModelCatalog['get']> {
+    try {
+      return init.catalog.get(canonicalRef(init.parseModelRef(name)));
+    } catch {
+      return undefined;
+    }
+  }
 
   app.get('/v1/cluster', () => init.cluster());
   app.get<{ Querystring: { model?: string; hive?: string } }>('/v1/place', (request) => {

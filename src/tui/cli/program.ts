@@ -153,7 +153,7 @@ export function createProgram(init: ProgramInit): Command {
     .description('run a prompt on a model, waking the local node if it is asleep')
     .requiredOption(
       '-m, --model <ref>',
-      'demo, hf:org/repo[:quant], hf:org/repo/file.gguf, https://…/x.gguf, or a path',
+      'a name from `rbee models ls` or an alias; demo, hf:org/repo[:quant], hf:org/repo/file.gguf, https://…/x.gguf, or a path',
     )
     .argument('[prompt]', 'the prompt; `-` or none reads standard input')
     .option('--max-tokens <n>', 'most tokens to generate', intArg('--max-tokens', 1))
@@ -412,7 +412,7 @@ function registerModels(root: Command, keeper: Keeper, json: () => Option, port:
   models
     .command('rm')
     .description('remove a model from the catalog and the disk (refused while a worker uses it)')
-    .argument('<id>', 'model id, ref or alias')
+    .argument('<id>', 'model name, id, ref or alias')
     .addOption(json())
     .addOption(port())
     .action((id: string, opts: CommonOptions) =>
@@ -425,7 +425,7 @@ function registerModels(root: Command, keeper: Keeper, json: () => Option, port:
   models
     .command('info')
     .description('show one model')
-    .argument('<id>', 'model id, ref or alias')
+    .argument('<id>', 'model name, id, ref or alias')
     .addOption(json())
     .addOption(port())
     .action((id: string, opts: CommonOptions) =>
