@@ -32,11 +32,12 @@ import {
 } from './jobs/index.js';
 import { createPlacementQueue, type HiveCandidate } from './queen/index.js';
 import { createLogger, type Logger } from './logger.js';
-import { createProvisioner, modelId, observeProvisioner, parseModelRef } from './models/index.js';
+import { createModelResolver, createProvisioner, modelId, observeProvisioner } from './models/index.js';
 import {
   createApiKeyStore,
   createJobStore,
   createMemoryObservations,
+  createModelAliases,
   createModelCatalog,
   createWorkerCatalog,
   openDatabase,
@@ -99,6 +100,7 @@ export async function startNode(
   const db = openDatabase(config.paths.db);
   teardown.add('the database', () => db.close());
   const catalog = createModelCatalog(db);
+  const aliases = createModelAliases(db);
   const workerCatalog = createWorkerCatalog(db);
   const apiKeys = createApiKeyStore(db);
   const jobStore = createJobStore(db);
@@ -112,6 +114,12 @@ export async function startNode(
   // The live view, the metrics and the cluster link watch parts created before them, which report
   // to them through these late-bound observers.
   const observers: { live?: LiveView; metrics?: Metrics; cluster?: ClusterLink } = {};
+  // Refs, and names of models: aliases, then this node's catalog, then the other hives' models.
+  const parseModelRef = createModelResolver({
+    alias: (name) => aliases.get(name)?.ref,
+    local: () => catalog.list(),
+    remote: () => (observers.cluster?.remotes() ?? []).flatMap((r) => r.state.models),
+  });
   const narrateHive = (text: string): void =>
     observers.live?.narration(narration('hive', config.nodeName, text));
 
@@ -299,6 +307,8 @@ export async function startNode(
     workers,
     provisioner,
     parseModelRef,
+    aliases,
+    hiveStates: () => [localHive.state(), ...(observers.cluster?.remotes() ?? []).map((r) => r.state)],
     live: liveView,
     metrics: observers.metrics,
     backends: () => workerCatalog.list(),

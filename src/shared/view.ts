@@ -74,6 +74,8 @@ export const modelViewSchema = z.object({
   contextLength: z.number().int(),
   source: z.string(),
   lastUsedAt: z.number().nullable(),
+  /** When the model came onto its hive's disk (absent from hives of older versions). */
+  addedAt: z.number().optional(),
 });
 export type ModelView = z.infer<typeof modelViewSchema>;
 
@@ -310,6 +312,21 @@ export const nodeEventSchema = z.discriminatedUnion('type', [
   narrationSchema,
 ]);
 export type NodeEvent = z.infer<typeof nodeEventSchema>;
+
+/**
+ * `rbee --json`: one line, what the dashboard shows — the node's health, every hive (with its
+ * devices: CPU, RAM, GPUs), workers, models, downloads, jobs, and the queen. `rbee --json --watch`
+ * writes this line first, then one line per change: a section update (`hives`, `workers`, `models`,
+ * `downloads`, `jobs`; each carries its whole section, which replaces the one before) or a
+ * `narration` line, each with `ts`.
+ */
+export const statusSnapshotSchema = clusterViewSchema.extend({
+  type: z.literal('snapshot'),
+  ts: z.number(),
+  /** The hive that places the cluster's jobs (this node while it runs alone); null while none is elected. */
+  queen: z.object({ id: z.string(), name: z.string(), term: z.number().int() }).nullable(),
+});
+export type StatusSnapshot = z.infer<typeof statusSnapshotSchema>;
 
 /** The stream that `POST /v1/models/pull` answers with. */
 export const pullEventSchema = z.discriminatedUnion('type', [

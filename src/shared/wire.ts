@@ -180,17 +180,25 @@ export type Health = z.infer<typeof healthSchema>;
 export const jobAcceptedSchema = z.object({ id: z.string(), events: z.string() });
 export type JobAccepted = z.infer<typeof jobAcceptedSchema>;
 
-/** A model of a node's catalog, as `GET /v1/models` (an OpenAI list) and `GET /v1/models/:id` show it. */
+/**
+ * A model as `GET /v1/models` (an OpenAI list) and `GET /v1/models/:id` show it: OpenAI's fields,
+ * then rbee's (src/node/api/model-list.ts), without local paths.
+ */
 export const modelRowSchema = z.looseObject({
   id: z.string(),
-  ref: z.string(),
-  alias: z.string().nullable(),
+  object: z.literal('model'),
+  created: z.number(),
+  owned_by: z.string(),
   name: z.string(),
-  path: z.string(),
-  bytes: z.number(),
+  model_id: z.string(),
+  aliases: z.array(z.string()),
+  hives: z.array(z.string()),
+  ref: z.string().optional(),
+  description: z.string(),
+  context_length: z.number(),
   architecture: z.string(),
   quantization: z.string(),
-  contextLength: z.number(),
+  bytes: z.number(),
   source: z.string(),
 });
 export type ModelRow = z.infer<typeof modelRowSchema>;

@@ -128,7 +128,8 @@ describe('a node killed with SIGKILL', () => {
 
 describe('bad input gives a stable code and a non-zero exit, and leaves nothing behind', () => {
   const cases: [string, string[], string, number][] = [
-    ['an unknown ref scheme', ['-m', 'ftp:nope'], 'MODEL_REF_INVALID', 2],
+    ['an unknown ref scheme', ['-m', 'ftp://host/x.gguf'], 'MODEL_REF_INVALID', 2],
+    ['a name of no model', ['-m', 'no-such-model:q4_0'], 'MODEL_NOT_FOUND', 3],
     ['a ref escaping the models dir', ['-m', 'hf:org/../../etc/x.gguf'], 'MODEL_REF_INVALID', 2],
     ['a missing file', ['-m', '/nonexistent/model.gguf'], 'MODEL_NOT_FOUND', 3],
   ];

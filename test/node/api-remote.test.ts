@@ -84,17 +84,17 @@ describe('jobs of other clients', () => {
   let jobA: string;
 
   beforeAll(async () => {
-    // a job that fails at once (the ref does not parse): it is kept, but no worker starts
+    // a job that fails at once (its keep-alive does not parse): it is kept, but no worker starts
     const accepted = await remote(keyA, {
       method: 'POST',
       url: '/v1/jobs',
-      payload: { model: 'gopher://x', prompt: 'hi' },
+      payload: { model: 'demo', prompt: 'hi', keepAlive: 'forever' },
     });
     expect(accepted.statusCode).toBe(202);
     jobA = accepted.json<{ id: string }>().id;
     // its events end with the error, so the whole stream is the answer
     const events = await remote(keyA, { url: `/v1/jobs/${jobA}/events` });
-    expect(events.body).toContain('MODEL_REF_INVALID');
+    expect(events.body).toContain('BAD_REQUEST');
   });
 
   it('are not found for another key: events, state, cancel', async () => {

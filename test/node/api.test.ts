@@ -74,11 +74,14 @@ describe('errors carry stable codes', () => {
     expect(await response.json()).toMatchObject({ error: { code: 'NOT_FOUND' } });
   });
 
-  it('a bad model ref ends the job with MODEL_REF_INVALID', async () => {
+  it('refuses a bad model ref (MODEL_REF_INVALID) and a name of no model (MODEL_NOT_FOUND) at once', async () => {
     const client = createNodeClient({ url });
-    const { id } = await client.submitJob({ model: 'gopher://x', prompt: 'hi' });
-    const events = await collect(id);
-    expect(events.at(-1)).toMatchObject({ type: 'error', error: { code: 'MODEL_REF_INVALID' } });
+    await expect(client.submitJob({ model: 'gopher://x', prompt: 'hi' })).rejects.toMatchObject({
+      code: 'MODEL_REF_INVALID',
+    });
+    await expect(client.submitJob({ model: 'gpt-4o', prompt: 'hi' })).rejects.toMatchObject({
+      code: 'MODEL_NOT_FOUND',
+    });
   });
 });
 

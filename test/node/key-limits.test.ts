@@ -161,6 +161,7 @@ describe('a key over its jobs at once', () => {
         type: 'rate_limit_error',
         code: 'RATE_LIMITED',
         param: null,
+        details: { limit: 'maxConcurrent', max: 1, retryAfterS: expect.any(Number) as unknown },
       },
     });
 

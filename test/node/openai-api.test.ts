@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { testNodeConfig } from '../helpers/test-node.js';
+import { startTestNode, testNodeConfig } from '../helpers/test-node.js';
 import { startNode, type RunningNode } from '../../src/node/daemon.js';
 import { waitFor } from '../helpers/wait-for.js';
 
@@ -134,26 +134,94 @@ describe('OpenAI-compatible API', () => {
     expect(cached).toBeLessThan(next.usage!.prompt_tokens);
   });
 
-  it('lists models in OpenAI shape', async () => {
+  it('lists models in OpenAI shape, under names that work as `model`, without paths', async () => {
     const models = await client.models.list();
     expect(models.data.map((m) => m.object)).toEqual(['model']);
-    expect(models.data[0]!.owned_by).toBe('rbee');
+    const [model] = models.data as unknown as Record<string, unknown>[];
+    const { node: nodeName } = (await (await fetch(`${node.url}/health`)).json()) as { node: string };
+    expect(model).toMatchObject({
+      id: expect.stringMatching(/^tiny:[a-z0-9_]+$/) as unknown,
+      owned_by: nodeName,
+      context_length: expect.any(Number) as unknown,
+      aliases: [],
+      ref: 'demo:tiny',
+    });
+    expect(model!.created).toBeGreaterThan(1_600_000_000);
+    expect(JSON.stringify(models.data)).not.toContain(home);
+    for (const name of [model!.id, model!.model_id, model!.name] as string[]) {
+      const completion = await client.chat.completions.create({
+        model: name,
+        messages: [{ role: 'user', content: 'Hi' }],
+        max_tokens: 2,
+      });
+      expect(completion.model, name).toBe(name);
+      expect((await client.models.retrieve(name)).id).toBe(model!.id);
+    }
+  });
+
+  it('answers for an alias until it is removed', async () => {
+    const headers = { 'content-type': 'application/json' };
+    const set = await fetch(`${node.url}/v1/aliases`, {
+      method: 'POST',
+      headers,
+      body: JSON.stringify({ name: 'chatty', model: 'demo' }),
+    });
+    expect(set.status).toBe(200);
+    const listed = (await client.models.list()).data as unknown as { aliases: string[] }[];
+    expect(listed[0]!.aliases).toEqual(['chatty']);
+    const completion = await client.completions.create({ model: 'chatty', prompt: 'Hi', max_tokens: 2 });
+    expect(completion.choices[0]!.text.length).toBeGreaterThan(0);
+    expect(
+      (await fetch(`${node.url}/v1/aliases/chatty`, { method: 'DELETE', headers, body: '{}' })).status,
+    ).toBe(200);
+    const gone = client.completions.create({ model: 'chatty', prompt: 'Hi', max_tokens: 2 });
+    await expect(gone).rejects.toBeInstanceOf(OpenAI.NotFoundError);
   });
 
   it('reports errors in OpenAI shape with rbee codes, before any stream starts', async () => {
     const bad = client.chat.completions.create({
-      model: 'ftp:nope',
+      model: 'ftp://host/x.gguf',
       messages: [{ role: 'user', content: 'x' }],
       stream: true,
     });
-    await expect(bad).rejects.toMatchObject({ status: 400, code: 'MODEL_REF_INVALID' });
+    await expect(bad).rejects.toMatchObject({ status: 400, code: 'MODEL_REF_INVALID', param: 'model' });
     const missing = client.chat.completions.create({
       model: '/no/such/model.gguf',
       messages: [{ role: 'user', content: 'x' }],
     });
-    await expect(missing).rejects.toMatchObject({ status: 404, code: 'MODEL_NOT_FOUND' });
+    await expect(missing).rejects.toMatchObject({ status: 404, code: 'model_not_found' });
     const invalid = client.chat.completions.create({ model: 'demo', messages: [] });
     await expect(invalid).rejects.toMatchObject({ status: 400, code: 'BAD_REQUEST' });
+  });
+
+  it('answers an unknown model with 404 model_not_found, as OpenAI does', async () => {
+    const unknown = client.chat.completions.create({
+      model: 'gpt-4o',
+      messages: [{ role: 'user', content: 'x' }],
+    });
+    await expect(unknown).rejects.toBeInstanceOf(OpenAI.NotFoundError);
+    await expect(unknown).rejects.toMatchObject({
+      status: 404,
+      code: 'model_not_found',
+      param: 'model',
+      type: 'invalid_request_error',
+    });
+    await expect(client.embeddings.create({ model: 'gpt-4o', input: 'x' })).rejects.toBeInstanceOf(
+      OpenAI.NotFoundError,
+    );
+    await expect(client.models.retrieve('gpt-4o')).rejects.toBeInstanceOf(OpenAI.NotFoundError);
+  });
+
+  it('answers malformed JSON and unknown routes in the same shape', async () => {
+    const bad = client.post('/chat/completions', {
+      body: '{"model": "demo", ',
+      headers: { 'content-type': 'application/json' },
+    });
+    await expect(bad).rejects.toBeInstanceOf(OpenAI.BadRequestError);
+    await expect(bad).rejects.toMatchObject({ code: 'BAD_REQUEST', type: 'invalid_request_error' });
+    const route = client.get('/no/such/route');
+    await expect(route).rejects.toBeInstanceOf(OpenAI.NotFoundError);
+    await expect(route).rejects.toMatchObject({ code: 'NOT_FOUND', type: 'invalid_request_error' });
   });
 
   it('cancels the job when the client goes away mid-stream', async () => {
@@ -177,5 +245,23 @@ describe('OpenAI-compatible API', () => {
       what: 'the job to be cancelled',
     });
     expect((await jobs()).jobs.filter((j) => j.state === 'running')).toEqual([]);
+  });
+});
+
+describe('OpenAI-compatible API of a node that wants a key from every client', () => {
+  it('answers a client without a valid key with 401 AuthenticationError', async () => {
+    const keyed = await startTestNode('rbee-openai-auth-', {}, { auth: 'always' });
+    try {
+      const noKey = new OpenAI({ baseURL: `${keyed.url}/v1`, apiKey: 'rbee_not-a-key', maxRetries: 0 });
+      const refused = noKey.models.list();
+      await expect(refused).rejects.toBeInstanceOf(OpenAI.AuthenticationError);
+      await expect(refused).rejects.toMatchObject({
+        status: 401,
+        code: 'UNAUTHORIZED',
+        type: 'authentication_error',
+      });
+    } finally {
+      await keyed.stop();
+    }
   });
 });

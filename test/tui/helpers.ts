@@ -238,6 +238,9 @@ export function createFakeNodeClient(): FakeNodeClient {
     keys: () => Promise.resolve([]),
     createKey: () => Promise.reject(new RbeeError('INTERNAL', 'the fake node makes no keys')),
     removeKey: (id: string) => Promise.reject(new RbeeError('NOT_FOUND', id)),
+    aliases: () => Promise.resolve([]),
+    setAlias: (name: string, ref: string) => Promise.resolve({ name, ref }),
+    removeAlias: (name: string) => Promise.reject(new RbeeError('NOT_FOUND', name)),
     get<T>(): Promise<T> {
       return Promise.reject(new RbeeError('NOT_FOUND', 'not in the fake'));
     },

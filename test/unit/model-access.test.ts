@@ -8,7 +8,8 @@ import {
   refAllowedFor,
   type RemoteModelRefs,
 } from '../../src/node/api/model-access.js';
-import { parseModelRef, type ModelRef } from '../../src/node/models/model-ref.js';
+import { createModelResolver } from '../../src/node/models/model-names.js';
+import { type ModelRef } from '../../src/node/models/model-ref.js';
 import type { ModelCatalog, ModelRow } from '../../src/node/store/index.js';
 
 const refs: Record<string, ModelRef> = {
@@ -39,7 +40,13 @@ describe('the model access check', () => {
   const catalog = {
     get: (key: string) => ([row.id, row.ref, row.alias].includes(key) ? row : undefined),
   } as ModelCatalog;
-  const check = createModelAccessCheck({ catalog, parseModelRef, policy: 'catalog-hf' });
+  // another hive holds a model from a path on its own disk
+  const resolveModel = createModelResolver({
+    alias: () => undefined,
+    local: () => [{ ...row, quantization: 'Q8_0' }],
+    remote: () => [{ id: 'theirs-0a0b0c0d', ref: 'file:/srv/Theirs-Q4_K_M.gguf', quantization: 'Q4_K_M' }],
+  });
+  const check = createModelAccessCheck({ catalog, resolveModel, policy: 'catalog-hf' });
   const remote = { local: false };
 
   it('lets a remote client use catalog models by id, ref, alias or the path they were added from', () => {
@@ -54,8 +61,18 @@ describe('the model access check', () => {
       );
   });
 
-  it('lets a local client name anything, and leaves a malformed ref to fail where it is used', () => {
+  it("lets a remote client name another hive's model by its name or id, though its ref is a path", () => {
+    for (const model of ['theirs:q4_k_m', 'theirs-0a0b0c0d', 'private:q8_0'])
+      expect(() => check(model, remote), model).not.toThrow();
+  });
+
+  it('lets a local client name anything, and refuses a name of no model and a malformed ref', () => {
     expect(() => check('/etc/other.gguf', { local: true })).not.toThrow();
-    expect(() => check('gopher://x', remote)).not.toThrow();
+    expect(() => check('gpt-4o', { local: true })).toThrow(
+      expect.objectContaining({ code: 'MODEL_NOT_FOUND' }) as Error,
+    );
+    expect(() => check('gopher://x', remote)).toThrow(
+      expect.objectContaining({ code: 'MODEL_REF_INVALID' }) as Error,
+    );
   });
 });

@@ -1,9 +1,12 @@
 /**
  * The OpenAI-compatible API over the same job pipeline as `rbee infer`: any model ref works as
  * `model` (fetched if it is not on disk yet), and the stream is the job's token stream.
- * Errors use OpenAI's shape, `{error: {message, type, code}}`, with rbee's stable code as `code`.
+ * Every id `/v1/models` lists is a name that works as `model` (model-list.ts). Errors use OpenAI's
+ * shape, `{error: {message, type, param, code}}`, with rbee's stable code as `code`, or OpenAI's
+ * where its clients know one (`model_not_found`).
  */
-import { setRetryAfter } from './retry-after.js';
+import { errorBody, sendErrorBody } from './error-body.js';
+import type { ModelList } from './model-list.js';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import { z } from 'zod';
 import { RbeeError, toRbeeError } from '../../shared/errors.js';
@@ -13,7 +16,7 @@ import { followJob } from './job-events.js';
 import type { OpenSse, SseStream } from './sse.js';
 import type { ModelRef, Provisioner } from '../models/index.js';
 import type { WorkerPool } from '../hive/index.js';
-import type { ModelCatalog, ModelRow } from '../store/index.js';
+import type { ModelCatalog } from '../store/index.js';
 import type { ApiClient } from './auth.js';
 import type { ModelAccessCheck } from './model-access.js';
 import { releaseWhenDone } from './key-limits.js';
@@ -32,6 +35,8 @@ import { refuseUnsupported, responsesJob, responsesSchema, responsesShape } from
 export interface OpenAiInit {
   jobs: JobManager;
   catalog: ModelCatalog;
+  /** The models of every hive, by the names clients use (model-list.ts). */
+  models: ModelList;
   /** For embeddings, which bypass the job queue: make the model usable, lease its worker. */
   provisioner: Provisioner;
   workers: WorkerPool;
@@ -177,17 +182,7 @@ function toMessages(messages: z.infer<typeof messageSchema>[]): ChatMessage[] {
 }
 
 function sendError(reply: FastifyReply, error: unknown): void {
-  const rbee = toRbeeError(error);
-  const type =
-    rbee.httpStatus === 429
-      ? 'rate_limit_error'
-      : rbee.httpStatus < 500
-        ? 'invalid_request_error'
-        : 'server_error';
-  setRetryAfter(reply, rbee);
-  void reply
-    .status(rbee.httpStatus)
-    .send({ error: { message: rbee.message, type, code: rbee.code, param: null } });
+  sendErrorBody(reply, toRbeeError(error), { openAiCodes: true });
 }
 
 const finishReason = (done: DoneEvent): string => (done.finishReason === 'length' ? 'length' : 'stop');
@@ -292,7 +287,7 @@ function eventLine(data: unknown): string {
 }
 
 function streamedError(error: RbeeError): string {
-  return `data: ${JSON.stringify({ error: { message: error.message, code: error.code } })}\n\n`;
+  return `data: ${JSON.stringify(errorBody(error, { openAiCodes: true }))}\n\n`;
 }
 
 /** The chat request's tool plan (see openai-tools.ts), its tool messages checked. */
@@ -333,22 +328,20 @@ function toolCompletionShape(plan: ToolPlan, id: string, model: string, created:
   };
 }
 
-function modelObject(m: ModelRow): Record<string, unknown> {
-  return { ...m, object: 'model', created: Math.floor(m.addedAt / 1000), owned_by: 'rbee' };
-}
-
 export function registerOpenAiRoutes(app: FastifyInstance, init: OpenAiInit): void {
-  app.get('/v1/models', () => ({ object: 'list', data: init.catalog.list().map(modelObject) }));
+  app.get('/v1/models', () => ({ object: 'list', data: init.models.list() }));
 
   app.get<{ Params: { id: string } }>('/v1/models/:id', (request, reply) => {
-    const model = init.catalog.get(request.params.id);
+    const model = init.models.find(request.params.id);
     if (model === undefined) {
       return sendError(
         reply,
-        new RbeeError('MODEL_NOT_FOUND', `no model ${request.params.id} in the catalog`),
+        new RbeeError('MODEL_NOT_FOUND', `no hive has a model ${request.params.id}`, {
+          details: { model: request.params.id },
+        }),
       );
     }
-    return reply.send(modelObject(model));
+    return reply.send(model);
   });
 
   app.post('/v1/embeddings', async (request, reply) => {

@@ -1,17 +1,19 @@
 /**
- * The node's HTTP API. Every error leaves as `{error: {code, message}}` with the code's HTTP status.
+ * The node's HTTP API. Every error leaves in OpenAI's shape, `{error: {message, type, param, code}}`
+ * with rbee's stable code as `code` (error-body.ts), and the code's HTTP status.
  */
-import { setRetryAfter } from './retry-after.js';
+import { sendErrorBody } from './error-body.js';
 import Fastify from 'fastify';
 import { z } from 'zod';
 import { RbeeError, toRbeeError } from '../../shared/errors.js';
 import { jobRequestSchema, type Health } from '../../shared/wire.js';
 import type { ClusterJobsApi, JobManager, PlacePreviewer } from '../jobs/index.js';
 import type { Logger } from '../logger.js';
-import type { ApiKeyStore, JobStore, KeyLimits, ModelCatalog } from '../store/index.js';
+import type { ApiKeyStore, JobStore, KeyLimits, ModelAliases, ModelCatalog } from '../store/index.js';
 import type { KeyReplication } from '../cluster/index.js';
 import type { WorkerPool } from '../hive/index.js';
-import type { ModelRef, Provisioner } from '../models/index.js';
+import { canonicalRef, checkAliasName, type ModelRef, type Provisioner } from '../models/index.js';
+import { createModelList } from './model-list.js';
 import type { LiveView, Metrics } from '../view/index.js';
 import { registerOpenAiRoutes } from './openai.js';
 import { createSse, sseEvent } from './sse.js';
@@ -22,7 +24,7 @@ import { createJobAccess } from './job-access.js';
 import { createKeyLimiter, releaseWhenDone } from './key-limits.js';
 import { createModelAccessCheck, type RemoteModelRefs } from './model-access.js';
 import { createOriginHook, type OriginPolicy } from './origin.js';
-import type { ClusterStatus, DoctorReport, NodeEvent, PullEvent } from '../../shared/view.js';
+import type { ClusterStatus, DoctorReport, HiveState, NodeEvent, PullEvent } from '../../shared/view.js';
 
 export interface ApiInit {
   log: Logger;
@@ -35,7 +37,12 @@ export interface ApiInit {
   catalog: ModelCatalog;
   workers: WorkerPool;
   provisioner: Provisioner;
+  /** A ref, or a name of a model (short name, alias, catalog id of any hive), to its ref. */
   parseModelRef: (input: string) => ModelRef;
+  /** This node's aliases of models (`rbee models alias`). */
+  aliases: ModelAliases;
+  /** Every hive's published state, this node's first: what `/v1/models` lists. */
+  hiveStates: () => readonly HiveState[];
   live: LiveView;
   metrics: Metrics;
   /** The worker catalog: backends this machine can run, as last detected. */
@@ -86,6 +93,7 @@ function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
 }
 
 const modelBodySchema = z.object({ model: z.string().min(1).max(2048) });
+const aliasBodySchema = z.object({ name: z.string().min(1).max(64), model: z.string().min(1).max(2048) });
 const shutdownBodySchema = z.object({ cluster: z.boolean().optional() });
 const keyBodySchema = z.object({
   name: z.string().min(1).max(100).optional(),
@@ -153,13 +161,10 @@ export function createApi(init: ApiInit) {
           ? new RbeeError('BAD_REQUEST', (error as Error).message, { cause: error })
           : toRbeeError(error);
     if (rbee.httpStatus >= 500) init.log.error({ err: error }, 'request failed');
-    setRetryAfter(reply, rbee);
-    void reply.status(rbee.httpStatus).send({ error: rbee.toJSON() });
+    sendErrorBody(reply, rbee);
   });
   app.setNotFoundHandler((request, reply) => {
-    void reply
-      .status(404)
-      .send({ error: { code: 'NOT_FOUND', message: `no route ${request.method} ${request.url}` } });
+    sendErrorBody(reply, new RbeeError('NOT_FOUND', `no route ${request.method} ${request.url}`));
   });
 
   const port = (): number | undefined => {
@@ -176,8 +181,13 @@ export function createApi(init: ApiInit) {
   const limiter = createKeyLimiter({ defaults: init.keyLimits });
   const checkModel = createModelAccessCheck({
     catalog: init.catalog,
-    parseModelRef: init.parseModelRef,
+    resolveModel: init.parseModelRef,
     policy: init.remoteModelRefs,
+  });
+  const models = createModelList({
+    hives: init.hiveStates,
+    aliases: () => init.aliases.list(),
+    resolve: init.parseModelRef,
   });
 
   app.addHook('onResponse', (request, reply, done) => {
@@ -273,6 +283,7 @@ export function createApi(init: ApiInit) {
   registerOpenAiRoutes(app, {
     jobs: init.jobs,
     catalog: init.catalog,
+    models,
     provisioner: init.provisioner,
     workers: init.workers,
     parseModelRef: init.parseModelRef,
@@ -299,7 +310,7 @@ export function createApi(init: ApiInit) {
   });
 
   app.delete<{ Params: { id: string } }>('/v1/models/:id', async (request) => {
-    const model = init.catalog.get(request.params.id);
+    const model = init.catalog.get(request.params.id) ?? catalogRowByName(request.params.id);
     if (model === undefined)
       throw new RbeeError('MODEL_NOT_FOUND', `no model ${request.params.id} in the catalog`);
     const users = init.workers.usersOf(model.id);
@@ -313,6 +324,34 @@ export function createApi(init: ApiInit) {
     init.live.markDirty('models');
     return { removed: model.id };
   });
+
+  // Aliases: names for refs on this node. Whoever sets one must be allowed to name its ref, so an
+  // alias never lets a client name what it could not name itself.
+  app.get('/v1/aliases', () => ({ aliases: init.aliases.list() }));
+  app.post('/v1/aliases', (request) => {
+    const { name, model } = parseBody(aliasBodySchema, request.body);
+    checkAliasName(name);
+    checkModel(model, request.apiClient);
+    const ref = canonicalRef(init.parseModelRef(model));
+    return init.aliases.set(name, ref);
+  });
+  app.delete<{ Params: { name: string } }>('/v1/aliases/:name', (request) => {
+    if (!init.aliases.remove(request.params.name)) {
+      throw new RbeeError('NOT_FOUND', `no alias ${request.params.name}`, {
+        details: { alias: request.params.name },
+      });
+    }
+    return { removed: request.params.name };
+  });
+
+  /** This node's row for a model's short name or alias, if it holds that model. */
+  function catalogRowByName(name: string): ReturnType<ModelCatalog['get']> {
+    try {
+      return init.catalog.get(canonicalRef(init.parseModelRef(name)));
+    } catch {
+      return undefined;
+    }
+  }
 
   app.get('/v1/cluster', () => init.cluster());
   // The jobs of every node (each node keeps the jobs that entered through it), newest first

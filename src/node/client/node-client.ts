@@ -161,16 +161,30 @@ export interface NodeClient {
     id: string,
     options?: { signal?: AbortSignal },
   ): Promise<{ removed: string; cluster?: KeyReplicationView | undefined }>;
+  /** This node's model aliases (`rbee models alias`). */
+  aliases(options?: { signal?: AbortSignal }): Promise<ModelAlias[]>;
+  setAlias(name: string, model: string, options?: { signal?: AbortSignal }): Promise<ModelAlias>;
+  removeAlias(name: string, options?: { signal?: AbortSignal }): Promise<{ removed: string }>;
   /** Any GET route, its answer read through `schema` (BAD_RESPONSE when it does not fit). */
   get<T>(path: string, schema: z.ZodType<T>, options?: { signal?: AbortSignal }): Promise<T>;
 }
 
+const modelAliasSchema = z.looseObject({ name: z.string(), ref: z.string() });
+export type ModelAlias = z.infer<typeof modelAliasSchema>;
+
 const HEALTH_TIMEOUT_MS = 2_000;
 
+/** OpenAI's codes that the OpenAI routes answer with instead of rbee's. */
+const FROM_OPENAI_CODES: Record<string, RbeeErrorJson['code']> = { model_not_found: 'MODEL_NOT_FOUND' };
+
+/** The node's error bodies: `{error: {message, type, param, code, details?}}` (OpenAI's shape). */
 function errorFromBody(status: number, text: string): RbeeError {
   try {
     const body = JSON.parse(text) as { error?: RbeeErrorJson };
-    if (body.error !== undefined) return RbeeError.fromJSON(body.error);
+    if (body.error !== undefined) {
+      const code = FROM_OPENAI_CODES[body.error.code] ?? body.error.code;
+      return RbeeError.fromJSON({ ...body.error, code });
+    }
   } catch {
     // not JSON: fall through
   }
@@ -434,6 +448,18 @@ export function createNodeClient(init: NodeClientInit): NodeClient {
     },
     removeKey: (keyId, options = {}) =>
       read(`/v1/keys/${id(keyId)}`, removedApiKeySchema, { method: 'DELETE', ...signalOf(options.signal) }),
+    aliases: async (options = {}) =>
+      (await read('/v1/aliases', z.object({ aliases: z.array(modelAliasSchema) }), signalOf(options.signal)))
+        .aliases,
+    async setAlias(name, model, options = {}) {
+      const response = await postJson('/v1/aliases', { name, model }, options.signal);
+      return parseJsonPayload(modelAliasSchema, await response.text(), 'POST /v1/aliases');
+    },
+    removeAlias: (name, options = {}) =>
+      read(`/v1/aliases/${id(name)}`, z.object({ removed: z.string() }), {
+        method: 'DELETE',
+        ...signalOf(options.signal),
+      }),
     get: (path, schema, options = {}) => read(path, schema, signalOf(options.signal)),
   };
 }

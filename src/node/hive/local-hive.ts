@@ -100,6 +100,7 @@ export function createLocalHive(init: LocalHiveInit): Hive {
         contextLength: m.contextLength,
         source: m.source,
         lastUsedAt: m.lastUsedAt,
+        addedAt: m.addedAt,
       })),
       downloads: init.provisioner.inProgress().map(({ ref, progress }) => ({
         ref,

@@ -11,7 +11,7 @@
 import { RbeeError, toRbeeError, type ErrorCode } from '../../shared/errors.js';
 import type { JobRequest, NarrationSource } from '../../shared/wire.js';
 import type { Hive } from '../hive/index.js';
-import type { ModelRef } from '../models/index.js';
+import { canonicalRef, type ModelRef } from '../models/index.js';
 import type { JobStore } from '../store/index.js';
 import {
   prefixAffinity,
@@ -40,6 +40,7 @@ export interface RouterInit {
   queue: PlacementQueue;
   /** Every hive's published state (this one's and the members'): where prompts are cached. */
   hiveStates: () => HiveCandidate[];
+  /** A ref, or a name of a model (short name, alias, any hive's catalog id), to its ref. */
   parseModelRef: (input: string) => ModelRef;
   modelId: (ref: ModelRef) => string;
   /** Where each job's state is recorded as it is placed and starts (the jobs table). */
@@ -67,6 +68,8 @@ export function createRouter(init: RouterInit): (job: JobContext) => Promise<voi
     const ref = init.parseModelRef(request.model);
     const modelId = init.modelId(ref);
     const affinity = prefixAffinity(request, modelId, init.hiveStates());
+    // hives get the ref a name stands for here: another hive need not know this node's aliases
+    const resolved: JobRequest = { ...request, model: canonicalRef(ref) };
     const base: QueueRequest = {
       job: job.id,
       modelId,
@@ -95,7 +98,7 @@ export function createRouter(init: RouterInit): (job: JobContext) => Promise<voi
     const sentTokens: number[] = [];
     const exclude: string[] = [];
     let failure: RbeeError | undefined;
-    let attemptRequest = request;
+    let attemptRequest = resolved;
     for (let attempt = 0; ; attempt++) {
       init.journal?.placing(job.id);
       const { hive, ticket } = await placeJob({ ...base, exclude }, signal, onQueued).catch(
@@ -190,7 +193,7 @@ export function createRouter(init: RouterInit): (job: JobContext) => Promise<voi
           cause: rbee,
         });
         if (sentTokens.length > 0) {
-          const continued = continuation(request, sentTokens);
+          const continued = continuation(resolved, sentTokens);
           if (continued === undefined) {
             // every token asked for was already sent: the job is complete
             const end = Date.now();

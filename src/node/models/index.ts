@@ -14,3 +14,12 @@ export { parseModelRef, canonicalRef, modelId, type ModelRef, type DemoPreset } 
 export type { ProvisionPhase, ProvisionProgress } from './shared-tasks.js';
 export { freeDiskBytes } from './disk-space.js';
 export { observeProvisioner, type ProvisionObserver } from './observed-provisioner.js';
+export {
+  createModelResolver,
+  shortModelName,
+  checkAliasName,
+  isModelRef,
+  type NameableModel,
+  type NamedModel,
+  type ModelNameSources,
+} from './model-names.js';

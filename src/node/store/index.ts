@@ -23,3 +23,4 @@ export {
 } from './api-keys.js';
 export { createSqliteClusterStore } from './cluster-store.js';
 export { createJobStore, type JobStore, type JobRow, type JobRowState } from './job-store.js';
+export { createModelAliases, type ModelAlias, type ModelAliases } from './model-aliases.js';

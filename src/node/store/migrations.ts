@@ -98,4 +98,13 @@ export const MIGRATIONS: readonly string[] = [
     queen   TEXT NOT NULL
   ) STRICT;
   `,
+  // 8: names a user gave to models (`rbee models alias NAME REF`): each stands for a canonical ref,
+  // which need not be on this node's disk (another hive's model, or one to download)
+  `
+  CREATE TABLE model_aliases (
+    name       TEXT PRIMARY KEY,
+    ref        TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+  ) STRICT;
+  `,
 ];

@@ -12,6 +12,7 @@ import { VERSION } from '../../shared/version.js';
 import type { BackendInfoView, JobRequest, KeyReplicationView } from '../../shared/wire.js';
 import { stopNode } from '../../node/client/index.js';
 import { runInfer } from './infer.js';
+import { runStatusJson } from './status-json.js';
 import { registerJobs } from './jobs-commands.js';
 import { registerPlace } from './place-command.js';
 import { mib } from '../../shared/format.js';
@@ -103,12 +104,43 @@ export function createProgram(init: ProgramInit): Command {
     .description('Turn every machine on your LAN into one private LLM inference cluster')
     .version(VERSION)
     .addOption(port())
-    // Options before a subcommand belong to `rbee`; after it, to the subcommand (each has its own --json).
+    .addOption(
+      new Option(
+        '--json',
+        'machine-readable output for any command; alone: one JSON line of what the dashboard shows',
+      ),
+    )
+    .option('--watch', 'with --json alone: that line, then one NDJSON line per change, until Ctrl-C')
+    // Options before a subcommand belong to `rbee`; after it, to the subcommand (each has its own
+    // --json). `rbee --json CMD` hands --json and --port down to the command (the hook below).
     .enablePositionalOptions()
     .showHelpAfterError()
     // Subcommands inherit this: usage errors reach main.ts as CommanderError (exit 2, BAD_REQUEST).
     .exitOverride()
-    .action(async (opts: CommonOptions) => {
+    .hook('preAction', (_root, command) => {
+      if (command === root) return;
+      const global = root.opts<CommonOptions>();
+      if (global.json === true && command.getOptionValue('json') === undefined) {
+        command.setOptionValue('json', true);
+      }
+      if (global.port !== undefined && command.getOptionValue('port') === undefined) {
+        command.setOptionValue('port', global.port);
+      }
+    })
+    .action(async (opts: CommonOptions & { watch?: boolean }) => {
+      if (opts.json === true) {
+        await keeper.withNode({ ...opts, json: true }, (client) =>
+          runStatusJson({
+            client,
+            watch: opts.watch === true,
+            write: (line) => void process.stdout.write(`${line}\n`),
+            signal: interruptSignal(),
+          }),
+        );
+        return;
+      }
+      if (opts.watch === true)
+        throw new RbeeError('BAD_REQUEST', '--watch goes with --json: `rbee --json --watch`');
       if (init.runDashboard === undefined || !process.stdout.isTTY) {
         root.outputHelp();
         return;
@@ -121,7 +153,7 @@ export function createProgram(init: ProgramInit): Command {
     .description('run a prompt on a model, waking the local node if it is asleep')
     .requiredOption(
       '-m, --model <ref>',
-      'demo, hf:org/repo[:quant], hf:org/repo/file.gguf, https://…/x.gguf, or a path',
+      'a name from `rbee models ls` or an alias; demo, hf:org/repo[:quant], hf:org/repo/file.gguf, https://…/x.gguf, or a path',
     )
     .argument('[prompt]', 'the prompt; `-` or none reads standard input')
     .option('--max-tokens <n>', 'most tokens to generate', intArg('--max-tokens', 1))
@@ -259,17 +291,20 @@ function registerModels(root: Command, keeper: Keeper, json: () => Option, port:
   const models = root.command('models').description("models in this node's catalog");
   models
     .command('ls')
-    .description('list models on disk')
+    .description("list every hive's models, by the names that work as -m")
     .addOption(json())
     .addOption(port())
     .action((opts: CommonOptions) =>
       keeper.withNode(opts, async (client, output) => {
         const rows = await client.models();
+        const names = (m: (typeof rows)[number]): string => [m.id, ...m.aliases].join(', ');
         output.result(
           rows,
           rows.length === 0
             ? 'no models yet (try `rbee models pull demo`)'
-            : rows.map((m) => `${m.id}\t${mib(m.bytes)}\t${m.quantization}\t${m.name}`).join('\n'),
+            : rows
+                .map((m) => `${names(m)}\t${mib(m.bytes)}\t${m.hives.join(',')}\t${m.description}`)
+                .join('\n'),
         );
       }),
     );
@@ -325,9 +360,44 @@ function registerModels(root: Command, keeper: Keeper, json: () => Option, port:
     });
 
   models
+    .command('alias')
+    .description(
+      'name a model: `alias NAME REF` (REF: a ref, a model name or id), `alias rm NAME`, `alias ls`',
+    )
+    .argument('<name>', 'the new name, or `rm` / `ls`')
+    .argument('[ref]', 'what it names (with `rm`: the alias to remove)')
+    .addOption(json())
+    .addOption(port())
+    .action((name: string, ref: string | undefined, opts: CommonOptions) =>
+      keeper.withNode(opts, async (client, output) => {
+        if (name === 'ls') {
+          const aliases = await client.aliases();
+          output.result(
+            aliases,
+            aliases.length === 0 ? 'no aliases' : aliases.map((a) => `${a.name}\t${a.ref}`).join('\n'),
+          );
+          return;
+        }
+        if (ref === undefined) {
+          throw new RbeeError(
+            'BAD_REQUEST',
+            name === 'rm' ? 'give the alias to remove' : 'give the ref it names',
+          );
+        }
+        if (name === 'rm') {
+          const removed = await client.removeAlias(ref);
+          output.result(removed, `removed alias ${removed.removed}`);
+          return;
+        }
+        const alias = await client.setAlias(name, resolveModelArg(ref));
+        output.result(alias, `${alias.name} → ${alias.ref}`);
+      }),
+    );
+
+  models
     .command('rm')
     .description('remove a model from the catalog and the disk (refused while a worker uses it)')
-    .argument('<id>', 'model id, ref or alias')
+    .argument('<id>', 'model name, id, ref or alias')
     .addOption(json())
     .addOption(port())
     .action((id: string, opts: CommonOptions) =>
@@ -340,7 +410,7 @@ function registerModels(root: Command, keeper: Keeper, json: () => Option, port:
   models
     .command('info')
     .description('show one model')
-    .argument('<id>', 'model id, ref or alias')
+    .argument('<id>', 'model name, id, ref or alias')
     .addOption(json())
     .addOption(port())
     .action((id: string, opts: CommonOptions) =>

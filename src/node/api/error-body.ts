@@ -1,0 +1,58 @@
+/**
+ * One error body for every route: OpenAI's shape, `{error: {message, type, param, code}}`, which the
+ * official clients turn into their typed errors by the HTTP status. `code` is rbee's stable code
+ * (what NodeClient and the CLI read back), `details` rbee's details when there are any. The OpenAI
+ * routes pass `openAiCodes`, which puts OpenAI's own code where it has one (`model_not_found`).
+ */
+import type { FastifyReply } from 'fastify';
+import type { ErrorCode, RbeeError } from '../../shared/errors.js';
+import { setRetryAfter } from './retry-after.js';
+
+export interface ErrorBody {
+  error: {
+    message: string;
+    type: string;
+    param: string | null;
+    code: string;
+    details?: Record<string, unknown>;
+  };
+}
+
+/** OpenAI's codes for rbee's, where its clients know one. */
+const OPENAI_CODES: Partial<Record<ErrorCode, string>> = { MODEL_NOT_FOUND: 'model_not_found' };
+
+const MODEL_CODES: ReadonlySet<ErrorCode> = new Set([
+  'MODEL_NOT_FOUND',
+  'MODEL_REF_INVALID',
+  'MODEL_REF_FORBIDDEN',
+]);
+
+function errorType(status: number): string {
+  if (status === 401) return 'authentication_error';
+  if (status === 403) return 'permission_error';
+  if (status === 429) return 'rate_limit_error';
+  return status < 500 ? 'invalid_request_error' : 'server_error';
+}
+
+export function errorBody(error: RbeeError, options: { openAiCodes?: boolean } = {}): ErrorBody {
+  const code = (options.openAiCodes === true ? OPENAI_CODES[error.code] : undefined) ?? error.code;
+  return {
+    error: {
+      message: error.message,
+      type: errorType(error.httpStatus),
+      param: MODEL_CODES.has(error.code) ? 'model' : null,
+      code,
+      ...(error.details === undefined ? {} : { details: error.details }),
+    },
+  };
+}
+
+/** Answers with the error's status, its body, and Retry-After when the error says when to retry. */
+export function sendErrorBody(
+  reply: FastifyReply,
+  error: RbeeError,
+  options: { openAiCodes?: boolean } = {},
+): void {
+  setRetryAfter(reply, error);
+  void reply.status(error.httpStatus).send(errorBody(error, options));
+}
