@@ -55,8 +55,9 @@ async function submitFailingJobs(url: string, count: number): Promise<void> {
       fetch(`${url}/v1/jobs`, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
-        // fails at once (no such scheme); the view lists it with its 2 KB ref twice (model, error)
-        body: JSON.stringify({ model: `gopher://${'x'.repeat(2000)}`, prompt: 'hi' }),
+        // accepted (a path is a ref), then fails at once (no such file); the view lists it with its
+        // 2 KB ref twice (model, error)
+        body: JSON.stringify({ model: `/nonexistent/${'x/'.repeat(1000)}model.gguf`, prompt: 'hi' }),
       }).then((r) => r.arrayBuffer()),
     ),
   );

@@ -33,7 +33,7 @@ describe('a node answer that does not fit its schema', () => {
     const error = await client.models().catch((e: unknown) => e);
     expect(error).toMatchObject({ code: 'BAD_RESPONSE' });
     expect((error as Error).message).toMatch(/GET \/v1\/models/);
-    expect((error as Error).message).toMatch(/ref/);
+    expect((error as Error).message).toMatch(/model_id/);
   });
 
   it('is BAD_RESPONSE when the body is not JSON at all', async () => {
