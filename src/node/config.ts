@@ -109,7 +109,7 @@ export interface NodeConfig {
    * or only this one, with the CPU as the fallback (`cpu`: never a GPU). Env RBEE_BACKEND.
    */
   backend: BackendSetting;
-  /** Slots per worker. Defaults to 1 on CPU (FACTS: more slots do not raise CPU throughput). */
+  /** Slots per worker. Defaults to 1 on CPU (on the CPU more slots do not raise throughput: the threads are shared). */
   slots: number;
   contextSize: number | undefined;
   /** Idle workers unload after this many seconds; -1 never, 0 right after the job. Defaults to 300. */

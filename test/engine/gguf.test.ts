@@ -230,7 +230,7 @@ describe('tiny model in node-llama-cpp', () => {
       },
     });
     model = await llama.loadModel({ modelPath: await tinyModelPath() });
-    // Never the default thread count: on 2 cores it spin-waits ~300x slower (FACTS.md).
+    // Never the default thread count: on 2 cores it spin-waits ~300x slower (measured).
     context = await model.createContext({ contextSize: 512, sequences: 1, threads: 1 });
   });
   afterAll(async () => {

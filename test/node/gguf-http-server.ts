@@ -1,6 +1,6 @@
 /**
  * A real HTTP server on 127.0.0.1 for download tests: serves a GGUF (with Range, ends clamped to
- * size − 1 as FACTS.md requires), a fake Hugging Face API, and every way a download can go wrong.
+ * size − 1, as real servers do and the downloader must handle), a fake Hugging Face API, and every way a download can go wrong.
  */
 import { createHash } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
