@@ -396,18 +396,6 @@ export function registerOpenAiRoutes(app: FastifyInstance, init: OpenAiInit): vo
       ...sampling(body),
       ...(tools === undefined ? {} : toolJobFields(tools)),
     };
-    if (tools !== undefined) {
-      return serve(
-        init,
-        request.apiClient,
-        reply,
-        job,
-        body.stream === true,
-        body.stream_options?.include_usage === true,
-        (id, model, created) => toolCompletionShape(tools, id, model, created),
-        release,
-      );
-    }
     await serve(
       init,
       request.apiClient,
@@ -415,32 +403,43 @@ export function registerOpenAiRoutes(app: FastifyInstance, init: OpenAiInit): vo
       job,
       body.stream === true,
       body.stream_options?.include_usage === true,
-      (id, model, created) => ({
-        chunk: (text, finish, first) => ({
-          id: `chatcmpl-${id}`,
-          object: 'chat.completion.chunk',
-          created,
-          model,
-          choices: [
-            {
-              index: 0,
-              delta:
-                text === undefined ? {} : first ? { role: 'assistant', content: text } : { content: text },
-              finish_reason: finish,
+      (id, model, created): Shape =>
+        tools !== undefined
+          ? toolCompletionShape(tools, id, model, created)
+          : {
+              chunk: (text, finish, first) => ({
+                id: `chatcmpl-${id}`,
+                object: 'chat.completion.chunk',
+                created,
+                model,
+                choices: [
+                  {
+                    index: 0,
+                    delta:
+                      text === undefined
+                        ? {}
+                        : first
+                          ? { role: 'assistant', content: text }
+                          : { content: text },
+                    finish_reason: finish,
+                  },
+                ],
+              }),
+              whole: (text, done) => ({
+                id: `chatcmpl-${id}`,
+                object: 'chat.completion',
+                created,
+                model,
+                choices: [
+                  {
+                    index: 0,
+                    message: { role: 'assistant', content: text },
+                    finish_reason: finishReason(done),
+                  },
+                ],
+                usage: usage(done),
+              }),
             },
-          ],
-        }),
-        whole: (text, done) => ({
-          id: `chatcmpl-${id}`,
-          object: 'chat.completion',
-          created,
-          model,
-          choices: [
-            { index: 0, message: { role: 'assistant', content: text }, finish_reason: finishReason(done) },
-          ],
-          usage: usage(done),
-        }),
-      }),
       release,
     );
   });
