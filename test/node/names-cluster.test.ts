@@ -3,12 +3,12 @@
  * other hive holds (a file on its own disk) is listed by the node asked, under its name, and served
  * by that name: the job runs on the hive that has it.
  */
-import { copyFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync } from 'node:fs';
 import { join } from 'node:path';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createSandbox, ndjson, runCli, type Sandbox } from '../helpers/cli.js';
-import { agreed, joinCode, startClusterNode, type ClusterNodeProcess } from '../helpers/cluster-nodes.js';
+import { ndjson, runCli, type Sandbox } from '../helpers/cli.js';
+import { startNamedCluster, type ClusterNodeProcess } from '../helpers/cluster-nodes.js';
 import { tinyModelPath } from '../helpers/tiny-model.js';
 import { waitFor } from '../helpers/wait-for.js';
 
@@ -16,21 +16,11 @@ const sandboxes: Sandbox[] = [];
 let alpha: ClusterNodeProcess;
 let beta: ClusterNodeProcess;
 
-async function namedSandbox(name: string): Promise<Sandbox> {
-  const sandbox = await createSandbox();
-  sandboxes.push(sandbox);
-  writeFileSync(join(sandbox.home, 'config.json'), JSON.stringify({ nodeName: name, threads: 1 }));
-  return sandbox;
-}
-
 beforeAll(async () => {
-  alpha = await startClusterNode(await namedSandbox('alpha'));
-  const code = await joinCode(alpha.sandbox);
-  const sandbox = await namedSandbox('beta');
-  const joined = await runCli(['join', code, '--json'], { env: sandbox.env });
-  expect(joined.code, joined.stderr).toBe(0);
-  beta = await startClusterNode(sandbox, { peers: [alpha.addr] });
-  await waitFor(() => agreed([alpha, beta]), { what: 'one queen for two nodes' });
+  [alpha, beta] = (await startNamedCluster(['alpha', 'beta'], sandboxes)).map((n) => n.node) as [
+    ClusterNodeProcess,
+    ClusterNodeProcess,
+  ];
 });
 
 afterAll(async () => {

@@ -3,33 +3,21 @@
  * is computed on the node asked, over every member's published hive state, so it lists both hives
  * and follows what each holds.
  */
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { placePreviewSchema, type PlacePreview } from '../../src/shared/view.js';
-import { createSandbox, runCli, type Sandbox } from '../helpers/cli.js';
-import { agreed, joinCode, startClusterNode, type ClusterNodeProcess } from '../helpers/cluster-nodes.js';
+import { runCli, type Sandbox } from '../helpers/cli.js';
+import { startNamedCluster, type ClusterNodeProcess } from '../helpers/cluster-nodes.js';
 import { waitFor } from '../helpers/wait-for.js';
 
 const sandboxes: Sandbox[] = [];
 let alpha: ClusterNodeProcess;
 let beta: ClusterNodeProcess;
 
-async function namedSandbox(name: string): Promise<Sandbox> {
-  const sandbox = await createSandbox();
-  sandboxes.push(sandbox);
-  writeFileSync(join(sandbox.home, 'config.json'), JSON.stringify({ nodeName: name, threads: 1 }));
-  return sandbox;
-}
-
 beforeAll(async () => {
-  alpha = await startClusterNode(await namedSandbox('alpha'));
-  const code = await joinCode(alpha.sandbox);
-  const sandbox = await namedSandbox('beta');
-  const joined = await runCli(['join', code, '--json'], { env: sandbox.env });
-  expect(joined.code, joined.stderr).toBe(0);
-  beta = await startClusterNode(sandbox, { peers: [alpha.addr] });
-  await waitFor(() => agreed([alpha, beta]), { what: 'one queen for two nodes' });
+  [alpha, beta] = (await startNamedCluster(['alpha', 'beta'], sandboxes)).map((n) => n.node) as [
+    ClusterNodeProcess,
+    ClusterNodeProcess,
+  ];
 });
 
 afterAll(async () => {
