@@ -4,6 +4,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import fc from 'fast-check';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { detectDevices, physicalCores } from '../../src/engine/hardware.js';
 import { parseCpuinfoCores } from '../../src/engine/hardware.js';
@@ -16,6 +17,7 @@ import type {
 } from '../../src/engine/types.js';
 import { spawnWorker } from '../../src/engine/worker/client.js';
 import {
+  childMessageSchema,
   parseChildMessage,
   parseParentMessage,
   WORKER_INIT_ENV,
@@ -133,6 +135,35 @@ describe('protocol', () => {
     expect(parseChildMessage({ type: 'token', requestId: 'a', text: 7 })).toBeUndefined();
     expect(parseChildMessage({ type: 'error', error: { code: 'NOPE', message: 'x' } })).toBeUndefined();
     expect(parseChildMessage(null)).toBeUndefined();
+  });
+
+  it('reads token messages exactly as the schema does (the hand-checked fast path included)', () => {
+    const field = fc.oneof(
+      fc.constant(undefined),
+      fc.string({ maxLength: 3 }),
+      fc.string({ minLength: 127, maxLength: 130 }),
+      fc.integer({ min: -2, max: 5 }),
+      fc.double(),
+      fc.array(fc.oneof(fc.integer({ min: -1, max: 9 }), fc.double(), fc.string({ maxLength: 1 }))),
+      fc.constant(null),
+    );
+    const message = fc.record(
+      {
+        type: fc.oneof(fc.constant('token'), fc.constant('done'), field),
+        requestId: field,
+        text: field,
+        tokens: field,
+        extra: field,
+      },
+      { requiredKeys: ['type'] },
+    );
+    fc.assert(
+      fc.property(message, (raw) => {
+        const schema = childMessageSchema.safeParse(raw);
+        expect(parseChildMessage(raw)).toEqual(schema.success ? schema.data : undefined);
+      }),
+      { numRuns: 5000 },
+    );
   });
 });
 

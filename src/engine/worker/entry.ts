@@ -39,19 +39,23 @@ const embeds = new Map<string, AbortController>();
 /** The same requests' runs, so that shutdown can wait for them before disposing their context. */
 const embedRuns = new Set<Promise<void>>();
 let heartbeatTimer: NodeJS.Timeout | undefined;
-let pendingSends: Promise<void> = Promise.resolve();
+/** Messages handed to the channel and not yet written; `exit` waits for them. */
+let unsent = 0;
+let allSent: (() => void) | undefined;
+const onSent = (): void => {
+  if (--unsent === 0) allSent?.();
+};
 
+/** No promise per message: a token is one, at up to thousands a second, on generation's own thread. */
 function send(message: ChildMessage): void {
   if (!process.connected || process.send === undefined) return;
-  const sent = new Promise<void>((resolve) => {
-    try {
-      process.send?.(message, undefined, {}, () => resolve());
-    } catch {
-      // The channel closed between the check and the send: the parent is gone, 'disconnect' exits.
-      resolve();
-    }
-  });
-  pendingSends = pendingSends.then(() => sent);
+  unsent++;
+  try {
+    process.send(message, undefined, {}, onSent);
+  } catch {
+    // The channel closed between the check and the send: the parent is gone, 'disconnect' exits.
+    onSent();
+  }
 }
 
 function log(text: string): void {
@@ -60,7 +64,7 @@ function log(text: string): void {
 
 async function exit(code: number): Promise<never> {
   // Let queued IPC messages (a final error or done) reach the parent before the process ends.
-  await pendingSends;
+  if (unsent > 0) await new Promise<void>((resolve) => (allSent = resolve));
   process.exit(code);
 }
 
