@@ -5,6 +5,7 @@
  * machines they overstated the observed use (385 MiB estimated, 155 MiB observed for 4 × 1024), so
  * callers should prefer a worker's observed memoryBytes once it has one.
  */
+import type { Stats } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import type { GgufInsights } from 'node-llama-cpp';
 import { RbeeError, toRbeeError } from '../shared/errors.js';
@@ -57,8 +58,10 @@ export async function estimateWorkerMemory(
       `contextSize must be a positive integer, got ${options.contextSize}`,
     );
   }
+  let file: Stats;
   try {
-    if (!(await stat(modelPath)).isFile()) {
+    file = await stat(modelPath);
+    if (!file.isFile()) {
       throw new RbeeError('MODEL_INVALID', `${modelPath} is not a regular file`);
     }
   } catch (error) {
@@ -67,27 +70,42 @@ export async function estimateWorkerMemory(
     }
     throw toRbeeError(error, 'MODEL_INVALID');
   }
+  const version = `${modelPath}\0${file.size}\0${file.mtimeMs}`;
+  const insights = insightsSeen.get(version) ?? (await readInsights(modelPath, signal));
+  insightsSeen.delete(version); // re-inserted: the map's order is least recently used first
+  insightsSeen.set(version, insights);
+  if (insightsSeen.size > INSIGHTS_KEPT) insightsSeen.delete(insightsSeen.keys().next().value as string);
+  return estimateFromInsights(insights, {
+    contextSize: options.contextSize ?? defaultContextSize(insights.trainContextSize),
+    slots,
+    gpuLayers: options.gpuLayers ?? 0,
+  });
+}
+
+/**
+ * Headers already read, by path, size and modification time: every job's admission asks for an
+ * estimate, and reading a header (with node-llama-cpp's checks around it) cost ~8 ms of each job's
+ * time to first token. A file that changes is read again.
+ */
+const insightsSeen = new Map<string, GgufInsights>();
+const INSIGHTS_KEPT = 64;
+
+async function readInsights(modelPath: string, signal: AbortSignal | undefined): Promise<GgufInsights> {
   // loaded on first use: importing node-llama-cpp takes ~1 s that the node's start need not wait for
   const llamaCpp = await import('node-llama-cpp');
-  let insights: GgufInsights;
   try {
     const info = await llamaCpp.readGgufFileInfo(modelPath, {
       sourceType: 'filesystem',
       logWarnings: false,
       signal,
     });
-    insights = await llamaCpp.GgufInsights.from(info);
+    return await llamaCpp.GgufInsights.from(info);
   } catch (error) {
     if (isAborted(signal)) throw toRbeeError(signal?.reason, 'JOB_CANCELLED');
     throw new RbeeError('MODEL_INVALID', `${modelPath}: not a readable GGUF file (${messageOf(error)})`, {
       cause: error,
     });
   }
-  return estimateFromInsights(insights, {
-    contextSize: options.contextSize ?? defaultContextSize(insights.trainContextSize),
-    slots,
-    gpuLayers: options.gpuLayers ?? 0,
-  });
 }
 
 /**
