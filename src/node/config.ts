@@ -33,6 +33,7 @@ const fileConfigSchema = z
     backend: backendSchema.optional(),
     slots: z.number().int().positive().max(64).optional(),
     contextSize: z.number().int().positive().optional(),
+    prefixReuse: z.boolean().optional(),
     keepAliveS: z.number().int().min(-1).optional(),
     restart: z
       .object({
@@ -112,6 +113,11 @@ export interface NodeConfig {
   /** Slots per worker. Defaults to 1 on CPU (on the CPU more slots do not raise throughput: the threads are shared). */
   slots: number;
   contextSize: number | undefined;
+  /**
+   * Workers keep each slot's KV cache and reuse the part a new prompt shares with it (a chat's next
+   * turn skips its history's prompt processing). Off, every prompt is evaluated in full. Default on.
+   */
+  prefixReuse: boolean;
   /** Idle workers unload after this many seconds; -1 never, 0 right after the job. Defaults to 300. */
   keepAliveS: number;
   /** Restarts of crashed workers: `failures` within `windowS` open the breaker for `cooldownS`. */
@@ -292,6 +298,7 @@ export function loadNodeConfig(
     backend: backend.data,
     slots: file.slots ?? 1,
     contextSize: file.contextSize,
+    prefixReuse: file.prefixReuse ?? true,
     keepAliveS: file.keepAliveS ?? 300,
     restart: {
       failures: file.restart?.failures ?? 3,

@@ -138,6 +138,7 @@ export async function startNode(
     threads: config.threads,
     slots: config.slots,
     contextSize: config.contextSize,
+    prefixReuse: config.prefixReuse,
     keepAliveS: config.keepAliveS,
     memory: createMemoryChecker({
       estimate: (path, shape) => estimateWorkerMemory(path, shape),

@@ -81,6 +81,8 @@ export interface WorkerPoolInit {
   threads: number | undefined;
   slots: number;
   contextSize: number | undefined;
+  /** False: workers evaluate every prompt in full instead of reusing their slots' caches. Default true. */
+  prefixReuse?: boolean;
   /** Seconds an idle worker stays loaded; -1 never unloads, 0 unloads right after its last job. */
   keepAliveS: number;
   /** Admission: a model that does not fit is refused (after unloading idle workers) before any spawn. */
@@ -326,6 +328,7 @@ export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
         ...(onGpu ? { device: device.index } : {}),
         ...(init.threads === undefined ? {} : { threads: init.threads }),
         ...(init.contextSize === undefined ? {} : { contextSize: init.contextSize }),
+        ...(init.prefixReuse === false ? { prefixReuse: false } : {}),
         logFile: join(init.logsDir, `worker-${model.id.replace(/[^A-Za-z0-9._-]/g, '_')}.log`),
         onHeartbeat: () => {
           beat.at = Date.now();
