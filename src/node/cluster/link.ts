@@ -20,6 +20,7 @@ import type { ClusterSource } from '../view/index.js';
 import { createMemberStates, type RemoteHiveState } from './member-states.js';
 import type { PlacementQueue, QueuePosition, QueueRequest, Ticket } from '../queen/index.js';
 import { createRemoteHive } from './remote-hive.js';
+import { createTokenRelay, type RelayFrame } from './token-relay.js';
 import {
   hiveRun,
   hiveShutdown,
@@ -269,20 +270,20 @@ export async function startClusterLink(init: ClusterLinkInit): Promise<ClusterLi
   // a job the queen placed here: run it on this hive, its events streamed back to the entry node
   node.streams.handle(hiveRun, async ({ params, channel, signal, peer }) => {
     log.debug({ job: params.job.id, from: peer }, 'running a job for another node');
-    // writes go out one after another, in order; a failed write fails the next awaited one
-    let written: Promise<void> = Promise.resolve();
-    await init.local.run(
-      { id: params.job.id, request: params.job.request, acceptedAt: Date.now(), device: params.job.device },
-      {
-        signal,
-        emit: (event) => {
-          written = written.then(() => channel.write(event, { signal }));
-          written.catch(() => undefined);
-          return written;
-        },
-      },
-    );
-    await written;
+    const write = (frame: RelayFrame): Promise<void> => channel.write(frame, { signal });
+    // an entry node that reads no token runs gets a frame per token (intervalMs 0)
+    const relay = createTokenRelay({ write, ...(params.tokenRuns === true ? {} : { intervalMs: 0 }) });
+    await init.local
+      .run(
+        { id: params.job.id, request: params.job.request, acceptedAt: Date.now(), device: params.job.device },
+        { signal, emit: (event) => relay.emit(event) },
+      )
+      .catch(async (error: unknown) => {
+        // the tokens generated before a failure reach the entry node ahead of the error
+        await relay.flush().catch(() => undefined);
+        throw error;
+      });
+    await relay.flush();
   });
 
   serveJobs(node, init.jobs);

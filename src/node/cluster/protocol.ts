@@ -7,6 +7,7 @@ import { defineMethod, defineStream } from '../../p2p/index.js';
 import { jobRecordSchema } from '../../shared/view.js';
 import { jobEventSchema, jobRequestSchema } from '../../shared/wire.js';
 import { MAX_KEYS, MAX_TOMBSTONES } from '../store/index.js';
+import { MAX_TOKENS_PER_FRAME } from './token-relay.js';
 
 /** Node → the hive that runs a worker: stop it (what `rbee workers stop` and the dashboard send). */
 export const hiveStopWorker = defineMethod(
@@ -42,6 +43,14 @@ const hiveJobEventSchema = z.discriminatedUnion('type', [
     .omit({ ts: true, jobId: true })
     .extend({ tokens: z.array(z.number().int().min(0)).max(4096) }),
   jobEventSchema.options[2].omit({ ts: true, jobId: true }),
+  /** Tokens generated within one relay interval, in order (see token-relay.ts). */
+  z.object({
+    type: z.literal('tokens'),
+    tokens: z
+      .array(z.object({ text: z.string(), tokens: z.array(z.number().int().min(0)).max(4096) }))
+      .min(1)
+      .max(MAX_TOKENS_PER_FRAME),
+  }),
 ]);
 
 /**
@@ -56,6 +65,8 @@ export const hiveRun = defineStream('hive.run', {
       /** The device the queen chose there; absent, the hive picks its own. */
       device: z.object({ backend: z.string().max(32), index: z.number().int() }).optional(),
     }),
+    /** The entry node reads `tokens` frames; a hive sends them only then (older nodes read none). */
+    tokenRuns: z.boolean().optional(),
   }),
   up: z.never(),
   down: hiveJobEventSchema,

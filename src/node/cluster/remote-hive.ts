@@ -34,12 +34,18 @@ export function createRemoteHive(init: RemoteHiveInit): Hive {
               ? {}
               : { device: { backend: job.device.backend, index: job.device.index } }),
           },
+          tokenRuns: true,
         },
         { signal },
       );
       let done = false;
       try {
         for await (const event of channel) {
+          if (event.type === 'tokens') {
+            // each token its own event again, as the hive emitted them
+            for (const token of event.tokens) await emit({ type: 'token', ...token });
+            continue;
+          }
           done ||= event.type === 'done';
           await emit(event);
         }
