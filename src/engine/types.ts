@@ -106,6 +106,8 @@ export type GenerateChunk =
       /** Measured inside the worker: first token after the request arrived, and generation speed. */
       timeToFirstTokenMs: number;
       tokensPerSecond: number;
+      /** The request's stop string that ended the answer, when one did. */
+      stopSequence?: string;
     };
 
 export interface WorkerInfo {

@@ -217,15 +217,17 @@ describe('worker with two slots', () => {
     expect(result.done.usage.completionTokens).toBe(7);
   });
 
-  it('stops at a stop sequence, leaving it out of the text', async () => {
+  it('stops at a stop sequence, leaving it out of the text and naming it', async () => {
     const request = { prompt: 'Once upon a time', maxTokens: 40, temperature: 0 };
     const first = await collect(worker, request);
+    expect(first.done.stopSequence).toBeUndefined();
     // A piece from the middle of the greedy output: the same run must stop right before it.
     const stop = first.text.slice(20, 24);
     expect(stop.trim().length).toBeGreaterThan(0);
     const index = first.text.indexOf(stop);
     const second = await collect(worker, { ...request, stop: [stop] });
     expect(second.done.finishReason).toBe('stop');
+    expect(second.done.stopSequence).toBe(stop);
     expect(second.text).toBe(first.text.slice(0, index));
     expect(second.text.includes(stop)).toBe(false);
   });

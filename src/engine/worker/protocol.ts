@@ -135,6 +135,7 @@ export const childMessageSchema = z.discriminatedUnion('type', [
     usage: usageSchema,
     timeToFirstTokenMs: z.number(),
     tokensPerSecond: z.number(),
+    stopSequence: z.string().optional(),
   }),
   z.object({
     type: z.literal('embeddings'),
