@@ -232,6 +232,25 @@ describe('worker with two slots', () => {
     expect(second.text.includes(stop)).toBe(false);
   });
 
+  it("counts a chat's prompt tokens, template and tools included, as its generation reports them", async () => {
+    const messages = [
+      { role: 'system' as const, content: 'Be brief.' },
+      { role: 'user' as const, content: 'What is the weather in Paris?' },
+    ];
+    const tools = [
+      {
+        name: 'get_weather',
+        description: 'The weather in a city',
+        parameters: { type: 'object', properties: { city: { type: 'string' } } },
+      },
+    ];
+    const counted = await worker.countTokens({ messages, tools });
+    const generated = await collect(worker, { messages, tools, maxTokens: 2 });
+    expect(counted).toBe(generated.done.usage.promptTokens);
+    expect(await worker.countTokens({ messages })).toBeLessThan(counted);
+    await expectRbeeError(worker.countTokens({}), 'BAD_REQUEST');
+  });
+
   it('streams two requests at once on two slots', async () => {
     const order: string[] = [];
     const run = async (label: string): Promise<Collected> => {
