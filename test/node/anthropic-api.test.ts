@@ -197,6 +197,14 @@ describe('Anthropic Messages API', () => {
       system: base.system,
     });
     expect(longer.input_tokens).toBeGreaterThan(counted);
+    // the tools are part of the prompt the template renders
+    const withTools = await client.messages.countTokens({
+      model: base.model,
+      system: base.system,
+      messages: base.messages,
+      tools: [weather],
+    });
+    expect(withTools.input_tokens).toBeGreaterThan(counted);
     await expect(
       client.messages.countTokens({ model: 'no-such-model', messages: base.messages }),
     ).rejects.toBeInstanceOf(Anthropic.NotFoundError);

@@ -13,6 +13,8 @@ import type { FastifyInstance, FastifyReply } from 'fastify';
 import { RbeeError, toRbeeError } from '../../shared/errors.js';
 import type { ChatMessage, DoneEvent, JobRequest } from '../../shared/wire.js';
 import type { JobManager } from '../jobs/index.js';
+import type { WorkerPool } from '../hive/index.js';
+import type { ModelRef, Provisioner } from '../models/index.js';
 import type { ApiClient } from './auth.js';
 import { anthropicErrorBody, sendErrorBody } from './error-body.js';
 import { followJob } from './job-events.js';
@@ -28,6 +30,10 @@ export interface AnthropicInit {
   /** Counts a request that runs a model against the client's key limits (key-limits.ts). */
   admit: (client: ApiClient) => () => void;
   openSse: OpenSse;
+  /** For count_tokens, which bypasses the job queue: make the model usable, lease its worker. */
+  provisioner: Provisioner;
+  workers: WorkerPool;
+  parseModelRef: (input: string) => ModelRef;
 }
 
 /** Accepted on any block: prompt caching is the worker's own (its slot's KV cache). */
@@ -435,14 +441,21 @@ async function serve(
   }
 }
 
-/** The prompt's tokens, counted by the worker that would run it: a job that stops after one token. */
-async function countTokens(init: AnthropicInit, client: ApiClient, job: JobRequest): Promise<number> {
-  const { id } = init.jobs.submit({ ...job, maxTokens: 1 }, { owner: client.owner });
-  for await (const event of followJob(init.jobs, id)) {
-    if (event.type === 'error') throw RbeeError.fromJSON(event.error);
-    if (event.type === 'done') return event.usage.promptTokens;
+/**
+ * The prompt's tokens as a generation would count them (chat template and tools included), by a
+ * worker of the model on this node, as embeddings are computed: nothing is generated or queued.
+ */
+async function countTokens(init: AnthropicInit, job: JobRequest): Promise<number> {
+  const { model } = await init.provisioner.ensure(init.parseModelRef(job.model));
+  const lease = await init.workers.acquire(model);
+  try {
+    return await lease.countTokens({
+      messages: job.messages ?? [],
+      ...(job.tools === undefined ? {} : { tools: job.tools }),
+    });
+  } finally {
+    lease.release();
   }
-  throw new RbeeError('INTERNAL', 'the counting job ended without a result');
 }
 
 export function registerAnthropicRoutes(app: FastifyInstance, init: AnthropicInit): void {
@@ -469,7 +482,7 @@ export function registerAnthropicRoutes(app: FastifyInstance, init: AnthropicIni
       const { job } = messagesJob(body);
       init.checkModel(body.model, request.apiClient);
       release = init.admit(request.apiClient);
-      return await reply.send({ input_tokens: await countTokens(init, request.apiClient, job) });
+      return await reply.send({ input_tokens: await countTokens(init, job) });
     } catch (error) {
       return sendError(reply, error);
     } finally {

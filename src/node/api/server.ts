@@ -293,7 +293,7 @@ export function createApi(init: ApiInit) {
     openSse,
   });
 
-  registerAnthropicRoutes(app, { jobs: init.jobs, checkModel, admit: (c) => limiter.admit(c), openSse });
+  registerAnthropicRoutes(app, { ...init, checkModel, admit: (c) => limiter.admit(c), openSse });
 
   app.post('/v1/models/pull', (request, reply) => {
     const { model: input } = parseBody(modelBodySchema, request.body);
