@@ -223,6 +223,18 @@ describe('Anthropic Messages API', () => {
     await expect(malformed).rejects.toBeInstanceOf(Anthropic.BadRequestError);
     await expect(malformed).rejects.toMatchObject({ error: { error: { type: 'invalid_request_error' } } });
 
+    const image = client.messages.create({
+      ...base,
+      messages: [
+        {
+          role: 'user',
+          content: [{ type: 'image', source: { type: 'base64', media_type: 'image/png', data: 'AAAA' } }],
+        },
+      ],
+    });
+    await expect(image).rejects.toBeInstanceOf(Anthropic.BadRequestError);
+    await expect(image).rejects.toMatchObject({ message: expect.stringContaining('`image`') as unknown });
+
     const notJson = await fetch(`${test.url}/v1/messages`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', 'anthropic-version': '2023-06-01' },

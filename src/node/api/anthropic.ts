@@ -6,7 +6,8 @@
  * recognized exactly as there, and come back as `tool_use` blocks. Streaming sends Anthropic's typed
  * events (message_start, ping, content_block_start/delta/stop, message_delta, message_stop), each
  * as `event: TYPE` and `data: JSON`. Errors leave in Anthropic's shape (error-body.ts picks it by
- * route). Images, documents and extended thinking are refused by name.
+ * route). Images and documents are refused by name; `thinking` is accepted and the answer comes
+ * without thinking blocks, as from a model that does not think.
  */
 import { z } from 'zod';
 import type { FastifyInstance, FastifyReply } from 'fastify';
@@ -107,9 +108,6 @@ type ChatBody = z.infer<typeof countTokensSchema>;
 function refuseUnsupported(body: unknown): void {
   if (typeof body !== 'object' || body === null) return;
   const record = body as Record<string, unknown>;
-  const thinking = record.thinking as { type?: unknown } | undefined;
-  if (thinking != null && thinking.type !== 'disabled')
-    throw new RbeeError('BAD_REQUEST', '`thinking` is not supported: rbee models answer without it');
   const messages = Array.isArray(record.messages) ? (record.messages as unknown[]) : [];
   for (const message of messages) {
     const content = (message as { content?: unknown } | null)?.content;
