@@ -220,7 +220,6 @@ export function messagesJob(
 ): { job: JobRequest; tools: ToolPlan | undefined } {
   const messages = toChatMessages(body);
   const tools = anthropicToolPlan(body, messages);
-  if (messages.length === 0) throw new RbeeError('BAD_REQUEST', '`messages` needs at least one turn');
   const job: JobRequest = {
     model: body.model,
     messages,
