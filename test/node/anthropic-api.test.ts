@@ -16,10 +16,24 @@ import { startTestNode, type TestNode } from '../helpers/test-node.js';
 let test: TestNode;
 let client: Anthropic;
 
+/** Starts the demo model's worker (making the model first), so that no test waits for a load. */
+async function warm(url: string, key?: string): Promise<void> {
+  const response = await fetch(`${url}/v1/workers`, {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/json',
+      ...(key === undefined ? {} : { authorization: `Bearer ${key}` }),
+    },
+    body: JSON.stringify({ model: 'demo' }),
+  });
+  expect(response.status, await response.clone().text()).toBe(201);
+}
+
 beforeAll(async () => {
   test = await startTestNode('rbee-anthropic-');
   client = new Anthropic({ baseURL: test.url, apiKey: 'unused', maxRetries: 0 });
-});
+  await warm(test.url);
+}, 180_000);
 afterAll(async () => {
   await test?.stop();
 });
@@ -293,9 +307,12 @@ describe('Anthropic Messages API', () => {
 
 describe('Anthropic Messages API on a node that wants a key from every client', () => {
   let keyed: TestNode;
+  let admin: string;
   beforeAll(async () => {
     keyed = await startTestNode('rbee-anthropic-keys-', {}, { auth: 'always', cluster: { enabled: false } });
-  });
+    admin = await createKey({ name: 'admin' });
+    await warm(keyed.url, admin);
+  }, 180_000);
   afterAll(async () => {
     await keyed?.stop();
   });
@@ -314,7 +331,6 @@ describe('Anthropic Messages API on a node that wants a key from every client', 
   };
 
   it('takes the key as x-api-key or as a bearer token, refuses a wrong one, and says when to retry', async () => {
-    const admin = await createKey({ name: 'admin' });
     const ask = { model: 'demo', max_tokens: 2, messages: base.messages };
 
     const withApiKey = new Anthropic({ baseURL: keyed.url, apiKey: admin, maxRetries: 0 });
