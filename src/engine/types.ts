@@ -106,6 +106,8 @@ export type GenerateChunk =
       /** Measured inside the worker: first token after the request arrived, and generation speed. */
       timeToFirstTokenMs: number;
       tokensPerSecond: number;
+      /** The request's stop string that ended the answer, when one did. */
+      stopSequence?: string;
     };
 
 export interface WorkerInfo {
@@ -161,6 +163,12 @@ export interface WorkerHandle {
    * than the context, JOB_CANCELLED if `signal` aborts, WORKER_CRASHED if the process dies.
    */
   embed(texts: string[], options?: { signal?: AbortSignal }): Promise<EmbedResult>;
+  /**
+   * The request's prompt size in tokens (its chat template and tools included), as a generation
+   * would report it in usage.promptTokens; nothing is generated. Throws BAD_REQUEST for an invalid
+   * request, WORKER_CRASHED if the process dies.
+   */
+  countTokens(request: GenerateRequest): Promise<number>;
   /** Asks the worker to exit; SIGKILL after `timeoutMs` (default 5 s). Resolves once the process is gone. */
   stop(options?: { timeoutMs?: number }): Promise<void>;
   /** Resolves when the process has exited, for whatever reason. */

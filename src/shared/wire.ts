@@ -148,6 +148,8 @@ export const jobEventSchema = z.discriminatedUnion('type', [
     ...base,
     type: z.literal('done'),
     finishReason: finishReasonSchema,
+    /** Which of the request's `stop` strings ended the answer, when one did. */
+    stopSequence: z.string().optional(),
     usage: usageSchema,
     timings: timingsSchema,
     model: z.string(),

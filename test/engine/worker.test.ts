@@ -248,17 +248,38 @@ describe('worker with two slots', () => {
     expect(result.done.usage.completionTokens).toBe(7);
   });
 
-  it('stops at a stop sequence, leaving it out of the text', async () => {
+  it('stops at a stop sequence, leaving it out of the text and naming it', async () => {
     const request = { prompt: 'Once upon a time', maxTokens: 40, temperature: 0 };
     const first = await collect(worker, request);
+    expect(first.done.stopSequence).toBeUndefined();
     // A piece from the middle of the greedy output: the same run must stop right before it.
     const stop = first.text.slice(20, 24);
     expect(stop.trim().length).toBeGreaterThan(0);
     const index = first.text.indexOf(stop);
     const second = await collect(worker, { ...request, stop: [stop] });
     expect(second.done.finishReason).toBe('stop');
+    expect(second.done.stopSequence).toBe(stop);
     expect(second.text).toBe(first.text.slice(0, index));
     expect(second.text.includes(stop)).toBe(false);
+  });
+
+  it("counts a chat's prompt tokens, template and tools included, as its generation reports them", async () => {
+    const messages = [
+      { role: 'system' as const, content: 'Be brief.' },
+      { role: 'user' as const, content: 'What is the weather in Paris?' },
+    ];
+    const tools = [
+      {
+        name: 'get_weather',
+        description: 'The weather in a city',
+        parameters: { type: 'object', properties: { city: { type: 'string' } } },
+      },
+    ];
+    const counted = await worker.countTokens({ messages, tools });
+    const generated = await collect(worker, { messages, tools, maxTokens: 2 });
+    expect(counted).toBe(generated.done.usage.promptTokens);
+    expect(await worker.countTokens({ messages })).toBeLessThan(counted);
+    await expectRbeeError(worker.countTokens({}), 'BAD_REQUEST');
   });
 
   it('streams two requests at once on two slots', async () => {

@@ -216,6 +216,10 @@ function createHandle(
     string,
     { resolve: (result: EmbedResult) => void; reject: (error: RbeeError) => void }
   >();
+  const pendingCounts = new Map<
+    string,
+    { resolve: (promptTokens: number) => void; reject: (error: RbeeError) => void }
+  >();
   let lastHeartbeat: WorkerHeartbeat | undefined;
   let invalidMessages = 0;
   let exitInfo: ExitInfo | undefined;
@@ -252,6 +256,9 @@ function createHandle(
         pending.get(requestId)?.push({ type: 'done', ...rest });
         return;
       }
+      case 'prompt_tokens':
+        pendingCounts.get(message.requestId)?.resolve(message.promptTokens);
+        return;
       case 'embeddings':
         pendingEmbeds.get(message.requestId)?.resolve({
           embeddings: message.embeddings,
@@ -263,6 +270,7 @@ function createHandle(
           const error = new RbeeError(message.error.code, message.error.message);
           pending.get(message.requestId)?.fail(error);
           pendingEmbeds.get(message.requestId)?.reject(error);
+          pendingCounts.get(message.requestId)?.reject(error);
         }
         return;
       case 'heartbeat': {
@@ -292,6 +300,12 @@ function createHandle(
       waiter.reject(new RbeeError('WORKER_CRASHED', `worker ${info.pid} exited during embedding (${how})`));
     }
     pendingEmbeds.clear();
+    for (const waiter of pendingCounts.values()) {
+      waiter.reject(
+        new RbeeError('WORKER_CRASHED', `worker ${info.pid} exited while counting tokens (${how})`),
+      );
+    }
+    pendingCounts.clear();
     refreshState();
   });
 
@@ -364,6 +378,22 @@ function createHandle(
     }
   }
 
+  async function countTokens(request: GenerateRequest): Promise<number> {
+    const parsed = generateRequestSchema.safeParse(request);
+    if (!parsed.success) throw new RbeeError('BAD_REQUEST', describeIssues(parsed.error.issues));
+    if (exitInfo !== undefined) throw new RbeeError('WORKER_CRASHED', `worker ${info.pid} has exited`);
+    if (stopping) throw new RbeeError('WORKER_BUSY', `worker ${info.pid} is stopping`);
+    const requestId = randomUUID();
+    const { promise, resolve, reject } = Promise.withResolvers<number>();
+    pendingCounts.set(requestId, { resolve, reject });
+    try {
+      sendSafe({ type: 'count_tokens', requestId, request: parsed.data });
+      return await promise;
+    } finally {
+      pendingCounts.delete(requestId);
+    }
+  }
+
   async function stop(options: { timeoutMs?: number } = {}): Promise<void> {
     if (exitInfo === undefined) {
       stopping = true;
@@ -389,6 +419,7 @@ function createHandle(
     exited,
     generate,
     embed,
+    countTokens,
     stop,
     get lastHeartbeat() {
       return lastHeartbeat;

@@ -285,6 +285,20 @@ function onMessage(raw: unknown): void {
       pool.submit(message.requestId, message.request, constraints);
       return;
     }
+    case 'count_tokens':
+      if (pool === undefined || state === 'stopping') refuseBusy(message.requestId);
+      else {
+        try {
+          send({
+            type: 'prompt_tokens',
+            requestId: message.requestId,
+            promptTokens: pool.promptTokens(message.request),
+          });
+        } catch (error) {
+          sendError(message.requestId, error);
+        }
+      }
+      return;
     case 'embed':
       if (resources === undefined || state === 'stopping') refuseBusy(message.requestId);
       else {

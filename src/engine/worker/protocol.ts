@@ -80,6 +80,8 @@ const requestId = z.string().min(1).max(128);
 export const parentMessageSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('generate'), requestId, request: generateRequestSchema }),
   z.object({ type: z.literal('embed'), requestId, texts: embedTextsSchema }),
+  /** Tokenizes the request's prompt as `generate` would, and generates nothing. */
+  z.object({ type: z.literal('count_tokens'), requestId, request: generateRequestSchema }),
   z.object({ type: z.literal('cancel'), requestId }),
   z.object({ type: z.literal('shutdown') }),
 ]);
@@ -135,7 +137,9 @@ export const childMessageSchema = z.discriminatedUnion('type', [
     usage: usageSchema,
     timeToFirstTokenMs: z.number(),
     tokensPerSecond: z.number(),
+    stopSequence: z.string().optional(),
   }),
+  z.object({ type: z.literal('prompt_tokens'), requestId, promptTokens: z.number().int().min(0) }),
   z.object({
     type: z.literal('embeddings'),
     requestId,

@@ -23,6 +23,8 @@ export interface GenerationResult {
   usage: Usage;
   timeToFirstTokenMs: number;
   tokensPerSecond: number;
+  /** The request's stop string that ended the answer (not a template's own end). */
+  stopSequence?: string;
 }
 
 export interface RunGenerationOptions {
@@ -88,6 +90,7 @@ export async function runGeneration(options: RunGenerationOptions): Promise<Gene
   // its own output and drifts from a plain completion after a while, so chat does not use it.
   const completion = new LlamaCompletion({ contextSequence: sequence });
   let stopReason: LlamaCompletionResponse['metadata']['stopReason'];
+  let stopSequence: string | undefined;
   try {
     const response = await completion.generateCompletionWithMeta(prompt.input, {
       onTextChunk,
@@ -109,6 +112,11 @@ export async function runGeneration(options: RunGenerationOptions): Promise<Gene
       tokenBias: tokenBiasOf(sequence, request),
     });
     stopReason = response.metadata.stopReason;
+    if (response.metadata.stopReason === 'customStopTrigger') {
+      const trigger = response.metadata.customStopTrigger;
+      const text = trigger.every((part) => typeof part === 'string') ? trigger.join('') : undefined;
+      if (text !== undefined && (request.stop ?? []).includes(text)) stopSequence = text;
+    }
   } finally {
     completion.dispose({ disposeSequence: false });
   }
@@ -125,6 +133,7 @@ export async function runGeneration(options: RunGenerationOptions): Promise<Gene
       completionTokens > 1 && lastTokenAt > first
         ? ((completionTokens - 1) * 1000) / (lastTokenAt - first)
         : 0,
+    ...(stopSequence === undefined || signal.aborted ? {} : { stopSequence }),
   };
 }
 

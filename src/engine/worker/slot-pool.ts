@@ -45,6 +45,8 @@ export interface SlotPool {
   /** `constraints`: the request's grammar or jsonSchema, already built (see grammar.ts). */
   submit(requestId: string, request: GenerateRequest, constraints?: RequestConstraints): void;
   cancel(requestId: string): void;
+  /** The request's prompt size in tokens, as its generation would count it (usage.promptTokens). */
+  promptTokens(request: GenerateRequest): number;
   /** Tokens generated since the previous call (for the heartbeat's tok/s). */
   takeTokenCount(): number;
   /** What each slot keeps in its cache, in slot order (for the heartbeat). */
@@ -288,6 +290,9 @@ export function createSlotPool(init: SlotPoolInit): SlotPool {
         return;
       }
       running.get(requestId)?.controller.abort();
+    },
+    promptTokens(request) {
+      return preparePrompt(context.model, chatWrapper, context.contextSize, request).sequenceTokens.length;
     },
     takeTokenCount() {
       const count = tokenCount;

@@ -47,12 +47,45 @@ export function errorBody(error: RbeeError, options: { openAiCodes?: boolean } =
   };
 }
 
-/** Answers with the error's status, its body, and Retry-After when the error says when to retry. */
+export interface AnthropicErrorBody {
+  type: 'error';
+  error: { type: string; message: string };
+}
+
+/** Anthropic's error types, which its clients turn into their typed errors with the status. */
+function anthropicType(status: number): string {
+  if (status === 400) return 'invalid_request_error';
+  if (status === 401) return 'authentication_error';
+  if (status === 403) return 'permission_error';
+  if (status === 404) return 'not_found_error';
+  if (status === 413) return 'request_too_large';
+  if (status === 429) return 'rate_limit_error';
+  if (status === 503) return 'overloaded_error';
+  return status < 500 ? 'invalid_request_error' : 'api_error';
+}
+
+export function anthropicErrorBody(error: RbeeError): AnthropicErrorBody {
+  return { type: 'error', error: { type: anthropicType(error.httpStatus), message: error.message } };
+}
+
+/** Whether a request is one of Anthropic's routes (also when no route matched its URL). */
+function isAnthropicRoute(reply: FastifyReply): boolean {
+  const request = reply.request;
+  const path = request.routeOptions.url ?? request.url.split('?')[0] ?? '';
+  return path === '/v1/messages' || path.startsWith('/v1/messages/');
+}
+
+/**
+ * Answers with the error's status, its body in the route's shape, and Retry-After when the error
+ * says when to retry.
+ */
 export function sendErrorBody(
   reply: FastifyReply,
   error: RbeeError,
   options: { openAiCodes?: boolean } = {},
 ): void {
   setRetryAfter(reply, error);
-  void reply.status(error.httpStatus).send(errorBody(error, options));
+  void reply
+    .status(error.httpStatus)
+    .send(isAnthropicRoute(reply) ? anthropicErrorBody(error) : errorBody(error, options));
 }

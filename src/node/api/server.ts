@@ -16,6 +16,7 @@ import { canonicalRef, checkAliasName, type ModelRef, type Provisioner } from '.
 import { createModelList } from './model-list.js';
 import type { LiveView, Metrics } from '../view/index.js';
 import { registerOpenAiRoutes } from './openai.js';
+import { registerAnthropicRoutes } from './anthropic.js';
 import { createSse, sseEvent } from './sse.js';
 import { capConnections, DEFAULT_MAX_CONNECTIONS } from './connections.js';
 import { followJob } from './job-events.js';
@@ -291,6 +292,8 @@ export function createApi(init: ApiInit) {
     admit: (client) => limiter.admit(client),
     openSse,
   });
+
+  registerAnthropicRoutes(app, { ...init, checkModel, admit: (c) => limiter.admit(c), openSse });
 
   app.post('/v1/models/pull', (request, reply) => {
     const { model: input } = parseBody(modelBodySchema, request.body);

@@ -197,6 +197,7 @@ export function createLocalHive(init: LocalHiveInit): Hive {
             type: 'done',
             model: model.id,
             finishReason: chunk.finishReason,
+            ...(chunk.stopSequence === undefined ? {} : { stopSequence: chunk.stopSequence }),
             usage: chunk.usage,
             timings: {
               timeToFirstTokenMs: (firstTokenAt ?? end) - job.acceptedAt,

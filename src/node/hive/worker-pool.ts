@@ -108,6 +108,8 @@ export interface Lease {
   worker: WorkerSnapshot;
   generate(request: GenerateRequest, options?: { signal?: AbortSignal }): AsyncIterable<GenerateChunk>;
   embed(texts: string[], options?: { signal?: AbortSignal }): Promise<EmbedResult>;
+  /** The request's prompt size in tokens, with the model's tokenizer and chat template. */
+  countTokens(request: GenerateRequest): Promise<number>;
   /** Ends this use; `keepAliveS` (from the request) replaces the worker's keep-alive, as in Ollama. */
   release(options?: { keepAliveS?: number }): void;
 }
@@ -546,6 +548,7 @@ export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
         worker: snapshot(leased),
         generate: (request, opts) => leased.handle.generate(request, opts),
         embed: (texts, opts) => leased.handle.embed(texts, opts),
+        countTokens: (request) => leased.handle.countTokens(request),
         release(opts = {}) {
           if (released) return;
           released = true;
