@@ -33,6 +33,8 @@ describe('Ollama API', () => {
   it('answers its version', async () => {
     const { version } = await ollama.version();
     expect(version).toMatch(/^\d+\.\d+\.\d+$/);
+    // apps check that the server is up at its root first
+    expect((await fetch(`${node.url}/`)).status).toBe(200);
   });
 
   it("lists the cluster's models with Ollama's fields", async () => {
@@ -92,7 +94,7 @@ describe('Ollama API', () => {
       raw: true,
       options: { ...settled, num_predict: 5 },
     });
-    expect(whole.response.length).toBeGreaterThan(0);
+    expect(whole.response!.length).toBeGreaterThan(0);
     expect(whole).toMatchObject({ done: true, eval_count: 5 });
 
     let text = '';
@@ -132,7 +134,7 @@ describe('Ollama API', () => {
       format: 'json',
       options: { temperature: 0, num_predict: 40 },
     });
-    expect(typeof JSON.parse(json.response)).toBe('object');
+    expect(typeof JSON.parse(json.response!)).toBe('object');
   });
 
   it("answers tool calls in Ollama's shape, and takes their results back", async () => {
@@ -202,13 +204,16 @@ describe('Ollama API', () => {
   });
 
   it('lists running workers, loads a model on an empty prompt and unloads it with keep_alive 0', async () => {
-    const loaded = await ollama.generate({ model: demoName, prompt: '' });
+    const loaded = await ollama.generate({ model: demoName, prompt: '', keep_alive: '10m' });
     expect(loaded).toMatchObject({ done: true, done_reason: 'load' });
     const { models } = await ollama.ps();
     expect(models.map((m) => m.name)).toEqual([demoName]);
     expect(models[0]!.size).toBeGreaterThan(0);
     expect(models[0]!.size_vram).toBe(0); // tests run on the CPU
-    expect(new Date(models[0]!.expires_at).getTime()).toBeGreaterThan(Date.now());
+    // the keep-alive the request set: ten minutes after its last use, which was just now
+    const expires = new Date(models[0]!.expires_at).getTime() - Date.now();
+    expect(expires).toBeGreaterThan(5 * 60_000);
+    expect(expires).toBeLessThanOrEqual(10 * 60_000);
 
     const unloaded = await ollama.chat({ model: demoName, messages: [], keep_alive: 0 });
     expect(unloaded).toMatchObject({ done: true, done_reason: 'unload' });

@@ -162,6 +162,8 @@ export function ollamaRoutes(app: FastifyInstance, init: OllamaInit): Promise<vo
     return model;
   };
 
+  // apps probe the root before anything else
+  app.get('/', () => "rbee is running (it speaks Ollama's API under /api)");
   app.get('/api/version', () => ({ version: OLLAMA_API_VERSION, rbee: init.health().version }));
 
   app.get('/api/tags', async () => {
@@ -193,9 +195,7 @@ export function ollamaRoutes(app: FastifyInstance, init: OllamaInit): Promise<vo
             size: w.memoryBytes,
             size_vram: w.backend === 'cpu' ? 0 : w.memoryBytes,
             context_length: model.context_length,
-            // rbee unloads a worker after its keep-alive, which a request may set: the time is not
-            // published, so this is a day after its last use
-            expires_at: new Date(w.lastUsedAt + EXPIRY_HORIZON_MS).toISOString(),
+            expires_at: expiresAt(w).toISOString(),
           },
         ];
       }),
@@ -432,7 +432,18 @@ export function ollamaRoutes(app: FastifyInstance, init: OllamaInit): Promise<vo
   return Promise.resolve();
 }
 
-const EXPIRY_HORIZON_MS = 24 * 3600 * 1000;
+/** The node's keep-alive when a hive of an older version does not publish its workers' own. */
+const DEFAULT_KEEP_ALIVE_S = 300;
+/** What Ollama clients read as "never" (a worker with keep-alive -1). */
+const NEVER = new Date(Date.UTC(9999, 11, 31));
+
+/** When an idle worker unloads: its keep-alive after its last use (after now while it is busy). */
+function expiresAt(worker: HiveState['workers'][number]): Date {
+  const keepAliveS = worker.keepAliveS ?? DEFAULT_KEEP_ALIVE_S;
+  if (keepAliveS < 0) return NEVER;
+  const busy = worker.state === 'busy' || worker.slotsBusy > 0;
+  return new Date((busy ? Date.now() : worker.lastUsedAt) + keepAliveS * 1000);
+}
 
 /** The text pieces of a streamed answer (all of it without tools; with tools, what is not a call). */
 function textPieces(calls: ToolStream | undefined, text: string | undefined): string[] {
