@@ -51,6 +51,30 @@ describe('Ollama API', () => {
     expect(model!.details.quantization_level).toBe(model!.name.split(':')[1]!.toUpperCase());
   });
 
+  it('lists an alias as a model of its own, which works as a model name', async () => {
+    const aliased = await fetch(`${node.url}/v1/aliases`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'llama3', model: demoName }),
+    });
+    expect(aliased.status).toBe(200);
+    try {
+      const { models } = await ollama.list();
+      const alias = models.find((m) => m.name === 'llama3');
+      const own = models.find((m) => m.name === demoName);
+      expect(alias?.digest).toBe(own?.digest);
+      // Ollama's default tag on an alias without one
+      const answer = await ollama.generate({
+        model: 'llama3:latest',
+        prompt: 'Hi',
+        options: { num_predict: 1 },
+      });
+      expect(answer).toMatchObject({ done: true, model: 'llama3:latest' });
+    } finally {
+      await fetch(`${node.url}/v1/aliases/llama3`, { method: 'DELETE', headers: { 'x-rbee-client': '1' } });
+    }
+  });
+
   it('shows a model: details, its context length, its template', async () => {
     const shown = await ollama.show({ model: demoName });
     expect(shown.details.family).toBe('llama');
@@ -296,6 +320,30 @@ describe('Ollama API', () => {
       expect(objects.slice(0, -1).every((o) => o.done === false)).toBe(true);
       expect(objects.at(-1)).toMatchObject({ done: true, done_reason: 'length', eval_count: 6 });
       for (const o of objects) expect(o.model).toBe(demoName);
+    }
+  });
+});
+
+describe('Ollama API of a node that wants a key from every client', () => {
+  it("refuses a client without a valid key in Ollama's shape, and serves one with a key", async () => {
+    const keyed = await startTestNode('rbee-ollama-auth-', {}, { auth: 'always' });
+    try {
+      const noKey = new Ollama({ host: keyed.url, headers: { authorization: 'Bearer rbee_not-a-key' } });
+      await expect(noKey.list()).rejects.toMatchObject({
+        status_code: 401,
+        error: expect.stringContaining('API key') as unknown,
+      });
+      // the first key is made without one
+      const created = await fetch(`${keyed.url}/v1/keys`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: '{}',
+      });
+      const { key } = (await created.json()) as { key: string };
+      const withKey = new Ollama({ host: keyed.url, headers: { authorization: `Bearer ${key}` } });
+      expect((await withKey.list()).models).toEqual([]);
+    } finally {
+      await keyed.stop();
     }
   });
 });
