@@ -3,11 +3,13 @@
  * a real node with the demo model (random weights: its text is gibberish, its shapes are real) and
  * a real worker. The raw NDJSON is read with plain fetch.
  */
+import { readFile } from 'node:fs/promises';
 import { Ollama, type Message, type Tool } from 'ollama';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestNode, type TestNode } from '../helpers/test-node.js';
 import { tinyModelPath } from '../helpers/tiny-model.js';
 import { waitFor } from '../helpers/wait-for.js';
+import { serveGated, startServer } from './gguf-http-server.js';
 
 let node: TestNode;
 let ollama: Ollama;
@@ -261,6 +263,41 @@ describe('Ollama API', () => {
     expect(added).toBeDefined();
     const answer = await ollama.generate({ model: added!, prompt: 'Hi', options: { num_predict: 2 } });
     expect(answer.eval_count).toBe(2);
+  });
+
+  it('streams the progress of a download as it goes, then success', async () => {
+    const body = await readFile(await tinyModelPath());
+    const server = await startServer();
+    let open!: () => void;
+    server.route(
+      '/models/pulled-tiny.gguf',
+      serveGated(body, body.length >> 1, new Promise((r) => (open = r))),
+    );
+    try {
+      const lines: { status: string; digest?: string; total?: number; completed?: number }[] = [];
+      for await (const progress of await ollama.pull({
+        model: `${server.origin}/models/pulled-tiny.gguf`,
+        stream: true,
+      })) {
+        lines.push(progress);
+        // half the file is there and the rest waits: the client has seen the download under way
+        if (progress.completed > 0 && progress.completed < body.length) open();
+      }
+      const pulling = lines.filter((l) => l.status.startsWith('pulling ') && l.status !== 'pulling manifest');
+      expect(pulling.some((l) => l.completed! < body.length)).toBe(true);
+      for (const l of pulling) {
+        expect(l.total).toBe(body.length);
+        expect(l.digest).toMatch(/^sha256:[0-9a-f]{64}$/);
+        expect(l.status).toBe(`pulling ${l.digest!.slice(7, 19)}`);
+      }
+      const completed = pulling.map((l) => l.completed!);
+      expect(completed).toEqual([...completed].sort((a, b) => a - b));
+      expect(lines.at(-1)!.status).toBe('success');
+      expect((await ollama.list()).models.map((m) => m.name)).toContain('pulled-tiny:q8_0');
+    } finally {
+      open();
+      await server.close();
+    }
   });
 
   it("answers an unknown model with Ollama's 404", async () => {

@@ -24,7 +24,7 @@ import { releaseWhenDone } from './key-limits.js';
 import type { ModelAccessCheck } from './model-access.js';
 import type { ModelList, OpenAiModel } from './model-list.js';
 import { embedTexts } from './openai.js';
-import { toolPlan, ToolStream } from './openai-tools.js';
+import { toolAnswer, toolJobFields, toolPlan, ToolStream, type OpenAiToolCall } from './openai-tools.js';
 import { setRetryAfter } from './retry-after.js';
 import type { OpenSse, SseStream } from './sse.js';
 import {
@@ -131,26 +131,26 @@ export function ollamaRoutes(app: FastifyInstance, init: OllamaInit): Promise<vo
     }
   };
 
-  /** What the GGUF header says about a model of this hive, read once per model. */
+  /** What the GGUF header says about a model of this hive, read once per file. */
   const facts = new Map<string, Promise<ModelFacts>>();
   const factsOf = (model: OpenAiModel): Promise<ModelFacts> => {
-    let known = facts.get(model.model_id);
+    const row = init.catalog.get(model.model_id);
+    const digest = digestOf(model, row?.sha256);
+    // another hive's model: what its published state says is all there is
+    if (row === undefined) return Promise.resolve({ digest });
+    // a model fetched again may be another file: the key changes with it
+    const key = `${row.id}\n${row.addedAt}\n${row.bytes}`;
+    let known = facts.get(key);
     if (known === undefined) {
-      const row = init.catalog.get(model.model_id);
-      const digest = digestOf(model, row?.sha256);
-      known =
-        row === undefined
-          ? Promise.resolve({ digest })
-          : readModelInfo(row.path).then(
-              (info) => ({
-                digest,
-                ...(info.parameterCount === undefined ? {} : { parameterCount: info.parameterCount }),
-                ...(info.chatTemplate === undefined ? {} : { chatTemplate: info.chatTemplate }),
-              }),
-              () => ({ digest }),
-            );
-      // a model fetched again may be another file: keep what was read only while it is this one
-      facts.set(model.model_id, known);
+      known = readModelInfo(row.path).then(
+        (info) => ({
+          digest,
+          ...(info.parameterCount === undefined ? {} : { parameterCount: info.parameterCount }),
+          ...(info.chatTemplate === undefined ? {} : { chatTemplate: info.chatTemplate }),
+        }),
+        () => ({ digest }),
+      );
+      facts.set(key, known);
       if (facts.size > 1024) facts.delete(facts.keys().next().value ?? '');
     }
     return known;
@@ -235,7 +235,7 @@ export function ollamaRoutes(app: FastifyInstance, init: OllamaInit): Promise<vo
       model,
       messages,
       ...samplingOf(body),
-      ...(tools === undefined ? {} : { tools: tools.tools }),
+      ...(tools === undefined ? {} : toolJobFields(tools)),
     });
     const name = body.model;
     const at = (): Record<string, unknown> => ({ model: name, created_at: new Date().toISOString() });
@@ -245,7 +245,7 @@ export function ollamaRoutes(app: FastifyInstance, init: OllamaInit): Promise<vo
       chunk: (text) => textPieces(calls, text).map((t) => ({ ...at(), message: message(t), done: false })),
       end: (done) => {
         const rest = calls === undefined ? [] : textPieces(calls, undefined);
-        const called = toolCalls(calls);
+        const called = toolCalls(calls?.calls);
         return [
           ...rest.map((t) => ({ ...at(), message: message(t), done: false })),
           ...(called === undefined
@@ -256,14 +256,12 @@ export function ollamaRoutes(app: FastifyInstance, init: OllamaInit): Promise<vo
       },
       whole: (text, done) => {
         if (tools === undefined) return { ...at(), message: message(text), ...doneFields(done) };
-        const whole = new ToolStream(tools);
-        const content = [...whole.feed(text), ...whole.end()]
-          .flatMap((e) => (e.type === 'text' ? [e.text] : []))
-          .join('');
-        const called = toolCalls(whole);
+        const answer = toolAnswer(text, tools, 'stop').message as { content: string | null } & ToolCalls;
+        const called = toolCalls(answer.tool_calls);
         return {
           ...at(),
-          message: called === undefined ? message(text) : { ...message(content), tool_calls: called },
+          message:
+            called === undefined ? message(text) : { ...message(answer.content ?? ''), tool_calls: called },
           ...doneFields(done),
         };
       },
@@ -408,7 +406,12 @@ export function ollamaRoutes(app: FastifyInstance, init: OllamaInit): Promise<vo
     await init.provisioner
       .ensure(ref, {
         onProgress: (p: ProvisionProgress) => {
-          if (p.phase === 'downloading' || p.phase === 'retrying') write(pulling(p));
+          // a line before the server said the length would have no total: clients divide by it
+          if (
+            (p.phase === 'downloading' || p.phase === 'retrying') &&
+            (p.totalBytes !== undefined || p.bytes > 0)
+          )
+            write(pulling(p));
           else if (p.phase === 'verifying' && last !== 'verifying')
             write({ status: 'verifying sha256 digest' });
           last = p.phase;
@@ -453,13 +456,15 @@ function textPieces(calls: ToolStream | undefined, text: string | undefined): st
 }
 
 /** The answer's calls in Ollama's shape (arguments as an object), or undefined when it made none. */
-function toolCalls(calls: ToolStream | undefined): Record<string, unknown>[] | undefined {
-  if (calls === undefined || calls.calls.length === 0) return undefined;
-  return calls.calls.map((c, index) => ({
+function toolCalls(calls: ToolCalls['tool_calls']): Record<string, unknown>[] | undefined {
+  if (calls === undefined || calls.length === 0) return undefined;
+  return calls.map((c, index) => ({
     id: c.id,
     function: { index, name: c.function.name, arguments: JSON.parse(c.function.arguments) as unknown },
   }));
 }
+
+type ToolCalls = { tool_calls?: OpenAiToolCall[] };
 
 interface Shape {
   /** The lines of one generated piece of text (none while a possible tool call is held back). */
