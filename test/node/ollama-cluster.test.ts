@@ -1,7 +1,7 @@
 /**
  * Ollama's API is the cluster's on every node: two real `rbee node` processes on loopback. A model
  * only the other hive holds is listed by the node asked, served through it by its name, and its
- * worker there shows in that node's `/api/ps`.
+ * worker there shows in that node's `/api/ps` until `keep_alive: 0` through it unloads the model.
  */
 import { copyFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -28,7 +28,7 @@ afterAll(async () => {
 });
 
 describe('Ollama API in a cluster of two', () => {
-  it("lists, serves and shows the running worker of another hive's model", async () => {
+  it("lists, serves, shows and unloads the running worker of another hive's model", async () => {
     // a file only beta's machine has
     const file = join(beta.sandbox.home, 'Beta-Only-Q8_0.gguf');
     copyFileSync(await tinyModelPath(), file);
@@ -59,6 +59,13 @@ describe('Ollama API in a cluster of two', () => {
     // the worker is beta's: alpha runs none of its own
     const own = (await (await fetch(`${alpha.sandbox.url}/v1/workers`)).json()) as { workers: unknown[] };
     expect(own.workers).toEqual([]);
+
+    // keep_alive 0 through alpha unloads the model on beta
+    const unloaded = await ollama.chat({ model: listed.name, messages: [], keep_alive: 0 });
+    expect(unloaded.done_reason).toBe('unload');
+    await waitFor(async () => !(await ollama.ps()).models.some((m) => m.name === listed.name), {
+      what: "beta's worker to leave alpha's /api/ps",
+    });
     expect(new Date(running.expires_at).getTime()).toBeGreaterThan(Date.now());
   });
 });

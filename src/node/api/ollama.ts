@@ -59,6 +59,8 @@ export interface OllamaInit {
   parseModelRef: (input: string) => ModelRef;
   /** Every hive's published state, this node's first: the workers `/api/ps` lists. */
   hiveStates: () => readonly HiveState[];
+  /** Stops a worker on another hive of the cluster (`keep_alive: 0`). */
+  stopRemoteWorker: (id: string) => Promise<unknown>;
   checkModel: ModelAccessCheck;
   admit: (client: ApiClient) => () => void;
   openSse: OpenSse;
@@ -316,13 +318,25 @@ export function ollamaRoutes(app: FastifyInstance, init: OllamaInit): Promise<vo
       done: true,
       done_reason: reason,
     });
-    const ref = init.parseModelRef(model);
     if (keepAliveS === 0) {
-      const row = init.catalog.get(canonicalRef(ref));
-      const workers = row === undefined ? [] : init.workers.usersOf(row.id);
-      await Promise.all(workers.map((w) => init.workers.stop(w.id, 'keep_alive 0 from an Ollama client')));
+      // every hive's workers of the model: this one's stopped here, the others' by their hives
+      const id = init.models.find(model)?.model_id;
+      const local = new Set(init.workers.list().map((w) => w.id));
+      const workers = init
+        .hiveStates()
+        .flatMap((s) => s.workers)
+        .filter((w) => w.model === id && w.state !== 'exited' && w.state !== 'stopping');
+      await Promise.all(
+        workers.map((w) =>
+          local.has(w.id)
+            ? init.workers.stop(w.id, 'keep_alive 0 from an Ollama client')
+            : init.stopRemoteWorker(w.id),
+        ),
+      );
       return void reply.send(answer('unload'));
     }
+    // loaded on this hive, as `rbee workers spawn` does
+    const ref = init.parseModelRef(model);
     const release = init.admit(request.apiClient);
     try {
       const { model: row } = await init.provisioner.ensure(ref);
