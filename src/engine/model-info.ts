@@ -23,6 +23,8 @@ export interface ModelInfo {
   contextLength: number;
   /** Sum of all tensors' element counts. */
   parameterCount?: number;
+  /** `tokenizer.chat_template`: the Jinja template chats are rendered with, when the file has one. */
+  chatTemplate?: string;
 }
 
 export interface ReadModelInfoOptions {
@@ -69,6 +71,7 @@ export async function readModelInfo(path: string, options: ReadModelInfoOptions 
   }
   const metadata = info.metadata as {
     general?: { architecture?: unknown; name?: unknown; file_type?: unknown };
+    tokenizer?: { chat_template?: unknown };
   };
   const architecture = metadata.general?.architecture;
   if (typeof architecture !== 'string' || !/^[A-Za-z0-9_.-]{1,64}$/.test(architecture)) {
@@ -92,6 +95,8 @@ export async function readModelInfo(path: string, options: ReadModelInfoOptions 
     contextLength,
   };
   if (tensors.length > 0) result.parameterCount = tensors.reduce((sum, t) => sum + elements(t), 0);
+  const template = metadata.tokenizer?.chat_template;
+  if (typeof template === 'string' && template !== '') result.chatTemplate = template;
   return result;
 }
 

@@ -52,6 +52,8 @@ export const workerViewSchema = z.object({
   memoryBytes: z.number(),
   startedAt: z.number(),
   lastUsedAt: z.number(),
+  /** Seconds it stays loaded once idle; -1: until stopped (absent from hives of older versions). */
+  keepAliveS: z.number().optional(),
   /** What its slots keep in their KV caches (shared/prefix.ts): where a prompt's start is cached. */
   prefixes: z.array(prefixKeySchema).max(64).optional(),
 });

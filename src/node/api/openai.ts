@@ -16,6 +16,7 @@ import { followJob } from './job-events.js';
 import type { OpenSse, SseStream } from './sse.js';
 import type { ModelRef, Provisioner } from '../models/index.js';
 import type { WorkerPool } from '../hive/index.js';
+import type { EmbedResult } from '../../engine/index.js';
 import type { ModelCatalog } from '../store/index.js';
 import type { ApiClient } from './auth.js';
 import type { ModelAccessCheck } from './model-access.js';
@@ -328,6 +329,26 @@ function toolCompletionShape(plan: ToolPlan, id: string, model: string, created:
   };
 }
 
+/**
+ * Embeds texts with the model's worker on this hive, fetching the model first if need be. Embeddings
+ * bypass the job queue: the worker is leased directly, and keeps `keepAliveS` (as a job's request
+ * would set it) once released.
+ */
+export async function embedTexts(
+  init: Pick<OpenAiInit, 'provisioner' | 'workers' | 'parseModelRef'>,
+  name: string,
+  texts: string[],
+  options: { keepAliveS?: number } = {},
+): Promise<EmbedResult> {
+  const { model } = await init.provisioner.ensure(init.parseModelRef(name));
+  const lease = await init.workers.acquire(model);
+  try {
+    return await lease.embed(texts);
+  } finally {
+    lease.release(options.keepAliveS === undefined ? {} : { keepAliveS: options.keepAliveS });
+  }
+}
+
 export function registerOpenAiRoutes(app: FastifyInstance, init: OpenAiInit): void {
   app.get('/v1/models', () => ({ object: 'list', data: init.models.list() }));
 
@@ -350,27 +371,21 @@ export function registerOpenAiRoutes(app: FastifyInstance, init: OpenAiInit): vo
       const body = parse(embeddingsSchema, request.body);
       init.checkModel(body.model, request.apiClient);
       release = init.admit(request.apiClient);
-      const { model } = await init.provisioner.ensure(init.parseModelRef(body.model));
-      const lease = await init.workers.acquire(model);
-      try {
-        const texts = typeof body.input === 'string' ? [body.input] : body.input;
-        const result = await lease.embed(texts);
-        return await reply.send({
-          object: 'list',
-          model: body.model,
-          data: result.embeddings.map((vector, index) => ({
-            object: 'embedding',
-            index,
-            embedding:
-              body.encoding_format === 'base64'
-                ? Buffer.from(new Float32Array(vector).buffer).toString('base64')
-                : vector,
-          })),
-          usage: { prompt_tokens: result.promptTokens, total_tokens: result.promptTokens },
-        });
-      } finally {
-        lease.release();
-      }
+      const texts = typeof body.input === 'string' ? [body.input] : body.input;
+      const result = await embedTexts(init, body.model, texts);
+      return await reply.send({
+        object: 'list',
+        model: body.model,
+        data: result.embeddings.map((vector, index) => ({
+          object: 'embedding',
+          index,
+          embedding:
+            body.encoding_format === 'base64'
+              ? Buffer.from(new Float32Array(vector).buffer).toString('base64')
+              : vector,
+        })),
+        usage: { prompt_tokens: result.promptTokens, total_tokens: result.promptTokens },
+      });
     } catch (error) {
       return sendError(reply, error);
     } finally {

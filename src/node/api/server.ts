@@ -17,6 +17,7 @@ import { createModelList } from './model-list.js';
 import type { LiveView, Metrics } from '../view/index.js';
 import { registerOpenAiRoutes } from './openai.js';
 import { registerAnthropicRoutes } from './anthropic.js';
+import { ollamaRoutes } from './ollama.js';
 import { createSse, sseEvent } from './sse.js';
 import { capConnections, DEFAULT_MAX_CONNECTIONS } from './connections.js';
 import { followJob } from './job-events.js';
@@ -294,6 +295,7 @@ export function createApi(init: ApiInit) {
   });
 
   registerAnthropicRoutes(app, { ...init, checkModel, admit: (c) => limiter.admit(c), openSse });
+  void app.register(ollamaRoutes, { ...init, models, checkModel, openSse, admit: (c) => limiter.admit(c) });
 
   app.post('/v1/models/pull', (request, reply) => {
     const { model: input } = parseBody(modelBodySchema, request.body);

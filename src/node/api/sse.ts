@@ -46,17 +46,19 @@ export type OpenSse = (
   reply: FastifyReply,
   /** What the client gets last when it is dropped, in the stream's own format. */
   dropEvent: (error: RbeeError) => string,
+  /** Another streamed format with the same limits (NDJSON: `application/x-ndjson`). */
+  options?: { contentType?: string },
 ) => SseStream;
 
 /** Returns `openSse`, which takes the response over from fastify and starts an event stream on it. */
 export function createSse(init: SseInit = {}): OpenSse {
   const limit = init.maxBufferedBytes ?? DEFAULT_SSE_MAX_BUFFERED_BYTES;
   const stallMs = init.stallMs ?? DEFAULT_SSE_STALL_MS;
-  return (reply, dropEvent) => {
+  return (reply, dropEvent, options = {}) => {
     reply.hijack();
     const raw = reply.raw;
     raw.writeHead(200, {
-      'content-type': 'text/event-stream; charset=utf-8',
+      'content-type': options.contentType ?? 'text/event-stream; charset=utf-8',
       'cache-control': 'no-cache',
       connection: 'keep-alive',
       'x-accel-buffering': 'no',

@@ -88,6 +88,7 @@ export function createLocalHive(init: LocalHiveInit): Hive {
         memoryBytes: w.memoryBytes,
         startedAt: w.startedAt,
         lastUsedAt: w.lastUsedAt,
+        keepAliveS: w.keepAliveS,
       })),
       models: init.catalog.list().map((m) => ({
         id: m.id,

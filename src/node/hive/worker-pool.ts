@@ -45,6 +45,8 @@ export interface WorkerSnapshot {
   memoryBytes: number;
   startedAt: number;
   lastUsedAt: number;
+  /** Seconds it stays loaded once idle (the last request's keep-alive, else the node's); -1: always. */
+  keepAliveS: number;
   lastHeartbeatAt: number;
   restarts: number;
   /**
@@ -189,6 +191,7 @@ export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
     memoryBytes: e.handle.lastHeartbeat?.memoryBytes ?? e.handle.info.memoryBytes,
     startedAt: e.startedAt,
     lastUsedAt: e.lastUsedAt,
+    keepAliveS: e.keepAliveS ?? init.keepAliveS,
     lastHeartbeatAt: e.lastHeartbeatAt,
     restarts: e.restarts,
     slotCache: e.handle.lastHeartbeat?.slotCache ?? [],
