@@ -17,6 +17,7 @@ import type {
   ClusterJobRecord,
   ClusterJobs,
   JobRecord,
+  QueueDepthView,
   UnansweredNode,
 } from '../../shared/view.js';
 
@@ -66,6 +67,8 @@ export interface ClusterJobsInit {
   members(): MemberJobs | undefined;
   /** How long a member has to answer. Defaults to 2 s. */
   timeoutMs?: number;
+  /** The queen's queue, per model, as the queen publishes it (this node's own while it is queen or alone). */
+  queue?: () => QueueDepthView[];
 }
 
 export interface ClusterJobsApi {
@@ -205,7 +208,11 @@ export function createClusterJobs(init: ClusterJobsInit): ClusterJobsApi {
         { limit: options.limit },
         options.here === true,
       );
-      return { jobs: rows.sort(newestFirst).slice(0, options.limit), unanswered: nodes };
+      return {
+        jobs: rows.sort(newestFirst).slice(0, options.limit),
+        unanswered: nodes,
+        queue: init.queue?.() ?? [],
+      };
     },
     findHere(viewer, idOrPrefix) {
       checkId(idOrPrefix);
