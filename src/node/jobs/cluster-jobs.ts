@@ -2,9 +2,9 @@
  * The jobs of the whole cluster, as a client of this node sees them. Every node keeps the rows of
  * the jobs that entered through it (its jobs table); this node answers from its own table and asks
  * every other live member for theirs at once, each for a short while, and merges the answers newest
- * first, saying which members did not answer. A job is found by its id or a unique prefix on
- * whichever node holds it, and cancelled by that node (its entry node), as `DELETE /v1/jobs/:id`
- * cancels it there.
+ * first, saying which members did not answer, with the queen's queue (what she publishes: per model,
+ * the jobs waiting). A job is found by its id or a unique prefix on whichever node holds it, and
+ * cancelled by that node (its entry node), as `DELETE /v1/jobs/:id` cancels it there.
  *
  * Who sees what stays as on one node: the machine's own user (no key) sees every job; a key sees
  * the jobs it submitted, through whichever node (a key is the cluster's: every node knows it by the
