@@ -9,7 +9,7 @@ import type { DeviceInfo } from '../engine/types.js';
 import { createDisposeChain } from '../shared/dispose.js';
 import { RbeeError, toRbeeError } from '../shared/errors.js';
 import { VERSION } from '../shared/version.js';
-import type { ClusterStatus } from '../shared/view.js';
+import type { ClusterStatus, JobRecord, QueueDepthView } from '../shared/view.js';
 import type { Health, NarrationEvent } from '../shared/wire.js';
 import { createApi } from './api/index.js';
 import { aloneStatus, type ClusterLink } from './cluster/index.js';
@@ -30,7 +30,7 @@ import {
   createRouter,
   type LocalJobs,
 } from './jobs/index.js';
-import { createPlacementQueue, type HiveCandidate } from './queen/index.js';
+import { createPlacementQueue, type HiveCandidate, type QueuePosition } from './queen/index.js';
 import { createLogger, type Logger } from './logger.js';
 import { createModelResolver, createProvisioner, modelId, observeProvisioner } from './models/index.js';
 import {
@@ -204,6 +204,8 @@ export async function startNode(
   teardown.add('the placement queue', () =>
     queue.rejectAll(new RbeeError('NODE_SHUTTING_DOWN', 'the node is shutting down')),
   );
+  /** Where each of this node's waiting jobs stands in the queen's queue, as the queen last told. */
+  const queuePositions = new Map<string, QueuePosition>();
   const jobs = createJobManager({
     run: createRouter({
       local: localHive,
@@ -213,6 +215,10 @@ export async function startNode(
       parseModelRef,
       modelId,
       journal: jobStore,
+      onQueuePosition: (id, position) => {
+        if (position === undefined) queuePositions.delete(id);
+        else queuePositions.set(id, position);
+      },
     }),
     onChange: () => observers.live?.markDirty('jobs'),
     onAccepted: (job) => {
@@ -246,15 +252,36 @@ export async function startNode(
     },
   });
   // this node's jobs table, as other members and the cluster-wide routes ask about it
+  const withPosition = <T extends JobRecord>(row: T): T => {
+    const at = row.state === 'queued' ? queuePositions.get(row.id) : undefined;
+    if (at === undefined) return row;
+    const { position, queued, estimatedWaitS } = at;
+    return {
+      ...row,
+      queuePosition: { position, queued, ...(estimatedWaitS === undefined ? {} : { estimatedWaitS }) },
+    };
+  };
   const localJobs: LocalJobs = {
-    list: (options) => jobStore.list(options),
-    find: (prefix, options) => jobStore.find(prefix, options),
+    list: (options) => jobStore.list(options).map(withPosition),
+    find: (prefix, options) => jobStore.find(prefix, options).map(withPosition),
     cancel: (id) => jobs.cancel(id),
+  };
+  /** The queen's queue: this node's own while it is queen (or alone), else what the queen publishes. */
+  const queenQueue = (): QueueDepthView[] => {
+    const link = observers.cluster;
+    const queen = link?.queen();
+    if (link === undefined || queen?.id === link.selfId()) return queue.depth();
+    if (queen === null || queen === undefined) return [];
+    return link.remotes().find((r) => r.id === queen.id)?.state.queue ?? [];
   };
   const clusterJobs = createClusterJobs({
     local: localJobs,
     self: () => ({ id: observers.cluster?.selfId() ?? config.nodeName, name: config.nodeName }),
     members: () => observers.cluster?.memberJobs,
+    queue: () =>
+      queenQueue().map(({ estimatedWaitS, ...depth }) =>
+        estimatedWaitS === undefined ? depth : { ...depth, estimatedWaitS },
+      ),
   });
   const liveView = createLiveView({
     health,
@@ -302,7 +329,7 @@ export async function startNode(
     log,
     health,
     jobs,
-    jobHistory: jobStore,
+    jobHistory: { list: (options) => jobStore.list(options).map(withPosition) },
     clusterJobs,
     catalog,
     workers,

@@ -106,6 +106,29 @@ export const jobViewSchema = z.object({
 });
 export type JobView = z.infer<typeof jobViewSchema>;
 
+/** Jobs of one model waiting in the queen's queue. */
+export const queueDepthSchema = z.object({
+  model: z.string(),
+  queued: z.number().int(),
+  /** Of those, interactive jobs (they go first) and batch jobs (absent from queens of older versions). */
+  interactive: z.number().int().optional(),
+  batch: z.number().int().optional(),
+  /** The wait of the last in line, from how long the model's jobs held their slots lately. */
+  estimatedWaitS: z.number().optional(),
+});
+export type QueueDepthView = z.infer<typeof queueDepthSchema>;
+
+/** Where a waiting job stands in the queen's queue, as its entry node was last told. */
+export const queuePositionSchema = z.object({
+  /** 1 = next. */
+  position: z.number().int(),
+  /** Jobs waiting in all (every model). */
+  queued: z.number().int(),
+  /** Until its turn, from how long its model's jobs held their slots lately. */
+  estimatedWaitS: z.number().optional(),
+});
+export type QueuePositionView = z.infer<typeof queuePositionSchema>;
+
 /** A row of the node's jobs table (`GET /v1/jobs/history`, `rbee jobs ls`): where a job ran and how it ended. */
 export const jobRecordSchema = z.object({
   id: z.string(),
@@ -123,6 +146,8 @@ export const jobRecordSchema = z.object({
   completionTokens: z.number().optional(),
   errorCode: z.string().optional(),
   errorMessage: z.string().optional(),
+  /** A queued job's place in the queen's queue, while its entry node knows it. */
+  queuePosition: queuePositionSchema.optional(),
 });
 export type JobRecord = z.infer<typeof jobRecordSchema>;
 
@@ -141,10 +166,15 @@ export const unansweredNodeSchema = z.object({
 });
 export type UnansweredNode = z.infer<typeof unansweredNodeSchema>;
 
-/** `GET /v1/cluster/jobs`: every node's jobs, newest first, and the nodes that did not answer. */
+/**
+ * `GET /v1/cluster/jobs`: every node's jobs, newest first, the nodes that did not answer, and the
+ * queen's queue as the queen publishes it (per model; empty while nothing waits or no queen is known).
+ */
 export const clusterJobsSchema = z.object({
   jobs: z.array(clusterJobRecordSchema),
   unanswered: z.array(unansweredNodeSchema),
+  /** Absent from nodes of older versions. */
+  queue: z.array(queueDepthSchema).optional(),
 });
 export type ClusterJobs = z.infer<typeof clusterJobsSchema>;
 
@@ -253,15 +283,6 @@ export type ClusterView = z.infer<typeof clusterViewSchema>;
  * into the hives, workers, models and downloads of its live view. Validated on receipt: a peer's
  * state that does not parse is left out of the view, never trusted.
  */
-/** Jobs of one model waiting in the queen's queue. */
-export const queueDepthSchema = z.object({
-  model: z.string(),
-  queued: z.number().int(),
-  /** The wait of the last in line, from how long the model's jobs held their slots lately. */
-  estimatedWaitS: z.number().optional(),
-});
-export type QueueDepthView = z.infer<typeof queueDepthSchema>;
-
 export const hiveStateSchema = z.object({
   hive: hiveViewSchema.omit({ id: true, local: true, queen: true, term: true, lastSeen: true }),
   workers: z.array(workerViewSchema),

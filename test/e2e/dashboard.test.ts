@@ -1,7 +1,8 @@
 /**
  * rbee as a person uses it in a real terminal (tmux), against a real node. The dashboard with the
- * demo model: open, switch views, chat and watch tokens stream, quit, terminal restored. And
- * `rbee models pull` from a slow local server: a progress bar while it downloads, cleared after.
+ * demo model: open, switch views, chat and watch tokens stream, see where a job for the model would
+ * run, quit, terminal restored. And `rbee models pull` from a slow local server: a progress bar
+ * while it downloads, cleared after.
  */
 import { createReadStream, statSync } from 'node:fs';
 import { afterEach, beforeEach, describe, expect, it, onTestFailed } from 'vitest';
@@ -64,6 +65,20 @@ describe.skipIf(!hasTmux)('rbee dashboard in a terminal', () => {
     await waitFor(() => look().includes('m types a ref'), { what: 'leaving the chat input' });
     press('2');
     await waitFor(() => /idle\s+0\/1/.test(look()), { what: 'the worker in the workers view' });
+
+    // where a job for the model would run: the node's own table (GET /v1/place), a row for its hive
+    press('3');
+    await waitFor(() => /QUANT/.test(look()), { what: 'the models view' });
+    press('w');
+    await waitFor(() => /Where a job for .+ would run/.test(look()), {
+      what: 'the placement preview',
+    });
+    await waitFor(() => /▸ \S+\s+warm\s+needs [\d.]+ [KMG]B \(observed\)/.test(look()), {
+      what: 'the hive’s row: the warm worker',
+    });
+    expect(screen()).toMatch(/→ the CPU\s+[\d.]+ [KMG]B free\s+fits/);
+    press('Escape');
+    await waitFor(() => /QUANT/.test(look()), { what: 'the models view again' });
 
     press('q');
     await waitFor(() => look().includes('EXIT=0'), { what: 'the dashboard to exit' });

@@ -86,6 +86,25 @@ describe('the queen’s queue in a cluster', () => {
         what: `the job to wait in ${queen.name}'s queue`,
       },
     );
+    // any node lists the queen's queue as she publishes it, and its own waiting job's place
+    const listed = await waitFor(
+      async () => {
+        const answer = await entry.client.clusterJobs({ here: true });
+        return answer.queue?.length === 1 ? answer : undefined;
+      },
+      { what: `${entry.name} to list ${queen.name}'s queue` },
+    );
+    expect(listed.queue).toEqual([
+      expect.objectContaining({
+        model: expect.stringMatching(/^demo-tiny-/) as unknown,
+        queued: 1,
+        interactive: 1,
+      }),
+    ]);
+    expect(listed.jobs.find((j) => j.id === id)).toMatchObject({
+      state: 'queued',
+      queuePosition: { position: 1, queued: 1 },
+    });
 
     queen.node.kill();
     await queen.node.exited;

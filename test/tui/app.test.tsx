@@ -235,14 +235,23 @@ describe('DashboardApp', () => {
         },
       ],
       unanswered: [],
+      queue: [{ model: 'm-llama1b', queued: 2, interactive: 1, batch: 1, estimatedWaitS: 12 }],
     });
     const { frame, type } = start(client);
     await live(client, threeHives);
     await see(frame, '● live');
-    // nothing is polled while another view is shown
-    expect(client.called('clusterJobs')).toEqual([]);
+    // the header counts the whole cluster's jobs: this node's running one, another node's, the queue
+    await see(frame, '3 workers 2 running 2 queued');
+    // outside Jobs the list is asked for only now and then (every 10 s)
+    const asked = client.called('clusterJobs').length;
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(client.called('clusterJobs').length).toBe(asked);
     type('4');
     await see(frame, /job-far\s+jupiter\s+venus/);
+    await see(
+      frame,
+      /Queue: 2 waiting\n\s+Llama-3\.2-1B-Instruct\s+2 waiting \(1 interactive, 1 batch\)\s+est\. wait about 12s/,
+    );
     // and it keeps polling: a job that ended elsewhere shows as ended
     client.setClusterJobs({
       jobs: [],
@@ -269,12 +278,53 @@ describe('DashboardApp', () => {
     await waitFor(() => client.called('cancelClusterJob').length === 1);
     expect(client.called('cancelClusterJob')[0]?.args).toEqual(['job-far']);
     await see(frame, 'job job-far cancelled (entered through jupiter)');
-    // once another view is shown, polling stops (a poll already under way may still be counted)
+    // once another view is shown, it polls only now and then (one poll on leaving, one perhaps under way)
     type('1');
     await see(frame, /laptop|jupiter queen/);
     const polls = client.called('clusterJobs').length;
     await new Promise((resolve) => setTimeout(resolve, 300));
-    expect(client.called('clusterJobs').length).toBeLessThanOrEqual(polls + 1);
+    expect(client.called('clusterJobs').length).toBeLessThanOrEqual(polls + 2);
+  });
+
+  it('shows where a job for the selected model would run, fetched from the node, a row per hive', async () => {
+    const client = createFakeNodeClient();
+    const { frame, type } = start(client);
+    await live(client, threeHives);
+    await see(frame, '● live');
+    type('3');
+    await see(frame, /jupiter\s+Qwen2\.5-32B-Instruct/);
+    type('w');
+    // the fake node has no table yet: its error is the preview's content
+    await see(frame, 'cannot tell: INTERNAL: the fake node places nothing');
+    expect(client.called('place')[0]?.args).toEqual(['m-qwen32']);
+    const device = { backend: 'cpu', index: -1, name: 'the CPU', allowed: true };
+    client.setPlace({
+      model: 'm-qwen32',
+      ref: 'm-qwen32',
+      node: 'mars',
+      placement: { hive: 'h-jupiter', name: 'jupiter', kind: 'on-disk', reason: 'model on disk' },
+      options: ['jupiter', 'mars', 'venus'].map((name) => ({
+        hive: `h-${name}`,
+        name,
+        kind: name === 'jupiter' ? 'on-disk' : 'no-room',
+        why: `${name} says why`,
+        needed: { bytes: 20e9, basis: 'estimated' },
+        freeBytes: name === 'jupiter' ? 30e9 : 1e9,
+        devices: [
+          { ...device, freeBytes: name === 'jupiter' ? 30e9 : 1e9, fits: name === 'jupiter', chosen: true },
+        ],
+        expected: {},
+      })),
+    });
+    type('r');
+    const text = await see(frame, 'venus says why');
+    expect(text).toMatch(/▸ jupiter\s+on-disk\s+needs 20\.0 GB \(estimated\), 30\.0 GB free/);
+    expect(text).toMatch(/ {2}mars\s+no-room\s+needs 20\.0 GB \(estimated\), 1\.0 GB free/);
+    expect(text).toMatch(/ {2}venus\s+no-room/);
+    expect(client.called('place')).toHaveLength(2);
+    type('\x1b');
+    await see(frame, /HIVE\s+MODEL/);
+    expect(frame()).not.toContain('venus says why');
   });
 
   it('reports a chat job that fails', async () => {

@@ -4,7 +4,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { RbeeError } from '../../src/shared/errors.js';
-import type { ClusterJobs, NodeEvent } from '../../src/shared/view.js';
+import type { ClusterJobs, NodeEvent, PlacePreview } from '../../src/shared/view.js';
 import type { Health, JobEvent, JobRequest } from '../../src/shared/wire.js';
 import type { NodeClient } from '../../src/node/client/index.js';
 
@@ -91,6 +91,8 @@ export interface FakeNodeClient extends NodeClient {
   called(method: string): Call[];
   /** What `clusterJobs` answers from now on (no jobs, every node answering, until set). */
   setClusterJobs(answer: ClusterJobs): void;
+  /** What `place` answers from now on (an error until set). */
+  setPlace(preview: PlacePreview): void;
 }
 
 const HEALTH: Health = { state: 'ready', uptimeS: 1, version: '0.1.0', node: 'test', pid: 1 };
@@ -102,6 +104,7 @@ export function createFakeNodeClient(): FakeNodeClient {
   const failures = new Map<string, RbeeError>();
   let nextJob = 1;
   let clusterJobs: ClusterJobs = { jobs: [], unanswered: [] };
+  let placed: PlacePreview | undefined;
 
   const record = (method: string, ...args: unknown[]): void => {
     calls.push({ method, args });
@@ -125,6 +128,9 @@ export function createFakeNodeClient(): FakeNodeClient {
     },
     setClusterJobs(answer) {
       clusterJobs = answer;
+    },
+    setPlace(preview) {
+      placed = preview;
     },
     health() {
       return Promise.resolve(HEALTH);
@@ -163,7 +169,9 @@ export function createFakeNodeClient(): FakeNodeClient {
     },
     place(model: string) {
       calls.push({ method: 'place', args: [model] });
-      return Promise.reject(new RbeeError('INTERNAL', 'the fake node places nothing'));
+      return placed === undefined
+        ? Promise.reject(new RbeeError('INTERNAL', 'the fake node places nothing'))
+        : Promise.resolve(placed);
     },
     doctor() {
       calls.push({ method: 'doctor', args: [] });

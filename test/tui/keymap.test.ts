@@ -65,6 +65,8 @@ function stateIn(mode: KeyMode): DashboardState {
       return keys(live(), 'p');
     case 'confirm':
       return keys(live(), '2', 'x');
+    case 'preview':
+      return keys(live(), '3', 'w');
   }
 }
 
@@ -132,7 +134,7 @@ describe('resolveKey', () => {
 
   it('quits with q while browsing and Ctrl-C anywhere', () => {
     expect(resolveKey(live(), p('q'))).toEqual({ type: 'quit' });
-    for (const mode of ['normal', 'details', 'help', 'chat-input', 'prompt', 'confirm'] as const) {
+    for (const mode of ['normal', 'details', 'help', 'chat-input', 'prompt', 'confirm', 'preview'] as const) {
       expect(resolveKey(stateIn(mode), p('ctrl+c')), mode).toEqual({ type: 'quit' });
     }
   });

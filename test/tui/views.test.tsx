@@ -1,7 +1,7 @@
 import { render } from 'ink-testing-library';
 import { afterEach, describe, expect, it } from 'vitest';
 import { cleanup } from 'ink-testing-library';
-import type { ClusterView } from '../../src/shared/view.js';
+import type { ClusterView, PlaceOption, PlacePreview } from '../../src/shared/view.js';
 import { Screen } from '../../src/tui/dashboard/components/screen.js';
 import { applyKey, type KeyPress } from '../../src/tui/dashboard/keymap.js';
 import {
@@ -252,6 +252,166 @@ describe('Jobs of the cluster', () => {
     expect(text).toMatch(/entered through\s+jupiter/);
     expect(text).toMatch(/hive\s+venus/);
     expect(text).toMatch(/placed\s+model warm, 1 of 1 slots free/);
+  });
+});
+
+describe('the queue and the header’s counts', () => {
+  const waiting = {
+    type: 'cluster-jobs',
+    at: NOW,
+    jobs: [
+      {
+        id: 'job-wait',
+        model: 'demo',
+        state: 'queued',
+        entry: { id: 'h-jupiter', name: 'jupiter' },
+        acceptedAt: NOW - 4_000,
+        queuePosition: { position: 2, queued: 3, estimatedWaitS: 20 },
+      },
+      {
+        id: 'job-far',
+        model: 'demo',
+        state: 'running',
+        entry: { id: 'h-venus', name: 'venus' },
+        hive: 'h-venus',
+        hiveName: 'venus',
+        acceptedAt: NOW - 9_000,
+      },
+    ],
+    unanswered: [],
+    queue: [
+      { model: 'm-llama1b', queued: 2, interactive: 2, batch: 0, estimatedWaitS: 75 },
+      { model: 'm-mistral', queued: 1, interactive: 0, batch: 1 },
+    ],
+  } as const satisfies DashboardAction;
+
+  it('counts the whole cluster’s running and queued jobs in the header, not only this node’s', () => {
+    expect(frame(stateOf(threeHives), 120, 30)).toMatch(/3 workers 1 running\s+● live/);
+    // this node's running job, another node's, and the queen's three waiting jobs
+    expect(frame(stateOf(threeHives, waiting), 120, 30)).toContain('3 workers 2 running 3 queued');
+  });
+
+  it('shows the queen’s queue per model under the jobs, and a queued job’s place', () => {
+    const text = frame(stateOf(threeHives, '4', waiting), 100, 30);
+    expect(text).toMatch(/job-wait\s+jupiter\s+–\s+demo\s+queued 2\/3\s+4s/);
+    expect(text).toContain('Queue: 3 waiting');
+    expect(text).toMatch(/Llama-3\.2-1B-Instruct\s+2 waiting \(2 interactive\)\s+est\. wait about 1m15s/);
+    expect(text).toMatch(/Mistral-7B\s+1 waiting \(1 batch\)\s+est\. wait unknown/);
+    expectFits(text, 100, 30);
+    expectFits(frame(stateOf(threeHives, '4', waiting)), 80, 24);
+    // nothing waits: no queue section
+    expect(frame(stateOf(threeHives, '4', { ...waiting, queue: [] }), 100, 30)).not.toContain('Queue:');
+    const details = frame(stateOf(threeHives, '4', waiting, 'enter'), 100, 30);
+    expect(details).toMatch(/queue\s+position 2 of 3, wait about 20s/);
+  });
+});
+
+describe('the placement preview', () => {
+  const GB = 1e9;
+  const option = (hive: string, name: string, over: Partial<PlaceOption> = {}): PlaceOption => ({
+    hive,
+    name,
+    kind: 'on-disk',
+    why: `${name}: model on disk; room on CPU`,
+    needed: { bytes: 21 * GB, basis: 'estimated' },
+    freeBytes: 40 * GB,
+    devices: [
+      {
+        backend: 'cpu',
+        index: -1,
+        name: 'the CPU',
+        freeBytes: 40 * GB,
+        fits: true,
+        allowed: true,
+        chosen: true,
+      },
+    ],
+    expected: {},
+    ...over,
+  });
+  const preview: PlacePreview = {
+    model: 'm-qwen32',
+    ref: 'm-qwen32',
+    node: 'mars',
+    placement: { hive: 'h-jupiter', name: 'jupiter', kind: 'warm', reason: 'model warm, 1 of 1 slots free' },
+    options: [
+      option('h-jupiter', 'jupiter', {
+        kind: 'warm',
+        needed: { bytes: 20.5 * GB, basis: 'observed' },
+        expected: {
+          timeToFirstTokenMs: { value: 950, basis: 'jobs', jobs: 3 },
+          tokensPerSecond: { value: 18.25, basis: 'worker' },
+        },
+        devices: [
+          {
+            backend: 'cuda',
+            index: 0,
+            name: 'GPU0 (cuda)',
+            freeBytes: 4 * GB,
+            fits: false,
+            allowed: true,
+            chosen: false,
+          },
+          {
+            backend: 'cuda',
+            index: 1,
+            name: 'GPU1 (cuda)',
+            freeBytes: 22 * GB,
+            fits: true,
+            allowed: true,
+            chosen: true,
+          },
+        ],
+      }),
+      option('h-mars', 'mars', { kind: 'provision', needed: undefined }),
+      option('h-venus', 'venus', { kind: 'no-room', freeBytes: 2 * GB }),
+    ],
+  };
+
+  it('opens with w on the selected model, asks the node, and closes with Esc', () => {
+    const asked = stateOf(threeHives, '3', 'w');
+    expect(asked.place).toMatchObject({ model: 'm-qwen32', name: 'Qwen2.5-32B-Instruct', pending: true });
+    expect(asked.outbox.map((o) => o.command)).toEqual([{ kind: 'place', model: 'm-qwen32' }]);
+    expect(frame(asked)).toContain('asking the node…');
+    expect(stateOf(threeHives, '3', 'w', 'escape').place).toBeUndefined();
+    // elsewhere w says where it works
+    expect(stateOf(threeHives, '1', 'w').notice?.text).toMatch(/selected in Models/);
+  });
+
+  it('shows a row per hive: its option, what it needs and on what basis, free memory, TTFT, speed, devices', () => {
+    const state = stateOf(threeHives, '3', 'w', { type: 'place-result', model: 'm-qwen32', preview });
+    const text = frame(state, 100, 30);
+    const rows = text.split('\n').filter((l) => /^[▸ ] (jupiter|mars|venus)\s/.test(l));
+    expect(rows).toHaveLength(3);
+    expect(rows[0]).toMatch(/^▸ jupiter\s+warm\s+needs 20\.5 GB \(observed\), 40\.0 GB free/);
+    expect(rows[1]).toMatch(/^  mars\s+provision\s+needs \? \(not fetched\), 40\.0 GB free/);
+    expect(rows[2]).toMatch(/^  venus\s+no-room\s+needs 21\.0 GB \(estimated\), 2\.0 GB free/);
+    expect(text).toContain('first token 950 ms (median of 3 jobs), speed 18.3 tok/s (warm worker)');
+    expect(text).toContain('first token no data, speed no data');
+    expect(text).toMatch(/GPU0 \(cuda\)\s+4\.0 GB free\s+no room/);
+    expect(text).toMatch(/→ GPU1 \(cuda\)\s+22\.0 GB free\s+fits/);
+    expect(text).toContain('→ hive jupiter (warm): model warm, 1 of 1 slots free');
+    expect(text).toMatch(/Esc\/w close\s+r refresh/);
+    expectFits(text, 100, 30);
+    expectFits(frame(state), 80, 24);
+    // an answer for a preview closed meanwhile does not reopen it
+    const closed = stateOf(threeHives, '3', 'w', 'escape', {
+      type: 'place-result',
+      model: 'm-qwen32',
+      preview,
+    });
+    expect(closed.place).toBeUndefined();
+  });
+
+  it('says why the node could not tell', () => {
+    const text = frame(
+      stateOf(threeHives, '3', 'w', {
+        type: 'place-result',
+        model: 'm-qwen32',
+        error: 'NOT_FOUND: no hive zeta',
+      }),
+    );
+    expect(text).toContain('cannot tell: NOT_FOUND: no hive zeta');
   });
 });
 

@@ -86,7 +86,9 @@ describe('the placement queue', () => {
     await tick();
     expect(second.ticket).toBeUndefined();
     expect(second.positions).toEqual([{ position: 1, queued: 1, estimatedWaitS: undefined }]);
-    expect(queue.depth()).toEqual([{ model: MODEL, queued: 1, estimatedWaitS: undefined }]);
+    expect(queue.depth()).toEqual([
+      { model: MODEL, queued: 1, interactive: 1, batch: 0, estimatedWaitS: undefined },
+    ]);
 
     first.ticket?.release();
     await tick();
@@ -140,6 +142,7 @@ describe('the placement queue', () => {
     await tick();
     expect(interactive.positions.at(-1)).toMatchObject({ position: 1, queued: 2 });
     expect(batch.positions.at(-1)).toMatchObject({ position: 2, queued: 2 });
+    expect(queue.depth()).toMatchObject([{ model: MODEL, queued: 2, interactive: 1, batch: 1 }]);
 
     running.ticket?.release();
     await tick();
@@ -165,7 +168,7 @@ describe('the placement queue', () => {
     expect(waiting.positions.at(-1)).toEqual({ position: 1, queued: 1, estimatedWaitS: 8 });
     expect(refused.error?.code).toBe('QUEUE_FULL');
     expect(refused.error?.details).toMatchObject({ queued: 1, retryAfterS: 16 });
-    expect(queue.depth()).toEqual([{ model: MODEL, queued: 1, estimatedWaitS: 8 }]);
+    expect(queue.depth()).toEqual([{ model: MODEL, queued: 1, interactive: 1, batch: 0, estimatedWaitS: 8 }]);
   });
 
   it('drops a cancelled job from the line and moves the next one up', async () => {

@@ -2,9 +2,9 @@
  * The jobs of the whole cluster, as a client of this node sees them. Every node keeps the rows of
  * the jobs that entered through it (its jobs table); this node answers from its own table and asks
  * every other live member for theirs at once, each for a short while, and merges the answers newest
- * first, saying which members did not answer. A job is found by its id or a unique prefix on
- * whichever node holds it, and cancelled by that node (its entry node), as `DELETE /v1/jobs/:id`
- * cancels it there.
+ * first, saying which members did not answer, with the queen's queue (what she publishes: per model,
+ * the jobs waiting). A job is found by its id or a unique prefix on whichever node holds it, and
+ * cancelled by that node (its entry node), as `DELETE /v1/jobs/:id` cancels it there.
  *
  * Who sees what stays as on one node: the machine's own user (no key) sees every job; a key sees
  * the jobs it submitted, through whichever node (a key is the cluster's: every node knows it by the
@@ -17,6 +17,7 @@ import type {
   ClusterJobRecord,
   ClusterJobs,
   JobRecord,
+  QueueDepthView,
   UnansweredNode,
 } from '../../shared/view.js';
 
@@ -66,6 +67,8 @@ export interface ClusterJobsInit {
   members(): MemberJobs | undefined;
   /** How long a member has to answer. Defaults to 2 s. */
   timeoutMs?: number;
+  /** The queen's queue, per model, as the queen publishes it (this node's own while it is queen or alone). */
+  queue?: () => QueueDepthView[];
 }
 
 export interface ClusterJobsApi {
@@ -205,7 +208,11 @@ export function createClusterJobs(init: ClusterJobsInit): ClusterJobsApi {
         { limit: options.limit },
         options.here === true,
       );
-      return { jobs: rows.sort(newestFirst).slice(0, options.limit), unanswered: nodes };
+      return {
+        jobs: rows.sort(newestFirst).slice(0, options.limit),
+        unanswered: nodes,
+        queue: init.queue?.() ?? [],
+      };
     },
     findHere(viewer, idOrPrefix) {
       checkId(idOrPrefix);

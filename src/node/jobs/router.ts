@@ -45,6 +45,8 @@ export interface RouterInit {
   modelId: (ref: ModelRef) => string;
   /** Where each job's state is recorded as it is placed and starts (the jobs table). */
   journal?: Pick<JobStore, 'queued' | 'placing' | 'running' | 'firstToken'>;
+  /** A job's place in the queue as the queen tells it; undefined once it has left the queue. */
+  onQueuePosition?: (jobId: string, position: QueuePosition | undefined) => void;
 }
 
 /** Failures of a hive (not of the job): the job is placed again elsewhere if no token went out yet. */
@@ -83,6 +85,7 @@ export function createRouter(init: RouterInit): (job: JobContext) => Promise<voi
     };
     const onQueued: OnQueued = (position, queen) => {
       init.journal?.queued(job.id);
+      init.onQueuePosition?.(job.id, position);
       job.admit();
       const wait = position.estimatedWaitS === undefined ? '' : `, about ${position.estimatedWaitS} s`;
       narrate(
@@ -101,12 +104,12 @@ export function createRouter(init: RouterInit): (job: JobContext) => Promise<voi
     let attemptRequest = resolved;
     for (let attempt = 0; ; attempt++) {
       init.journal?.placing(job.id);
-      const { hive, ticket } = await placeJob({ ...base, exclude }, signal, onQueued).catch(
-        (error: unknown) => {
+      const { hive, ticket } = await placeJob({ ...base, exclude }, signal, onQueued)
+        .catch((error: unknown) => {
           // no other hive can take it: the job ends with what the last hive said, not with "no hive"
           throw failure?.cause ?? error;
-        },
-      );
+        })
+        .finally(() => init.onQueuePosition?.(job.id, undefined));
       job.admit();
       const { placement } = ticket;
       if (failure !== undefined) {

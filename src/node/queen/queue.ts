@@ -53,6 +53,9 @@ export interface Ticket {
 export interface QueueDepth {
   model: string;
   queued: number;
+  /** Of those, interactive jobs (they go first) and batch jobs. */
+  interactive: number;
+  batch: number;
   /** The wait of the last job in line for this model. */
   estimatedWaitS?: number | undefined;
 }
@@ -326,13 +329,18 @@ export function createPlacementQueue(init: PlacementQueueInit): PlacementQueue {
     },
     changed: pump,
     depth() {
-      const models = new Map<string, number>();
-      for (const waiter of waiting)
-        models.set(waiter.request.modelId, (models.get(waiter.request.modelId) ?? 0) + 1);
-      return [...models].map(([model, queued]) => ({
+      const models = new Map<string, Record<Priority, number>>();
+      for (const { request } of waiting) {
+        const counts = models.get(request.modelId) ?? { interactive: 0, batch: 0 };
+        counts[request.priority]++;
+        models.set(request.modelId, counts);
+      }
+      return [...models].map(([model, { interactive, batch }]) => ({
         model,
-        queued,
-        estimatedWaitS: estimateWaitS(model, queued),
+        queued: interactive + batch,
+        interactive,
+        batch,
+        estimatedWaitS: estimateWaitS(model, interactive + batch),
       }));
     },
     held: () => held.size,

@@ -1,13 +1,16 @@
 /**
  * `rbee jobs ls | show | cancel`: the jobs of the whole cluster (each node keeps the jobs that
  * entered through it; the local node asks the others), where each runs or ran — this hive or
- * another the queen picked — and how it ended. `--here` limits them to the local node.
+ * another the queen picked — and how it ended. `--here` limits them to the local node. The list
+ * ends with the queen's queue (per model: jobs waiting, interactive and batch, the estimated wait)
+ * while anything waits, and a queued job shows its place in it.
  */
 import type { Command, Option } from 'commander';
 import {
   jobRecordTimings,
   type ClusterJobRecord,
   type JobRecord,
+  type QueueDepthView,
   type UnansweredNode,
 } from '../../shared/view.js';
 import { formatDuration, formatMs, formatTokensPerSecond } from '../dashboard/format.js';
@@ -20,8 +23,8 @@ export function registerJobs(root: Command, keeper: Keeper, json: () => Option, 
     .command('jobs')
     .description('the jobs of the cluster: where each runs or ran and how it ended');
   jobs
-    .command('ls')
-    .description('list the jobs of every node of the cluster, newest first')
+    .command('ls', { isDefault: true })
+    .description('list the jobs of every node of the cluster, newest first, and the queen’s queue')
     .option('--limit <n>', 'at most this many (default 20, at most 1000)', intArg('--limit', 1))
     .option('--here', 'only the jobs that entered through this node (no other node is asked)')
     .addOption(json())
@@ -30,7 +33,7 @@ export function registerJobs(root: Command, keeper: Keeper, json: () => Option, 
       keeper.withNode(opts, async (client, output) => {
         const limit = Math.min(opts.limit ?? 20, 1000);
         const answer = await client.clusterJobs({ limit, here: opts.here === true });
-        output.result(answer, listing(answer.jobs, answer.unanswered, Date.now()));
+        output.result(answer, listing(answer.jobs, answer.unanswered, Date.now(), answer.queue ?? []));
       }),
     );
   jobs
@@ -80,7 +83,7 @@ function cells(row: ClusterJobRecord, now: number): string[] {
     row.id.slice(0, 8),
     row.entry.name,
     row.hiveName ?? '-',
-    row.state,
+    stateCell(row),
     row.model,
     formatDuration(now - row.acceptedAt),
     formatMs(timeToFirstTokenMs),
@@ -89,21 +92,68 @@ function cells(row: ClusterJobRecord, now: number): string[] {
   ];
 }
 
-/** The table `rbee jobs ls` prints, columns padded to their widest cell, then who did not answer. */
-export function listing(rows: ClusterJobRecord[], unanswered: UnansweredNode[], now: number): string {
-  const silent = unanswered.map(
-    (n) => `(${n.name ?? n.id} did not answer: ${n.error.code}; its jobs are missing)`,
+/** A queued job's state with its place in the queue when its entry node knows it: `queued 2/5`. */
+function stateCell(row: JobRecord): string {
+  const at = row.queuePosition;
+  return row.state === 'queued' && at !== undefined ? `queued ${at.position}/${at.queued}` : row.state;
+}
+
+/** Rows of cells, each column padded to its widest cell (the last one not padded). */
+function columns(table: string[][]): string[] {
+  const width = Math.max(...table.map((line) => line.length));
+  const widths = Array.from({ length: width }, (_, i) =>
+    Math.max(...table.map((line) => (line[i] ?? '').length)),
   );
-  if (rows.length === 0) return ['no jobs yet', ...silent].join('\n');
-  const table = [[...COLUMNS], ...rows.map((r) => cells(r, now))];
-  const widths = COLUMNS.map((_, i) => Math.max(...table.map((line) => (line[i] ?? '').length)));
-  const lines = table.map((line) =>
+  return table.map((line) =>
     line
       .map((cell, i) => (i === line.length - 1 ? cell : cell.padEnd(widths[i] ?? 0)))
       .join('  ')
       .trimEnd(),
   );
-  return [...lines, ...silent].join('\n');
+}
+
+/** An estimated wait: `about 12s`, or `unknown` before any job of the model ended. */
+export function formatWait(seconds: number | undefined): string {
+  return seconds === undefined ? 'unknown' : `about ${formatDuration(seconds * 1000)}`;
+}
+
+/** The queen's queue as `rbee jobs ls` ends with it: nothing while nothing waits. */
+export function queueSection(queue: readonly QueueDepthView[]): string[] {
+  if (queue.length === 0) return [];
+  const total = queue.reduce((sum, q) => sum + q.queued, 0);
+  const table = [
+    ['MODEL', 'WAITING', 'INTERACTIVE', 'BATCH', 'EST. WAIT'],
+    ...queue.map((q) => [
+      q.model,
+      String(q.queued),
+      q.interactive === undefined ? '-' : String(q.interactive),
+      q.batch === undefined ? '-' : String(q.batch),
+      formatWait(q.estimatedWaitS),
+    ]),
+  ];
+  return [
+    `queue: ${total} job${total === 1 ? '' : 's'} wait${total === 1 ? 's' : ''} for a slot`,
+    ...columns(table),
+  ];
+}
+
+/**
+ * The table `rbee jobs ls` prints, columns padded to their widest cell, then who did not answer,
+ * then the queen's queue while anything waits in it.
+ */
+export function listing(
+  rows: ClusterJobRecord[],
+  unanswered: UnansweredNode[],
+  now: number,
+  queue: readonly QueueDepthView[] = [],
+): string {
+  const silent = unanswered.map(
+    (n) => `(${n.name ?? n.id} did not answer: ${n.error.code}; its jobs are missing)`,
+  );
+  const waiting = queueSection(queue);
+  const tail = waiting.length === 0 ? silent : [...silent, '', ...waiting];
+  if (rows.length === 0) return ['no jobs yet', ...tail].join('\n');
+  return [...columns([[...COLUMNS], ...rows.map((r) => cells(r, now))]), ...tail].join('\n');
 }
 
 function details(row: JobRecord | ClusterJobRecord): string {
@@ -116,6 +166,11 @@ function details(row: JobRecord | ClusterJobRecord): string {
     `hive       ${row.hiveName ?? '-'}${row.hive === undefined ? '' : ` (${row.hive})`}`,
     `worker     ${row.worker ?? '-'}`,
     `placed     ${row.reason ?? '-'}`,
+    ...(row.queuePosition === undefined || row.state !== 'queued'
+      ? []
+      : [
+          `queue      position ${row.queuePosition.position} of ${row.queuePosition.queued}, wait ${formatWait(row.queuePosition.estimatedWaitS)}`,
+        ]),
     `accepted   ${new Date(row.acceptedAt).toISOString()}`,
     `first token ${ms(row.firstTokenAt)}, finished ${ms(row.finishedAt)}`,
     ...(row.completionTokens === undefined

@@ -34,6 +34,8 @@ export interface DashboardAppProps {
   backoff?: { initialMs?: number; maxMs?: number };
   /** How often the Jobs view asks for the cluster's jobs. Defaults to 2000 ms. */
   jobsPollMs?: number;
+  /** How often the other views ask (for the header's counts). Defaults to 10 000 ms. */
+  jobsIdlePollMs?: number;
 }
 
 /**
@@ -124,9 +126,11 @@ export function DashboardApp(props: DashboardAppProps): React.JSX.Element {
 
   useClusterJobs({
     client,
-    enabled: state.connection.status === 'live' && state.view === 'jobs',
+    enabled: state.connection.status === 'live',
+    shown: state.view === 'jobs',
     dispatch: batched,
     ...(props.jobsPollMs === undefined ? {} : { intervalMs: props.jobsPollMs }),
+    ...(props.jobsIdlePollMs === undefined ? {} : { idleIntervalMs: props.jobsIdlePollMs }),
   });
 
   useEffect(() => {

@@ -1,5 +1,5 @@
 /**
- * Runs the commands the reducer queued (pull, spawn, stop, cancel, chat) against the NodeClient and
+ * Runs the commands the reducer queued (pull, spawn, stop, cancel, place, chat) against the NodeClient and
  * reports back as actions. No decisions live here: only calls and their results.
  */
 import { toRbeeError } from '../../shared/errors.js';
@@ -58,6 +58,18 @@ export function createCommandRunner(init: CommandRunnerInit): CommandRunner {
         case 'stop-worker':
           await client.stopWorker(command.id, { signal });
           return report(true, `worker ${command.id} stopped`);
+        case 'place': {
+          // answered as the preview's content, not as a notice
+          try {
+            const preview = await client.place(command.model, { signal });
+            if (!signal.aborted) dispatch({ type: 'place-result', model: command.model, preview });
+          } catch (error) {
+            if (signal.aborted) return;
+            const e = toRbeeError(error);
+            dispatch({ type: 'place-result', model: command.model, error: `${e.code}: ${e.message}` });
+          }
+          return;
+        }
         case 'cancel-job': {
           // the job's entry node cancels it, whichever node of the cluster that is
           const done = await client.cancelClusterJob(command.id, { signal });

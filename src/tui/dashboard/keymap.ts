@@ -6,7 +6,7 @@ import type { Key } from 'ink';
 import { reduce, VIEWS, type DashboardAction, type DashboardState, type ViewId } from './state.js';
 
 /** Where the keyboard is: decides which bindings apply. */
-export type KeyMode = 'confirm' | 'prompt' | 'help' | 'chat-input' | 'details' | 'normal';
+export type KeyMode = 'confirm' | 'prompt' | 'help' | 'chat-input' | 'preview' | 'details' | 'normal';
 
 /** Matches any printable text (a typed character or a paste) in text-entry modes. */
 export const TEXT = '<text>';
@@ -23,7 +23,7 @@ export interface Binding {
   hint?: string;
 }
 
-const ANY: readonly KeyMode[] = ['confirm', 'prompt', 'help', 'chat-input', 'details', 'normal'];
+const ANY: readonly KeyMode[] = ['confirm', 'prompt', 'help', 'chat-input', 'preview', 'details', 'normal'];
 const BROWSE: readonly KeyMode[] = ['normal', 'details'];
 const LISTS: readonly ViewId[] = ['cluster', 'workers', 'models', 'jobs'];
 
@@ -157,6 +157,24 @@ export const KEYMAP: readonly Binding[] = [
     hint: 'close',
   },
   { keys: ['escape'], modes: ['normal'], action: { type: 'close' }, help: 'clear the message' },
+  // the placement preview (Models): the scheduler's table for the selected model
+  {
+    keys: ['w'],
+    modes: BROWSE,
+    views: ['models'],
+    action: { type: 'ask-place' },
+    help: 'where a job for the model would run: every hive and device',
+    hint: 'where',
+  },
+  { keys: ['w'], modes: BROWSE, action: { type: 'ask-place' }, help: 'placement preview (Models)' },
+  {
+    keys: ['escape', 'w'],
+    modes: ['preview'],
+    action: { type: 'close' },
+    help: 'close the preview',
+    hint: 'close',
+  },
+  { keys: ['r'], modes: ['preview'], action: { type: 'ask-place' }, help: 'ask again', hint: 'refresh' },
   // actions: each one asks for confirmation
   { keys: ['p'], modes: BROWSE, action: { type: 'ask-pull' }, help: 'pull a model', hint: 'pull' },
   {
@@ -196,7 +214,13 @@ export const KEYMAP: readonly Binding[] = [
   },
   { keys: ['r'], modes: BROWSE, action: { type: 'retry-wake' }, help: 'retry waking the node' },
   { keys: ['?'], modes: BROWSE, action: { type: 'toggle-help' }, help: 'help', hint: 'help' },
-  { keys: ['q'], modes: [...BROWSE, 'help'], action: { type: 'quit' }, help: 'quit', hint: 'quit' },
+  {
+    keys: ['q'],
+    modes: [...BROWSE, 'help', 'preview'],
+    action: { type: 'quit' },
+    help: 'quit',
+    hint: 'quit',
+  },
 ];
 
 export function keyMode(state: DashboardState): KeyMode {
@@ -204,6 +228,7 @@ export function keyMode(state: DashboardState): KeyMode {
   if (state.dialog?.kind === 'prompt') return 'prompt';
   if (state.help) return 'help';
   if (state.view === 'chat' && state.chat.focus === 'input') return 'chat-input';
+  if (state.place !== undefined) return 'preview';
   if (state.details) return 'details';
   return 'normal';
 }
@@ -342,7 +367,12 @@ export function helpSections(): { title: string; rows: { keys: string; help: str
     }
     return { title, rows };
   };
-  return [section('Browsing', 'normal'), section('Chat input', 'chat-input'), section('Dialogs', 'confirm')];
+  return [
+    section('Browsing', 'normal'),
+    section('Placement preview (w in Models)', 'preview'),
+    section('Chat input', 'chat-input'),
+    section('Dialogs', 'confirm'),
+  ];
 }
 
 /** Applies a key press to the state: resolving inside the reducer always sees the latest state. */

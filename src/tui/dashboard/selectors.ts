@@ -12,8 +12,12 @@ import {
   type JobRecord,
   type JobView,
   type ModelView,
+  type PlaceOption,
+  type PlacePreview,
+  type QueuePositionView,
   type WorkerView,
 } from '../../shared/view.js';
+import { formatBytes, formatDuration, formatMs } from './format.js';
 import type { ClusterJobsState, DashboardState, ViewId } from './state.js';
 
 /**
@@ -36,6 +40,8 @@ export interface JobLine {
   tokensPerSecond: number | undefined;
   completionTokens: number | undefined;
   error: string | undefined;
+  /** A queued job's place in the queen's queue, when its entry node knows it. */
+  queuePosition: QueuePositionView | undefined;
 }
 
 type JobsSource = Pick<DashboardState, 'cluster' | 'clusterJobs'>;
@@ -102,6 +108,7 @@ function fromRecord(row: ClusterJobRecord): JobLine {
     tokensPerSecond,
     completionTokens: row.completionTokens,
     error: row.errorCode === undefined ? undefined : `${row.errorCode}: ${row.errorMessage ?? ''}`,
+    queuePosition: row.state === 'queued' ? row.queuePosition : undefined,
   };
 }
 
@@ -124,6 +131,7 @@ function withLive(line: JobLine | undefined, live: JobView, here: string): JobLi
     tokensPerSecond: live.tokensPerSecond ?? line?.tokensPerSecond,
     completionTokens: live.completionTokens ?? line?.completionTokens,
     error: live.error ?? line?.error,
+    queuePosition: state === 'queued' ? line?.queuePosition : undefined,
   };
 }
 
@@ -142,6 +150,99 @@ export function sortedJobs(state: JobsSource): JobLine[] {
   const open = (j: JobLine): number => (isUnfinished(j.state) ? 0 : 1);
   const when = (j: JobLine): number => j.finishedAt ?? j.acceptedAt;
   return jobLines(state).sort((a, b) => open(a) - open(b) || when(b) - when(a) || (a.id < b.id ? -1 : 1));
+}
+
+/** A job's state as the Jobs view shows it: a queued job with its place, `queued 2/5`. */
+export function jobStateLabel(job: Pick<JobLine, 'state' | 'queuePosition'>): string {
+  const at = job.queuePosition;
+  return job.state === 'queued' && at !== undefined ? `queued ${at.position}/${at.queued}` : job.state;
+}
+
+/**
+ * The header's job counts, over the whole cluster: running (placed, generating) and queued. The
+ * queued count is the queen's queue (every waiting job, whoever's) once known, else the queued rows.
+ */
+export function jobCounts(state: JobsSource): { running: number; queued: number } {
+  const lines = jobLines(state);
+  const running = lines.filter((j) => j.state === 'running' || j.state === 'placing').length;
+  const rows = lines.filter((j) => j.state === 'queued').length;
+  const queue = state.clusterJobs?.queue;
+  const queued =
+    queue === undefined
+      ? rows
+      : Math.max(
+          rows,
+          queue.reduce((n, q) => n + q.queued, 0),
+        );
+  return { running, queued };
+}
+
+/** One line of the Jobs view's queue section: a model's waiting jobs and the estimated wait. */
+export interface QueueLine {
+  model: string;
+  queued: number;
+  /** "1 interactive, 2 batch", or '' from a queen that does not tell them apart. */
+  split: string;
+  /** "about 12s", or "unknown" before any job of the model ended. */
+  wait: string;
+}
+
+export function queueLines(state: Pick<DashboardState, 'cluster' | 'clusterJobs'>): QueueLine[] {
+  return (state.clusterJobs?.queue ?? []).map((q) => ({
+    model: modelLabel(state.cluster, q.model),
+    queued: q.queued,
+    split:
+      q.interactive === undefined || q.batch === undefined
+        ? ''
+        : [q.interactive > 0 ? `${q.interactive} interactive` : '', q.batch > 0 ? `${q.batch} batch` : '']
+            .filter((t) => t !== '')
+            .join(', '),
+    wait: q.estimatedWaitS === undefined ? 'unknown' : `about ${formatDuration(q.estimatedWaitS * 1000)}`,
+  }));
+}
+
+/** A hive's line of the placement preview: what `rbee place` prints for it, in cells. */
+export interface PlaceRow {
+  hive: string;
+  /** The hive the scheduler picks. */
+  chosen: boolean;
+  kind: PlaceOption['kind'];
+  /** "1.2 GB (observed)", "? (not fetched yet)". */
+  needs: string;
+  free: string;
+  ttft: string;
+  speed: string;
+  why: string;
+  devices: { name: string; free: string; verdict: string; chosen: boolean }[];
+}
+
+function expected(
+  figure: { value: number; basis: 'worker' | 'jobs'; jobs?: number | undefined } | undefined,
+  text: (value: number) => string,
+): string {
+  if (figure === undefined) return 'no data';
+  const jobs = figure.jobs ?? 0;
+  return `${text(figure.value)} (${figure.basis === 'worker' ? 'warm worker' : `median of ${jobs} job${jobs === 1 ? '' : 's'}`})`;
+}
+
+/** The scheduler's table for a model, a row per hive with its devices (`rbee place`, `GET /v1/place`). */
+export function placeRows(preview: PlacePreview): PlaceRow[] {
+  return preview.options.map((o) => ({
+    hive: o.name,
+    chosen: preview.placement?.hive === o.hive,
+    kind: o.kind,
+    needs: o.needed === undefined ? '? (not fetched)' : `${formatBytes(o.needed.bytes)} (${o.needed.basis})`,
+    free: o.freeBytes === undefined ? '–' : formatBytes(o.freeBytes),
+    ttft: expected(o.expected.timeToFirstTokenMs, (v) => formatMs(v)),
+    speed: expected(o.expected.tokensPerSecond, (v) => `${v.toFixed(1)} tok/s`),
+    why: o.why,
+    devices: o.devices.map((d) => ({
+      name: d.name,
+      free: formatBytes(d.freeBytes),
+      verdict: d.allowed ? (d.fits ? 'fits' : 'no room') : 'not used (backend setting)',
+      chosen: d.chosen,
+    })),
+  }));
 }
 
 /** Members whose jobs are missing from the list, and why the list itself may be stale. */

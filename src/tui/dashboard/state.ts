@@ -5,7 +5,14 @@
  * this file stays free of I/O and every decision in it is unit-testable.
  */
 import type { ErrorCode } from '../../shared/errors.js';
-import type { ClusterJobRecord, ClusterView, NodeEvent, UnansweredNode } from '../../shared/view.js';
+import type {
+  ClusterJobRecord,
+  ClusterView,
+  NodeEvent,
+  PlacePreview,
+  QueueDepthView,
+  UnansweredNode,
+} from '../../shared/view.js';
 import type { JobRequest, NarrationSource } from '../../shared/wire.js';
 import { reduceChat, type ChatAction, type ChatState } from './state-chat.js';
 import { editText, enqueue } from './state-ops.js';
@@ -50,6 +57,7 @@ export type Command =
   | { kind: 'spawn'; model: string; hive: string }
   | { kind: 'stop-worker'; id: string; hive: string }
   | { kind: 'cancel-job'; id: string }
+  | { kind: 'place'; model: string }
   | { kind: 'chat'; turnId: number; request: JobRequest }
   | { kind: 'cancel-chat'; turnId: number };
 
@@ -67,14 +75,32 @@ export interface Notice {
   text: string;
 }
 
-/** The cluster's jobs as the node last listed them (`GET /v1/cluster/jobs`), polled while Jobs is shown. */
+/**
+ * The cluster's jobs as the node last listed them (`GET /v1/cluster/jobs`): polled often while Jobs
+ * is shown, now and then otherwise (the header counts them).
+ */
 export interface ClusterJobsState {
   jobs: ClusterJobRecord[];
   /** Members that did not answer: their jobs are missing. */
   unanswered: UnansweredNode[];
+  /** The queen's queue, per model (empty while nothing waits). */
+  queue: QueueDepthView[];
   /** `now` when the list arrived. */
   at: number;
   /** Why the last poll failed, while it does (the live view still shows this node's jobs). */
+  error?: string | undefined;
+}
+
+/** The placement preview of the model selected in Models (`GET /v1/place`, what `rbee place` prints). */
+export interface PlaceState {
+  /** The model's catalog id, as asked. */
+  model: string;
+  /** Its name, for the title while the table is on its way. */
+  name: string;
+  /** Asked, and the answer is on its way (the last table, if any, stays shown meanwhile). */
+  pending: boolean;
+  preview?: PlacePreview | undefined;
+  /** Why the node could not compute it. */
   error?: string | undefined;
 }
 
@@ -91,6 +117,8 @@ export interface DashboardState {
   selection: Partial<Record<ViewId, { key: string; index: number }>>;
   details: boolean;
   help: boolean;
+  /** The placement preview, while it is open. */
+  place: PlaceState | undefined;
   dialog: Dialog | undefined;
   log: { entries: LogEntry[]; filter: NarrationSource | undefined; scroll: number; nextSeq: number };
   chat: ChatState;
@@ -111,6 +139,7 @@ export type DashboardAction =
       at: number;
       jobs?: ClusterJobRecord[];
       unanswered?: UnansweredNode[];
+      queue?: QueueDepthView[];
       /** The poll failed: the list stays as it was, with this error. */
       error?: string;
     }
@@ -127,6 +156,14 @@ export type DashboardAction =
   | { type: 'ask-spawn' }
   | { type: 'ask-stop-worker' }
   | { type: 'ask-cancel-job' }
+  | { type: 'ask-place' }
+  | {
+      type: 'place-result';
+      model: string;
+      preview?: PlacePreview;
+      /** The node could not compute it: why. */
+      error?: string;
+    }
   | { type: 'ask-chat-model' }
   | { type: 'dialog-answer'; yes: boolean }
   | { type: 'prompt-edit'; edit: TextEdit }
@@ -150,6 +187,7 @@ export function createInitialState(init: { now: number }): DashboardState {
     selection: {},
     details: false,
     help: false,
+    place: undefined,
     dialog: undefined,
     log: { entries: [], filter: undefined, scroll: 0, nextSeq: 0 },
     chat: { model: undefined, hive: undefined, focus: 'input', input: '', turns: [], nextTurnId: 1 },
@@ -272,6 +310,24 @@ function askFor(state: DashboardState, action: DashboardAction['type']): Dashboa
   }
 }
 
+/** Opens (or asks again for) the placement preview of the model selected in Models. */
+function askPlace(state: DashboardState): DashboardState {
+  const row = selectedRow(state, 'models');
+  if (state.view !== 'models' || row?.view !== 'models') {
+    return notice(state, 'info', 'w shows where a job for the model selected in Models (3) would run');
+  }
+  const { model } = row;
+  const again = state.place?.model === model.id ? state.place : undefined;
+  return enqueue(
+    {
+      ...state,
+      details: false,
+      place: { model: model.id, name: model.name, pending: true, preview: again?.preview },
+    },
+    { kind: 'place', model: model.id },
+  );
+}
+
 function submitPrompt(state: DashboardState): DashboardState {
   const dialog = state.dialog;
   if (dialog?.kind !== 'prompt') return state;
@@ -311,14 +367,19 @@ export function reduce(state: DashboardState, action: DashboardAction): Dashboar
           : {
               ...state,
               clusterJobs: {
-                ...(state.clusterJobs ?? { jobs: [], unanswered: [], at: action.at }),
+                ...(state.clusterJobs ?? { jobs: [], unanswered: [], queue: [], at: action.at }),
                 error: action.error,
               },
             };
       }
       return {
         ...state,
-        clusterJobs: { jobs: action.jobs, unanswered: action.unanswered ?? [], at: action.at },
+        clusterJobs: {
+          jobs: action.jobs,
+          unanswered: action.unanswered ?? [],
+          queue: action.queue ?? [],
+          at: action.at,
+        },
       };
     case 'connection':
       return { ...state, connection: action.connection };
@@ -347,6 +408,7 @@ export function reduce(state: DashboardState, action: DashboardAction): Dashboar
     case 'close':
       if (state.help) return { ...state, help: false };
       if (state.dialog !== undefined) return { ...state, dialog: undefined };
+      if (state.place !== undefined) return { ...state, place: undefined };
       return { ...state, details: false, notice: undefined };
     case 'toggle-help':
       return { ...state, help: !state.help };
@@ -369,6 +431,20 @@ export function reduce(state: DashboardState, action: DashboardAction): Dashboar
     case 'ask-stop-worker':
     case 'ask-cancel-job':
       return askFor(state, action.type);
+    case 'ask-place':
+      return askPlace(state);
+    case 'place-result':
+      // a preview closed (or of another model) meanwhile is not reopened
+      if (state.place?.model !== action.model) return state;
+      return {
+        ...state,
+        place: {
+          ...state.place,
+          pending: false,
+          preview: action.preview ?? state.place.preview,
+          error: action.error,
+        },
+      };
     case 'dialog-answer': {
       const dialog = state.dialog;
       if (dialog?.kind !== 'confirm') return state;

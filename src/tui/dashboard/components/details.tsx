@@ -76,6 +76,18 @@ function fieldsFor(
         fields: [
           ['model', j.model],
           ['state', j.state],
+          ...(j.queuePosition === undefined
+            ? []
+            : [
+                [
+                  'queue',
+                  `position ${j.queuePosition.position} of ${j.queuePosition.queued}, wait ${
+                    j.queuePosition.estimatedWaitS === undefined
+                      ? 'unknown'
+                      : `about ${formatDuration(j.queuePosition.estimatedWaitS * 1000)}`
+                  }`,
+                ] satisfies Field,
+              ]),
           ['entered through', j.entry],
           ['hive', j.hive ?? '–'],
           ['worker', j.worker ?? '–'],

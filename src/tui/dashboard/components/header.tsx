@@ -1,7 +1,10 @@
-/** Header: the node, its health and uptime, the queen and her term, and the connection. */
+/**
+ * Header: the node, its health and uptime, the queen and her term, the cluster's hives, workers and
+ * jobs (running and queued on any node), and the connection.
+ */
 import { Box, Text } from 'ink';
 import { formatDuration } from '../format.js';
-import { queenOf } from '../selectors.js';
+import { jobCounts, queenOf } from '../selectors.js';
 import { uptimeMs, type ConnectionState, type DashboardState } from '../state.js';
 import { useTheme, type ThemeToken } from '../theme.js';
 import { healthToken } from './status.js';
@@ -31,7 +34,7 @@ export function Header({ state, width }: { state: DashboardState; width: number 
   const { cluster } = state;
   const connection = connectionLabel(state.connection);
   const queen = queenOf(cluster);
-  const running = cluster?.jobs.filter((j) => j.state === 'running').length ?? 0;
+  const { running, queued } = jobCounts(state);
   return (
     <Box width={width} justifyContent="space-between">
       <Text wrap="truncate-end">
@@ -51,7 +54,7 @@ export function Header({ state, width }: { state: DashboardState; width: number 
             )}
             {width >= 100 ? (
               <Text {...theme.tokens.muted}>
-                {` │ ${plural(cluster.hives.length, 'hive')} ${plural(cluster.workers.length, 'worker')} ${running} running`}
+                {` │ ${plural(cluster.hives.length, 'hive')} ${plural(cluster.workers.length, 'worker')} ${running} running${queued === 0 ? '' : ` ${queued} queued`}`}
               </Text>
             ) : null}
           </>

@@ -17,6 +17,7 @@ import { HelpOverlay } from './help-overlay.js';
 import { JobsPanel } from './jobs-view.js';
 import { LogLines, LogPanel } from './log-view.js';
 import { ModelsPanel } from './models-view.js';
+import { PlacePanel } from './place-view.js';
 import { TabBar } from './tab-bar.js';
 import { WorkersPanel } from './workers-view.js';
 
@@ -57,6 +58,7 @@ function Body({ state, width, height }: ScreenProps): React.JSX.Element {
   if (state.help) return <HelpOverlay width={width} height={height} />;
   if (state.cluster === undefined && state.view !== 'log')
     return <Waiting state={state} width={width} height={height} />;
+  if (state.place !== undefined) return <PlacePanel place={state.place} width={width} height={height} />;
   if (state.details && state.view !== 'chat' && state.view !== 'log') {
     return <DetailsPanel state={state} width={width} height={height} />;
   }
