@@ -102,11 +102,56 @@ describe('OpenAI Responses API', () => {
     expect(final?.usage).toMatchObject({ output_tokens: 8 });
   });
 
-  it('refuses what it cannot honour with a 400', async () => {
-    const error = await client.responses
+  it('continues a conversation from previous_response_id, streamed or not', async () => {
+    const first = await client.responses.create({ ...params, input: 'Name three colours' });
+    const second = await client.responses.create({
+      ...params,
+      input: 'And three more',
+      previous_response_id: first.id,
+    });
+    expect(second.previous_response_id).toBe(first.id);
+    const alone = await client.responses.create({ ...params, input: 'And three more' });
+    // the second prompt holds the first turn (its input and its answer) before the new input
+    expect(second.usage!.input_tokens).toBeGreaterThan(
+      alone.usage!.input_tokens + first.usage!.output_tokens,
+    );
+    // a streamed turn continues the chain as well
+    let streamedId: string | undefined;
+    for await (const event of await client.responses.create({
+      ...params,
+      input: 'One more',
+      previous_response_id: second.id,
+      stream: true,
+    })) {
+      if (event.type === 'response.completed' || event.type === 'response.incomplete')
+        streamedId = event.response.id;
+    }
+    const third = await client.responses.create({
+      ...params,
+      input: 'Thanks',
+      previous_response_id: streamedId!,
+    });
+    expect(third.usage!.input_tokens).toBeGreaterThan(second.usage!.input_tokens);
+  });
+
+  it('does not know an unknown response, nor one sent with store: false', async () => {
+    const unknown = await client.responses
       .create({ ...params, previous_response_id: 'resp_unknown' })
       .catch((e: unknown) => e);
+    expect(unknown).toBeInstanceOf(OpenAI.NotFoundError);
+    expect((unknown as Error).message).toMatch(/previous response resp_unknown not found/);
+    const unstored = await client.responses.create({ ...params, store: false });
+    const after = await client.responses
+      .create({ ...params, previous_response_id: unstored.id })
+      .catch((e: unknown) => e);
+    expect(after).toBeInstanceOf(OpenAI.NotFoundError);
+  });
+
+  it('refuses what it cannot honour with a 400', async () => {
+    const error = await client.responses
+      .create({ ...params, tools: [{ type: 'web_search_preview' }] })
+      .catch((e: unknown) => e);
     expect(error).toBeInstanceOf(OpenAI.BadRequestError);
-    expect((error as Error).message).toMatch(/previous_response_id/);
+    expect((error as Error).message).toMatch(/tools/);
   });
 });

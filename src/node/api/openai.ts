@@ -31,7 +31,14 @@ import {
   toolPlan,
   type ToolPlan,
 } from './openai-tools.js';
-import { refuseUnsupported, responsesJob, responsesSchema, responsesShape } from './openai-responses.js';
+import {
+  conversationOf,
+  createResponseMemory,
+  refuseUnsupported,
+  responsesJob,
+  responsesSchema,
+  responsesShape,
+} from './openai-responses.js';
 
 export interface OpenAiInit {
   jobs: JobManager;
@@ -350,6 +357,7 @@ export async function embedTexts(
 }
 
 export function registerOpenAiRoutes(app: FastifyInstance, init: OpenAiInit): void {
+  const responses = createResponseMemory();
   app.get('/v1/models', () => ({ object: 'list', data: init.models.list() }));
 
   app.get<{ Params: { id: string } }>('/v1/models/:id', (request, reply) => {
@@ -461,23 +469,30 @@ export function registerOpenAiRoutes(app: FastifyInstance, init: OpenAiInit): vo
 
   app.post('/v1/responses', async (request, reply) => {
     let body: z.infer<typeof responsesSchema>;
+    let conversation: ChatMessage[];
     let release: () => void;
     try {
       refuseUnsupported(request.body);
       body = parse(responsesSchema, request.body);
+      conversation = conversationOf(body, responses);
       init.checkModel(body.model, request.apiClient);
       release = init.admit(request.apiClient);
     } catch (error) {
       return sendError(reply, error);
     }
+    // the answer joins the conversation, for a later request's previous_response_id
+    const remember = (id: string, text: string): void => {
+      if (body.store !== false)
+        responses.remember(id, [...conversation, { role: 'assistant', content: text }]);
+    };
     await serve(
       init,
       request.apiClient,
       reply,
-      responsesJob(body),
+      responsesJob(body, conversation),
       body.stream === true,
       false,
-      (id, _model, created) => ({ ...responsesShape(body, id, created), doneMarker: false }),
+      (id, _model, created) => ({ ...responsesShape(body, id, created, remember), doneMarker: false }),
       release,
     );
   });
