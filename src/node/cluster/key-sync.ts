@@ -20,6 +20,7 @@ import { RbeeError, toRbeeError } from '../../shared/errors.js';
 import type { Logger } from '../logger.js';
 import { keySetDigest, type ApiKeyStore, type KeyRecord } from '../store/index.js';
 import { hiveKeys, queenKeys } from './protocol.js';
+import { assertQueenCommand } from './queen-command.js';
 
 /** Where a key created or revoked on this node stands in the cluster once the call returns. */
 export type KeyReplication =
@@ -101,22 +102,8 @@ export function startKeySync(init: KeySyncInit): KeySync {
     return { term, version, hives };
   };
 
-  /** Throws NOT_QUEEN (or STALE_TERM) unless `peer` is the queen this node follows, of `term`. */
-  const fenced = (peer: string, term: number): void => {
-    if (term < node.term()) node.fence(term);
-    const queen = node.queen();
-    if (queen === null || queen.id !== peer || queen.term !== term) {
-      throw new RbeeError(
-        'NOT_QUEEN',
-        queen === null
-          ? `${named(peer)} is not a queen this hive knows (it knows none now)`
-          : `${named(peer)} is not the queen of term ${term} (this hive follows ${named(queen.id)}, term ${queen.term})`,
-      );
-    }
-  };
-
   node.rpc.handle(hiveKeys, ({ term, version, records }, { peer }) => {
-    fenced(peer, term);
+    assertQueenCommand(node, peer, term, named);
     const theirs = clean(records);
     if (keys.merge(theirs)) log.info({ version, term, keys: keys.count() }, 'API keys from the queen');
     if (version > keys.version().version || keys.version().term !== term) {

@@ -21,6 +21,7 @@ import { createMemberStates, type RemoteHiveState } from './member-states.js';
 import type { PlacementQueue, QueuePosition, QueueRequest, Ticket } from '../queen/index.js';
 import { createRemoteHive } from './remote-hive.js';
 import { createTokenRelay, type RelayFrame } from './token-relay.js';
+import { assertQueenCommand } from './queen-command.js';
 import {
   hiveRun,
   hiveShutdown,
@@ -220,18 +221,7 @@ export async function startClusterLink(init: ClusterLinkInit): Promise<ClusterLi
   };
 
   node.rpc.handle(hiveShutdown, ({ term, reason }, { peer }) => {
-    // STALE_TERM for a deposed queen's command; a newer term is never taken from a command
-    if (term < node.term()) node.fence(term);
-    // obeyed only from the queen this hive recognises, for exactly that term
-    const queen = node.queen();
-    if (queen === null || queen.id !== peer || queen.term !== term) {
-      throw new RbeeError(
-        'NOT_QUEEN',
-        queen === null
-          ? `${nameOf(peer) ?? peer} is not a queen this hive knows (it knows none now)`
-          : `${nameOf(peer) ?? peer} is not the queen of term ${term} (this hive follows ${nameOf(queen.id) ?? queen.id}, term ${queen.term})`,
-      );
-    }
+    assertQueenCommand(node, peer, term, (id) => nameOf(id) ?? id);
     log.info({ term, from: peer }, 'the queen asked this hive to stop');
     // answer first: the reply must leave before the node closes its connections
     setTimeout(() => init.onShutdown(reason), 50);
