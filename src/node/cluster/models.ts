@@ -101,7 +101,7 @@ export function startModelShare(init: ModelShareInit): PeerNetwork {
 }
 
 /** At most `max` holders of a turn at once; the others wait in order. */
-function createTurns(max: number): { take(signal: AbortSignal): Promise<() => void> } {
+export function createTurns(max: number): { take(signal: AbortSignal): Promise<() => void> } {
   let active = 0;
   const waiting: (() => void)[] = [];
   const release = (): void => {
