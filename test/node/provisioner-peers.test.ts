@@ -50,8 +50,16 @@ function network(
   const reads: { peer: string; offset: number }[] = [];
   return {
     reads,
-    holders: ({ ref, sha256 }) =>
-      holders.map((h) => h.holder).filter((h) => h.sha256 === sha256 || ref !== undefined),
+    // every holder holds the model asked for by ref or sha256; a repo's files by their refs
+    holders: ({ ref, sha256, refPrefix }) =>
+      holders
+        .map((h) => h.holder)
+        .filter(
+          (h) =>
+            h.sha256 === sha256 ||
+            ref !== undefined ||
+            (refPrefix !== undefined && h.ref.startsWith(refPrefix)),
+        ),
     async *read(peer, params, { signal }) {
       reads.push({ peer, offset: params.offset });
       const entry = holders.find((h) => h.holder.id === peer)!;
@@ -68,7 +76,13 @@ function network(
   };
 }
 
-const holderOf = (id: string, bytes: number): PeerHolder => ({ id, name: id, sha256: fx.tinySha, bytes });
+const holderOf = (id: string, bytes: number, ref = 'https://example.invalid/tiny.gguf'): PeerHolder => ({
+  id,
+  name: id,
+  ref,
+  sha256: fx.tinySha,
+  bytes,
+});
 
 describe('models from peers (provisioner)', () => {
   it('serves only catalog files by sha256, and a removal ends a read with an error, not a short clean end', async () => {
@@ -137,5 +151,26 @@ describe('models from peers (provisioner)', () => {
     const { model } = await fetcher.ensure(parseModelRef(alpha.url), { from: 'gamma' });
     expect(model.sha256).toBe(fx.tinySha);
     expect(peers.reads).toEqual([{ peer: 'gamma', offset: 0 }]);
+  });
+
+  it('picks a file of hf:org/repo:QUANT among those hives hold when the repo listing is out of reach', async () => {
+    const alpha = await holderWithTiny('alpha');
+    // the endpoint drops every connection: no listing
+    fx.server.route('/api/models/test/tiny', (_req, res) => void res.destroy());
+    const peers = network([
+      {
+        holder: holderOf('alpha', fx.tiny.length, 'hf:test/tiny/Tiny-Q8_0.gguf'),
+        provisioner: alpha.provisioner,
+      },
+    ]);
+    const messages: string[] = [];
+    const { model } = await fx.make({ peers: () => peers }).ensure(parseModelRef('hf:test/tiny:Q8_0'), {
+      onProgress: (p) => {
+        if (p.message !== undefined) messages.push(p.message);
+      },
+    });
+    expect(model).toMatchObject({ ref: 'hf:test/tiny/Tiny-Q8_0.gguf', sha256: fx.tinySha });
+    expect(peers.reads).toEqual([{ peer: 'alpha', offset: 0 }]);
+    expect(messages.some((m) => m.includes('out of reach') && m.includes('hive alpha'))).toBe(true);
   });
 });

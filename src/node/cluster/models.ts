@@ -66,18 +66,24 @@ export function startModelShare(init: ModelShareInit): PeerNetwork {
   });
 
   return {
-    holders({ ref, sha256 }) {
-      return init
-        .remotes()
-        .flatMap(({ id, state }) =>
-          state.models
-            .filter(
-              (m) =>
-                typeof m.sha256 === 'string' &&
-                ((ref !== undefined && m.ref === ref) || (sha256 !== undefined && m.sha256 === sha256)),
-            )
-            .map((m) => ({ id, name: state.hive.name, sha256: m.sha256 as string, bytes: m.bytes })),
-        );
+    holders({ ref, sha256, refPrefix }) {
+      return init.remotes().flatMap(({ id, state }) =>
+        state.models
+          .filter(
+            (m) =>
+              typeof m.sha256 === 'string' &&
+              ((ref !== undefined && m.ref === ref) ||
+                (sha256 !== undefined && m.sha256 === sha256) ||
+                (refPrefix !== undefined && m.ref.startsWith(refPrefix))),
+          )
+          .map((m) => ({
+            id,
+            name: state.hive.name,
+            ref: m.ref,
+            sha256: m.sha256 as string,
+            bytes: m.bytes,
+          })),
+      );
     },
     async *read(peer, params, { signal }) {
       const channel = await node.streams.open(peer, modelRead, withoutUndefined(params), { signal });

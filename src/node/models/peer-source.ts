@@ -20,14 +20,19 @@ export interface PeerHolder {
   id: string;
   /** Its node name, for narration. */
   name: string;
+  /** The ref its catalog has the model under. */
+  ref: string;
   sha256: string;
   bytes: number;
 }
 
 /** What the cluster offers the provisioner: the holders of a model, and a byte stream from one. */
 export interface PeerNetwork {
-  /** Live hives other than this one whose catalog has a model with this ref or this sha256. */
-  holders(match: { ref?: string; sha256?: string }): PeerHolder[];
+  /**
+   * Live hives other than this one whose catalog has a model with this ref, this sha256, or a ref
+   * that starts with `refPrefix` (the files of one Hugging Face repo: `hf:org/repo/`).
+   */
+  holders(match: { ref?: string; sha256?: string; refPrefix?: string }): PeerHolder[];
   /** The bytes of the file with `sha256` in `peer`'s catalog, from `offset` to its end. */
   read(
     peer: string,

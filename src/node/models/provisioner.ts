@@ -203,7 +203,25 @@ export function createProvisioner(init: ProvisionerInit): Provisioner {
           }
           return download(hfRef, files, signal, emit, hf.headers);
         }
-        const { file, listing } = await hf.pick(ref, emit, { signal });
+        let picked: { file: string; listing?: RepoFile[] };
+        try {
+          picked = await hf.pick(ref, emit, { signal });
+        } catch (error) {
+          // the listing is out of reach (offline, or the endpoint is down): a file of the repo that
+          // a hive of the cluster holds will do, picked by the same rule
+          // (a repo that is not there, or has no such file, stays an error)
+          const unreachable = !signal.aborted && toRbeeError(error).code !== 'MODEL_NOT_FOUND';
+          const offline = unreachable ? pickFromPeers(ref, from) : undefined;
+          if (offline === undefined) throw error;
+          emit({
+            phase: 'resolving',
+            bytes: 0,
+            file: offline.file,
+            message: `the file list of ${ref.repo} is out of reach (${toRbeeError(error).message}); picked ${offline.file}, which hive ${offline.hive} holds: ${offline.reason}`,
+          });
+          picked = { file: offline.file };
+        }
+        const { file, listing } = picked;
         const fileRef: ModelRef = { kind: 'hf', repo: ref.repo, file };
         return tasks.run(canonicalRef(fileRef), (s, e) => provision(fileRef, s, e, listing, from), {
           signal,
@@ -297,6 +315,26 @@ export function createProvisioner(init: ProvisionerInit): Provisioner {
     // a transfer from a hive that was cut is of no use any more
     await discardPartial(peerPartialPathOf(first.finalPath));
     return publish(ref, { path: first.finalPath, bytes, sha256, info, source: 'download' }, emit);
+  }
+
+  /** For `hf:org/repo[:quant]` without its listing: the file the rule picks among those hives hold. */
+  function pickFromPeers(
+    ref: ModelRef & { kind: 'hf' },
+    from: string | undefined,
+  ): { file: string; hive: string; reason: string } | undefined {
+    const prefix = `hf:${ref.repo}/`;
+    const held = (init.peers?.()?.holders({ refPrefix: prefix }) ?? []).filter(
+      (h) => from === undefined || h.name === from || h.id === from,
+    );
+    const files: RepoFile[] = [];
+    for (const h of held) {
+      const name = h.ref.slice(prefix.length);
+      if (!files.some((f) => f.name === name)) files.push({ name, bytes: h.bytes });
+    }
+    const pick = pickGgufFile(files, ref.quant);
+    if (pick === undefined) return undefined;
+    const hive = held.find((h) => h.ref === `${prefix}${pick.file.name}`)?.name ?? '?';
+    return { file: pick.file.name, hive, reason: pick.reason };
   }
 
   /**
