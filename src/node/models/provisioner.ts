@@ -356,6 +356,8 @@ export function createProvisioner(init: ProvisionerInit): Provisioner {
     const file = basename(finalPath);
     const partial = peerPartialPathOf(finalPath);
     const tried = new Set<string>();
+    /** Durable bytes of the partial when each holder was last asked: one that made headway may go on. */
+    const reached = new Map<string, number>();
     const badKey = (h: PeerHolder): string => `${h.id}|${h.sha256}`;
     let lastError: RbeeError | undefined;
     for (;;) {
@@ -381,6 +383,7 @@ export function createProvisioner(init: ProvisionerInit): Provisioner {
       const kept = await readSidecar(partial);
       const holder = candidates.find((h) => kept?.etag === h.sha256) ?? candidates[0]!;
       tried.add(holder.id);
+      reached.set(holder.id, kept?.etag === holder.sha256 ? kept.durableBytes : 0);
       const via = `hive ${holder.name} over the LAN`;
       emit({ phase: 'resolving', bytes: 0, file, from: via, message: `fetching ${file} from ${via}` });
       writing.add(partial);
@@ -440,6 +443,11 @@ export function createProvisioner(init: ProvisionerInit): Provisioner {
         }
         lastError = toRbeeError(error);
         if (kind === 'bad') badPeers.set(badKey(holder), now() + BAD_PEER_MS);
+        if (kind === 'cut') {
+          // a holder that got further before the cut is asked again, from there
+          const durable = (await readSidecar(partial))?.durableBytes ?? 0;
+          if (durable > (reached.get(holder.id) ?? 0)) tried.delete(holder.id);
+        }
         const next = kind === 'bad' ? 'discarded' : 'the bytes so far are kept';
         emit({ phase: 'retrying', bytes: 0, file, from: via, message: `${lastError.message}; ${next}` });
       } finally {
