@@ -7,6 +7,7 @@
  * says exactly when one is kept); concurrent requests for one model share one download.
  */
 import { createReadStream } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { mkdir, rename, rm } from 'node:fs/promises';
 import { basename, dirname, resolve } from 'node:path';
 import { generateTestModel, readModelInfo, type ModelInfo } from '../../engine/index.js';
@@ -128,6 +129,9 @@ export interface Provisioner {
 
 /** A hive that sent bytes other than its catalog's is not asked again for that file for this long. */
 const BAD_PEER_MS = 10 * 60_000;
+/** How long a fetch waits for a holder whose link dropped mid-transfer to be back, and how often it looks. */
+const PEER_BACK_WAIT_MS = 15_000;
+const PEER_BACK_POLL_MS = 250;
 /** Bytes per chunk a model is read in for another hive (each one frame on the wire). */
 const READ_CHUNK_BYTES = 128 * 1024;
 
@@ -358,6 +362,8 @@ export function createProvisioner(init: ProvisionerInit): Provisioner {
     const tried = new Set<string>();
     /** Durable bytes of the partial when each holder was last asked: one that made headway may go on. */
     const reached = new Map<string, number>();
+    /** When a holder cut after headway went out of the view (its link dropped), until when to wait for it. */
+    let awaitBack = 0;
     const badKey = (h: PeerHolder): string => `${h.id}|${h.sha256}`;
     let lastError: RbeeError | undefined;
     for (;;) {
@@ -368,6 +374,18 @@ export function createProvisioner(init: ProvisionerInit): Provisioner {
         .filter((h) => options.sha256 === undefined || h.sha256 === options.sha256)
         .filter((h) => from === undefined || h.name === from || h.id === from);
       const candidates = holders.filter((h) => !tried.has(h.id) && (badPeers.get(badKey(h)) ?? 0) <= now());
+      if (candidates.length === 0 && now() < awaitBack) {
+        // the link to a holder that was making headway dropped: it is usually back within seconds
+        try {
+          await sleep(PEER_BACK_POLL_MS, undefined, { signal });
+        } catch {
+          // cancelled while waiting: nothing stays, as for a download
+          await discardPartial(partial);
+          await pruneEmptyDirs(dirname(finalPath), modelsDir);
+          throw toRbeeError(signal.reason);
+        }
+        continue;
+      }
       if (candidates.length === 0) {
         if (from === undefined) return undefined;
         if (lastError !== undefined) throw lastError;
@@ -446,7 +464,10 @@ export function createProvisioner(init: ProvisionerInit): Provisioner {
         if (kind === 'cut') {
           // a holder that got further before the cut is asked again, from there
           const durable = (await readSidecar(partial))?.durableBytes ?? 0;
-          if (durable > (reached.get(holder.id) ?? 0)) tried.delete(holder.id);
+          if (durable > (reached.get(holder.id) ?? 0)) {
+            tried.delete(holder.id);
+            awaitBack = now() + PEER_BACK_WAIT_MS;
+          }
         }
         const next = kind === 'bad' ? 'discarded' : 'the bytes so far are kept';
         emit({ phase: 'retrying', bytes: 0, file, from: via, message: `${lastError.message}; ${next}` });
