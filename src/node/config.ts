@@ -48,6 +48,7 @@ const fileConfigSchema = z
     minFreeRamBytes: z.number().int().min(0).optional(),
     maxConnections: z.number().int().positive().optional(),
     maxQueued: z.number().int().min(0).optional(),
+    maxModelReads: z.number().int().positive().optional(),
     keyLimits: z
       .object({
         maxConcurrent: z.number().int().positive().optional(),
@@ -131,6 +132,11 @@ export interface NodeConfig {
    * for room; one more is refused with QUEUE_FULL (HTTP 429). Env RBEE_MAX_QUEUED.
    */
   maxQueued: number;
+  /**
+   * Model files this hive sends to other hives of the cluster at once; more wait their turn.
+   * Defaults to 4. Env RBEE_MAX_MODEL_READS.
+   */
+  maxModelReads: number;
   /** HTTP connections served at once; more are answered 503 TOO_MANY_CONNECTIONS. Defaults to 1024. */
   maxConnections: number;
   /**
@@ -310,10 +316,19 @@ export function loadNodeConfig(
     minFreeRamBytes: file.minFreeRamBytes ?? 512 * 2 ** 20,
     maxConnections: file.maxConnections ?? 1024,
     maxQueued: parseCount(env.RBEE_MAX_QUEUED, 'RBEE_MAX_QUEUED') ?? file.maxQueued ?? 256,
+    maxModelReads:
+      positive(parseCount(env.RBEE_MAX_MODEL_READS, 'RBEE_MAX_MODEL_READS'), 'RBEE_MAX_MODEL_READS') ??
+      file.maxModelReads ??
+      4,
     keyLimits: file.keyLimits ?? {},
     cluster: loadClusterConfig(file.cluster, overrides, env),
   };
 }
+function positive(count: number | undefined, source: string): number | undefined {
+  if (count === 0) throw new RbeeError('CONFIG_INVALID', `${source} must be 1 or more`);
+  return count;
+}
+
 function parseCount(value: string | undefined, source: string): number | undefined {
   if (value === undefined || value === '') return undefined;
   const count = Number(value);

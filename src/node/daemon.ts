@@ -124,7 +124,11 @@ export async function startNode(
     observers.live?.narration(narration('hive', config.nodeName, text));
 
   const provisioner = observeProvisioner(
-    createProvisioner({ catalog, modelsDir: config.paths.models }),
+    createProvisioner({
+      catalog,
+      modelsDir: config.paths.models,
+      peers: () => observers.cluster?.peers,
+    }),
     () => ({
       bytes: (delta) => observers.metrics?.downloadBytes(delta),
       finished: (outcome, seconds) => observers.metrics?.downloadDone(outcome, seconds),
@@ -413,6 +417,8 @@ export async function startNode(
         stopWorker: (id, reason) => workers.stop(id, reason),
         keys: apiKeys,
         jobs: localJobs,
+        readModel: (sha256, options) => provisioner.readModel(sha256, options),
+        maxModelReads: config.maxModelReads,
       });
       if (closing !== undefined) {
         await link.stop();

@@ -78,8 +78,40 @@ export const modelViewSchema = z.object({
   lastUsedAt: z.number().nullable(),
   /** When the model came onto its hive's disk (absent from hives of older versions). */
   addedAt: z.number().optional(),
+  /**
+   * sha256 of the model's file, when its hive knows it (downloads and demo models; not a user's own
+   * file): what other hives fetch it by over the LAN. Absent from hives of older versions.
+   */
+  sha256: z
+    .string()
+    .regex(/^[0-9a-f]{64}$/)
+    .nullable()
+    .optional(),
 });
 export type ModelView = z.infer<typeof modelViewSchema>;
+
+/**
+ * `GET /v1/cluster/models` (`rbee models ls --cluster`): every model file of the cluster, once per
+ * content (its sha256; a model whose hive does not know it is an entry of its own), with the live
+ * hives that hold it.
+ */
+export const clusterModelsSchema = z.object({
+  models: z.array(
+    z.object({
+      /** The catalog id. */
+      id: z.string(),
+      /** The short name (`tiny:q8_0`). */
+      name: z.string(),
+      /** The ref it was fetched by (absent for a user's own file). */
+      ref: z.string().optional(),
+      sha256: z.string().nullable(),
+      bytes: z.number(),
+      quantization: z.string(),
+      hives: z.array(z.object({ id: z.string(), name: z.string() })),
+    }),
+  ),
+});
+export type ClusterModels = z.infer<typeof clusterModelsSchema>;
 
 export const downloadViewSchema = z.object({
   ref: z.string(),
@@ -90,6 +122,8 @@ export const downloadViewSchema = z.object({
   totalBytes: z.number().optional(),
   bytesPerSecond: z.number().optional(),
   etaSeconds: z.number().optional(),
+  /** Where the bytes come from when not the model's own source: `hive beta over the LAN`. */
+  from: z.string().optional(),
 });
 export type DownloadView = z.infer<typeof downloadViewSchema>;
 
@@ -362,6 +396,8 @@ export const pullEventSchema = z.discriminatedUnion('type', [
     etaSeconds: z.number().optional(),
     file: z.string().optional(),
     message: z.string().optional(),
+    /** Where the bytes come from when not the model's own source: `hive beta over the LAN`. */
+    from: z.string().optional(),
   }),
   z.object({
     type: z.literal('done'),

@@ -239,6 +239,7 @@ export function createFakeNodeClient(): FakeNodeClient {
       return { id, entry: job.entry, cancelling: true, state: job.state };
     },
     models: () => Promise.resolve([]),
+    clusterModels: () => Promise.resolve([]),
     model: (id: string) => Promise.reject(new RbeeError('MODEL_NOT_FOUND', id)),
     workers: () => Promise.resolve([]),
     clusterWorkers: () => Promise.resolve([]),

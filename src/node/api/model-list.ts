@@ -4,7 +4,7 @@
  * named. The id is the model's short name (`tiny:q8_0`, models/model-names.ts) while no other model
  * has the same one, else its catalog id. No entry shows a path on a hive's disk.
  */
-import type { HiveState, ModelView } from '../../shared/view.js';
+import type { ClusterModels, HiveState, ModelView } from '../../shared/view.js';
 import { canonicalRef, shortModelName, type ModelRef } from '../models/index.js';
 
 export interface OpenAiModel {
@@ -102,4 +102,36 @@ export function createModelList(init: ModelListInit): ModelList {
       return byRef === undefined ? undefined : models.find((m) => m.model_id === byRef.id);
     },
   };
+}
+
+/**
+ * `GET /v1/cluster/models`: every model file of the cluster once per content (its sha256), with the
+ * hives that hold it, this node's first. A model whose hive does not know its sha256 (a user's own
+ * file) is an entry of its own per hive.
+ */
+export function clusterModels(hives: readonly HiveState[]): ClusterModels {
+  const groups = new Map<string, ClusterModels['models'][number]>();
+  for (const state of hives) {
+    for (const model of state.models) {
+      const sha256 = model.sha256 ?? null;
+      const key = sha256 ?? `${model.hive}|${model.id}`;
+      let group = groups.get(key);
+      if (group === undefined) {
+        group = {
+          id: model.id,
+          name: shortModelName(model),
+          ...(model.ref.startsWith('file:') ? {} : { ref: model.ref }),
+          sha256,
+          bytes: model.bytes,
+          quantization: model.quantization,
+          hives: [],
+        };
+        groups.set(key, group);
+      }
+      if (!group.hives.some((h) => h.id === model.hive)) {
+        group.hives.push({ id: model.hive, name: state.hive.name });
+      }
+    }
+  }
+  return { models: [...groups.values()] };
 }

@@ -13,7 +13,7 @@ import type { ApiKeyStore, JobStore, KeyLimits, ModelAliases, ModelCatalog } fro
 import type { KeyReplication } from '../cluster/index.js';
 import type { WorkerPool } from '../hive/index.js';
 import { canonicalRef, checkAliasName, type ModelRef, type Provisioner } from '../models/index.js';
-import { createModelList } from './model-list.js';
+import { clusterModels, createModelList } from './model-list.js';
 import type { LiveView, Metrics } from '../view/index.js';
 import { registerOpenAiRoutes } from './openai.js';
 import { registerAnthropicRoutes } from './anthropic.js';
@@ -95,6 +95,8 @@ function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
 }
 
 const modelBodySchema = z.object({ model: z.string().min(1).max(2048) });
+/** `rbee models pull`: `from` is a hive of the cluster (its name or id) to fetch the model from. */
+const pullBodySchema = modelBodySchema.extend({ from: z.string().min(1).max(256).optional() });
 const aliasBodySchema = z.object({ name: z.string().min(1).max(64), model: z.string().min(1).max(2048) });
 const shutdownBodySchema = z.object({ cluster: z.boolean().optional() });
 const keyBodySchema = z.object({
@@ -298,7 +300,7 @@ export function createApi(init: ApiInit) {
   void app.register(ollamaRoutes, { ...init, models, checkModel, openSse, admit: (c) => limiter.admit(c) });
 
   app.post('/v1/models/pull', (request, reply) => {
-    const { model: input } = parseBody(modelBodySchema, request.body);
+    const { model: input, from } = parseBody(pullBodySchema, request.body);
     const ref = init.parseModelRef(input);
     checkModel(input, request.apiClient);
     // Progress streams back as SSE; a client that leaves does not stop the download (others may share it).
@@ -306,7 +308,10 @@ export function createApi(init: ApiInit) {
     let index = 0;
     const write = (event: PullEvent): void => void sse.write(sseEvent(event.type, event, index++));
     init.provisioner
-      .ensure(ref, { onProgress: (progress) => write({ type: 'progress', ...progress }) })
+      .ensure(ref, {
+        onProgress: (progress) => write({ type: 'progress', ...progress }),
+        ...(from === undefined ? {} : { from }),
+      })
       .then(
         ({ model, cached }) => write({ type: 'done', model: { ...model }, cached }),
         (error: unknown) => write({ type: 'error', error: toRbeeError(error).toJSON() }),
@@ -359,6 +364,7 @@ export function createApi(init: ApiInit) {
   }
 
   app.get('/v1/cluster', () => init.cluster());
+  app.get('/v1/cluster/models', () => clusterModels(init.hiveStates()));
   // The jobs of every node (each node keeps the jobs that entered through it), newest first
   app.get<{ Querystring: { limit?: string; here?: string } }>('/v1/cluster/jobs', (request) => {
     const limit = z.coerce.number().int().min(1).max(1000).default(100).safeParse(request.query.limit);

@@ -38,7 +38,9 @@ import {
   clusterJobRecordSchema,
   clusterJobsSchema,
   clusterStatusSchema,
+  clusterModelsSchema,
   clusterWorkersSchema,
+  type ClusterModels,
   jobRecordSchema,
   type ClusterJobCancel,
   type ClusterJobRecord,
@@ -114,6 +116,8 @@ export interface NodeClient {
   pullModel(
     ref: string,
     options?: {
+      /** A hive of the cluster (name or id) to fetch it from, and from nowhere else. */
+      from?: string;
       signal?: AbortSignal;
       onProgress?: (progress: Extract<PullEvent, { type: 'progress' }>) => void;
     },
@@ -143,6 +147,8 @@ export interface NodeClient {
   cancelClusterJob(id: string, options?: { signal?: AbortSignal }): Promise<ClusterJobCancel>;
   /** The models of this node's catalog. */
   models(options?: { signal?: AbortSignal }): Promise<ModelRow[]>;
+  /** Every model file of the cluster, once per sha256, with the hives that hold it. */
+  clusterModels(options?: { signal?: AbortSignal }): Promise<ClusterModels['models']>;
   /** One model of the catalog, by id, ref or alias. */
   model(id: string, options?: { signal?: AbortSignal }): Promise<ModelRow>;
   /** This node's own workers. */
@@ -373,7 +379,7 @@ export function createNodeClient(init: NodeClientInit): NodeClient {
       const stream = eventStream(base, '/v1/models/pull', {
         headers,
         method: 'POST',
-        body: { model: ref },
+        body: options.from === undefined ? { model: ref } : { model: ref, from: options.from },
         ...signalOf(options.signal),
       });
       for await (const data of stream) {
@@ -432,6 +438,8 @@ export function createNodeClient(init: NodeClientInit): NodeClient {
       }),
     models: async (options = {}) =>
       (await read('/v1/models', modelListSchema, signalOf(options.signal))).data,
+    clusterModels: async (options = {}) =>
+      (await read('/v1/cluster/models', clusterModelsSchema, signalOf(options.signal))).models,
     model: (modelId, options = {}) =>
       read(`/v1/models/${id(modelId)}`, modelRowSchema, signalOf(options.signal)),
     workers: async (options = {}) =>

@@ -36,6 +36,8 @@ import { createSqliteClusterStore, type ApiKeyStore, type Database } from '../st
 import type { LocalJobs, MemberJobs } from '../jobs/index.js';
 import { createMemberJobs, serveJobs } from './jobs.js';
 import { startKeySync, type KeyReplication } from './key-sync.js';
+import { startModelShare } from './models.js';
+import type { PeerNetwork } from '../models/index.js';
 
 export interface ClusterLinkInit {
   config: ClusterConfig;
@@ -58,6 +60,13 @@ export interface ClusterLinkInit {
   keys: ApiKeyStore;
   /** This node's jobs table, which other members ask about (`node.jobs`, `node.cancelJob`). */
   jobs: LocalJobs;
+  /** The files of this hive's catalog by sha256, which other hives fetch models from (`model.read`). */
+  readModel: (
+    sha256: string,
+    options: { offset: number; length?: number; signal: AbortSignal },
+  ) => AsyncIterable<Uint8Array>;
+  /** Model reads served to other hives at once. */
+  maxModelReads: number;
 }
 
 export interface ClusterLink extends ClusterSource {
@@ -91,6 +100,8 @@ export interface ClusterLink extends ClusterSource {
   keysChanged(): Promise<KeyReplication>;
   /** The jobs of the other live members: asked of them all at once; cancelled by their entry node. */
   memberJobs: MemberJobs;
+  /** The live hives that hold a model, and its bytes from one of them (for the provisioner). */
+  peers: PeerNetwork;
 }
 
 /** How long placement waits for a queen (an election takes about a lease, 1.5 s). */
@@ -277,6 +288,14 @@ export async function startClusterLink(init: ClusterLinkInit): Promise<ClusterLi
   });
 
   serveJobs(node, init.jobs);
+  const peers = startModelShare({
+    node,
+    log,
+    read: init.readModel,
+    maxReads: init.maxModelReads,
+    remotes,
+    nameOf,
+  });
 
   node.rpc.handle(queenShutdown, async (_params, { peer }) => {
     const result = await commandShutdown(peer, `asked by ${nameOf(peer) ?? peer}`);
@@ -343,6 +362,7 @@ export async function startClusterLink(init: ClusterLinkInit): Promise<ClusterLi
     frameStats: () => node.stats().frames,
     keysChanged: () => keySync.changed(),
     memberJobs: createMemberJobs(node, nameOf),
+    peers,
     async place(request, options = {}) {
       const { signal } = options;
       // counted from the last word of a queen: a job may wait in a queue for long before one dies

@@ -199,3 +199,20 @@ export const nodeCancelJob = defineMethod(
   z.object({ id: z.string().min(1).max(128), viewer: z.string().min(1).max(300).optional() }),
   z.object({ cancelling: z.boolean(), state: jobRecordSchema.shape.state }),
 );
+
+/**
+ * Any hive → a hive whose catalog holds a model: stream the bytes of the model file with this
+ * sha256, from `offset` (to its end, or `length` bytes), as bytes frames; the stream ends cleanly
+ * only after the last one. Only files of the catalog are served, by their sha256; a model removed
+ * meanwhile ends the stream with an error. Each hive serves a bounded number at once (the others
+ * wait their turn).
+ */
+export const modelRead = defineStream('model.read', {
+  params: z.object({
+    sha256: z.string().regex(/^[0-9a-f]{64}$/),
+    offset: z.number().int().min(0),
+    length: z.number().int().positive().optional(),
+  }),
+  up: z.never(),
+  down: z.custom<Uint8Array>((value) => value instanceof Uint8Array, 'bytes of a model'),
+});

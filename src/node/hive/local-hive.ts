@@ -102,6 +102,7 @@ export function createLocalHive(init: LocalHiveInit): Hive {
         source: m.source,
         lastUsedAt: m.lastUsedAt,
         addedAt: m.addedAt,
+        sha256: m.sha256,
       })),
       downloads: init.provisioner.inProgress().map(({ ref, progress }) => ({
         ref,
@@ -112,6 +113,7 @@ export function createLocalHive(init: LocalHiveInit): Hive {
         ...(progress?.totalBytes === undefined ? {} : { totalBytes: progress.totalBytes }),
         ...(progress?.bytesPerSecond === undefined ? {} : { bytesPerSecond: progress.bytesPerSecond }),
         ...(progress?.etaSeconds === undefined ? {} : { etaSeconds: progress.etaSeconds }),
+        ...(progress?.from === undefined ? {} : { from: progress.from }),
       })),
     };
   };
@@ -155,7 +157,8 @@ export function createLocalHive(init: LocalHiveInit): Hive {
         onProgress: (p) => {
           if (p.phase === 'downloading') {
             const total = p.totalBytes === undefined ? '' : ` of ${mib(p.totalBytes)}`;
-            narrate('hive', `downloading ${p.file ?? request.model}: ${mib(p.bytes)}${total}`, {
+            const from = p.from === undefined ? '' : ` from ${p.from}`;
+            narrate('hive', `downloading ${p.file ?? request.model}${from}: ${mib(p.bytes)}${total}`, {
               bytes: p.bytes,
               ...(p.totalBytes === undefined ? {} : { totalBytes: p.totalBytes }),
               ...(p.bytesPerSecond === undefined ? {} : { bytesPerSecond: p.bytesPerSecond }),

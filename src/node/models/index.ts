@@ -23,3 +23,4 @@ export {
   type NamedModel,
   type ModelNameSources,
 } from './model-names.js';
+export type { PeerHolder, PeerNetwork } from './peer-source.js';

@@ -98,7 +98,12 @@ export function checkAliasName(name: string): void {
 
 export interface NamedModel extends NameableModel {
   id: string;
+  /** The file's sha256, when its hive knows it: `sha256:<hex>` names the model too. */
+  sha256?: string | null | undefined;
 }
+
+/** `sha256:<hex>` (or the bare hex): a model named by its content. */
+const SHA256_NAME = /^(?:sha256:)?([0-9a-f]{64})$/i;
 
 export interface ModelNameSources {
   /** This node's aliases: name → canonical ref. */
@@ -139,6 +144,14 @@ function refForName(name: string, sources: ModelNameSources): string | undefined
   const aliased = sources.alias(name);
   if (aliased !== undefined) return aliased;
   const lower = name.toLowerCase();
+  const sha256 = SHA256_NAME.exec(name)?.[1]?.toLowerCase();
+  if (sha256 !== undefined) {
+    for (const models of [sources.local(), sources.remote()]) {
+      // a user's own file is a path on its hive's disk, which names nothing on another
+      const bySha = models.find((m) => m.sha256 === sha256 && !m.ref.startsWith('file:'));
+      if (bySha !== undefined) return bySha.ref;
+    }
+  }
   for (const models of [sources.local(), sources.remote()]) {
     const byId = models.find((m) => m.id === name || m.ref === name);
     if (byId !== undefined) return byId.ref;

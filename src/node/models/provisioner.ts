@@ -6,6 +6,8 @@
  * server that can resume it, which the next `ensure` of the same ref continues (partial-file.ts
  * says exactly when one is kept); concurrent requests for one model share one download.
  */
+import { createReadStream } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { mkdir, rename, rm } from 'node:fs/promises';
 import { basename, dirname, resolve } from 'node:path';
 import { generateTestModel, readModelInfo, type ModelInfo } from '../../engine/index.js';
@@ -15,8 +17,24 @@ import { writeError } from './download.js';
 import { pickGgufFile, type RepoFile } from './hf-files.js';
 import { createHfSource } from './hf-source.js';
 import { downloadModel, type ModelFile } from './model-download.js';
-import { hashFile, isInside, modelBytesOnDisk, modelFilePaths, pruneEmptyDirs } from './model-files.js';
-import { sweepPartials } from './partial-file.js';
+import {
+  fileSize,
+  hashFile,
+  isInside,
+  modelBytesOnDisk,
+  modelFilePaths,
+  pruneEmptyDirs,
+  splitPartNames,
+} from './model-files.js';
+import { discardPartial, partialPathOf, readSidecar, sidecarPathOf, sweepPartials } from './partial-file.js';
+import { ensureDiskSpace } from './disk-space.js';
+import {
+  fetchFromPeer,
+  peerFailure,
+  peerPartialPathOf,
+  type PeerHolder,
+  type PeerNetwork,
+} from './peer-source.js';
 import {
   canonicalRef,
   modelDirName,
@@ -58,11 +76,21 @@ export interface ProvisionerInit {
   maxPartialAgeMs?: number;
   /** Defaults to Date.now. */
   now?: () => number;
+  /**
+   * The other hives of the cluster, once this node has joined one: a model a live hive holds (the
+   * same ref, or the same sha256) comes from there over the LAN before its own source is tried.
+   */
+  peers?: () => PeerNetwork | undefined;
 }
 
 export interface EnsureOptions {
   signal?: AbortSignal;
   onProgress?: (progress: ProvisionProgress) => void;
+  /**
+   * Fetch it from this hive of the cluster (its name or peer id), and from nowhere else. Without
+   * it, a hive that holds the model is preferred to the model's own source.
+   */
+  from?: string;
 }
 
 export interface EnsureResult {
@@ -88,7 +116,24 @@ export interface Provisioner {
   remove(idOrRef: string, options?: { signal?: AbortSignal }): Promise<ModelRow>;
   /** What is being provisioned now, with the latest progress of each. */
   inProgress(): { ref: string; progress: ProvisionProgress | undefined }[];
+  /**
+   * The bytes of the catalog's model file with this sha256, from `offset` (what another hive of the
+   * cluster fetches). MODEL_NOT_FOUND when the catalog holds none; a model removed meanwhile ends
+   * the read with MODEL_NOT_FOUND, never a clean end after part of the file.
+   */
+  readModel(
+    sha256: string,
+    options: { offset: number; length?: number; signal: AbortSignal },
+  ): AsyncIterable<Uint8Array>;
 }
+
+/** A hive that sent bytes other than its catalog's is not asked again for that file for this long. */
+const BAD_PEER_MS = 10 * 60_000;
+/** How long a fetch waits for a holder whose link dropped mid-transfer to be back, and how often it looks. */
+const PEER_BACK_WAIT_MS = 15_000;
+const PEER_BACK_POLL_MS = 250;
+/** Bytes per chunk a model is read in for another hive (each one frame on the wire). */
+const READ_CHUNK_BYTES = 128 * 1024;
 
 type FetchableRef = ModelRef & ({ kind: 'url' } | { kind: 'hf'; file: string });
 
@@ -111,6 +156,10 @@ export function createProvisioner(init: ProvisionerInit): Provisioner {
   });
   /** Partial files being written now; reconcile must not delete them. */
   const writing = new Set<string>();
+  /** Reads of catalog files for other hives, by model id: a removal ends them first. */
+  const reading = new Map<string, Set<AbortController>>();
+  /** `peer id|sha256` of holders that sent other bytes than they announced, until when. */
+  const badPeers = new Map<string, number>();
 
   type Emit = (progress: ProvisionProgress) => void;
 
@@ -119,6 +168,7 @@ export function createProvisioner(init: ProvisionerInit): Provisioner {
     signal: AbortSignal,
     emit: Emit,
     listed?: RepoFile[],
+    from?: string,
   ): Promise<EnsureResult> {
     const cached = await findCached(ref);
     if (cached !== undefined) {
@@ -134,18 +184,50 @@ export function createProvisioner(init: ProvisionerInit): Provisioner {
         return generateDemo(ref, signal, emit);
       case 'url': {
         const finalPath = resolveInModelsDir(modelsDir, modelDirName(ref), modelFileName(ref));
+        const shared = await fromPeers(ref, finalPath, signal, emit, { from });
+        if (shared !== undefined) return shared;
         return download(ref, [{ url: ref.url, finalPath }], signal, emit);
       }
       case 'hf': {
         if (ref.file !== undefined) {
           const hfRef = { ...ref, file: ref.file };
           const pathFor = (name: string): string => resolveInModelsDir(modelsDir, modelDirName(ref), name);
+          // a split model's parts come from its own source (a hive's catalog lists its first part only)
+          const single = splitPartNames(ref.file) === undefined;
+          if (single) {
+            const shared = await fromPeers(ref, pathFor(ref.file), signal, emit, { from });
+            if (shared !== undefined) return shared;
+          }
           const files = await hf.modelFiles(ref.repo, ref.file, pathFor, listed, { signal });
+          const sha256 = files.length === 1 ? files[0]?.sha256 : undefined;
+          if (single && sha256 !== undefined) {
+            // the listing names the content: a hive may hold the same file under another ref
+            const shared = await fromPeers(ref, pathFor(ref.file), signal, emit, { sha256 });
+            if (shared !== undefined) return shared;
+          }
           return download(hfRef, files, signal, emit, hf.headers);
         }
-        const { file, listing } = await hf.pick(ref, emit, { signal });
+        let picked: { file: string; listing?: RepoFile[] };
+        try {
+          picked = await hf.pick(ref, emit, { signal });
+        } catch (error) {
+          // the listing is out of reach (offline, or the endpoint is down): a file of the repo that
+          // a hive of the cluster holds will do, picked by the same rule
+          // (a repo that is not there, or has no such file, stays an error)
+          const unreachable = !signal.aborted && toRbeeError(error).code !== 'MODEL_NOT_FOUND';
+          const offline = unreachable ? pickFromPeers(ref, from) : undefined;
+          if (offline === undefined) throw error;
+          emit({
+            phase: 'resolving',
+            bytes: 0,
+            file: offline.file,
+            message: `the file list of ${ref.repo} is out of reach (${toRbeeError(error).message}); picked ${offline.file}, which hive ${offline.hive} holds: ${offline.reason}`,
+          });
+          picked = { file: offline.file };
+        }
+        const { file, listing } = picked;
         const fileRef: ModelRef = { kind: 'hf', repo: ref.repo, file };
-        return tasks.run(canonicalRef(fileRef), (s, e) => provision(fileRef, s, e, listing), {
+        return tasks.run(canonicalRef(fileRef), (s, e) => provision(fileRef, s, e, listing, from), {
           signal,
           onProgress: emit,
         });
@@ -234,7 +316,165 @@ export function createProvisioner(init: ProvisionerInit): Provisioner {
       emit,
       signal,
     });
+    // a transfer from a hive that was cut is of no use any more
+    await discardPartial(peerPartialPathOf(first.finalPath));
     return publish(ref, { path: first.finalPath, bytes, sha256, info, source: 'download' }, emit);
+  }
+
+  /** For `hf:org/repo[:quant]` without its listing: the file the rule picks among those hives hold. */
+  function pickFromPeers(
+    ref: ModelRef & { kind: 'hf' },
+    from: string | undefined,
+  ): { file: string; hive: string; reason: string } | undefined {
+    const prefix = `hf:${ref.repo}/`;
+    const held = (init.peers?.()?.holders({ refPrefix: prefix }) ?? []).filter(
+      (h) => from === undefined || h.name === from || h.id === from,
+    );
+    const files: RepoFile[] = [];
+    for (const h of held) {
+      const name = h.ref.slice(prefix.length);
+      if (!files.some((f) => f.name === name)) files.push({ name, bytes: h.bytes });
+    }
+    const pick = pickGgufFile(files, ref.quant);
+    if (pick === undefined) return undefined;
+    const hive = held.find((h) => h.ref === `${prefix}${pick.file.name}`)?.name ?? '?';
+    return { file: pick.file.name, hive, reason: pick.reason };
+  }
+
+  /**
+   * The model from a live hive that holds it (by ref, or by `sha256`), into `finalPath`: one holder
+   * after another until one gives the whole file with the sha256 its catalog lists. Undefined when
+   * no hive could, which leaves the model's own source; with `from`, only that hive is asked, and
+   * its failure is the answer.
+   */
+  async function fromPeers(
+    ref: ModelRef,
+    finalPath: string,
+    signal: AbortSignal,
+    emit: Emit,
+    options: { from?: string; sha256?: string },
+  ): Promise<EnsureResult | undefined> {
+    const { from } = options;
+    const network = init.peers?.();
+    const key = canonicalRef(ref);
+    const file = basename(finalPath);
+    const partial = peerPartialPathOf(finalPath);
+    const tried = new Set<string>();
+    /** Durable bytes of the partial when each holder was last asked: one that made headway may go on. */
+    const reached = new Map<string, number>();
+    /** When a holder cut after headway went out of the view (its link dropped), until when to wait for it. */
+    let awaitBack = 0;
+    const badKey = (h: PeerHolder): string => `${h.id}|${h.sha256}`;
+    let lastError: RbeeError | undefined;
+    for (;;) {
+      signal.throwIfAborted();
+      const holders = (
+        network?.holders(options.sha256 === undefined ? { ref: key } : { sha256: options.sha256 }) ?? []
+      )
+        .filter((h) => options.sha256 === undefined || h.sha256 === options.sha256)
+        .filter((h) => from === undefined || h.name === from || h.id === from);
+      const candidates = holders.filter((h) => !tried.has(h.id) && (badPeers.get(badKey(h)) ?? 0) <= now());
+      if (candidates.length === 0 && now() < awaitBack) {
+        // the link to a holder that was making headway dropped: it is usually back within seconds
+        try {
+          await sleep(PEER_BACK_POLL_MS, undefined, { signal });
+        } catch {
+          // cancelled while waiting: nothing stays, as for a download
+          await discardPartial(partial);
+          await pruneEmptyDirs(dirname(finalPath), modelsDir);
+          throw toRbeeError(signal.reason);
+        }
+        continue;
+      }
+      if (candidates.length === 0) {
+        if (from === undefined) return undefined;
+        if (lastError !== undefined) throw lastError;
+        throw new RbeeError(
+          'MODEL_NOT_FOUND',
+          holders.length > 0
+            ? `hive ${from} sent a corrupt copy of ${key} lately; not asked again for now`
+            : `no live hive ${from} holds ${key}`,
+          { details: { model: key, hive: from } },
+        );
+      }
+      // the holder of the content whose prefix is already here continues it
+      const kept = await readSidecar(partial);
+      const holder = candidates.find((h) => kept?.etag === h.sha256) ?? candidates[0]!;
+      tried.add(holder.id);
+      reached.set(holder.id, kept?.etag === holder.sha256 ? kept.durableBytes : 0);
+      const via = `hive ${holder.name} over the LAN`;
+      emit({ phase: 'resolving', bytes: 0, file, from: via, message: `fetching ${file} from ${via}` });
+      writing.add(partial);
+      try {
+        await mkdir(dirname(finalPath), { recursive: true });
+        const { bytes, sha256 } = await fetchFromPeer({
+          peers: network!,
+          holder,
+          partialPath: partial,
+          stallTimeoutMs,
+          beforeWrite: (rest) => ensureDiskSpace({ dir: dirname(partial), needBytes: rest, reserveBytes }),
+          onProgress: (p) =>
+            emit({
+              phase: 'downloading',
+              bytes: p.bytes,
+              totalBytes: holder.bytes,
+              ...(p.bytesPerSecond === undefined ? {} : { bytesPerSecond: p.bytesPerSecond }),
+              ...(p.etaSeconds === undefined ? {} : { etaSeconds: p.etaSeconds }),
+              file,
+              from: via,
+            }),
+          signal,
+        });
+        emit({ phase: 'verifying', bytes, totalBytes: bytes, file, from: via });
+        let info: ModelInfo;
+        try {
+          info = await readModelInfo(partial, { signal });
+        } catch (error) {
+          if (signal.aborted) throw error;
+          // the holder's catalog lists a file that is no model: as good as corrupt
+          await discardPartial(partial);
+          badPeers.set(badKey(holder), now() + BAD_PEER_MS);
+          lastError = toRbeeError(error, 'MODEL_INVALID');
+          emit({
+            phase: 'retrying',
+            bytes: 0,
+            file,
+            from: via,
+            message: `the file from ${via} is no usable model (${lastError.message})`,
+          });
+          continue;
+        }
+        signal.throwIfAborted();
+        await rename(partial, finalPath);
+        await rm(sidecarPathOf(partial), { force: true });
+        // a download from the model's own source that was cut is of no use any more
+        await discardPartial(partialPathOf(finalPath));
+        return await publish(ref, { path: finalPath, bytes, sha256, info, source: 'download' }, emit);
+      } catch (error) {
+        const kind = peerFailure(error);
+        if (signal.aborted || kind === undefined) {
+          // cancelled, or this machine's own trouble (a full disk): nothing stays, as for a download
+          await discardPartial(partial);
+          await pruneEmptyDirs(dirname(finalPath), modelsDir);
+          if (signal.aborted) throw toRbeeError(signal.reason);
+          throw error;
+        }
+        lastError = toRbeeError(error);
+        if (kind === 'bad') badPeers.set(badKey(holder), now() + BAD_PEER_MS);
+        if (kind === 'cut') {
+          // a holder that got further before the cut is asked again, from there
+          const durable = (await readSidecar(partial))?.durableBytes ?? 0;
+          if (durable > (reached.get(holder.id) ?? 0)) {
+            tried.delete(holder.id);
+            awaitBack = now() + PEER_BACK_WAIT_MS;
+          }
+        }
+        const next = kind === 'bad' ? 'discarded' : 'the bytes so far are kept';
+        emit({ phase: 'retrying', bytes: 0, file, from: via, message: `${lastError.message}; ${next}` });
+      } finally {
+        writing.delete(partial);
+      }
+    }
   }
 
   /**
@@ -308,7 +548,8 @@ export function createProvisioner(init: ProvisionerInit): Provisioner {
       // Refs built by hand (not parsed) get the same checks as typed ones before any path is derived.
       const key = canonicalRef(input);
       const ref = parseModelRef(key);
-      return tasks.run(key, (signal, emit) => provision(ref, signal, emit), options);
+      const { from, ...follow } = options;
+      return tasks.run(key, (signal, emit) => provision(ref, signal, emit, undefined, from), follow);
     },
 
     async reconcile(options = {}) {
@@ -338,8 +579,51 @@ export function createProvisioner(init: ProvisionerInit): Provisioner {
         });
       }
       catalog.remove(row.id);
+      // another hive reading it gets an error, not a clean end after part of the file
+      for (const read of reading.get(row.id) ?? []) {
+        read.abort(new RbeeError('MODEL_NOT_FOUND', `model ${row.id} was removed from its hive`));
+      }
       if (row.source !== 'local') await deleteModelFiles(row.path);
       return row;
+    },
+
+    async *readModel(sha256, { offset, length, signal }) {
+      const row = catalog
+        .list()
+        .find((r) => r.sha256 === sha256 && r.source !== 'local' && modelFilePaths(r.path).length === 1);
+      if (row === undefined || (await fileSize(row.path)) !== row.bytes) {
+        throw new RbeeError('MODEL_NOT_FOUND', `no model with sha256 ${sha256} in this catalog`, {
+          details: { sha256 },
+        });
+      }
+      if (offset > row.bytes) {
+        throw new RbeeError('BAD_REQUEST', `offset ${offset} is past the end of the ${row.bytes}-byte file`);
+      }
+      const end = length === undefined ? row.bytes : Math.min(row.bytes, offset + length);
+      if (end <= offset) return;
+      const controller = new AbortController();
+      let reads = reading.get(row.id);
+      if (reads === undefined) reading.set(row.id, (reads = new Set()));
+      reads.add(controller);
+      try {
+        const stream = createReadStream(row.path, {
+          start: offset,
+          end: end - 1,
+          highWaterMark: READ_CHUNK_BYTES,
+          signal: AbortSignal.any([signal, controller.signal]),
+        });
+        try {
+          for await (const chunk of stream) yield chunk as Buffer;
+        } catch (error) {
+          if (controller.signal.aborted) throw toRbeeError(controller.signal.reason);
+          throw toRbeeError(error, 'MODEL_NOT_FOUND');
+        }
+        // removed while the last chunk was on its way: not a whole answer either
+        if (controller.signal.aborted) throw toRbeeError(controller.signal.reason);
+      } finally {
+        reads.delete(controller);
+        if (reads.size === 0) reading.delete(row.id);
+      }
     },
 
     inProgress() {

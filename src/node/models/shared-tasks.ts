@@ -23,6 +23,8 @@ export interface ProvisionProgress {
   file?: string;
   /** A line for narration, e.g. which file was picked and why. */
   message?: string;
+  /** Where the bytes come from when not the model's own source: `hive beta over the LAN`. */
+  from?: string;
 }
 
 export interface FollowOptions {

@@ -292,10 +292,27 @@ function registerModels(root: Command, keeper: Keeper, json: () => Option, port:
   models
     .command('ls')
     .description("list every hive's models, by the names that work as -m")
+    .option('--cluster', 'every model file of the cluster with the hives that hold it (sha256, size)')
     .addOption(json())
     .addOption(port())
-    .action((opts: CommonOptions) =>
+    .action((opts: CommonOptions & { cluster?: boolean }) =>
       keeper.withNode(opts, async (client, output) => {
+        if (opts.cluster === true) {
+          const files = await client.clusterModels();
+          output.result(
+            files,
+            files.length === 0
+              ? 'no models on any hive yet (try `rbee models pull demo`)'
+              : files
+                  .map(
+                    (m) =>
+                      `${m.name}\t${mib(m.bytes)}\t${m.sha256 ?? 'sha256 unknown'}\t` +
+                      `${m.hives.map((h) => h.name).join(',')}\t${m.ref ?? '(a local file)'}`,
+                  )
+                  .join('\n'),
+          );
+          return;
+        }
         const rows = await client.models();
         const names = (m: (typeof rows)[number]): string => [m.id, ...m.aliases].join(', ');
         output.result(
@@ -313,10 +330,17 @@ function registerModels(root: Command, keeper: Keeper, json: () => Option, port:
     .command('pull')
     .alias('add')
     .description('download a model (or generate `demo`) into the catalog')
-    .argument('<ref>', 'demo, hf:org/repo[:quant], hf:org/repo/file.gguf, https://…/x.gguf, or a path')
+    .argument(
+      '<ref>',
+      'demo, hf:org/repo[:quant], hf:org/repo/file.gguf, https://…/x.gguf, a path, or the name or sha256 of a model of the cluster',
+    )
+    .option(
+      '--from <hive>',
+      'fetch it from this hive of the cluster (by default a hive that has it is preferred)',
+    )
     .addOption(json())
     .addOption(port())
-    .action(async (ref: string, opts: CommonOptions) => {
+    .action(async (ref: string, opts: CommonOptions & { from?: string }) => {
       // Off a terminal, downloading narrates a plain line a second instead of the bar.
       const live = await liveStatusFor(opts);
       try {
@@ -326,10 +350,12 @@ function registerModels(root: Command, keeper: Keeper, json: () => Option, port:
             let lastLine = 0;
             let phase = '';
             const done = await client.pullModel(resolveModelArg(ref), {
+              ...(opts.from === undefined ? {} : { from: opts.from }),
               onProgress: (p) => {
                 if (output.json) return output.result(p, '');
                 if (p.phase === 'done') return; // the result line says it
-                const what = p.message ?? `${p.phase} ${p.file ?? ref}`;
+                const from = p.from === undefined ? '' : ` from ${p.from}`;
+                const what = p.message ?? `${p.phase} ${p.file ?? ref}${from}`;
                 if (live !== undefined && p.phase === 'downloading') {
                   if (phase !== p.phase) live.line(`[hive] ${what}`);
                   phase = p.phase;

@@ -34,7 +34,9 @@ function DownloadLines({
       <Text wrap="truncate-end">
         {'  '}
         {download.file ?? download.ref}
-        <Text {...theme.tokens.muted}>{` @${hive} · ${download.phase}`}</Text>
+        <Text {...theme.tokens.muted}>
+          {` @${hive} · ${download.phase}${download.from === undefined ? '' : ` from ${download.from}`}`}
+        </Text>
       </Text>
       <Text wrap="truncate-end">
         {'    '}

@@ -1,0 +1,155 @@
+/**
+ * Models across the cluster, on the wire: this hive serves the files of its catalog to other hives
+ * (`model.read`, a bounded number at once, the others waiting their turn), and offers the
+ * provisioner the live hives that hold a model and a byte stream from one of them.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { ClusterNode } from '../../p2p/index.js';
+import { raceSignal } from '../../shared/abort.js';
+import { RbeeError, toRbeeError } from '../../shared/errors.js';
+import type { Logger } from '../logger.js';
+import type { PeerNetwork } from '../models/index.js';
+import type { RemoteHiveState } from './member-states.js';
+import { modelRead } from './protocol.js';
+
+export interface ModelShareInit {
+  node: ClusterNode;
+  log: Logger;
+  /** This hive's catalog files by sha256 (the provisioner's `readModel`). */
+  read: (
+    sha256: string,
+    options: { offset: number; length?: number; signal: AbortSignal },
+  ) => AsyncIterable<Uint8Array>;
+  /** Reads served at once. */
+  maxReads: number;
+  remotes: () => RemoteHiveState[];
+  nameOf: (id: string) => string | undefined;
+}
+
+/** Reads that may wait for a turn; one more is refused at once (the asking hive tries another). */
+const MAX_WAITING = 256;
+
+/**
+ * Test hook: a pause after each chunk served, so that a test can cut a transfer mid-way. Read from
+ * the node's environment; never set outside tests.
+ */
+const chunkDelayMs = (): number => Number(process.env.RBEE_TEST_MODEL_READ_DELAY_MS ?? 0) || 0;
+
+export function startModelShare(init: ModelShareInit): PeerNetwork {
+  const { node, log } = init;
+  const turns = createTurns(init.maxReads);
+
+  node.streams.handle(modelRead, async ({ params, channel, signal, peer }) => {
+    const release = await turns.take(signal);
+    const started = Date.now();
+    let sent = 0;
+    try {
+      const delay = chunkDelayMs();
+      for await (const chunk of init.read(params.sha256, { ...withoutUndefined(params), signal })) {
+        await channel.write(chunk, { signal });
+        sent += chunk.byteLength;
+        if (delay > 0) await sleep(delay, undefined, { signal });
+      }
+      log.info(
+        { peer, sha256: params.sha256, offset: params.offset, bytes: sent, ms: Date.now() - started },
+        `sent a model to ${init.nameOf(peer) ?? peer}`,
+      );
+    } catch (error) {
+      log.info(
+        { peer, sha256: params.sha256, bytes: sent, err: toRbeeError(error) },
+        'a model read for another hive ended early',
+      );
+      throw error;
+    } finally {
+      release();
+    }
+  });
+
+  return {
+    holders({ ref, sha256, refPrefix }) {
+      return init.remotes().flatMap(({ id, state }) =>
+        state.models
+          .filter(
+            (m) =>
+              typeof m.sha256 === 'string' &&
+              ((ref !== undefined && m.ref === ref) ||
+                (sha256 !== undefined && m.sha256 === sha256) ||
+                (refPrefix !== undefined && m.ref.startsWith(refPrefix))),
+          )
+          .map((m) => ({
+            id,
+            name: state.hive.name,
+            ref: m.ref,
+            sha256: m.sha256 as string,
+            bytes: m.bytes,
+          })),
+      );
+    },
+    async *read(peer, params, { signal }) {
+      const channel = await node.streams.open(peer, modelRead, withoutUndefined(params), { signal });
+      let ended = false;
+      try {
+        for (;;) {
+          const chunk = await channel.read({ signal });
+          if (chunk === undefined) {
+            ended = true;
+            await channel.close().catch(() => undefined);
+            return;
+          }
+          yield chunk;
+        }
+      } finally {
+        // a reader that stops early (a cancel, a full disk) resets the stream: the hive stops sending
+        if (!ended) channel.abort(new RbeeError('JOB_CANCELLED', 'the reader stopped'));
+      }
+    },
+  };
+}
+
+/** At most `max` holders of a turn at once; the others wait in order. */
+export function createTurns(max: number): { take(signal: AbortSignal): Promise<() => void> } {
+  let active = 0;
+  const waiting: (() => void)[] = [];
+  const release = (): void => {
+    const next = waiting.shift();
+    if (next !== undefined) next();
+    else active--;
+  };
+  return {
+    async take(signal) {
+      if (active < max) {
+        active++;
+        return once(release);
+      }
+      if (waiting.length >= MAX_WAITING) {
+        throw new RbeeError('WORKER_BUSY', 'this hive serves as many model reads as it may; try another');
+      }
+      let granted!: () => void;
+      const turn = new Promise<void>((resolve) => (granted = resolve));
+      waiting.push(granted);
+      try {
+        await raceSignal(turn, signal, toRbeeError);
+      } catch (error) {
+        const at = waiting.indexOf(granted);
+        // gone before its turn: it takes none; gone as its turn came: it gives it on
+        if (at !== -1) waiting.splice(at, 1);
+        else release();
+        throw error;
+      }
+      return once(release);
+    },
+  };
+}
+
+function once(fn: () => void): () => void {
+  let done = false;
+  return () => {
+    if (done) return;
+    done = true;
+    fn();
+  };
+}
+
+function withoutUndefined<T extends object>(value: T): T {
+  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as T;
+}

@@ -1,0 +1,179 @@
+/**
+ * The provisioner's side of models from peers, with real files, a real SQLite catalog and a real
+ * HTTP source on 127.0.0.1: a holder serves only its catalog's files by sha256 and never ends a read
+ * cleanly after part of a file that was removed; a fetcher takes a model from the holders the
+ * cluster names (a stand-in for the p2p link, which models-peers.test.ts runs for real), continues a
+ * cut transfer on the next holder from the bytes it has, and asks only the hive `from` names.
+ */
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { parseModelRef, type PeerHolder, type PeerNetwork } from '../../src/node/models/index.js';
+import type { Provisioner } from '../../src/node/models/provisioner.js';
+import { createModelCatalog } from '../../src/node/store/model-catalog.js';
+import { openDatabase, type Database } from '../../src/node/store/db.js';
+import { RbeeError } from '../../src/shared/errors.js';
+import { serveBytes } from './gguf-http-server.js';
+import { filesUnder, setupProvisionerTests, type Fixture } from './provisioner-fixture.js';
+
+const fx: Fixture = setupProvisionerTests();
+/** The holders' own databases, closed after each test. */
+const opened: Database[] = [];
+afterEach(() => {
+  for (const db of opened.splice(0)) db.close();
+});
+
+/** A holder with the tiny model in its catalog (downloaded from the test server). */
+async function holderWithTiny(name: string): Promise<{ provisioner: Provisioner; url: string }> {
+  const url = `${fx.server.origin}/m/tiny.gguf`;
+  fx.server.route('/m/tiny.gguf', serveBytes(fx.tiny));
+  const dir = join(fx.dir, name);
+  await mkdir(dir, { recursive: true });
+  const db = openDatabase(join(dir, 'rbee.db'));
+  opened.push(db);
+  const provisioner = fx.make({ catalog: createModelCatalog(db), modelsDir: join(dir, 'models') });
+  const { model } = await provisioner.ensure(parseModelRef(url));
+  expect(model.sha256).toBe(fx.tinySha);
+  return { provisioner, url };
+}
+
+async function collect(chunks: AsyncIterable<Uint8Array>): Promise<Buffer> {
+  const parts: Uint8Array[] = [];
+  for await (const chunk of chunks) parts.push(chunk);
+  return Buffer.concat(parts);
+}
+
+/** The cluster as the fetcher sees it: these holders, each read through `read` (or its provisioner). */
+function network(
+  holders: { holder: PeerHolder; provisioner: Provisioner; cutAfter?: number }[],
+): PeerNetwork & { reads: { peer: string; offset: number }[] } {
+  const reads: { peer: string; offset: number }[] = [];
+  return {
+    reads,
+    // every holder holds the model asked for by ref or sha256; a repo's files by their refs
+    holders: ({ ref, sha256, refPrefix }) =>
+      holders
+        .map((h) => h.holder)
+        .filter(
+          (h) =>
+            h.sha256 === sha256 ||
+            ref !== undefined ||
+            (refPrefix !== undefined && h.ref.startsWith(refPrefix)),
+        ),
+    async *read(peer, params, { signal }) {
+      reads.push({ peer, offset: params.offset });
+      const entry = holders.find((h) => h.holder.id === peer)!;
+      // the holder's link breaks at this byte of the file, however often it is asked
+      let sent = params.offset;
+      for await (const chunk of entry.provisioner.readModel(params.sha256, { ...params, signal })) {
+        if (entry.cutAfter !== undefined && sent + chunk.byteLength > entry.cutAfter) {
+          yield chunk.subarray(0, entry.cutAfter - sent);
+          throw new RbeeError('NODE_UNREACHABLE', 'the connection was reset');
+        }
+        sent += chunk.byteLength;
+        yield chunk;
+      }
+    },
+  };
+}
+
+const holderOf = (id: string, bytes: number, ref = 'https://example.invalid/tiny.gguf'): PeerHolder => ({
+  id,
+  name: id,
+  ref,
+  sha256: fx.tinySha,
+  bytes,
+});
+
+describe('models from peers (provisioner)', () => {
+  it('serves only catalog files by sha256, and a removal ends a read with an error, not a short clean end', async () => {
+    const { provisioner, url } = await holderWithTiny('alpha');
+    const whole = await collect(
+      provisioner.readModel(fx.tinySha, { offset: 0, signal: new AbortController().signal }),
+    );
+    expect(whole.equals(fx.tiny)).toBe(true);
+    const tail = await collect(
+      provisioner.readModel(fx.tinySha, { offset: 1000, length: 10, signal: new AbortController().signal }),
+    );
+    expect(tail.equals(fx.tiny.subarray(1000, 1010))).toBe(true);
+    await expect(
+      collect(provisioner.readModel('0'.repeat(64), { offset: 0, signal: new AbortController().signal })),
+    ).rejects.toMatchObject({ code: 'MODEL_NOT_FOUND' });
+
+    const reading = provisioner.readModel(fx.tinySha, { offset: 0, signal: new AbortController().signal });
+    const iterator = reading[Symbol.asyncIterator]();
+    const first = await iterator.next();
+    expect(first.done).toBe(false);
+    await provisioner.remove(url);
+    const rest = (async () => {
+      for (;;) if ((await iterator.next()).done === true) return 'ended cleanly';
+    })();
+    await expect(rest).rejects.toMatchObject({ code: 'MODEL_NOT_FOUND' });
+  });
+
+  it('continues a transfer cut on one holder from the bytes it has, on the next holder', async () => {
+    const alpha = await holderWithTiny('alpha');
+    const gamma = await holderWithTiny('gamma');
+    const cutAfter = 300 * 1024;
+    const peers = network([
+      { holder: holderOf('alpha', fx.tiny.length), provisioner: alpha.provisioner, cutAfter },
+      { holder: holderOf('gamma', fx.tiny.length), provisioner: gamma.provisioner },
+    ]);
+    fx.server.hits.clear();
+    const messages: string[] = [];
+    const { model, cached } = await fx.make({ peers: () => peers }).ensure(parseModelRef(alpha.url), {
+      onProgress: (p) => {
+        if (p.message !== undefined) messages.push(p.message);
+      },
+    });
+    expect(cached).toBe(false);
+    expect(model.sha256).toBe(fx.tinySha);
+    // alpha got further, so it is asked again from there; it breaks at once, so gamma goes on
+    expect(peers.reads).toEqual([
+      { peer: 'alpha', offset: 0 },
+      { peer: 'alpha', offset: cutAfter },
+      { peer: 'gamma', offset: cutAfter },
+    ]);
+    // nothing came from the model's own source
+    expect(fx.server.hits.get('/m/tiny.gguf') ?? 0).toBe(0);
+    expect(messages.some((m) => m.includes('from hive alpha') && m.includes('broke off'))).toBe(true);
+    expect((await filesUnder(fx.modelsDir)).filter((f) => f.includes('.partial'))).toEqual([]);
+  });
+
+  it('asks only the hive `from` names, and says so when no live hive of that name holds it', async () => {
+    const alpha = await holderWithTiny('alpha');
+    const gamma = await holderWithTiny('gamma');
+    const peers = network([
+      { holder: holderOf('alpha', fx.tiny.length), provisioner: alpha.provisioner },
+      { holder: holderOf('gamma', fx.tiny.length), provisioner: gamma.provisioner },
+    ]);
+    const fetcher = fx.make({ peers: () => peers });
+    await expect(fetcher.ensure(parseModelRef(alpha.url), { from: 'delta' })).rejects.toMatchObject({
+      code: 'MODEL_NOT_FOUND',
+    });
+    const { model } = await fetcher.ensure(parseModelRef(alpha.url), { from: 'gamma' });
+    expect(model.sha256).toBe(fx.tinySha);
+    expect(peers.reads).toEqual([{ peer: 'gamma', offset: 0 }]);
+  });
+
+  it('picks a file of hf:org/repo:QUANT among those hives hold when the repo listing is out of reach', async () => {
+    const alpha = await holderWithTiny('alpha');
+    // the endpoint drops every connection: no listing
+    fx.server.route('/api/models/test/tiny', (_req, res) => void res.destroy());
+    const peers = network([
+      {
+        holder: holderOf('alpha', fx.tiny.length, 'hf:test/tiny/Tiny-Q8_0.gguf'),
+        provisioner: alpha.provisioner,
+      },
+    ]);
+    const messages: string[] = [];
+    const { model } = await fx.make({ peers: () => peers }).ensure(parseModelRef('hf:test/tiny:Q8_0'), {
+      onProgress: (p) => {
+        if (p.message !== undefined) messages.push(p.message);
+      },
+    });
+    expect(model).toMatchObject({ ref: 'hf:test/tiny/Tiny-Q8_0.gguf', sha256: fx.tinySha });
+    expect(peers.reads).toEqual([{ peer: 'alpha', offset: 0 }]);
+    expect(messages.some((m) => m.includes('out of reach') && m.includes('hive alpha'))).toBe(true);
+  });
+});
