@@ -10,7 +10,10 @@ const token = (text: string, id: number) => ({ type: 'token' as const, text, tok
 describe('token relay (hive → entry node)', () => {
   let clock = 0;
   let frames: RelayFrame[];
-  const write = async (frame: RelayFrame): Promise<void> => void frames.push(frame);
+  const write = (frame: RelayFrame): Promise<void> => {
+    frames.push(frame);
+    return Promise.resolve();
+  };
   beforeEach(() => {
     vi.useFakeTimers();
     clock = 1000;
@@ -24,13 +27,13 @@ describe('token relay (hive → entry node)', () => {
 
   it('sends the first token at once and the tokens within the interval together, in order', async () => {
     const relay = createTokenRelay({ write, intervalMs: 2, now: () => clock });
-    relay.emit(token('a', 1));
+    void relay.emit(token('a', 1));
     await vi.advanceTimersByTimeAsync(0);
     expect(frames).toEqual([{ type: 'token', text: 'a', tokens: [1] }]);
     clock += 0.5;
-    relay.emit(token('b', 2));
+    void relay.emit(token('b', 2));
     clock += 0.5;
-    relay.emit(token('c', 3));
+    void relay.emit(token('c', 3));
     await vi.advanceTimersByTimeAsync(0);
     expect(frames).toHaveLength(1); // b and c wait for the interval
     await advance(1);
@@ -43,18 +46,18 @@ describe('token relay (hive → entry node)', () => {
     });
     // after a pause the next token goes at once again
     await advance(10);
-    relay.emit(token('d', 4));
+    void relay.emit(token('d', 4));
     await vi.advanceTimersByTimeAsync(0);
     expect(frames[2]).toEqual({ type: 'token', text: 'd', tokens: [4] });
   });
 
   it('writes waiting tokens before any other event, and flush sends the rest', async () => {
     const relay = createTokenRelay({ write, intervalMs: 2, now: () => clock });
-    relay.emit(token('a', 1));
-    relay.emit(token('b', 2));
+    void relay.emit(token('a', 1));
+    void relay.emit(token('b', 2));
     const narration = { type: 'narration' as const, source: 'worker' as const, node: 'c', text: 'n' };
     await relay.emit(narration);
-    relay.emit(token('c', 3));
+    void relay.emit(token('c', 3));
     await relay.flush();
     expect(frames.map((f) => f.type)).toEqual(['token', 'token', 'narration', 'token']);
     expect(frames.map((f) => ('text' in f ? f.text : ''))).toEqual(['a', 'b', 'n', 'c']);
@@ -62,15 +65,15 @@ describe('token relay (hive → entry node)', () => {
 
   it('without an interval sends a frame per token (entry nodes that read no token runs)', async () => {
     const relay = createTokenRelay({ write, intervalMs: 0, now: () => clock });
-    for (let i = 0; i < 5; i++) relay.emit(token(String(i), i));
+    for (let i = 0; i < 5; i++) void relay.emit(token(String(i), i));
     await relay.flush();
     expect(frames.map((f) => f.type)).toEqual(['token', 'token', 'token', 'token', 'token']);
   });
 
   it('sends a full frame at once, however soon', async () => {
     const relay = createTokenRelay({ write, intervalMs: 1000, now: () => clock });
-    relay.emit(token('first', 0));
-    for (let i = 1; i <= MAX_TOKENS_PER_FRAME; i++) relay.emit(token('x', i));
+    void relay.emit(token('first', 0));
+    for (let i = 1; i <= MAX_TOKENS_PER_FRAME; i++) void relay.emit(token('x', i));
     await vi.advanceTimersByTimeAsync(0);
     expect(frames).toHaveLength(2);
     expect(frames[1]).toMatchObject({ type: 'tokens' });
@@ -108,7 +111,7 @@ describe('token relay (hive → entry node)', () => {
       intervalMs: 2,
       now: () => clock,
     });
-    relay.emit(token('a', 1));
+    void relay.emit(token('a', 1));
     await expect(relay.flush()).rejects.toThrow('stream reset');
   });
 });

@@ -18,8 +18,7 @@ import type { WorkerPool } from '../hive/index.js';
 import type { ModelRef, Provisioner } from '../models/index.js';
 import type { ApiClient } from './auth.js';
 import { anthropicErrorBody, sendErrorBody } from './error-body.js';
-import { followJob } from './job-events.js';
-import { releaseWhenDone } from './key-limits.js';
+import { submitFollowed } from './job-events.js';
 import type { ModelAccessCheck } from './model-access.js';
 import { checkToolMessages, toolJobFields, toolPlan, ToolStream, type ToolPlan } from './openai-tools.js';
 import { sseEvent, type OpenSse, type SseStream } from './sse.js';
@@ -355,24 +354,13 @@ async function serve(
   plan: ToolPlan | undefined,
   release: () => void,
 ): Promise<void> {
-  let id: string;
+  let followed: ReturnType<typeof submitFollowed>;
   try {
-    ({ id } = init.jobs.submit(job, { owner: client.owner }));
+    followed = submitFollowed(init.jobs, job, client.owner, reply, release);
   } catch (error) {
-    release();
     return sendError(reply, error);
   }
-  releaseWhenDone(init.jobs, id, release);
-  const events = followJob(init.jobs, id);
-  let finished = false;
-  // A client that goes away (or is dropped) cancels its job.
-  const leave = (): void => {
-    events.stop();
-    if (finished) return;
-    finished = true;
-    init.jobs.cancel(id);
-  };
-  reply.raw.once('close', leave);
+  const { id, events, leave } = followed;
 
   const message = (content: Json[], stop: Json, done?: DoneEvent): Json => ({
     id: `msg_${id}`,
@@ -407,7 +395,6 @@ async function serve(
     if (event.type === 'narration') continue;
     if (sse !== undefined && !sse.open) return leave();
     if (event.type === 'error') {
-      finished = true;
       const rbee = RbeeError.fromJSON(event.error);
       if (sse === undefined) return sendError(reply, rbee);
       // Headers are out: the error travels in the stream, then the stream ends.
@@ -419,7 +406,6 @@ async function serve(
       if (stream && pieces.length > 0) await send(pieces);
       continue;
     }
-    finished = true;
     if (event.finishReason === 'cancelled' || event.finishReason === 'error') {
       const rbee = new RbeeError('JOB_CANCELLED', `the job ended without an answer (${event.finishReason})`);
       if (sse === undefined) return sendError(reply, rbee);

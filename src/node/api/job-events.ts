@@ -1,10 +1,14 @@
-import type { JobEvent } from '../../shared/wire.js';
+import type { FastifyReply } from 'fastify';
+import type { JobEvent, JobRequest } from '../../shared/wire.js';
 import type { JobManager } from '../jobs/index.js';
+import { releaseWhenDone } from './key-limits.js';
 
 /** A job's events, from its first to its end, for a reader that goes at its own pace. */
 export interface JobFollower extends AsyncIterable<JobEvent> {
   /** Unsubscribes and ends the iteration (the reader went away). */
   stop(): void;
+  /** Whether the job's last event (`done` or `error`) has been read. */
+  readonly ended: boolean;
 }
 
 /**
@@ -18,6 +22,7 @@ export function followJob(jobs: JobManager, id: string): JobFollower {
   let next = 0;
   let wake: (() => void) | undefined;
   let stopped = false;
+  let ended = false;
   const unsubscribe = jobs.subscribe(id, (event) => {
     queue.push(event);
     wake?.();
@@ -29,6 +34,9 @@ export function followJob(jobs: JobManager, id: string): JobFollower {
   };
   return {
     stop,
+    get ended() {
+      return ended;
+    },
     async *[Symbol.asyncIterator]() {
       try {
         while (!stopped) {
@@ -41,12 +49,46 @@ export function followJob(jobs: JobManager, id: string): JobFollower {
           }
           const event = queue[next] as JobEvent;
           queue[next++] = undefined; // let go of what was read
+          if (event.type === 'done' || event.type === 'error') ended = true;
           yield event;
-          if (event.type === 'done' || event.type === 'error') return;
+          if (ended) return;
         }
       } finally {
         stop();
       }
     },
   };
+}
+
+/**
+ * A job an API route runs for its client: submitted under the client's name, its slot of the key's
+ * limits (`release`) given back when the job ends, and followed. A client that goes away (or is
+ * dropped) before the job's end cancels it, as Ctrl-C does for `rbee infer`; `leave` does the same
+ * for a route that stops reading. A submit that throws gives the slot back and rethrows.
+ */
+export function submitFollowed(
+  jobs: JobManager,
+  job: JobRequest,
+  owner: string | undefined,
+  reply: FastifyReply,
+  release: () => void,
+): { id: string; events: JobFollower; leave: () => void } {
+  let id: string;
+  try {
+    ({ id } = jobs.submit(job, { owner }));
+  } catch (error) {
+    release();
+    throw error;
+  }
+  releaseWhenDone(jobs, id, release);
+  const events = followJob(jobs, id);
+  let left = false;
+  const leave = (): void => {
+    events.stop();
+    if (events.ended || left) return;
+    left = true;
+    jobs.cancel(id);
+  };
+  reply.raw.once('close', leave);
+  return { id, events, leave };
 }

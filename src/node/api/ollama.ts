@@ -19,8 +19,7 @@ import { canonicalRef, type ModelRef, type ProvisionProgress, type Provisioner }
 import type { ModelCatalog } from '../store/index.js';
 import type { Logger } from '../logger.js';
 import type { ApiClient } from './auth.js';
-import { followJob } from './job-events.js';
-import { releaseWhenDone } from './key-limits.js';
+import { submitFollowed } from './job-events.js';
 import type { ModelAccessCheck } from './model-access.js';
 import type { ModelList, OpenAiModel } from './model-list.js';
 import { embedTexts } from './openai.js';
@@ -504,23 +503,7 @@ async function serve(
   shape: Shape,
 ): Promise<void> {
   const release = init.admit(request.apiClient);
-  let id: string;
-  try {
-    ({ id } = init.jobs.submit(job, { owner: request.apiClient.owner }));
-  } catch (error) {
-    release();
-    throw error;
-  }
-  releaseWhenDone(init.jobs, id, release);
-  const events = followJob(init.jobs, id);
-  let finished = false;
-  const leave = (): void => {
-    events.stop();
-    if (finished) return;
-    finished = true;
-    init.jobs.cancel(id);
-  };
-  reply.raw.once('close', leave);
+  const { events, leave } = submitFollowed(init.jobs, job, request.apiClient.owner, reply, release);
   const errorLine = (error: RbeeError): string =>
     `${JSON.stringify({ error: ollamaError(error, modelOfBody(request.body)).message })}\n`;
   let out: SseStream | undefined;
@@ -536,7 +519,6 @@ async function serve(
     if (event.type === 'narration') continue;
     if (out !== undefined && !out.open) return leave();
     if (event.type === 'error') {
-      finished = true;
       const error = RbeeError.fromJSON(event.error);
       if (out === undefined) throw error;
       return out.end(errorLine(error));
@@ -546,7 +528,6 @@ async function serve(
       if (stream) await send(shape.chunk(event.text));
       continue;
     }
-    finished = true;
     if (!stream) return void reply.send(shape.whole(text, event));
     await send(shape.end(event));
     return out?.end();

@@ -12,7 +12,7 @@ import { z } from 'zod';
 import { RbeeError, toRbeeError } from '../../shared/errors.js';
 import type { ChatMessage, DoneEvent, JobRequest } from '../../shared/wire.js';
 import type { JobManager } from '../jobs/index.js';
-import { followJob } from './job-events.js';
+import { submitFollowed } from './job-events.js';
 import type { OpenSse, SseStream } from './sse.js';
 import type { ModelRef, Provisioner } from '../models/index.js';
 import type { WorkerPool } from '../hive/index.js';
@@ -20,7 +20,6 @@ import type { EmbedResult } from '../../engine/index.js';
 import type { ModelCatalog } from '../store/index.js';
 import type { ApiClient } from './auth.js';
 import type { ModelAccessCheck } from './model-access.js';
-import { releaseWhenDone } from './key-limits.js';
 import {
   checkToolMessages,
   toolChatShape,
@@ -228,26 +227,9 @@ async function serve(
   shape: (jobId: string, model: string, created: number) => Shape,
   release: () => void,
 ): Promise<void> {
-  let id: string;
-  try {
-    ({ id } = init.jobs.submit(job, { owner: client.owner }));
-  } catch (error) {
-    release();
-    throw error;
-  }
-  releaseWhenDone(init.jobs, id, release);
+  const { id, events, leave } = submitFollowed(init.jobs, job, client.owner, reply, release);
   const created = Math.floor(Date.now() / 1000);
   const s = shape(id, job.model, created);
-  const events = followJob(init.jobs, id);
-  let finished = false;
-  // A client that goes away (or is dropped) cancels its job, as Ctrl-C does for `rbee infer`.
-  const leave = (): void => {
-    events.stop();
-    if (finished) return;
-    finished = true;
-    init.jobs.cancel(id);
-  };
-  reply.raw.once('close', leave);
 
   let text = '';
   let sse: SseStream | undefined;
@@ -262,7 +244,6 @@ async function serve(
     if (event.type === 'narration') continue;
     if (sse !== undefined && !sse.open) return leave();
     if (event.type === 'error') {
-      finished = true;
       const rbee = RbeeError.fromJSON(event.error);
       if (sse === undefined) return sendError(reply, rbee);
       // Headers are out: the error travels in the stream, then the stream ends.
@@ -274,7 +255,6 @@ async function serve(
       text += event.text;
       continue;
     }
-    finished = true;
     if (!stream) return void reply.send(s.whole(text, event));
     for (const chunk of [s.chunk(undefined, finishReason(event), text === '', event)].flat())
       await send(chunk);
