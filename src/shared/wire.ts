@@ -62,6 +62,11 @@ export const samplingSchema = z.object({
    * mid-stream goes on elsewhere from its prompt plus the tokens already sent (set by the router).
    */
   continueTokens: z.array(z.number().int().min(0)).max(1_000_000).optional(),
+  /**
+   * Report each generated token's log probability, with this many of the most likely tokens at its
+   * place (0–20). Absent: no log probabilities, and token events carry none.
+   */
+  logprobs: z.number().int().min(0).max(20).optional(),
 });
 export type Sampling = z.infer<typeof samplingSchema>;
 
@@ -89,6 +94,19 @@ export const jobRequestSchema = samplingSchema
     message: 'either prompt or messages is required',
   });
 export type JobRequest = z.infer<typeof jobRequestSchema>;
+
+/** A token as its text, and the log of its probability (see TokenLogprob). */
+export const tokenChoiceSchema = z.object({ token: z.string(), logprob: z.number() });
+/**
+ * One generated token's log probability and, when asked for, the most likely tokens at its place,
+ * most likely first. The probabilities are those the sampler drew from: the model's distribution
+ * after logit bias, penalties, top-k/top-p/min-p and temperature (at temperature 0, the model's
+ * own softmax, whose most likely token is the one picked).
+ */
+export const tokenLogprobSchema = tokenChoiceSchema.extend({
+  top: z.array(tokenChoiceSchema).max(20).optional(),
+});
+export type TokenLogprob = z.infer<typeof tokenLogprobSchema>;
 
 export const narrationSourceSchema = z.enum(['keeper', 'queen', 'hive', 'worker']);
 export type NarrationSource = z.infer<typeof narrationSourceSchema>;
@@ -143,7 +161,13 @@ export const jobEventSchema = z.discriminatedUnion('type', [
     text: z.string(),
     progress: progressSchema.optional(),
   }),
-  z.object({ ...base, type: z.literal('token'), text: z.string() }),
+  z.object({
+    ...base,
+    type: z.literal('token'),
+    text: z.string(),
+    /** Only when the job asked for `logprobs`: one entry per token the text covers. */
+    logprobs: z.array(tokenLogprobSchema).optional(),
+  }),
   z.object({
     ...base,
     type: z.literal('done'),

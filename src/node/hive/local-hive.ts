@@ -193,7 +193,11 @@ export function createLocalHive(init: LocalHiveInit): Hive {
           if (chunk.type === 'token') {
             firstTokenAt ??= Date.now();
             // awaited: a remote entry node's slow reader holds the worker back (back-pressure)
-            await emit({ type: 'token', text: chunk.text, tokens: chunk.tokens });
+            await emit(
+              chunk.logprobs === undefined
+                ? { type: 'token', text: chunk.text, tokens: chunk.tokens }
+                : { type: 'token', text: chunk.text, tokens: chunk.tokens, logprobs: chunk.logprobs },
+            );
             continue;
           }
           const end = Date.now();

@@ -144,7 +144,11 @@ export function createRouter(init: RouterInit): (job: JobContext) => Promise<voi
                 }
                 for (const token of event.tokens) sentTokens.push(token);
                 // the count is for continuing a job; clients get the text
-                return job.emit({ type: 'token', text: event.text });
+                return job.emit(
+                  event.logprobs === undefined
+                    ? { type: 'token', text: event.text }
+                    : { type: 'token', text: event.text, logprobs: event.logprobs },
+                );
               }
               if (event.type !== 'done') return job.emit(event);
               const end = Date.now();
