@@ -10,7 +10,7 @@ import type { ModelList } from './model-list.js';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import { z } from 'zod';
 import { RbeeError, toRbeeError } from '../../shared/errors.js';
-import type { ChatMessage, DoneEvent, JobRequest } from '../../shared/wire.js';
+import type { ChatMessage, DoneEvent, JobRequest, TokenLogprob } from '../../shared/wire.js';
 import type { JobManager } from '../jobs/index.js';
 import { followJob } from './job-events.js';
 import type { OpenSse, SseStream } from './sse.js';
@@ -82,12 +82,12 @@ const samplingFields = {
     .nullable()
     .optional(),
   n: z.literal(1).nullable().optional(),
-  /** Accepted where they ask for nothing; see unsupportedParameter. */
+  /** Chat: true or false, with top_logprobs; completions: how many top alternatives (0–20). */
   logprobs: z
-    .union([z.boolean(), z.number().int().min(0)])
+    .union([z.boolean(), z.number().int().min(0).max(20)])
     .nullable()
     .optional(),
-  top_logprobs: z.number().int().min(0).nullable().optional(),
+  top_logprobs: z.number().int().min(0).max(20).nullable().optional(),
   logit_bias: z
     .record(z.string().regex(/^\d{1,9}$/, 'logit_bias keys are token ids'), z.number().min(-100).max(100))
     .nullable()
@@ -128,17 +128,14 @@ const completionSchema = z.object({
 type SamplingBody = z.infer<typeof chatSchema> | z.infer<typeof completionSchema>;
 
 /**
- * OpenAI parameters rbee accepts without acting on them when they ask for nothing (`logprobs:
- * false`, `n: 1`), and refuses with a clear message when they ask for more.
+ * OpenAI parameters rbee accepts without acting on them when they ask for nothing (`n: 1`), and
+ * refuses with a clear message when they ask for more.
  */
 function unsupportedParameter(body: unknown): string | undefined {
   if (typeof body !== 'object' || body === null) return undefined;
   const b = body as Record<string, unknown>;
   // `tools` are served (openai-tools.ts); the legacy `functions` are not
   if (b.functions != null) return '`functions` is not supported: use `tools`';
-  if (b.logprobs != null && b.logprobs !== false && b.logprobs !== 0)
-    return '`logprobs` is not supported yet';
-  if (b.top_logprobs != null && b.top_logprobs !== 0) return '`top_logprobs` is not supported yet';
   if (typeof b.n === 'number' && b.n > 1)
     return '`n` greater than 1 is not supported: send one request per choice';
   return undefined;
@@ -178,6 +175,64 @@ function sampling(body: SamplingBody): Omit<JobRequest, 'model'> {
   };
 }
 
+/** How many top alternatives a chat request asks for per token; undefined: no logprobs at all. */
+function chatLogprobsOf(body: z.infer<typeof chatSchema>): number | undefined {
+  const top = body.top_logprobs ?? 0;
+  if (body.logprobs !== true) {
+    if (top > 0) throw new RbeeError('BAD_REQUEST', '`top_logprobs` needs `logprobs: true`');
+    if (typeof body.logprobs === 'number')
+      throw new RbeeError('BAD_REQUEST', '`logprobs` is true or false on chat completions');
+    return undefined;
+  }
+  return top;
+}
+
+/** A completions request's `logprobs`: an integer, how many top alternatives (0 or more). */
+function completionLogprobsOf(body: z.infer<typeof completionSchema>): number | undefined {
+  if (body.top_logprobs != null)
+    throw new RbeeError('BAD_REQUEST', '`top_logprobs` is for chat: completions take `logprobs: N`');
+  if (body.logprobs == null || body.logprobs === false) return undefined;
+  if (body.logprobs === true)
+    throw new RbeeError('BAD_REQUEST', '`logprobs` on completions is the number of top alternatives');
+  return body.logprobs;
+}
+
+/** A token's text as OpenAI's `bytes`: its UTF-8. */
+const bytesOf = (token: string): number[] => [...Buffer.from(token, 'utf8')];
+
+/** Chat's `choices[].logprobs` for these tokens. */
+function chatLogprobs(entries: readonly TokenLogprob[]): Record<string, unknown> {
+  return {
+    content: entries.map((e) => ({
+      token: e.token,
+      logprob: e.logprob,
+      bytes: bytesOf(e.token),
+      top_logprobs: (e.top ?? []).map((t) => ({
+        token: t.token,
+        logprob: t.logprob,
+        bytes: bytesOf(t.token),
+      })),
+    })),
+    refusal: null,
+  };
+}
+
+/** Completions' `choices[].logprobs` for these tokens, the first starting at `offset` of the text. */
+function completionLogprobs(entries: readonly TokenLogprob[], offset: number): Record<string, unknown> {
+  const textOffset: number[] = [];
+  let at = offset;
+  for (const e of entries) {
+    textOffset.push(at);
+    at += e.token.length;
+  }
+  return {
+    tokens: entries.map((e) => e.token),
+    token_logprobs: entries.map((e) => e.logprob),
+    top_logprobs: entries.map((e) => Object.fromEntries((e.top ?? []).map((t) => [t.token, t.logprob]))),
+    text_offset: textOffset,
+  };
+}
+
 function toMessages(messages: z.infer<typeof messageSchema>[]): ChatMessage[] {
   return messages.map((m) => {
     const content = typeof m.content === 'string' ? m.content : (m.content ?? []).map((p) => p.text).join('');
@@ -204,18 +259,22 @@ const usage = (done: DoneEvent): Record<string, unknown> => ({
     : { prompt_tokens_details: { cached_tokens: done.usage.cachedPromptTokens } }),
 });
 
-interface Shape {
-  /** One streamed piece of text (or the final piece, with a finish reason): one chunk, or several. */
+export interface Shape {
+  /**
+   * One streamed piece of text (or the final piece, with a finish reason): one chunk, or several.
+   * `logprobs`: the piece's tokens', when the request asked for them.
+   */
   chunk(
     text: string | undefined,
     finish: string | null,
     first: boolean,
     done?: DoneEvent,
+    logprobs?: TokenLogprob[],
   ): Record<string, unknown> | Record<string, unknown>[];
   /** Whether the stream ends with `data: [DONE]` (the Responses API's does not). Defaults to true. */
   doneMarker?: boolean;
-  /** The whole answer, when not streaming. */
-  whole(text: string, done: DoneEvent): Record<string, unknown>;
+  /** The whole answer, when not streaming; `logprobs`: all its tokens', when asked for. */
+  whole(text: string, done: DoneEvent, logprobs?: TokenLogprob[]): Record<string, unknown>;
 }
 
 async function serve(
@@ -250,6 +309,8 @@ async function serve(
   reply.raw.once('close', leave);
 
   let text = '';
+  /** Every token's, for a whole answer that asked for them. */
+  const logprobs: TokenLogprob[] | undefined = job.logprobs === undefined || stream ? undefined : [];
   let sse: SseStream | undefined;
   /** Headers wait for the first token (or the end), so failures before it are proper HTTP errors. */
   const send = async (data: unknown): Promise<void> => {
@@ -270,12 +331,15 @@ async function serve(
       return;
     }
     if (event.type === 'token') {
-      if (stream) for (const chunk of [s.chunk(event.text, null, text === '')].flat()) await send(chunk);
+      if (stream)
+        for (const chunk of [s.chunk(event.text, null, text === '', undefined, event.logprobs)].flat())
+          await send(chunk);
+      else if (event.logprobs !== undefined) logprobs?.push(...event.logprobs);
       text += event.text;
       continue;
     }
     finished = true;
-    if (!stream) return void reply.send(s.whole(text, event));
+    if (!stream) return void reply.send(s.whole(text, event, logprobs));
     for (const chunk of [s.chunk(undefined, finishReason(event), text === '', event)].flat())
       await send(chunk);
     if (includeUsage) {
@@ -405,9 +469,13 @@ export function registerOpenAiRoutes(app: FastifyInstance, init: OpenAiInit): vo
     let body: z.infer<typeof chatSchema>;
     let release: () => void;
     let tools: ToolPlan | undefined;
+    let logprobs: number | undefined;
     try {
       body = parse(chatSchema, request.body);
       tools = chatTools(body);
+      logprobs = chatLogprobsOf(body);
+      if (logprobs !== undefined && tools !== undefined)
+        throw new RbeeError('BAD_REQUEST', '`logprobs` with `tools` is not supported');
       init.checkModel(body.model, request.apiClient);
       release = init.admit(request.apiClient);
     } catch (error) {
@@ -418,6 +486,7 @@ export function registerOpenAiRoutes(app: FastifyInstance, init: OpenAiInit): vo
       messages: toMessages(body.messages),
       ...sampling(body),
       ...(tools === undefined ? {} : toolJobFields(tools)),
+      ...(logprobs === undefined ? {} : { logprobs }),
     };
     await serve(
       init,
@@ -430,7 +499,7 @@ export function registerOpenAiRoutes(app: FastifyInstance, init: OpenAiInit): vo
         tools !== undefined
           ? toolCompletionShape(tools, id, model, created)
           : {
-              chunk: (text, finish, first) => ({
+              chunk: (text, finish, first, _done, entries) => ({
                 id: `chatcmpl-${id}`,
                 object: 'chat.completion.chunk',
                 created,
@@ -444,11 +513,14 @@ export function registerOpenAiRoutes(app: FastifyInstance, init: OpenAiInit): vo
                         : first
                           ? { role: 'assistant', content: text }
                           : { content: text },
+                    ...(logprobs === undefined
+                      ? {}
+                      : { logprobs: entries === undefined ? null : chatLogprobs(entries) }),
                     finish_reason: finish,
                   },
                 ],
               }),
-              whole: (text, done) => ({
+              whole: (text, done, entries) => ({
                 id: `chatcmpl-${id}`,
                 object: 'chat.completion',
                 created,
@@ -457,6 +529,7 @@ export function registerOpenAiRoutes(app: FastifyInstance, init: OpenAiInit): vo
                   {
                     index: 0,
                     message: { role: 'assistant', content: text },
+                    ...(entries === undefined ? {} : { logprobs: chatLogprobs(entries) }),
                     finish_reason: finishReason(done),
                   },
                 ],
@@ -500,15 +573,25 @@ export function registerOpenAiRoutes(app: FastifyInstance, init: OpenAiInit): vo
   app.post('/v1/completions', async (request, reply) => {
     let body: z.infer<typeof completionSchema>;
     let release: () => void;
+    let logprobs: number | undefined;
     try {
       body = parse(completionSchema, request.body);
+      logprobs = completionLogprobsOf(body);
       init.checkModel(body.model, request.apiClient);
       release = init.admit(request.apiClient);
     } catch (error) {
       return sendError(reply, error);
     }
     const prompt = typeof body.prompt === 'string' ? body.prompt : (body.prompt[0] ?? '');
-    const job: JobRequest = { model: body.model, prompt, raw: true, ...sampling(body) };
+    const job: JobRequest = {
+      model: body.model,
+      prompt,
+      raw: true,
+      ...sampling(body),
+      ...(logprobs === undefined ? {} : { logprobs }),
+    };
+    /** Where the next streamed piece starts in the answer (its tokens' `text_offset`). */
+    let offset = 0;
     await serve(
       init,
       request.apiClient,
@@ -517,19 +600,30 @@ export function registerOpenAiRoutes(app: FastifyInstance, init: OpenAiInit): vo
       body.stream === true,
       body.stream_options?.include_usage === true,
       (id, model, created) => ({
-        chunk: (text, finish) => ({
+        chunk: (text, finish, _first, _done, entries) => {
+          const chunkLogprobs = entries === undefined ? null : completionLogprobs(entries, offset);
+          offset += text?.length ?? 0;
+          return {
+            id: `cmpl-${id}`,
+            object: 'text_completion',
+            created,
+            model,
+            choices: [{ index: 0, text: text ?? '', finish_reason: finish, logprobs: chunkLogprobs }],
+          };
+        },
+        whole: (text, done, entries) => ({
           id: `cmpl-${id}`,
           object: 'text_completion',
           created,
           model,
-          choices: [{ index: 0, text: text ?? '', finish_reason: finish, logprobs: null }],
-        }),
-        whole: (text, done) => ({
-          id: `cmpl-${id}`,
-          object: 'text_completion',
-          created,
-          model,
-          choices: [{ index: 0, text, finish_reason: finishReason(done), logprobs: null }],
+          choices: [
+            {
+              index: 0,
+              text,
+              finish_reason: finishReason(done),
+              logprobs: entries === undefined ? null : completionLogprobs(entries, 0),
+            },
+          ],
           usage: usage(done),
         }),
       }),
