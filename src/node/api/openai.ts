@@ -9,6 +9,7 @@ import { errorBody, sendErrorBody } from './error-body.js';
 import type { ModelList } from './model-list.js';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import { z } from 'zod';
+import { randomInt } from 'node:crypto';
 import { RbeeError, toRbeeError } from '../../shared/errors.js';
 import type { ChatMessage, DoneEvent, JobRequest, TokenLogprob } from '../../shared/wire.js';
 import type { JobManager } from '../jobs/index.js';
@@ -53,6 +54,8 @@ export interface OpenAiInit {
   checkModel: ModelAccessCheck;
   /** Counts a request that runs a model against the client's key limits (key-limits.ts). */
   admit: (client: ApiClient) => () => void;
+  /** The most choices (`n`) one request may ask for: the slots of the largest worker a hive starts. */
+  maxChoices: () => number;
   openSse: OpenSse;
 }
 
@@ -81,7 +84,8 @@ const samplingFields = {
     .union([z.string(), z.array(z.string()).max(16)])
     .nullable()
     .optional(),
-  n: z.literal(1).nullable().optional(),
+  /** Choices: one job each (see choiceJobs). */
+  n: z.number().int().min(1).max(128).nullable().optional(),
   /** Chat: true or false, with top_logprobs; completions: how many top alternatives (0–20). */
   logprobs: z
     .union([z.boolean(), z.number().int().min(0).max(20)])
@@ -127,18 +131,50 @@ const completionSchema = z.object({
 });
 type SamplingBody = z.infer<typeof chatSchema> | z.infer<typeof completionSchema>;
 
-/**
- * OpenAI parameters rbee accepts without acting on them when they ask for nothing (`n: 1`), and
- * refuses with a clear message when they ask for more.
- */
+/** OpenAI parameters rbee refuses with a clear message. */
 function unsupportedParameter(body: unknown): string | undefined {
   if (typeof body !== 'object' || body === null) return undefined;
   const b = body as Record<string, unknown>;
   // `tools` are served (openai-tools.ts); the legacy `functions` are not
   if (b.functions != null) return '`functions` is not supported: use `tools`';
-  if (typeof b.n === 'number' && b.n > 1)
-    return '`n` greater than 1 is not supported: send one request per choice';
   return undefined;
+}
+
+/**
+ * The jobs of a request with `n` choices: the same request n times, each with its own seed so
+ * that sampled choices differ. A request's `seed` gives choice i the seed `seed + i` (the same
+ * choices again for the same request); without one each choice draws a random seed. Greedy
+ * decoding (temperature 0) ignores seeds: its choices are all the same answer.
+ */
+function choiceJobs(job: JobRequest, n: number): JobRequest[] {
+  if (n === 1) return [job];
+  return Array.from({ length: n }, (_, i) => ({
+    ...job,
+    seed: job.seed === undefined ? randomInt(0, 2 ** 31) : job.seed + i,
+  }));
+}
+
+/**
+ * Checks `n` against what one worker runs at once, and counts each choice against the client's
+ * key limits (each is a job); the releases, one per choice.
+ */
+function admitChoices(init: OpenAiInit, client: ApiClient, n: number): (() => void)[] {
+  const max = init.maxChoices();
+  if (n > max) {
+    throw new RbeeError(
+      'TOO_MANY_CHOICES',
+      `n = ${n} choices, but a worker runs at most ${max} at once (its slots): ask for ${max} or fewer, or start workers with more slots`,
+      { details: { n, max } },
+    );
+  }
+  const releases: (() => void)[] = [];
+  try {
+    for (let i = 0; i < n; i++) releases.push(init.admit(client));
+  } catch (error) {
+    for (const release of releases) release();
+    throw error;
+  }
+  return releases;
 }
 
 function parse<T>(schema: z.ZodType<T>, body: unknown): T {
@@ -352,6 +388,120 @@ async function serve(
   }
 }
 
+/** A chunk of choice `index` (a shape writes every chunk as choice 0). */
+function withIndex(chunk: Record<string, unknown>, index: number): Record<string, unknown> {
+  const choices = chunk.choices;
+  if (!Array.isArray(choices)) return chunk;
+  return { ...chunk, choices: choices.map((c: Record<string, unknown>) => ({ ...c, index })) };
+}
+
+/**
+ * A request with n > 1 choices: its jobs (choiceJobs) run at once and answer as one, each choice
+ * with its index. Streamed, the choices' chunks interleave as their tokens come; usage counts the
+ * prompt once and every choice's completion tokens. A client that leaves cancels every job; a
+ * job that fails fails the request and cancels the others.
+ */
+async function serveChoices(
+  init: OpenAiInit,
+  client: ApiClient,
+  reply: FastifyReply,
+  jobs: JobRequest[],
+  stream: boolean,
+  includeUsage: boolean,
+  shape: (jobId: string, model: string, created: number) => Shape,
+  releases: (() => void)[],
+): Promise<void> {
+  const ids: string[] = [];
+  try {
+    for (const [i, job] of jobs.entries()) {
+      const { id } = init.jobs.submit(job, { owner: client.owner });
+      ids.push(id);
+      releaseWhenDone(init.jobs, id, releases[i]!);
+    }
+  } catch (error) {
+    for (const id of ids) init.jobs.cancel(id);
+    for (const release of releases.slice(ids.length)) release();
+    throw error;
+  }
+  const created = Math.floor(Date.now() / 1000);
+  const model = jobs[0]!.model;
+  // one response: every choice under the first job's id
+  const shapes = ids.map(() => shape(ids[0]!, model, created));
+  const followers = ids.map((id) => followJob(init.jobs, id));
+  let finished = false;
+  const stopAll = (): void => {
+    for (const follower of followers) follower.stop();
+    if (finished) return;
+    finished = true;
+    for (const id of ids) init.jobs.cancel(id);
+  };
+  reply.raw.once('close', stopAll);
+
+  const texts = ids.map(() => '');
+  const logprobs = jobs.map((j) => (j.logprobs === undefined || stream ? undefined : ([] as TokenLogprob[])));
+  const dones: (DoneEvent | undefined)[] = ids.map(() => undefined);
+  let failed = false;
+  let sse: SseStream | undefined;
+  const send = async (data: unknown): Promise<void> => {
+    sse ??= init.openSse(reply, (error) => streamedError(error));
+    if (!sse.write(`data: ${typeof data === 'string' ? data : JSON.stringify(data)}\n\n`))
+      await sse.drained();
+  };
+  const fail = (error: RbeeError): void => {
+    failed = true;
+    stopAll();
+    if (sse === undefined) sendError(reply, error);
+    else sse.end(streamedError(error));
+  };
+  const consume = async (i: number): Promise<void> => {
+    const s = shapes[i]!;
+    for await (const event of followers[i]!) {
+      if (failed) return;
+      if (event.type === 'narration') continue;
+      if (sse !== undefined && !sse.open) return stopAll();
+      if (event.type === 'error') return fail(RbeeError.fromJSON(event.error));
+      if (event.type === 'token') {
+        if (stream) {
+          const chunks = [s.chunk(event.text, null, texts[i] === '', undefined, event.logprobs)].flat();
+          for (const chunk of chunks) await send(withIndex(chunk, i));
+        } else if (event.logprobs !== undefined) logprobs[i]?.push(...event.logprobs);
+        texts[i] += event.text;
+        continue;
+      }
+      dones[i] = event;
+      if (stream) {
+        const chunks = [s.chunk(undefined, finishReason(event), texts[i] === '', event)].flat();
+        for (const chunk of chunks) await send(withIndex(chunk, i));
+      }
+      return;
+    }
+  };
+  await Promise.all(ids.map((_, i) => consume(i)));
+  if (failed || !dones.every((d) => d !== undefined)) return;
+  finished = true;
+  const first = dones[0]!;
+  const total: DoneEvent = {
+    ...first,
+    usage: {
+      ...first.usage,
+      completionTokens: dones.reduce((sum, d) => sum + d.usage.completionTokens, 0),
+    },
+  };
+  if (!stream) {
+    const wholes = dones.map((done, i) => shapes[i]!.whole(texts[i]!, done, logprobs[i]));
+    const choices = wholes.flatMap((whole, i) =>
+      (whole.choices as Record<string, unknown>[]).map((c) => ({ ...c, index: i })),
+    );
+    return void reply.send({ ...wholes[0], choices, usage: usage(total) });
+  }
+  if (includeUsage) {
+    const base = [shapes[0]!.chunk(undefined, null, false)].flat()[0] ?? {};
+    await send({ ...base, choices: [], usage: usage(total) });
+  }
+  await send('[DONE]');
+  sse?.end();
+}
+
 /** The Responses API names each event's type in an `event:` line too; chat chunks have none. */
 function eventLine(data: unknown): string {
   const type = typeof data === 'object' && data !== null ? (data as { type?: unknown }).type : undefined;
@@ -467,9 +617,9 @@ export function registerOpenAiRoutes(app: FastifyInstance, init: OpenAiInit): vo
 
   app.post('/v1/chat/completions', async (request, reply) => {
     let body: z.infer<typeof chatSchema>;
-    let release: () => void;
     let tools: ToolPlan | undefined;
     let logprobs: number | undefined;
+    let releases: (() => void)[];
     try {
       body = parse(chatSchema, request.body);
       tools = chatTools(body);
@@ -477,7 +627,7 @@ export function registerOpenAiRoutes(app: FastifyInstance, init: OpenAiInit): vo
       if (logprobs !== undefined && tools !== undefined)
         throw new RbeeError('BAD_REQUEST', '`logprobs` with `tools` is not supported');
       init.checkModel(body.model, request.apiClient);
-      release = init.admit(request.apiClient);
+      releases = admitChoices(init, request.apiClient, body.n ?? 1);
     } catch (error) {
       return sendError(reply, error);
     }
@@ -488,56 +638,48 @@ export function registerOpenAiRoutes(app: FastifyInstance, init: OpenAiInit): vo
       ...(tools === undefined ? {} : toolJobFields(tools)),
       ...(logprobs === undefined ? {} : { logprobs }),
     };
-    await serve(
-      init,
-      request.apiClient,
-      reply,
-      job,
-      body.stream === true,
-      body.stream_options?.include_usage === true,
-      (id, model, created): Shape =>
-        tools !== undefined
-          ? toolCompletionShape(tools, id, model, created)
-          : {
-              chunk: (text, finish, first, _done, entries) => ({
-                id: `chatcmpl-${id}`,
-                object: 'chat.completion.chunk',
-                created,
-                model,
-                choices: [
-                  {
-                    index: 0,
-                    delta:
-                      text === undefined
-                        ? {}
-                        : first
-                          ? { role: 'assistant', content: text }
-                          : { content: text },
-                    ...(logprobs === undefined
+    const chatShape = (id: string, model: string, created: number): Shape =>
+      tools !== undefined
+        ? toolCompletionShape(tools, id, model, created)
+        : {
+            chunk: (text, finish, first, _done, entries) => ({
+              id: `chatcmpl-${id}`,
+              object: 'chat.completion.chunk',
+              created,
+              model,
+              choices: [
+                {
+                  index: 0,
+                  delta:
+                    text === undefined
                       ? {}
-                      : { logprobs: entries === undefined ? null : chatLogprobs(entries) }),
-                    finish_reason: finish,
-                  },
-                ],
-              }),
-              whole: (text, done, entries) => ({
-                id: `chatcmpl-${id}`,
-                object: 'chat.completion',
-                created,
-                model,
-                choices: [
-                  {
-                    index: 0,
-                    message: { role: 'assistant', content: text },
-                    ...(entries === undefined ? {} : { logprobs: chatLogprobs(entries) }),
-                    finish_reason: finishReason(done),
-                  },
-                ],
-                usage: usage(done),
-              }),
-            },
-      release,
-    );
+                      : first
+                        ? { role: 'assistant', content: text }
+                        : { content: text },
+                  ...(logprobs === undefined
+                    ? {}
+                    : { logprobs: entries === undefined ? null : chatLogprobs(entries) }),
+                  finish_reason: finish,
+                },
+              ],
+            }),
+            whole: (text, done, entries) => ({
+              id: `chatcmpl-${id}`,
+              object: 'chat.completion',
+              created,
+              model,
+              choices: [
+                {
+                  index: 0,
+                  message: { role: 'assistant', content: text },
+                  ...(entries === undefined ? {} : { logprobs: chatLogprobs(entries) }),
+                  finish_reason: finishReason(done),
+                },
+              ],
+              usage: usage(done),
+            }),
+          };
+    await serveAll(init, request.apiClient, reply, choiceJobs(job, body.n ?? 1), body, chatShape, releases);
   });
 
   app.post('/v1/responses', async (request, reply) => {
@@ -572,13 +714,13 @@ export function registerOpenAiRoutes(app: FastifyInstance, init: OpenAiInit): vo
 
   app.post('/v1/completions', async (request, reply) => {
     let body: z.infer<typeof completionSchema>;
-    let release: () => void;
     let logprobs: number | undefined;
+    let releases: (() => void)[];
     try {
       body = parse(completionSchema, request.body);
       logprobs = completionLogprobsOf(body);
       init.checkModel(body.model, request.apiClient);
-      release = init.admit(request.apiClient);
+      releases = admitChoices(init, request.apiClient, body.n ?? 1);
     } catch (error) {
       return sendError(reply, error);
     }
@@ -590,16 +732,10 @@ export function registerOpenAiRoutes(app: FastifyInstance, init: OpenAiInit): vo
       ...sampling(body),
       ...(logprobs === undefined ? {} : { logprobs }),
     };
-    /** Where the next streamed piece starts in the answer (its tokens' `text_offset`). */
-    let offset = 0;
-    await serve(
-      init,
-      request.apiClient,
-      reply,
-      job,
-      body.stream === true,
-      body.stream_options?.include_usage === true,
-      (id, model, created) => ({
+    const completionShape = (id: string, model: string, created: number): Shape => {
+      /** Where the next streamed piece starts in the answer (its tokens' `text_offset`). */
+      let offset = 0;
+      return {
         chunk: (text, finish, _first, _done, entries) => {
           const chunkLogprobs = entries === undefined ? null : completionLogprobs(entries, offset);
           offset += text?.length ?? 0;
@@ -626,8 +762,33 @@ export function registerOpenAiRoutes(app: FastifyInstance, init: OpenAiInit): vo
           ],
           usage: usage(done),
         }),
-      }),
-      release,
+      };
+    };
+    await serveAll(
+      init,
+      request.apiClient,
+      reply,
+      choiceJobs(job, body.n ?? 1),
+      body,
+      completionShape,
+      releases,
     );
   });
+}
+
+/** One job through serve, or several (n > 1) through serveChoices. */
+async function serveAll(
+  init: OpenAiInit,
+  client: ApiClient,
+  reply: FastifyReply,
+  jobs: JobRequest[],
+  body: SamplingBody,
+  shape: (jobId: string, model: string, created: number) => Shape,
+  releases: (() => void)[],
+): Promise<void> {
+  const stream = body.stream === true;
+  const includeUsage = body.stream_options?.include_usage === true;
+  if (jobs.length === 1)
+    return serve(init, client, reply, jobs[0]!, stream, includeUsage, shape, releases[0]!);
+  return serveChoices(init, client, reply, jobs, stream, includeUsage, shape, releases);
 }

@@ -293,6 +293,7 @@ export function createApi(init: ApiInit) {
     parseModelRef: init.parseModelRef,
     checkModel,
     admit: (client) => limiter.admit(client),
+    maxChoices: () => Math.max(1, ...init.hiveStates().map((h) => h.hive.slotsPerWorker ?? 1)),
     openSse,
   });
 
