@@ -89,9 +89,14 @@ export const jobRequestSchema = samplingSchema
     hive: z.string().min(1).max(256).optional(),
     /** Interactive jobs (the default) go before batch jobs in the queen's queue. */
     priority: z.enum(['interactive', 'batch']).optional(),
+    /**
+     * An embedding job: these texts' vectors instead of a generation (no prompt or messages). Its
+     * `done` carries them; it has no tokens. Bounds as the worker's (MAX_EMBED_TEXTS and chars).
+     */
+    embed: z.array(z.string().min(1).max(1_000_000)).min(1).max(2048).optional(),
   })
-  .refine((r) => r.prompt !== undefined || r.messages !== undefined, {
-    message: 'either prompt or messages is required',
+  .refine((r) => (r.embed === undefined) !== (r.prompt === undefined && r.messages === undefined), {
+    message: 'either prompt or messages is required, or embed (texts) alone for an embedding job',
   });
 export type JobRequest = z.infer<typeof jobRequestSchema>;
 
@@ -177,6 +182,8 @@ export const jobEventSchema = z.discriminatedUnion('type', [
     usage: usageSchema,
     timings: timingsSchema,
     model: z.string(),
+    /** An embedding job's vectors: one per text, in the texts' order (see `embed`). */
+    embeddings: z.array(z.array(z.number())).optional(),
   }),
   z.object({ ...base, type: z.literal('error'), error: errorJsonSchema }),
 ]);

@@ -1,6 +1,7 @@
 /**
- * `n` choices over the OpenAI routes, with the official `openai` client against a real node on the
- * demo model whose workers have two slots: one job per choice, merged into one answer.
+ * Requests of the OpenAI routes that run as jobs beyond one generation, with the official `openai`
+ * client against a real node on the demo model whose workers have two slots: `n` choices (one job
+ * per choice, merged into one answer) and embeddings (a job each).
  */
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -21,6 +22,7 @@ afterAll(async () => {
 interface JobRow {
   id: string;
   state: string;
+  model: string;
 }
 async function jobs(): Promise<JobRow[]> {
   const response = await fetch(`${node.url}/v1/jobs`);
@@ -111,5 +113,42 @@ describe('n choices', () => {
       const mine = (await jobs()).filter((j) => !before.has(j.id));
       return mine.length === 2 && mine.every((j) => j.state === 'cancelled');
     });
+  });
+});
+
+describe('embeddings as jobs', () => {
+  it('are a job each: listed, in the jobs table and counted in /metrics', async () => {
+    const before = new Set((await jobs()).map((j) => j.id));
+    const result = await client.embeddings.create({ model: 'demo', input: ['hello', 'other words'] });
+    expect(result.data.map((d) => d.index)).toEqual([0, 1]);
+    expect(result.data[0]!.embedding).toHaveLength(128);
+    expect(result.usage.prompt_tokens).toBeGreaterThan(0);
+    const mine = (await jobs()).filter((j) => !before.has(j.id));
+    expect(mine).toMatchObject([{ model: 'demo', state: 'done' }]);
+    const history = (await (await fetch(`${node.url}/v1/jobs/history`)).json()) as { jobs: JobRow[] };
+    expect(history.jobs.find((j) => j.id === mine[0]!.id)).toMatchObject({ state: 'done' });
+    const metrics = await (await fetch(`${node.url}/metrics`)).text();
+    expect(metrics).toMatch(/rbee_jobs_total\{outcome="done"\} [1-9]/);
+  });
+
+  it('are cancellable: DELETE of the job ends the request as cancelled', async () => {
+    const before = new Set((await jobs()).map((j) => j.id));
+    // enough text that the worker is still embedding when the job is cancelled
+    const input = Array.from({ length: 512 }, (_, i) => `text ${i}: ${'many words here '.repeat(60)}`);
+    const answer = client.embeddings.create({ model: 'demo', input });
+    const settled = answer.then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    const job = await waitFor(async () =>
+      (await jobs()).find((j) => !before.has(j.id) && j.state === 'running'),
+    );
+    const cancel = await fetch(`${node.url}/v1/jobs/${job.id}`, {
+      method: 'DELETE',
+      headers: { 'x-rbee-client': '1' },
+    });
+    expect(cancel.ok).toBe(true);
+    expect(await settled).toMatchObject({ status: 499, code: 'JOB_CANCELLED' });
+    await waitFor(async () => (await jobs()).find((j) => j.id === job.id)?.state === 'cancelled');
   });
 });

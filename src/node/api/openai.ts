@@ -46,10 +46,6 @@ export interface OpenAiInit {
   catalog: ModelCatalog;
   /** The models of every hive, by the names clients use (model-list.ts). */
   models: ModelList;
-  /** For embeddings, which bypass the job queue: make the model usable, lease its worker. */
-  provisioner: Provisioner;
-  workers: WorkerPool;
-  parseModelRef: (input: string) => ModelRef;
   /** Refuses refs the client may not name (MODEL_REF_FORBIDDEN). */
   checkModel: ModelAccessCheck;
   /** Counts a request that runs a model against the client's key limits (key-limits.ts). */
@@ -551,12 +547,12 @@ function toolCompletionShape(plan: ToolPlan, id: string, model: string, created:
 }
 
 /**
- * Embeds texts with the model's worker on this hive, fetching the model first if need be. Embeddings
- * bypass the job queue: the worker is leased directly, and keeps `keepAliveS` (as a job's request
- * would set it) once released.
+ * Embeds texts with the model's worker on this hive, fetching the model first if need be, outside
+ * the job queue (Ollama's embedding routes; OpenAI's `/v1/embeddings` runs a job): the worker is
+ * leased directly, and keeps `keepAliveS` (as a job's request would set it) once released.
  */
 export async function embedTexts(
-  init: Pick<OpenAiInit, 'provisioner' | 'workers' | 'parseModelRef'>,
+  init: { provisioner: Provisioner; workers: WorkerPool; parseModelRef: (input: string) => ModelRef },
   name: string,
   texts: string[],
   options: { keepAliveS?: number } = {},
@@ -588,17 +584,42 @@ export function registerOpenAiRoutes(app: FastifyInstance, init: OpenAiInit): vo
   });
 
   app.post('/v1/embeddings', async (request, reply) => {
-    let release: (() => void) | undefined;
+    let body: z.infer<typeof embeddingsSchema>;
+    let release: () => void;
     try {
-      const body = parse(embeddingsSchema, request.body);
+      body = parse(embeddingsSchema, request.body);
       init.checkModel(body.model, request.apiClient);
       release = init.admit(request.apiClient);
-      const texts = typeof body.input === 'string' ? [body.input] : body.input;
-      const result = await embedTexts(init, body.model, texts);
-      return await reply.send({
+    } catch (error) {
+      return sendError(reply, error);
+    }
+    // a job like any other: queued and placed, in the jobs table and /metrics, cancellable
+    const texts = typeof body.input === 'string' ? [body.input] : body.input;
+    let id: string;
+    try {
+      ({ id } = init.jobs.submit({ model: body.model, embed: texts }, { owner: request.apiClient.owner }));
+    } catch (error) {
+      release();
+      return sendError(reply, error);
+    }
+    releaseWhenDone(init.jobs, id, release);
+    const events = followJob(init.jobs, id);
+    let finished = false;
+    reply.raw.once('close', () => {
+      events.stop();
+      if (!finished) init.jobs.cancel(id);
+    });
+    for await (const event of events) {
+      if (event.type === 'error') {
+        finished = true;
+        return sendError(reply, RbeeError.fromJSON(event.error));
+      }
+      if (event.type !== 'done') continue;
+      finished = true;
+      return reply.send({
         object: 'list',
         model: body.model,
-        data: result.embeddings.map((vector, index) => ({
+        data: (event.embeddings ?? []).map((vector, index) => ({
           object: 'embedding',
           index,
           embedding:
@@ -606,12 +627,8 @@ export function registerOpenAiRoutes(app: FastifyInstance, init: OpenAiInit): vo
               ? Buffer.from(new Float32Array(vector).buffer).toString('base64')
               : vector,
         })),
-        usage: { prompt_tokens: result.promptTokens, total_tokens: result.promptTokens },
+        usage: { prompt_tokens: event.usage.promptTokens, total_tokens: event.usage.promptTokens },
       });
-    } catch (error) {
-      return sendError(reply, error);
-    } finally {
-      release?.();
     }
   });
 
