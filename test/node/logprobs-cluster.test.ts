@@ -42,7 +42,8 @@ describe('logprobs in a cluster of two', () => {
     const answer = await openai.completions.create({
       model,
       prompt: 'Once upon a time',
-      max_tokens: 5,
+      // enough tokens that some travel together in one frame (a token run)
+      max_tokens: 24,
       temperature: 0,
       logprobs: 3,
     });
