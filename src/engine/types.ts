@@ -2,7 +2,7 @@
  * The engine's public contract: what a hive needs from a worker process, whatever runs inside it.
  */
 import type { PrefixKey } from '../shared/prefix.js';
-import type { ChatMessage, FinishReason, Sampling, Tool, Usage } from '../shared/wire.js';
+import type { ChatMessage, FinishReason, Sampling, TokenLogprob, Tool, Usage } from '../shared/wire.js';
 
 export type WorkerState = 'loading' | 'idle' | 'busy' | 'stopping' | 'exited';
 
@@ -97,8 +97,11 @@ export interface GenerateRequest extends Sampling {
 }
 
 export type GenerateChunk =
-  /** `tokens`: the generated tokens this text covers (their ids). */
-  | { type: 'token'; text: string; tokens: number[] }
+  /**
+   * `tokens`: the generated tokens this text covers (their ids); `logprobs`, one per token, only
+   * when the request asked for them.
+   */
+  | { type: 'token'; text: string; tokens: number[]; logprobs?: TokenLogprob[] }
   | {
       type: 'done';
       finishReason: FinishReason;

@@ -8,6 +8,8 @@ export const ERROR_CODES = {
   MODEL_REF_INVALID: { exit: 2, http: 400 },
   PROMPT_MISSING: { exit: 2, http: 400 },
   CONFIG_INVALID: { exit: 2, http: 400 },
+  // an OpenAI request's `n` (choices) beyond what one worker runs at once (its slots)
+  TOO_MANY_CHOICES: { exit: 2, http: 400 },
   // no API key, or one this node does not know (clients beyond this machine need one)
   UNAUTHORIZED: { exit: 2, http: 401 },
   // a request a web page could have sent: a Host or Origin that is not the node's, or a state

@@ -62,6 +62,11 @@ export const samplingSchema = z.object({
    * mid-stream goes on elsewhere from its prompt plus the tokens already sent (set by the router).
    */
   continueTokens: z.array(z.number().int().min(0)).max(1_000_000).optional(),
+  /**
+   * Report each generated token's log probability, with this many of the most likely tokens at its
+   * place (0–20). Absent: no log probabilities, and token events carry none.
+   */
+  logprobs: z.number().int().min(0).max(20).optional(),
 });
 export type Sampling = z.infer<typeof samplingSchema>;
 
@@ -84,11 +89,29 @@ export const jobRequestSchema = samplingSchema
     hive: z.string().min(1).max(256).optional(),
     /** Interactive jobs (the default) go before batch jobs in the queen's queue. */
     priority: z.enum(['interactive', 'batch']).optional(),
+    /**
+     * An embedding job: these texts' vectors instead of a generation (no prompt or messages). Its
+     * `done` carries them; it has no tokens. Bounds as the worker's (MAX_EMBED_TEXTS and chars).
+     */
+    embed: z.array(z.string().min(1).max(1_000_000)).min(1).max(2048).optional(),
   })
-  .refine((r) => r.prompt !== undefined || r.messages !== undefined, {
-    message: 'either prompt or messages is required',
+  .refine((r) => (r.embed === undefined) !== (r.prompt === undefined && r.messages === undefined), {
+    message: 'either prompt or messages is required, or embed (texts) alone for an embedding job',
   });
 export type JobRequest = z.infer<typeof jobRequestSchema>;
+
+/** A token as its text, and the log of its probability (see TokenLogprob). */
+export const tokenChoiceSchema = z.object({ token: z.string(), logprob: z.number() });
+/**
+ * One generated token's log probability and, when asked for, the most likely tokens at its place,
+ * most likely first. The probabilities are those the sampler drew from: the model's distribution
+ * after logit bias, penalties, top-k/top-p/min-p and temperature (at temperature 0, the model's
+ * own softmax, whose most likely token is the one picked).
+ */
+export const tokenLogprobSchema = tokenChoiceSchema.extend({
+  top: z.array(tokenChoiceSchema).max(20).optional(),
+});
+export type TokenLogprob = z.infer<typeof tokenLogprobSchema>;
 
 export const narrationSourceSchema = z.enum(['keeper', 'queen', 'hive', 'worker']);
 export type NarrationSource = z.infer<typeof narrationSourceSchema>;
@@ -143,7 +166,13 @@ export const jobEventSchema = z.discriminatedUnion('type', [
     text: z.string(),
     progress: progressSchema.optional(),
   }),
-  z.object({ ...base, type: z.literal('token'), text: z.string() }),
+  z.object({
+    ...base,
+    type: z.literal('token'),
+    text: z.string(),
+    /** Only when the job asked for `logprobs`: one entry per token the text covers. */
+    logprobs: z.array(tokenLogprobSchema).optional(),
+  }),
   z.object({
     ...base,
     type: z.literal('done'),
@@ -153,6 +182,8 @@ export const jobEventSchema = z.discriminatedUnion('type', [
     usage: usageSchema,
     timings: timingsSchema,
     model: z.string(),
+    /** An embedding job's vectors: one per text, in the texts' order (see `embed`). */
+    embeddings: z.array(z.array(z.number())).optional(),
   }),
   z.object({ ...base, type: z.literal('error'), error: errorJsonSchema }),
 ]);

@@ -105,6 +105,13 @@ describe('job manager memory bounds', () => {
   const submitMany = (jobs: JobManager, count: number): string[] =>
     Array.from({ length: count }, () => jobs.submit(request).id);
 
+  it("counts a token's log probabilities in its bytes, so they stay under the bound too", () => {
+    const token = { ts: 1, jobId: 'j', type: 'token', text: ' the' } as const;
+    const top = Array.from({ length: 20 }, (_, i) => ({ token: ` word${i}`, logprob: -i / 3 }));
+    const withLogprobs = { ...token, logprobs: [{ token: ' the', logprob: -0.5, top }] };
+    expect(eventBytes(withLogprobs) - eventBytes(token)).toBeGreaterThan(2 * JSON.stringify(top).length);
+  });
+
   it('keeps at most maxFinishedJobs finished jobs, dropping the oldest first', async () => {
     let ended = 0;
     let peak = 0;

@@ -25,6 +25,29 @@ describe('token relay (hive → entry node)', () => {
     await vi.advanceTimersByTimeAsync(ms);
   };
 
+  it("keeps each token's log probabilities, alone or in a run", async () => {
+    const relay = createTokenRelay({ write, intervalMs: 2, now: () => clock });
+    const withLogprobs = (text: string, id: number) => ({
+      ...token(text, id),
+      logprobs: [{ token: text, logprob: -id, top: [{ token: text, logprob: -id }] }],
+    });
+    void relay.emit(withLogprobs('a', 1));
+    clock += 0.5;
+    void relay.emit(withLogprobs('b', 2));
+    void relay.emit(withLogprobs('c', 3));
+    await relay.flush();
+    expect(frames).toEqual([
+      withLogprobs('a', 1),
+      {
+        type: 'tokens',
+        tokens: [2, 3].map((id) => {
+          const { type: _type, ...rest } = withLogprobs(id === 2 ? 'b' : 'c', id);
+          return rest;
+        }),
+      },
+    ]);
+  });
+
   it('sends the first token at once and the tokens within the interval together, in order', async () => {
     const relay = createTokenRelay({ write, intervalMs: 2, now: () => clock });
     void relay.emit(token('a', 1));

@@ -249,7 +249,13 @@ function createHandle(
   function handleMessage(message: ChildMessage): void {
     switch (message.type) {
       case 'token':
-        pending.get(message.requestId)?.push({ type: 'token', text: message.text, tokens: message.tokens });
+        pending
+          .get(message.requestId)
+          ?.push(
+            message.logprobs === undefined
+              ? { type: 'token', text: message.text, tokens: message.tokens }
+              : { type: 'token', text: message.text, tokens: message.tokens, logprobs: message.logprobs },
+          );
         return;
       case 'done': {
         const { type: _type, requestId, ...rest } = message;

@@ -9,6 +9,7 @@ import {
   errorJsonSchema,
   finishReasonSchema,
   samplingSchema,
+  tokenLogprobSchema,
   toolSchema,
   usageSchema,
 } from '../../shared/wire.js';
@@ -123,12 +124,16 @@ export const heartbeatSchema = z.object({
 
 export const childMessageSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('ready'), info: workerInfoSchema }),
-  /** `tokens`: the generated tokens this text covers (text can trail its tokens). */
+  /**
+   * `tokens`: the generated tokens this text covers (text can trail its tokens); `logprobs`, one
+   * per token, only when the request asked for them.
+   */
   z.object({
     type: z.literal('token'),
     requestId,
     text: z.string(),
     tokens: z.array(z.number().int().min(0)),
+    logprobs: z.array(tokenLogprobSchema).optional(),
   }),
   z.object({
     type: z.literal('done'),

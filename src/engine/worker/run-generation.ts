@@ -14,7 +14,7 @@ import {
   type Token,
 } from 'node-llama-cpp';
 import { RbeeError } from '../../shared/errors.js';
-import type { FinishReason, Usage } from '../../shared/wire.js';
+import type { FinishReason, TokenLogprob, Usage } from '../../shared/wire.js';
 import type { GenerateRequest } from '../types.js';
 import type { PreparedPrompt } from './prompt.js';
 
@@ -44,6 +44,11 @@ export interface RunGenerationOptions {
   onText: (text: string) => void;
   /** Called with the tokens generated, as they are generated (tok/s, and continuing a job exactly). */
   onTokens: (tokens: readonly number[]) => void;
+  /**
+   * Only for a request with `logprobs`: called before onTokens with one entry per token it is
+   * given (see logprobRecorder).
+   */
+  onLogprobs?: (logprobs: TokenLogprob[]) => void;
   signal: AbortSignal;
 }
 
@@ -56,7 +61,12 @@ export async function runGeneration(options: RunGenerationOptions): Promise<Gene
   // SentencePiece token's leading space: that chunk is detokenized again with them.
   const continued = (request.continueTokens ?? []) as Token[];
   let firstChunkTokens: Token[] | undefined = continued.length > 0 ? [] : undefined;
+  const recorder =
+    options.onLogprobs === undefined || request.logprobs === undefined
+      ? undefined
+      : logprobRecorder(sequence, request.logprobs, prompt.sequenceTokens);
   const onToken = (tokens: Token[]): void => {
+    if (recorder !== undefined) options.onLogprobs?.(recorder.take(tokens));
     firstChunkTokens?.push(...tokens);
     const now = performance.now();
     firstTokenAt ??= now;
@@ -118,6 +128,7 @@ export async function runGeneration(options: RunGenerationOptions): Promise<Gene
       if (text !== undefined && (request.stop ?? []).includes(text)) stopSequence = text;
     }
   } finally {
+    recorder?.dispose();
     completion.dispose({ disposeSequence: false });
   }
 
@@ -134,6 +145,87 @@ export async function runGeneration(options: RunGenerationOptions): Promise<Gene
         ? ((completionTokens - 1) * 1000) / (lastTokenAt - first)
         : 0,
     ...(stopSequence === undefined || signal.aborted ? {} : { stopSequence }),
+  };
+}
+
+/** Probabilities below this are reported as OpenAI does: -9999 rather than -Infinity (not JSON). */
+const MIN_LOGPROB = -9999;
+const logOf = (p: number): number => (p > 0 ? Math.max(MIN_LOGPROB, Math.log(p)) : MIN_LOGPROB);
+
+/**
+ * Records each sampled token's probability while LlamaCompletion generates, for a request with
+ * `logprobs` only. LlamaCompletion samples through its sequence's `evaluate`, which yields tokens
+ * alone; for this generation the sequence's `evaluate` is replaced by one that asks
+ * `evaluateWithMetadata` for the chosen token's probability (and for the whole distribution when
+ * `top` > 0), so every other request keeps the plain path. The probabilities are those llama.cpp
+ * sampled from: softmax over the candidates the sampler chain left (logit bias, penalties, top-k,
+ * top-p, min-p, then temperature); at temperature 0, the plain softmax of the model's logits.
+ *
+ * LlamaCompletion hands tokens on in the order they were sampled but may hold some back (a
+ * possible stop trigger) and drop them: `take` matches the tokens handed on against those
+ * recorded, in order, and skips the dropped ones.
+ */
+function logprobRecorder(
+  sequence: LlamaContextSequence,
+  top: number,
+  /** What comes before the first generated token: its text is read after these. */
+  context: readonly Token[],
+): { take(tokens: readonly Token[]): TokenLogprob[]; dispose(): void } {
+  const model = sequence.model;
+  const sampled: { token: Token; probability: number; top: [Token, number][] }[] = [];
+  const metadata =
+    top > 0 ? ({ confidence: true, probabilities: true } as const) : ({ confidence: true } as const);
+  const patched = sequence as unknown as { evaluate: LlamaContextSequence['evaluate'] };
+  patched.evaluate = async function* (tokens, evaluateOptions) {
+    const iterator = sequence.evaluateWithMetadata(tokens, metadata, evaluateOptions);
+    let input: Token | Token[] | undefined;
+    try {
+      for (;;) {
+        const next = await iterator.next(input);
+        if (next.done === true) return;
+        const value = next.value as { token: Token; confidence: number; probabilities?: Map<Token, number> };
+        const probabilities = value.probabilities;
+        const alternatives: [Token, number][] = [];
+        if (probabilities !== undefined) {
+          for (const entry of probabilities) {
+            if (alternatives.length >= top) break;
+            alternatives.push(entry);
+          }
+        }
+        sampled.push({ token: value.token, probability: value.confidence, top: alternatives });
+        input = (yield value.token) as Token | Token[] | undefined;
+      }
+    } finally {
+      await iterator.return(undefined);
+    }
+  };
+  /** The tokens before the next one: a token's text is read after them (a leading space kept). */
+  const before: Token[] = context.slice(-16);
+  const textOf = (token: Token): string => model.detokenize([token], false, before.slice(-16));
+  return {
+    take(tokens) {
+      const out: TokenLogprob[] = [];
+      for (const token of tokens) {
+        // not found: a token LlamaCompletion made itself (text cut at a stop trigger, tokenized
+        // again), never sampled, so without a probability of its own (reported as 0, i.e. certain)
+        const index = sampled[0]?.token === token ? 0 : sampled.findIndex((s) => s.token === token);
+        const record = index < 0 ? undefined : sampled[index];
+        if (index >= 0) sampled.splice(0, index + 1);
+        const entry: TokenLogprob = {
+          token: textOf(token),
+          logprob: record === undefined ? 0 : logOf(record.probability),
+        };
+        if (top > 0)
+          entry.top = (record?.top ?? []).map(([t, p]) => ({ token: textOf(t), logprob: logOf(p) }));
+        out.push(entry);
+        before.push(token);
+      }
+      return out;
+    },
+    dispose() {
+      // the prototype's evaluate again
+      delete (patched as { evaluate?: unknown }).evaluate;
+    },
   };
 }
 

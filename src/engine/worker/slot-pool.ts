@@ -20,6 +20,7 @@ import {
 } from 'node-llama-cpp';
 import { toRbeeError } from '../../shared/errors.js';
 import type { PrefixKey } from '../../shared/prefix.js';
+import type { TokenLogprob } from '../../shared/wire.js';
 import type { GenerateRequest, SlotCache } from '../types.js';
 import { preparePrompt, prefixKeysAfter, type PreparedPrompt } from './prompt.js';
 import type { ChildMessage } from './protocol.js';
@@ -142,6 +143,16 @@ export function createSlotPool(init: SlotPoolInit): SlotPool {
     let unsent: number[] = [];
     let answer = '';
     let consistent = false;
+    // only for a request that asked for them, so that no other request does any of this work
+    let unsentLogprobs: TokenLogprob[] = [];
+    const logprobs =
+      job.request.logprobs === undefined
+        ? {}
+        : {
+            onLogprobs: (entries: TokenLogprob[]) => {
+              unsentLogprobs.push(...entries);
+            },
+          };
     try {
       const result = await runGeneration({
         sequence: slot.sequence,
@@ -151,15 +162,30 @@ export function createSlotPool(init: SlotPoolInit): SlotPool {
         grammar: job.grammar,
         receivedAt: job.receivedAt,
         signal,
-        onText: (text) => {
-          answer += text;
-          send({ type: 'token', requestId: job.requestId, text, tokens: unsent });
-          unsent = [];
-        },
+        onText:
+          job.request.logprobs === undefined
+            ? (text) => {
+                answer += text;
+                send({ type: 'token', requestId: job.requestId, text, tokens: unsent });
+                unsent = [];
+              }
+            : (text) => {
+                answer += text;
+                send({
+                  type: 'token',
+                  requestId: job.requestId,
+                  text,
+                  tokens: unsent,
+                  logprobs: unsentLogprobs,
+                });
+                unsent = [];
+                unsentLogprobs = [];
+              },
         onTokens: (tokens) => {
           tokenCount += tokens.length;
           unsent.push(...tokens);
         },
+        ...logprobs,
       });
       // finished or cancelled: the sequence holds the prompt and the answer so far, nothing else
       consistent = true;

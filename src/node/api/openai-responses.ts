@@ -51,6 +51,8 @@ export function refuseUnsupported(body: unknown): void {
       throw new RbeeError('BAD_REQUEST', `\`${key}\` is not supported on /v1/responses yet`);
     }
   }
+  if (record.top_logprobs != null && record.top_logprobs !== 0)
+    throw new RbeeError('BAD_REQUEST', '`top_logprobs` is not supported on /v1/responses yet');
 }
 
 /** Conversations answered on this node, by response id, for `previous_response_id`. */

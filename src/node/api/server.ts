@@ -288,11 +288,9 @@ export function createApi(init: ApiInit) {
     jobs: init.jobs,
     catalog: init.catalog,
     models,
-    provisioner: init.provisioner,
-    workers: init.workers,
-    parseModelRef: init.parseModelRef,
     checkModel,
     admit: (client) => limiter.admit(client),
+    maxChoices: () => Math.max(1, ...init.hiveStates().map((h) => h.hive.slotsPerWorker ?? 1)),
     openSse,
   });
 

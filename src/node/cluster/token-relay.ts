@@ -7,13 +7,15 @@
  * `tokens` frame carrying them all); the first token after a pause, and every other event, goes at
  * once. The entry node hands each token on as its own event, so its clients see every token.
  */
+import type { TokenLogprob } from '../../shared/wire.js';
 import type { HiveEvent } from '../hive/index.js';
 
 /** Frames the relay writes: what the hive emitted, and runs of tokens. */
 export type RelayFrame = HiveEvent | TokenRun;
 export interface TokenRun {
   type: 'tokens';
-  tokens: Array<{ text: string; tokens: number[] }>;
+  /** `logprobs` only for a job that asked for them. */
+  tokens: Array<{ text: string; tokens: number[]; logprobs?: TokenLogprob[] }>;
 }
 
 /** A token frame carries at most this many: well below the protocol's frame limit. */
@@ -41,7 +43,7 @@ export function createTokenRelay(init: {
 }): TokenRelay {
   const interval = init.intervalMs ?? DEFAULT_RELAY_INTERVAL_MS;
   const now = init.now ?? performance.now.bind(performance);
-  let pending: Array<{ text: string; tokens: number[] }> = [];
+  let pending: TokenRun['tokens'] = [];
   let lastFrameAt = -Infinity;
   let timer: NodeJS.Timeout | undefined;
   // writes go out one after another, in order; a failed write fails every later one
@@ -63,7 +65,7 @@ export function createTokenRelay(init: {
     const [only] = pending;
     const frame: RelayFrame =
       pending.length === 1 && only !== undefined
-        ? { type: 'token', text: only.text, tokens: only.tokens }
+        ? { type: 'token', ...only }
         : { type: 'tokens', tokens: pending };
     pending = [];
     lastFrameAt = now();
@@ -76,7 +78,11 @@ export function createTokenRelay(init: {
         void sendPending();
         return send(event);
       }
-      pending.push({ text: event.text, tokens: [...event.tokens] });
+      pending.push(
+        event.logprobs === undefined
+          ? { text: event.text, tokens: [...event.tokens] }
+          : { text: event.text, tokens: [...event.tokens], logprobs: event.logprobs },
+      );
       if (pending.length >= MAX_TOKENS_PER_FRAME) return sendPending();
       if (timer === undefined) {
         const wait = lastFrameAt + interval - now();

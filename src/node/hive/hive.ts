@@ -4,13 +4,16 @@
  * the same way and never knows which one it has.
  */
 import type { HiveState } from '../../shared/view.js';
-import type { JobEventInput, JobRequest } from '../../shared/wire.js';
+import type { JobEventInput, JobRequest, TokenLogprob } from '../../shared/wire.js';
 
 /** What a hive emits while it runs a job; failures are thrown, never emitted as `error` events. */
 export type HiveEvent =
   | Exclude<JobEventInput, { type: 'error' | 'token' }>
-  /** `tokens`: the generated tokens the text covers (a job continued elsewhere needs them). */
-  | { type: 'token'; text: string; tokens: number[] };
+  /**
+   * `tokens`: the generated tokens the text covers (a job continued elsewhere needs them);
+   * `logprobs` only when the job asked for them.
+   */
+  | { type: 'token'; text: string; tokens: number[]; logprobs?: TokenLogprob[] };
 
 export interface HiveJob {
   id: string;

@@ -187,13 +187,35 @@ export function createLocalHive(init: LocalHiveInit): Hive {
         ...(device === undefined ? {} : { device }),
       });
       try {
+        if (request.embed !== undefined) {
+          narrate('worker', `embedding ${request.embed.length} text(s) on worker ${lease.worker.id}`);
+          const result = await lease.embed(request.embed, { signal });
+          const end = Date.now();
+          await emit({
+            type: 'done',
+            model: model.id,
+            finishReason: 'stop',
+            usage: { promptTokens: result.promptTokens, completionTokens: 0 },
+            timings: {
+              timeToFirstTokenMs: end - job.acceptedAt,
+              tokensPerSecond: 0,
+              totalMs: end - job.acceptedAt,
+            },
+            embeddings: result.embeddings,
+          });
+          return;
+        }
         narrate('worker', `generating on worker ${lease.worker.id}`);
         let firstTokenAt: number | undefined;
         for await (const chunk of lease.generate(generateRequest(request), { signal })) {
           if (chunk.type === 'token') {
             firstTokenAt ??= Date.now();
             // awaited: a remote entry node's slow reader holds the worker back (back-pressure)
-            await emit({ type: 'token', text: chunk.text, tokens: chunk.tokens });
+            await emit(
+              chunk.logprobs === undefined
+                ? { type: 'token', text: chunk.text, tokens: chunk.tokens }
+                : { type: 'token', text: chunk.text, tokens: chunk.tokens, logprobs: chunk.logprobs },
+            );
             continue;
           }
           const end = Date.now();

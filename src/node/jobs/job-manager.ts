@@ -115,12 +115,14 @@ const EVENT_OVERHEAD_BYTES = 128;
 
 /**
  * What an event costs in memory, near enough to bound it: a fixed overhead plus two bytes per
- * character of its text. Tokens are nearly every event and are counted without serialising them;
- * the rare others (narration, done, error) by their JSON.
+ * character of its text. Tokens are nearly every event and are counted without serialising them
+ * (but for the log probabilities of a job that asked for them); the rare others (narration, done,
+ * error) by their JSON.
  */
 export function eventBytes(event: JobEvent): number {
-  const text = event.type === 'token' ? event.text : JSON.stringify(event);
-  return EVENT_OVERHEAD_BYTES + 2 * text.length;
+  if (event.type !== 'token') return EVENT_OVERHEAD_BYTES + 2 * JSON.stringify(event).length;
+  const logprobs = event.logprobs === undefined ? 0 : 2 * JSON.stringify(event.logprobs).length;
+  return EVENT_OVERHEAD_BYTES + 2 * event.text.length + logprobs;
 }
 
 export function createJobManager(init: JobManagerInit): JobManager {

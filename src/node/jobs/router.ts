@@ -69,7 +69,8 @@ export function createRouter(init: RouterInit): (job: JobContext) => Promise<voi
       job.emit({ type: 'narration', source, node, text });
     const ref = init.parseModelRef(request.model);
     const modelId = init.modelId(ref);
-    const affinity = prefixAffinity(request, modelId, init.hiveStates());
+    const embedding = request.embed !== undefined;
+    const affinity = embedding ? [] : prefixAffinity(request, modelId, init.hiveStates());
     // hives get the ref a name stands for here: another hive need not know this node's aliases
     const resolved: JobRequest = { ...request, model: canonicalRef(ref) };
     const base: QueueRequest = {
@@ -78,7 +79,9 @@ export function createRouter(init: RouterInit): (job: JobContext) => Promise<voi
       entry: init.local.id,
       // a path names a file on this machine: no other hive can fetch it
       provisionable: ref.kind === 'file' ? 'entry' : 'any',
-      ...(request.hive === undefined ? {} : { pin: request.hive }),
+      // An embedding job runs on the entry node's hive unless pinned: its vectors come back in one
+      // event, which can outgrow a cluster stream's frame (1 MiB).
+      ...(request.hive === undefined ? (embedding ? { pin: init.local.id } : {}) : { pin: request.hive }),
       ...(affinity.length === 0 ? {} : { affinity }),
       priority: request.priority ?? 'interactive',
       acceptedAt: job.acceptedAt,
@@ -144,7 +147,11 @@ export function createRouter(init: RouterInit): (job: JobContext) => Promise<voi
                 }
                 for (const token of event.tokens) sentTokens.push(token);
                 // the count is for continuing a job; clients get the text
-                return job.emit({ type: 'token', text: event.text });
+                return job.emit(
+                  event.logprobs === undefined
+                    ? { type: 'token', text: event.text }
+                    : { type: 'token', text: event.text, logprobs: event.logprobs },
+                );
               }
               if (event.type !== 'done') return job.emit(event);
               const end = Date.now();
