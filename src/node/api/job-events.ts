@@ -1,4 +1,5 @@
 import type { FastifyReply } from 'fastify';
+import { RbeeError } from '../../shared/errors.js';
 import type { JobEvent, JobRequest } from '../../shared/wire.js';
 import type { JobManager } from '../jobs/index.js';
 import { releaseWhenDone } from './key-limits.js';
@@ -91,4 +92,30 @@ export function submitFollowed(
   };
   reply.raw.once('close', leave);
   return { id, events, leave };
+}
+
+/**
+ * Embeds texts as a job of the client's (queued and placed like any other, in the jobs table and
+ * /metrics, cancelled when the client leaves): its vectors and prompt tokens, or its error thrown.
+ */
+export async function embedAsJob(
+  jobs: JobManager,
+  request: { model: string; texts: string[]; keepAlive?: number | string | undefined },
+  owner: string | undefined,
+  reply: FastifyReply,
+  release: () => void,
+): Promise<{ embeddings: number[][]; promptTokens: number }> {
+  const job: JobRequest = {
+    model: request.model,
+    embed: request.texts,
+    ...(request.keepAlive === undefined ? {} : { keepAlive: request.keepAlive }),
+  };
+  const { events } = submitFollowed(jobs, job, owner, reply, release);
+  for await (const event of events) {
+    if (event.type === 'error') throw RbeeError.fromJSON(event.error);
+    if (event.type === 'done') {
+      return { embeddings: event.embeddings ?? [], promptTokens: event.usage.promptTokens };
+    }
+  }
+  throw new RbeeError('JOB_CANCELLED', 'the client left before the embeddings were ready');
 }

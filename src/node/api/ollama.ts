@@ -19,10 +19,9 @@ import { canonicalRef, type ModelRef, type ProvisionProgress, type Provisioner }
 import type { ModelCatalog } from '../store/index.js';
 import type { Logger } from '../logger.js';
 import type { ApiClient } from './auth.js';
-import { submitFollowed } from './job-events.js';
+import { embedAsJob, submitFollowed } from './job-events.js';
 import type { ModelAccessCheck } from './model-access.js';
 import type { ModelList, OpenAiModel } from './model-list.js';
-import { embedTexts } from './openai.js';
 import { toolAnswer, toolJobFields, toolPlan, ToolStream, type OpenAiToolCall } from './openai-tools.js';
 import { setRetryAfter } from './retry-after.js';
 import type { OpenSse, SseStream } from './sse.js';
@@ -347,12 +346,12 @@ export function ollamaRoutes(app: FastifyInstance, init: OllamaInit): Promise<vo
     return void reply.send(answer('load'));
   }
 
-  app.post('/api/embed', async (request) => {
+  app.post('/api/embed', async (request, reply) => {
     const body = parse(embedSchema, request.body);
     const model = resolve(body.model, request.apiClient);
     const texts = typeof body.input === 'string' ? [body.input] : body.input;
     const started = performance.now();
-    const result = await embedWith(request.apiClient, model, texts, body.keep_alive);
+    const result = await embedWith(request, reply, model, texts, body.keep_alive);
     return {
       model: body.model,
       embeddings: result.embeddings.map((v) =>
@@ -364,26 +363,23 @@ export function ollamaRoutes(app: FastifyInstance, init: OllamaInit): Promise<vo
     };
   });
 
-  app.post('/api/embeddings', async (request) => {
+  app.post('/api/embeddings', async (request, reply) => {
     const body = parse(embeddingsSchema, request.body);
     const model = resolve(body.model, request.apiClient);
-    const result = await embedWith(request.apiClient, model, [body.prompt], body.keep_alive);
+    const result = await embedWith(request, reply, model, [body.prompt], body.keep_alive);
     return { embedding: result.embeddings[0] ?? [] };
   });
 
-  async function embedWith(
-    client: ApiClient,
+  /** Ollama's embeddings run as jobs, as OpenAI's do (see embedAsJob). */
+  function embedWith(
+    request: FastifyRequest,
+    reply: FastifyReply,
     model: string,
     texts: string[],
     keepAlive: number | string | undefined,
-  ): ReturnType<typeof embedTexts> {
-    const keepAliveS = keepAlive === undefined ? undefined : parseKeepAlive(keepAlive);
-    const release = init.admit(client);
-    try {
-      return await embedTexts(init, model, texts, keepAliveS === undefined ? {} : { keepAliveS });
-    } finally {
-      release();
-    }
+  ): ReturnType<typeof embedAsJob> {
+    const release = init.admit(request.apiClient);
+    return embedAsJob(init.jobs, { model, texts, keepAlive }, request.apiClient.owner, reply, release);
   }
 
   app.post('/api/pull', async (request, reply) => {

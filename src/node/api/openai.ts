@@ -13,12 +13,9 @@ import { randomInt } from 'node:crypto';
 import { RbeeError, toRbeeError } from '../../shared/errors.js';
 import type { ChatMessage, DoneEvent, JobRequest, TokenLogprob } from '../../shared/wire.js';
 import type { JobManager } from '../jobs/index.js';
-import { followJob, submitFollowed, type JobFollower } from './job-events.js';
+import { embedAsJob, followJob, submitFollowed } from './job-events.js';
 import { releaseWhenDone } from './key-limits.js';
 import type { OpenSse, SseStream } from './sse.js';
-import type { ModelRef, Provisioner } from '../models/index.js';
-import type { WorkerPool } from '../hive/index.js';
-import type { EmbedResult } from '../../engine/index.js';
 import type { ModelCatalog } from '../store/index.js';
 import type { ApiClient } from './auth.js';
 import type { ModelAccessCheck } from './model-access.js';
@@ -527,26 +524,6 @@ function toolCompletionShape(plan: ToolPlan, id: string, model: string, created:
   };
 }
 
-/**
- * Embeds texts with the model's worker on this hive, fetching the model first if need be, outside
- * the job queue (Ollama's embedding routes; OpenAI's `/v1/embeddings` runs a job): the worker is
- * leased directly, and keeps `keepAliveS` (as a job's request would set it) once released.
- */
-export async function embedTexts(
-  init: { provisioner: Provisioner; workers: WorkerPool; parseModelRef: (input: string) => ModelRef },
-  name: string,
-  texts: string[],
-  options: { keepAliveS?: number } = {},
-): Promise<EmbedResult> {
-  const { model } = await init.provisioner.ensure(init.parseModelRef(name));
-  const lease = await init.workers.acquire(model);
-  try {
-    return await lease.embed(texts);
-  } finally {
-    lease.release(options.keepAliveS === undefined ? {} : { keepAliveS: options.keepAliveS });
-  }
-}
-
 export function registerOpenAiRoutes(app: FastifyInstance, init: OpenAiInit): void {
   const responses = createResponseMemory();
   app.get('/v1/models', () => ({ object: 'list', data: init.models.list() }));
@@ -576,35 +553,31 @@ export function registerOpenAiRoutes(app: FastifyInstance, init: OpenAiInit): vo
     }
     // a job like any other: queued and placed, in the jobs table and /metrics, cancellable
     const texts = typeof body.input === 'string' ? [body.input] : body.input;
-    let events: JobFollower;
+    let result: { embeddings: number[][]; promptTokens: number };
     try {
-      ({ events } = submitFollowed(
+      result = await embedAsJob(
         init.jobs,
-        { model: body.model, embed: texts },
+        { model: body.model, texts },
         request.apiClient.owner,
         reply,
         release,
-      ));
+      );
     } catch (error) {
       return sendError(reply, error);
     }
-    for await (const event of events) {
-      if (event.type === 'error') return sendError(reply, RbeeError.fromJSON(event.error));
-      if (event.type !== 'done') continue;
-      return reply.send({
-        object: 'list',
-        model: body.model,
-        data: (event.embeddings ?? []).map((vector, index) => ({
-          object: 'embedding',
-          index,
-          embedding:
-            body.encoding_format === 'base64'
-              ? Buffer.from(new Float32Array(vector).buffer).toString('base64')
-              : vector,
-        })),
-        usage: { prompt_tokens: event.usage.promptTokens, total_tokens: event.usage.promptTokens },
-      });
-    }
+    return reply.send({
+      object: 'list',
+      model: body.model,
+      data: result.embeddings.map((vector, index) => ({
+        object: 'embedding',
+        index,
+        embedding:
+          body.encoding_format === 'base64'
+            ? Buffer.from(new Float32Array(vector).buffer).toString('base64')
+            : vector,
+      })),
+      usage: { prompt_tokens: result.promptTokens, total_tokens: result.promptTokens },
+    });
   });
 
   app.post('/v1/chat/completions', async (request, reply) => {
