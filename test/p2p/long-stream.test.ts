@@ -21,7 +21,7 @@ const CHUNKS = 1600;
 describe('a long stream over the cluster link', () => {
   // TCP, as between nodes. The cipher's memory is one per process and, once at its ceiling, no
   // longer grows, so only the first long transfer of a process would show the break-off: one case.
-  it('delivers 200 MiB of 128 KiB bytes frames whole and in order', async () => {
+  it('delivers 200 MiB of 128 KiB bytes frames whole and in order, the writer held back by the reader', async () => {
     const key = generateClusterKey();
     const init = { transport: 'tcp' as const, listen: ['/ip4/127.0.0.1/tcp/0'] };
     const a = await memoryHost(scope, key, init);
@@ -32,6 +32,7 @@ describe('a long stream over the cluster link', () => {
     await client.start();
     await server.start();
     scope.defer(() => Promise.resolve(server.stop()));
+    let written = 0;
     server.handle(bytes, async ({ params, channel, signal }) => {
       for (let i = 0; i < params.chunks; i += 1) {
         const chunk = new Uint8Array(params.size);
@@ -39,6 +40,7 @@ describe('a long stream over the cluster link', () => {
         const view = new DataView(chunk.buffer);
         for (let at = 0; at < params.size; at += 4) view.setUint32(at, i * params.size + at);
         await channel.write(chunk, { signal });
+        written += 1;
       }
     });
     const connection = a.libp2p.getConnections(b.libp2p.peerId)[0];
@@ -46,15 +48,20 @@ describe('a long stream over the cluster link', () => {
     const channel = await client.open(b.peerId, bytes, { chunks: CHUNKS, size: CHUNK });
     let received = 0;
     let misplaced = 0;
+    let lead = 0;
     for await (const chunk of channel) {
       const view = new DataView(chunk.buffer, chunk.byteOffset, chunk.byteLength);
       const base = received * CHUNK;
       if (chunk.byteLength !== CHUNK) misplaced += 1;
       else if (view.getUint32(0) !== base || view.getUint32(CHUNK - 4) !== base + CHUNK - 4) misplaced += 1;
       received += 1;
+      lead = Math.max(lead, written - received);
     }
     expect(misplaced).toBe(0);
     expect(received).toBe(CHUNKS);
+    // back-pressure all the way: the writer stays within the link's window and our read queue of
+    // the reader, instead of piling the whole transfer into the sender's memory
+    expect(lead * CHUNK).toBeLessThan(4 * 1024 * 1024);
     // the same connection carried it all: nothing was cut off and re-dialled on the way
     expect(connection?.status).toBe('open');
     expect(a.libp2p.getConnections(b.libp2p.peerId)[0]).toBe(connection);
