@@ -213,6 +213,24 @@ export function createFrameChannel<In, Out = In>(
     wake: undefined,
   };
 
+  /**
+   * Resumes a paused stream; a pause the bytes it hands over call for comes after, not inside it.
+   * `resume()` (@libp2p/utils 7.4) dispatches what it buffered while paused and only then tells the
+   * muxer to resume: a pause from inside that dispatch was overridden, yamux granted window for every
+   * frame again while the stream stayed paused, and its read buffer grew until the stream was aborted
+   * at 4 MiB (16 KiB frames on the in-memory transport: cut off after 11-17 MB).
+   */
+  let resuming = false;
+  const resume = (): void => {
+    resuming = true;
+    try {
+      stream.resume();
+    } finally {
+      resuming = false;
+    }
+    if (state.queuedBytes >= highWater && stream.readStatus === 'readable') stream.pause();
+  };
+
   const notify = (): void => {
     state.wake?.resolve();
     state.wake = undefined;
@@ -285,7 +303,7 @@ export function createFrameChannel<In, Out = In>(
       finish(refused);
       stream.abort(refused);
     }
-    if (state.queuedBytes >= highWater && stream.readStatus === 'readable') stream.pause();
+    if (!resuming && state.queuedBytes >= highWater && stream.readStatus === 'readable') stream.pause();
     notify();
   };
   const onEnd = (): void => finish();
@@ -308,7 +326,7 @@ export function createFrameChannel<In, Out = In>(
       const item = state.queue.shift();
       if (item !== undefined) {
         state.queuedBytes -= item.bytes;
-        if (stream.readStatus === 'paused' && state.queuedBytes <= highWater / 2) stream.resume();
+        if (stream.readStatus === 'paused' && state.queuedBytes <= highWater / 2) resume();
         if ('error' in item) throw item.error;
         return item;
       }
