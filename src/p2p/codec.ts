@@ -123,6 +123,29 @@ function toBytes(data: StreamMessageEvent['data']): Uint8Array {
   return data instanceof Uint8Array ? data : data.subarray();
 }
 
+/**
+ * Waits for the stream's next 'drain' (or its close). Not `stream.onDrain()`: in @libp2p/utils 7.4
+ * that keeps the promise of the first drain and hands it, already resolved, to every later caller,
+ * so from the second wait on a writer never waits again and a fast one piles everything it writes
+ * into the muxer's send buffer (a 200 MiB transfer sat whole in the sender's memory). The 'drain'
+ * event itself is sent each time the stream can take more.
+ */
+async function drained(stream: Stream, options?: AbortOptions): Promise<void> {
+  if (!stream.writableNeedsDrain) return;
+  const { promise, resolve, reject } = Promise.withResolvers<void>();
+  const onDrain = (): void => resolve();
+  const onClose = (event: StreamCloseEvent): void =>
+    reject(event.error ?? new Error('the stream closed while waiting to write'));
+  stream.addEventListener('drain', onDrain);
+  stream.addEventListener('close', onClose);
+  try {
+    await raceSignal(promise, options?.signal);
+  } finally {
+    stream.removeEventListener('drain', onDrain);
+    stream.removeEventListener('close', onClose);
+  }
+}
+
 export interface FrameChannelInit<In> {
   /** Applied to every incoming frame; bytes frames reach it as a Uint8Array. */
   schema: z.ZodType<In>;
@@ -188,6 +211,24 @@ export function createFrameChannel<In, Out = In>(
     ended: false,
     endError: undefined,
     wake: undefined,
+  };
+
+  /**
+   * Resumes a paused stream; a pause the bytes it hands over call for comes after, not inside it.
+   * `resume()` (@libp2p/utils 7.4) dispatches what it buffered while paused and only then tells the
+   * muxer to resume: a pause from inside that dispatch was overridden, yamux granted window for every
+   * frame again while the stream stayed paused, and its read buffer grew until the stream was aborted
+   * at 4 MiB (16 KiB frames on the in-memory transport: cut off after 11-17 MB).
+   */
+  let resuming = false;
+  const resume = (): void => {
+    resuming = true;
+    try {
+      stream.resume();
+    } finally {
+      resuming = false;
+    }
+    if (state.queuedBytes >= highWater && stream.readStatus === 'readable') stream.pause();
   };
 
   const notify = (): void => {
@@ -262,7 +303,7 @@ export function createFrameChannel<In, Out = In>(
       finish(refused);
       stream.abort(refused);
     }
-    if (state.queuedBytes >= highWater && stream.readStatus === 'readable') stream.pause();
+    if (!resuming && state.queuedBytes >= highWater && stream.readStatus === 'readable') stream.pause();
     notify();
   };
   const onEnd = (): void => finish();
@@ -285,7 +326,7 @@ export function createFrameChannel<In, Out = In>(
       const item = state.queue.shift();
       if (item !== undefined) {
         state.queuedBytes -= item.bytes;
-        if (stream.readStatus === 'paused' && state.queuedBytes <= highWater / 2) stream.resume();
+        if (stream.readStatus === 'paused' && state.queuedBytes <= highWater / 2) resume();
         if ('error' in item) throw item.error;
         return item;
       }
@@ -304,7 +345,7 @@ export function createFrameChannel<In, Out = In>(
       stats.framesOut += 1;
       if (!stream.send(bytes)) {
         state.drainWaits += 1;
-        await stream.onDrain(options);
+        await drained(stream, options);
       }
     } catch (error) {
       if (options?.signal?.aborted === true) throw error;

@@ -11,6 +11,7 @@ import { memory } from '@libp2p/memory';
 import { noise } from '@chainsafe/libp2p-noise';
 import { yamux } from '@libp2p/yamux';
 import { installYamuxWindowHysteresis } from './yamux-window.js';
+import { installPnetCipherFix } from './pnet-cipher.js';
 import { identify } from '@libp2p/identify';
 import { ping } from '@libp2p/ping';
 import { mdns } from '@libp2p/mdns';
@@ -142,6 +143,8 @@ export async function createP2pHost(init: P2pHostInit): Promise<P2pHost> {
 
   // one window update per half window, not per frame (see yamux-window.ts)
   installYamuxWindowHysteresis();
+  // the cluster key's cipher would outgrow its memory and abort long transfers (see pnet-cipher.ts)
+  installPnetCipherFix();
   let libp2p: Libp2p;
   try {
     libp2p = await createLibp2p({
