@@ -14,7 +14,8 @@
  * to the last's — and counts the prompt as the worker does (its own usage figure, BOS included).
  * The clients of (c) and (d) read with node:http and parse only what they must, so that the
  * client's own cost does not stand in for the node's. For (c) and (d) the node's CPU time per
- * streamed token (all its threads, from /proc) is printed beside the CPU one bare node:http server
+ * streamed token (all its threads, from /proc, less what it spends idle over the same time) is
+ * printed beside the CPU one bare node:http server
  * spends per event written, measured in the same run: the floor of one write per token. Then
  * aggregate tok/s for 1, 2 and 4 concurrent requests on one 4-slot worker (small model).
  *
@@ -290,6 +291,15 @@ async function createNode(modelPath: string, tokens: number) {
     }
   }
   const pid = node.pid as number;
+  // what the node spends with nothing to do (heartbeats, timers, its cluster layer), per ms: taken
+  // off each run's figure, so that the per-token cost is the token path's alone
+  await sleep(2000);
+  const idleFrom = processCpuUs(pid);
+  const idleStart = performance.now();
+  await sleep(5000);
+  const idleUsPerMs = (processCpuUs(pid) - idleFrom) / (performance.now() - idleStart);
+  const tokenPathCpu = (from: number, start: number): number =>
+    processCpuUs(pid) - from - idleUsPerMs * (performance.now() - start);
 
   async function jobs(): Promise<Run> {
     const cpu = processCpuUs(pid);
@@ -320,7 +330,7 @@ async function createNode(modelPath: string, tokens: number) {
       if (event.type === 'done') run.tokens = event.usage?.completionTokens ?? 0;
       if (event.type === 'error') throw new Error(`${event.error?.code}: ${event.error?.message}`);
     });
-    run.nodeCpuUs = processCpuUs(pid) - cpu;
+    run.nodeCpuUs = tokenPathCpu(cpu, run.start);
     return run;
   }
 
@@ -348,13 +358,14 @@ async function createNode(modelPath: string, tokens: number) {
       if (chunk.error !== undefined) throw new Error(JSON.stringify(chunk.error));
       if (chunk.usage != null) run.tokens = chunk.usage.completion_tokens;
     });
-    run.nodeCpuUs = processCpuUs(pid) - cpu;
+    run.nodeCpuUs = tokenPathCpu(cpu, run.start);
     return run;
   }
 
   return {
     jobs,
     openai,
+    idleUsPerMs,
     async dispose() {
       await fetch(`${url}/v1/shutdown`, { method: 'POST', headers: { 'x-rbee-client': '1' } }).catch(
         () => undefined,
@@ -474,6 +485,9 @@ async function benchPreset(preset: Preset, floorUs: number): Promise<void> {
   }
   const med = (v: Variant, key: keyof Sample): number => median(samples[v].map((s) => s[key] ?? NaN));
   console.log(`\n## ${preset} model, ${tokens} tokens\n`);
+  console.log(
+    `(the node idle: ${fmt(node.idleUsPerMs)} ms of CPU per second, taken off its per-token figures)\n`,
+  );
   console.log('| path | generation tok/s | ratio to (a) | prompt tok/s | TTFT (ms) | node CPU µs/token |');
   console.log('|---|---|---|---|---|---|');
   for (const v of VARIANTS) {
