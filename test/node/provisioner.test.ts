@@ -555,6 +555,8 @@ describe('readModelInfo', () => {
       quantization: 'Q8_0',
       contextLength: 2048,
       parameterCount: expect.any(Number) as number,
+      // the template the GGUF carries (Ollama's /api/show reports it)
+      chatTemplate: expect.stringContaining('<|im_start|>') as string,
     });
     expect(info.parameterCount).toBeGreaterThan(500_000);
   });
