@@ -24,6 +24,13 @@ async function runNode(options: NodeForegroundOptions): Promise<void> {
     mdns: options.mdns,
     clusterListen: options.clusterListen,
   });
+  // A promise nobody awaited that fails (a peer's stream reset at a bad moment) must not take the
+  // node, its workers and every client's stream down with it: it is logged, with its stack, and the
+  // node keeps serving.
+  process.on('unhandledRejection', (reason) => {
+    const text = reason instanceof Error ? (reason.stack ?? reason.message) : String(reason);
+    process.stderr.write(`rbee node: unhandled rejection (kept running): ${text}\n`);
+  });
   const running = await startNode(config, { foreground: process.stderr.isTTY });
   const stop = (signal: string): void => void running.close(`received ${signal}`);
   process.once('SIGINT', () => stop('SIGINT'));
