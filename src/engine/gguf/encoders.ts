@@ -1,5 +1,6 @@
 /**
- * Tensor data encoders: F32, F16 and Q8_0, bit-exact with ggml's reference conversions.
+ * Tensor data encoders: F32, F16 and Q8_0 (blocks of 32 values: an f16 scale and 32 int8), bit-exact
+ * with ggml's reference conversions (see docs/test-models.md).
  */
 import { endianness } from 'node:os';
 import { RbeeError } from '../../shared/errors.js';

@@ -2,7 +2,8 @@
  * Deterministic llama-architecture GGUF models with seeded random weights. Nothing here can
  * download weights, so rbee writes its own: they load in node-llama-cpp and llama.cpp, decode
  * greedily to printable text, chat through a ChatML template, and are byte-identical for the same
- * preset and seed.
+ * preset and seed. What a loadable model takes (metadata, tensors, vocabulary, silent rows, the
+ * shapes that worked) is written down in docs/test-models.md.
  */
 import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';

@@ -1,7 +1,7 @@
 /**
  * A SentencePiece-style ("llama" tokenizer) vocabulary for test models: control tokens, 256 byte
  * fallback tokens, single characters, then word-like n-grams, each a merge of two existing pieces
- * so that llama.cpp's SPM merge loop can reach every one of them.
+ * so that llama.cpp's SPM merge loop can reach every one of them (docs/test-models.md).
  */
 import { RbeeError } from '../../shared/errors.js';
 import { createRandom } from './random.js';

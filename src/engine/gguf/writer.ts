@@ -2,6 +2,7 @@
  * A minimal GGUF v3 writer: typed metadata, tensor infos and 32-byte aligned tensor data, streamed
  * to disk tensor by tensor so that a 170 MB model never sits in one Buffer. The file is written to
  * `path + '.partial'` and renamed at the end, so a crash never leaves a half-written `.gguf`.
+ * The layout it writes is in docs/test-models.md.
  */
 import { open, rename, rm } from 'node:fs/promises';
 import { RbeeError, toRbeeError } from '../../shared/errors.js';
