@@ -2,12 +2,13 @@
  * Real `rbee node` processes in one cluster on loopback, with static peers (mDNS off): start one,
  * read its join code, and wait until a set of them agrees on one queen.
  */
-import { writeFileSync } from 'node:fs';
+import { copyFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect } from 'vitest';
 import { createNodeClient, type NodeClient } from '../../src/node/client/index.js';
 import type { ClusterStatus } from '../../src/shared/view.js';
 import { createSandbox, freePort, runCli, startCli, type CliResult, type Sandbox } from './cli.js';
+import { tinyModelPath } from './tiny-model.js';
 import { waitFor } from './wait-for.js';
 
 export interface ClusterNodeProcess {
@@ -117,4 +118,22 @@ export async function startNamedCluster(
       id: (await node.status()).self.id,
     })),
   );
+}
+
+/** Nodes alpha and beta in one cluster (see startNamedCluster), as their processes. */
+export async function startPair(sandboxes: Sandbox[]): Promise<[ClusterNodeProcess, ClusterNodeProcess]> {
+  const [alpha, beta] = await startNamedCluster(['alpha', 'beta'], sandboxes);
+  return [alpha!.node, beta!.node];
+}
+
+/**
+ * A model file only `node`'s machine has: the tiny model copied into its home as `fileName` and
+ * pulled into its catalog there. Returns the file's path.
+ */
+export async function pullModelOnlyOn(node: ClusterNodeProcess, fileName: string): Promise<string> {
+  const file = join(node.sandbox.home, fileName);
+  copyFileSync(await tinyModelPath(), file);
+  const pull = await runCli(['models', 'pull', file, '--json'], { env: node.sandbox.env });
+  expect(pull.code, pull.stderr).toBe(0);
+  return file;
 }

@@ -2,13 +2,10 @@
  * Log probabilities across a cluster: two real `rbee node` processes on loopback. A model only the
  * other hive holds runs there; its tokens' log probabilities stream back to the entry node with them.
  */
-import { copyFileSync } from 'node:fs';
-import { join } from 'node:path';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runCli, type Sandbox } from '../helpers/cli.js';
-import { startNamedCluster, type ClusterNodeProcess } from '../helpers/cluster-nodes.js';
-import { tinyModelPath } from '../helpers/tiny-model.js';
+import { type Sandbox } from '../helpers/cli.js';
+import { pullModelOnlyOn, startPair, type ClusterNodeProcess } from '../helpers/cluster-nodes.js';
 import { waitFor } from '../helpers/wait-for.js';
 
 const sandboxes: Sandbox[] = [];
@@ -16,10 +13,7 @@ let alpha: ClusterNodeProcess;
 let beta: ClusterNodeProcess;
 
 beforeAll(async () => {
-  [alpha, beta] = (await startNamedCluster(['alpha', 'beta'], sandboxes)).map((n) => n.node) as [
-    ClusterNodeProcess,
-    ClusterNodeProcess,
-  ];
+  [alpha, beta] = await startPair(sandboxes);
 });
 
 afterAll(async () => {
@@ -29,10 +23,7 @@ afterAll(async () => {
 describe('logprobs in a cluster of two', () => {
   it('come back from the hive that ran the job, one per token', async () => {
     // a file only beta's machine has: the job runs there
-    const file = join(beta.sandbox.home, 'Beta-Only-Q8_0.gguf');
-    copyFileSync(await tinyModelPath(), file);
-    const pull = await runCli(['models', 'pull', file, '--json'], { env: beta.sandbox.env });
-    expect(pull.code, pull.stderr).toBe(0);
+    await pullModelOnlyOn(beta, 'Beta-Only-Q8_0.gguf');
     const openai = new OpenAI({ baseURL: `${alpha.sandbox.url}/v1`, apiKey: 'unused', maxRetries: 0 });
     const model = await waitFor(
       async () => (await openai.models.list()).data.find((m) => m.owned_by === 'beta')?.id,

@@ -3,13 +3,10 @@
  * other hive holds (a file on its own disk) is listed by the node asked, under its name, and served
  * by that name: the job runs on the hive that has it.
  */
-import { copyFileSync } from 'node:fs';
-import { join } from 'node:path';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ndjson, runCli, type Sandbox } from '../helpers/cli.js';
-import { startNamedCluster, type ClusterNodeProcess } from '../helpers/cluster-nodes.js';
-import { tinyModelPath } from '../helpers/tiny-model.js';
+import { pullModelOnlyOn, startPair, type ClusterNodeProcess } from '../helpers/cluster-nodes.js';
 import { waitFor } from '../helpers/wait-for.js';
 
 const sandboxes: Sandbox[] = [];
@@ -17,10 +14,7 @@ let alpha: ClusterNodeProcess;
 let beta: ClusterNodeProcess;
 
 beforeAll(async () => {
-  [alpha, beta] = (await startNamedCluster(['alpha', 'beta'], sandboxes)).map((n) => n.node) as [
-    ClusterNodeProcess,
-    ClusterNodeProcess,
-  ];
+  [alpha, beta] = await startPair(sandboxes);
 });
 
 afterAll(async () => {
@@ -30,10 +24,7 @@ afterAll(async () => {
 describe('model names in a cluster of two', () => {
   it("lists another hive's model under its name, without its path, and serves it by that name there", async () => {
     // a file only beta's machine has
-    const file = join(beta.sandbox.home, 'Beta-Only-Q8_0.gguf');
-    copyFileSync(await tinyModelPath(), file);
-    const pull = await runCli(['models', 'pull', file, '--json'], { env: beta.sandbox.env });
-    expect(pull.code, pull.stderr).toBe(0);
+    await pullModelOnlyOn(beta, 'Beta-Only-Q8_0.gguf');
 
     const openai = new OpenAI({ baseURL: `${alpha.sandbox.url}/v1`, apiKey: 'unused', maxRetries: 0 });
     const listed = await waitFor(

@@ -3,13 +3,10 @@
  * only the other hive holds is listed by the node asked, served through it by its name, and its
  * worker there shows in that node's `/api/ps` until `keep_alive: 0` through it unloads the model.
  */
-import { copyFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { Ollama } from 'ollama';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runCli, type Sandbox } from '../helpers/cli.js';
-import { startNamedCluster, type ClusterNodeProcess } from '../helpers/cluster-nodes.js';
-import { tinyModelPath } from '../helpers/tiny-model.js';
+import { type Sandbox } from '../helpers/cli.js';
+import { pullModelOnlyOn, startPair, type ClusterNodeProcess } from '../helpers/cluster-nodes.js';
 import { waitFor } from '../helpers/wait-for.js';
 
 const sandboxes: Sandbox[] = [];
@@ -17,10 +14,7 @@ let alpha: ClusterNodeProcess;
 let beta: ClusterNodeProcess;
 
 beforeAll(async () => {
-  [alpha, beta] = (await startNamedCluster(['alpha', 'beta'], sandboxes)).map((n) => n.node) as [
-    ClusterNodeProcess,
-    ClusterNodeProcess,
-  ];
+  [alpha, beta] = await startPair(sandboxes);
 });
 
 afterAll(async () => {
@@ -30,10 +24,7 @@ afterAll(async () => {
 describe('Ollama API in a cluster of two', () => {
   it("lists, serves, shows and unloads the running worker of another hive's model", async () => {
     // a file only beta's machine has
-    const file = join(beta.sandbox.home, 'Beta-Only-Q8_0.gguf');
-    copyFileSync(await tinyModelPath(), file);
-    const pull = await runCli(['models', 'pull', file, '--json'], { env: beta.sandbox.env });
-    expect(pull.code, pull.stderr).toBe(0);
+    await pullModelOnlyOn(beta, 'Beta-Only-Q8_0.gguf');
 
     const ollama = new Ollama({ host: alpha.sandbox.url });
     const listed = await waitFor(

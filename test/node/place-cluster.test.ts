@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { placePreviewSchema, type PlacePreview } from '../../src/shared/view.js';
 import { runCli, type Sandbox } from '../helpers/cli.js';
-import { startNamedCluster, type ClusterNodeProcess } from '../helpers/cluster-nodes.js';
+import { startPair, type ClusterNodeProcess } from '../helpers/cluster-nodes.js';
 import { waitFor } from '../helpers/wait-for.js';
 
 const sandboxes: Sandbox[] = [];
@@ -14,10 +14,7 @@ let alpha: ClusterNodeProcess;
 let beta: ClusterNodeProcess;
 
 beforeAll(async () => {
-  [alpha, beta] = (await startNamedCluster(['alpha', 'beta'], sandboxes)).map((n) => n.node) as [
-    ClusterNodeProcess,
-    ClusterNodeProcess,
-  ];
+  [alpha, beta] = await startPair(sandboxes);
 });
 
 afterAll(async () => {
