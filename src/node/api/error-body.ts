@@ -5,7 +5,7 @@
  * routes pass `openAiCodes`, which puts OpenAI's own code where it has one (`model_not_found`).
  */
 import type { FastifyReply } from 'fastify';
-import type { ErrorCode, RbeeError } from '../../shared/errors.js';
+import { RbeeError, toRbeeError, type ErrorCode } from '../../shared/errors.js';
 import { setRetryAfter } from './retry-after.js';
 
 export interface ErrorBody {
@@ -88,4 +88,17 @@ export function sendErrorBody(
   void reply
     .status(error.httpStatus)
     .send(isAnthropicRoute(reply) ? anthropicErrorBody(error) : errorBody(error, options));
+}
+
+/**
+ * What a route's failure is as an RbeeError: one already, fastify's own 4xx (bad JSON, a body too
+ * large) as BAD_REQUEST with its message, anything else INTERNAL.
+ */
+export function requestError(error: unknown): RbeeError {
+  if (error instanceof RbeeError) return error;
+  const status = (error as { statusCode?: unknown }).statusCode;
+  if (typeof status === 'number' && status < 500) {
+    return new RbeeError('BAD_REQUEST', (error as Error).message, { cause: error });
+  }
+  return toRbeeError(error);
 }

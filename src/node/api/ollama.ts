@@ -9,6 +9,7 @@
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { RbeeError, toRbeeError } from '../../shared/errors.js';
+import { requestError } from './error-body.js';
 import { parseKeepAlive } from '../../shared/duration.js';
 import type { HiveState } from '../../shared/view.js';
 import type { Health, JobRequest } from '../../shared/wire.js';
@@ -98,13 +99,7 @@ function sendOllamaError(reply: FastifyReply, error: RbeeError): void {
 /** The routes, in their own fastify context so that every error here leaves in Ollama's shape. */
 export function ollamaRoutes(app: FastifyInstance, init: OllamaInit): Promise<void> {
   app.setErrorHandler((error, request, reply) => {
-    const rbee =
-      error instanceof RbeeError
-        ? error
-        : typeof (error as { statusCode?: unknown }).statusCode === 'number' &&
-            (error as { statusCode: number }).statusCode < 500
-          ? new RbeeError('BAD_REQUEST', (error as Error).message, { cause: error })
-          : toRbeeError(error);
+    const rbee = requestError(error);
     if (rbee.httpStatus >= 500) init.log.error({ err: error }, 'request failed');
     sendOllamaError(reply, ollamaError(rbee, modelOfBody(request.body)));
   });

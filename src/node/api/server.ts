@@ -2,7 +2,7 @@
  * The node's HTTP API. Every error leaves in OpenAI's shape, `{error: {message, type, param, code}}`
  * with rbee's stable code as `code` (error-body.ts), and the code's HTTP status.
  */
-import { sendErrorBody } from './error-body.js';
+import { requestError, sendErrorBody } from './error-body.js';
 import Fastify from 'fastify';
 import { z } from 'zod';
 import { RbeeError, toRbeeError } from '../../shared/errors.js';
@@ -157,13 +157,7 @@ export function createApi(init: ApiInit) {
   });
 
   app.setErrorHandler((error, _request, reply) => {
-    const rbee =
-      error instanceof RbeeError
-        ? error
-        : typeof (error as { statusCode?: unknown }).statusCode === 'number' &&
-            (error as { statusCode: number }).statusCode < 500
-          ? new RbeeError('BAD_REQUEST', (error as Error).message, { cause: error })
-          : toRbeeError(error);
+    const rbee = requestError(error);
     if (rbee.httpStatus >= 500) init.log.error({ err: error }, 'request failed');
     sendErrorBody(reply, rbee);
   });
