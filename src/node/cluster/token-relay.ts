@@ -78,11 +78,8 @@ export function createTokenRelay(init: {
         void sendPending();
         return send(event);
       }
-      pending.push(
-        event.logprobs === undefined
-          ? { text: event.text, tokens: [...event.tokens] }
-          : { text: event.text, tokens: [...event.tokens], logprobs: event.logprobs },
-      );
+      const { type: _type, ...token } = event; // text, tokens and any logprobs, as emitted
+      pending.push(token);
       if (pending.length >= MAX_TOKENS_PER_FRAME) return sendPending();
       if (timer === undefined) {
         const wait = lastFrameAt + interval - now();
