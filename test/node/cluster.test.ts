@@ -202,11 +202,17 @@ describe('queen commands', () => {
       store: createMemoryStore(),
     });
     try {
+      // the term must be settled everywhere: a queen that re-elects itself after a merge starts a
+      // newer term, and the probe would otherwise test the fence with a term already past
       const queen = await waitFor(
-        () => (probe.members().filter((m) => m.live).length === 2 ? probe.queen() : null),
-        {
-          what: 'the probe to join and see the queen',
+        async () => {
+          const seen = probe.members().filter((m) => m.live).length === 2 ? probe.queen() : null;
+          if (seen === null) return null;
+          const [sa, sb] = [await a.status(), await b.status()];
+          const settled = [sa, sb].every((s) => s.term === seen.term && s.queen?.id === seen.id);
+          return settled ? seen : null;
         },
+        { what: 'the probe to join and see the queen of the term both nodes are in' },
       );
       const follower = [(await a.status()).self.id, (await b.status()).self.id].find(
         (id) => id !== queen.id,
