@@ -3,6 +3,12 @@
  * sends `{ kind, params }`, the other side answers `{ ok: true }` or an error frame, and then both
  * directions carry frames of the kind's schemas with back-pressure (see codec.ts): a slow reader
  * pauses the stream, so a fast writer waits in `write` instead of filling memory.
+ *
+ * Opening a libp2p stream costs a protocol negotiation round trip and the peer store's bookkeeping
+ * on both sides: milliseconds of CPU, which a job's first token should not wait on. So once a peer
+ * has been opened to, a stream to it is kept on standby (its opener sent a standby frame and the
+ * other side waits, without a deadline, for the real open frame); the next `open` takes it and
+ * only its own open frame crosses, and a new standby stream is made after the open, off its path.
  */
 import { z } from 'zod';
 import type { AbortOptions, Stream } from '@libp2p/interface';
@@ -68,6 +74,12 @@ export interface Streams {
 
 const openSchema = z.object({ kind: z.string().min(1).max(200), params: z.unknown() });
 const acceptSchema = z.object({ ok: z.literal(true) });
+/** The kind of a standby stream's first frame: the real open frame follows when it is used. */
+const STANDBY = '~standby';
+/** Standby streams kept per peer: enough for a burst of jobs starting together. */
+const STANDBY_PER_PEER = 2;
+/** A standby stream is made this long after an open, so that it does not compete with the job. */
+const STANDBY_DELAY_MS = 100;
 
 type AnyHandler = StreamHandler<unknown, unknown, unknown>;
 type AnyKind = StreamKind<unknown, unknown, unknown>;
@@ -76,6 +88,9 @@ export function createStreams(init: StreamsInit): Streams {
   const { host } = init;
   const handlers = new Map<string, { kind: AnyKind; handler: AnyHandler }>();
   const serving = new Set<AbortController>();
+  const standby = new Map<string, FrameChannel<z.infer<typeof acceptSchema>, unknown>[]>();
+  const refilling = new Set<string>();
+  let stopped = false;
   const base = {
     stats: host.frameStats,
     maxFrameBytes: init.maxFrameBytes,
@@ -94,9 +109,11 @@ export function createStreams(init: StreamsInit): Streams {
     const onClose = (): void => controller.abort(new RbeeError('JOB_CANCELLED', 'the stream was closed'));
     stream.addEventListener('close', onClose);
     try {
-      const open = await opening.read({
+      let open = await opening.read({
         signal: AbortSignal.any([controller.signal, AbortSignal.timeout(5_000)]),
       });
+      // a standby stream: its opener uses it when it next opens a stream to this node
+      if (open?.kind === STANDBY) open = await opening.read({ signal: controller.signal });
       if (open === undefined) return;
       const entry = handlers.get(open.kind);
       if (entry === undefined) {
@@ -137,10 +154,69 @@ export function createStreams(init: StreamsInit): Streams {
     },
     open,
     stop() {
+      stopped = true;
       for (const controller of serving)
         controller.abort(new RbeeError('NODE_SHUTTING_DOWN', 'the node is stopping'));
+      for (const channels of standby.values()) {
+        for (const channel of channels) channel.abort(new Error('the node is stopping'));
+      }
+      standby.clear();
     },
   };
+
+  /** A standby stream to `peer` that is still usable, taken out of the pool. */
+  function takeStandby(peer: string): FrameChannel<z.infer<typeof acceptSchema>, unknown> | undefined {
+    const channels = standby.get(peer);
+    // a test partition black-holes new streams: a standby one must not cross it either
+    if (channels === undefined || host.partition.isDropped(peer)) return undefined;
+    for (let channel = channels.shift(); channel !== undefined; channel = channels.shift()) {
+      const { stream } = channel;
+      if (stream.status === 'open' && stream.writeStatus === 'writable' && stream.readStatus === 'readable') {
+        return channel;
+      }
+      channel.abort(new Error('stale standby stream'));
+    }
+    return undefined;
+  }
+
+  /** Tops up `peer`'s standby streams, a moment after an open. */
+  function refillStandby(peer: string): void {
+    if (stopped || refilling.has(peer)) return;
+    refilling.add(peer);
+    setTimeout(() => {
+      void (async () => {
+        const channels = standby.get(peer) ?? [];
+        standby.set(peer, channels);
+        while (!stopped && channels.length < STANDBY_PER_PEER && !host.partition.isDropped(peer)) {
+          const stream = await host.openStream(peer, STREAM_PROTOCOL, {
+            signal: AbortSignal.timeout(5_000),
+            dial: false,
+          });
+          const channel = createFrameChannel<z.infer<typeof acceptSchema>, unknown>(stream, {
+            ...base,
+            schema: acceptSchema,
+          });
+          await channel.write({ kind: STANDBY, params: null });
+          if (stopped) {
+            channel.abort(new Error('the node is stopping'));
+            return;
+          }
+          channels.push(channel);
+          stream.addEventListener(
+            'close',
+            () => {
+              const at = channels.indexOf(channel);
+              if (at !== -1) channels.splice(at, 1);
+            },
+            { once: true },
+          );
+        }
+      })()
+        // no standby stream this time: the next open makes its own
+        .catch(() => undefined)
+        .finally(() => refilling.delete(peer));
+    }, STANDBY_DELAY_MS).unref();
+  }
 
   async function open<P, Up, Down>(
     peer: string,
@@ -152,12 +228,21 @@ export function createStreams(init: StreamsInit): Streams {
     const signal = options.signal === undefined ? openSignal : AbortSignal.any([options.signal, openSignal]);
     let stream: Stream | undefined;
     try {
-      stream = await host.openStream(peer, STREAM_PROTOCOL, { signal });
-      const channel = createFrameChannel<z.infer<typeof acceptSchema>, unknown>(stream, {
-        ...base,
-        highWaterMarkBytes: options.highWaterMarkBytes ?? init.highWaterMarkBytes,
-        schema: acceptSchema,
-      });
+      // a standby stream has the default high-water mark: a caller asking for another opens its own
+      const ready = options.highWaterMarkBytes === undefined ? takeStandby(peer) : undefined;
+      let channel: FrameChannel<z.infer<typeof acceptSchema>, unknown>;
+      if (ready !== undefined) {
+        channel = ready;
+        stream = ready.stream;
+      } else {
+        stream = await host.openStream(peer, STREAM_PROTOCOL, { signal });
+        channel = createFrameChannel<z.infer<typeof acceptSchema>, unknown>(stream, {
+          ...base,
+          highWaterMarkBytes: options.highWaterMarkBytes ?? init.highWaterMarkBytes,
+          schema: acceptSchema,
+        });
+      }
+      refillStandby(peer);
       await channel.write({ kind: kind.name, params }, { signal });
       const accepted = await channel.read({ signal });
       if (accepted === undefined) throw new RbeeError('NODE_UNREACHABLE', `${peer} refused the stream`);
