@@ -140,4 +140,38 @@ describe('stream protocol', () => {
     await waitFor(() => producer.signal?.aborted, { what: 'the handler signal to abort' });
     expect(producer.done).toBe(false);
   });
+
+  describe('standby streams', () => {
+    /** The ids of the libp2p streams a has open to b. */
+    const streamIds = (a: P2pHost, b: P2pHost): string[] =>
+      a.libp2p.getConnections(b.libp2p.peerId).flatMap((c) => c.streams.map((s) => s.id));
+
+    it('opens the next stream to a peer on one made ready after the last open, waiting past 5 s', async () => {
+      const { client, a, b } = await setup();
+      const first = await client.open(b.peerId, tokens, { count: 1 });
+      expect((await first.read())?.token).toBe('t0');
+      // ready streams wait for their use longer than a fresh stream may take to say what it is
+      await waitFor(() => streamIds(a, b).length >= 2, { what: 'standby streams' });
+      await new Promise((resolve) => setTimeout(resolve, 5_500));
+      const ready = streamIds(a, b);
+      const second = await client.open(b.peerId, tokens, { count: 3 });
+      expect(ready).toContain(second.stream.id);
+      const got: string[] = [];
+      for await (const frame of second) got.push(frame.token);
+      expect(got).toEqual(['t0', 't1', 't2']);
+      // a refused kind on a ready stream is refused as on a fresh one
+      const unknown = defineStream('test.none', { params: z.object({}), up: z.never(), down: z.never() });
+      await waitFor(() => streamIds(a, b).length >= 2, { what: 'standby streams again' });
+      expect((await rejection(client.open(b.peerId, unknown, {}))).code).toBe('NOT_FOUND');
+    }, 20_000);
+
+    it('does not carry a stream across a partition', async () => {
+      const { client, a, b } = await setup();
+      await client.open(b.peerId, tokens, { count: 1 });
+      await waitFor(() => streamIds(a, b).length >= 2, { what: 'standby streams' });
+      a.partition.drop(b.peerId);
+      const error = await rejection(client.open(b.peerId, tokens, { count: 1 }, { openTimeoutMs: 300 }));
+      expect(error.code).toBe('TIMEOUT');
+    });
+  });
 });
