@@ -152,6 +152,131 @@ describe('OpenAI Responses API', () => {
       .create({ ...params, tools: [{ type: 'web_search_preview' }] })
       .catch((e: unknown) => e);
     expect(error).toBeInstanceOf(OpenAI.BadRequestError);
-    expect((error as Error).message).toMatch(/tools/);
+    expect((error as Error).message).toMatch(/tools of type web_search_preview/);
+    // a result for a call nobody made
+    const orphan = await client.responses
+      .create({ ...params, input: [{ type: 'function_call_output', call_id: 'call_x', output: '1' }] })
+      .catch((e: unknown) => e);
+    expect(orphan).toBeInstanceOf(OpenAI.BadRequestError);
+  });
+});
+
+const weather: OpenAI.Responses.FunctionTool = {
+  type: 'function',
+  name: 'get_weather',
+  description: 'The weather in a city',
+  strict: false,
+  parameters: {
+    type: 'object',
+    properties: { city: { type: 'string', maxLength: 12 }, days: { type: 'integer' } },
+    required: ['city', 'days'],
+  },
+};
+const lights: OpenAI.Responses.FunctionTool = {
+  type: 'function',
+  name: 'set_lights',
+  strict: false,
+  parameters: {
+    type: 'object',
+    properties: { on: { type: 'boolean' }, room: { enum: ['kitchen', 'hall'] } },
+    required: ['on', 'room'],
+  },
+};
+const toolParams = {
+  model: 'demo',
+  input: 'What is the weather in Paris?',
+  max_output_tokens: 120,
+  temperature: 0,
+  tools: [weather, lights],
+};
+
+function functionCalls(response: OpenAI.Responses.Response): OpenAI.Responses.ResponseFunctionToolCall[] {
+  return response.output.flatMap((item) => (item.type === 'function_call' ? [item] : []));
+}
+
+describe('OpenAI Responses API with function tools', () => {
+  it('answers a forced call as a function_call item whose arguments match the schema', async () => {
+    const response = await client.responses.create({
+      ...toolParams,
+      tool_choice: { type: 'function', name: 'get_weather' },
+    });
+    expect(response.status).toBe('completed');
+    const calls = functionCalls(response);
+    expect(calls).toHaveLength(1);
+    expect(response.output).toHaveLength(1);
+    expect(calls[0]).toMatchObject({ type: 'function_call', name: 'get_weather', status: 'completed' });
+    expect(calls[0]!.call_id).toMatch(/^call_/);
+    expect(calls[0]!.id).toMatch(/^fc_/);
+    const args = JSON.parse(calls[0]!.arguments) as { city: unknown; days: unknown };
+    expect(typeof args.city).toBe('string');
+    expect(Number.isInteger(args.days)).toBe(true);
+    expect(response.tools.map((t) => (t.type === 'function' ? t.name : t.type))).toEqual([
+      'get_weather',
+      'set_lights',
+    ]);
+  });
+
+  it('streams calls as argument deltas that add up to the calls of the whole answer', async () => {
+    const request = { ...toolParams, tool_choice: 'required' as const, max_output_tokens: 400, seed: 4 };
+    const whole = await client.responses.create(request);
+    const types: string[] = [];
+    const deltas = new Map<number, string>();
+    const done = new Map<number, string>();
+    let final: OpenAI.Responses.Response | undefined;
+    for await (const event of await client.responses.create({ ...request, stream: true })) {
+      types.push(event.type);
+      if (event.type === 'response.function_call_arguments.delta')
+        deltas.set(event.output_index, (deltas.get(event.output_index) ?? '') + event.delta);
+      if (event.type === 'response.function_call_arguments.done')
+        done.set(event.output_index, event.arguments);
+      if (event.type === 'response.completed' || event.type === 'response.incomplete') final = event.response;
+    }
+    expect(final?.status, JSON.stringify(final?.output)).toBe('completed');
+    const calls = functionCalls(final!);
+    expect(calls.length).toBeGreaterThanOrEqual(1);
+    // the same seeded answer, streamed or whole (call ids are new per answer)
+    expect(calls.map((c) => [c.name, c.arguments])).toEqual(
+      functionCalls(whole).map((c) => [c.name, c.arguments]),
+    );
+    calls.forEach((call, index) => {
+      expect(deltas.get(index)).toBe(call.arguments);
+      expect(done.get(index)).toBe(call.arguments);
+    });
+    expect(types[0]).toBe('response.created');
+    expect(types.at(-1)).toBe('response.completed');
+    expect(types).not.toContain('response.output_text.delta');
+    expect(types.filter((t) => t === 'response.output_item.added')).toHaveLength(calls.length);
+    expect(types.filter((t) => t === 'response.output_item.done')).toHaveLength(calls.length);
+  });
+
+  it('answers from a call’s result, given by previous_response_id or with the call in the input', async () => {
+    const first = await client.responses.create({
+      ...toolParams,
+      tool_choice: { type: 'function', name: 'get_weather' },
+    });
+    const [call] = functionCalls(first);
+    const result = { type: 'function_call_output' as const, call_id: call!.call_id, output: '{"c": 21}' };
+    const followed = await client.responses.create({
+      ...toolParams,
+      max_output_tokens: 8,
+      tool_choice: 'none',
+      previous_response_id: first.id,
+      input: [result],
+    });
+    expect(followed.status).toBe('incomplete');
+    expect(followed.output_text.length).toBeGreaterThan(0);
+    // the call and its result in the input, without previous_response_id: the same prompt
+    const repeated = await client.responses.create({
+      ...toolParams,
+      max_output_tokens: 8,
+      tool_choice: 'none',
+      input: [
+        { role: 'user', content: toolParams.input },
+        { type: 'function_call', call_id: call!.call_id, name: call!.name, arguments: call!.arguments },
+        result,
+      ],
+    });
+    expect(repeated.usage!.input_tokens).toBe(followed.usage!.input_tokens);
+    expect(repeated.output_text).toBe(followed.output_text);
   });
 });

@@ -36,6 +36,7 @@ import {
   responsesJob,
   responsesSchema,
   responsesShape,
+  responsesToolPlan,
 } from './openai-responses.js';
 
 export interface OpenAiInit {
@@ -650,10 +651,12 @@ export function registerOpenAiRoutes(app: FastifyInstance, init: OpenAiInit): vo
   app.post('/v1/responses', async (request, reply) => {
     let body: z.infer<typeof responsesSchema>;
     let conversation: ChatMessage[];
+    let tools: ToolPlan | undefined;
     let release: () => void;
     try {
       refuseUnsupported(request.body);
       body = parse(responsesSchema, request.body);
+      tools = responsesToolPlan(body);
       conversation = conversationOf(body, responses);
       init.checkModel(body.model, request.apiClient);
       release = init.admit(request.apiClient);
@@ -661,18 +664,20 @@ export function registerOpenAiRoutes(app: FastifyInstance, init: OpenAiInit): vo
       return sendError(reply, error);
     }
     // the answer joins the conversation, for a later request's previous_response_id
-    const remember = (id: string, text: string): void => {
-      if (body.store !== false)
-        responses.remember(id, [...conversation, { role: 'assistant', content: text }]);
+    const remember = (id: string, answer: ChatMessage): void => {
+      if (body.store !== false) responses.remember(id, [...conversation, answer]);
     };
     await serve(
       init,
       request.apiClient,
       reply,
-      responsesJob(body, conversation),
+      responsesJob(body, conversation, tools),
       body.stream === true,
       false,
-      (id, _model, created) => ({ ...responsesShape(body, id, created, remember), doneMarker: false }),
+      (id, _model, created) => ({
+        ...responsesShape(body, id, created, remember, tools),
+        doneMarker: false,
+      }),
       release,
     );
   });
