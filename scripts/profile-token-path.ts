@@ -73,6 +73,8 @@ async function completion(): Promise<Times> {
     await generator.generateCompletionWithMeta(PROMPT, {
       maxTokens: TOKENS,
       temperature: 0,
+      // as the worker passes it for a request without penalties (run-generation.ts)
+      repeatPenalty: false,
       onToken: () => times.push(performance.now()),
       onTextChunk: () => undefined,
     });
