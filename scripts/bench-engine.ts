@@ -22,359 +22,30 @@
  * Env: BENCH_REPEATS (default 5), BENCH_PRESETS (tiny,small), BENCH_TOKENS (per preset: 512 tiny,
  *      128 small), BENCH_THREADS (engine default), BENCH_SKIP_CONCURRENCY=1.
  */
-import '../src/shared/polyfill.js';
-import { fork, spawn, type ChildProcess } from 'node:child_process';
-import {
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  writeFileSync,
-} from 'node:fs';
-import { request as httpRequest, createServer, type IncomingMessage } from 'node:http';
-import { cpus, tmpdir, totalmem } from 'node:os';
-import { join, resolve } from 'node:path';
+import { fork } from 'node:child_process';
+import { createServer } from 'node:http';
+import { cpus, totalmem } from 'node:os';
 import { performance } from 'node:perf_hooks';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { getLlama, LlamaCompletion } from 'node-llama-cpp';
-import type * as Engine from '../src/engine/index.js';
-import { loneNodeEnv } from '../test/helpers/cli.js';
+import {
+  createFloorProcess,
+  createNode,
+  createWorkerPath,
+  dataOf,
+  engine,
+  ensureModel,
+  median,
+  readEventStream,
+  sampleOf,
+  type Preset,
+  type Run,
+  type Sample,
+} from './bench-paths.js';
 
-const REPO = resolve(import.meta.dirname, '..');
-const DIST = join(REPO, 'dist');
-if (!existsSync(join(DIST, 'main.js'))) throw new Error('build first: npm run build');
-// The benchmark measures what users run: the compiled engine and CLI.
-const engine = (await import(join(DIST, 'engine', 'index.js'))) as typeof Engine;
-
-type Preset = 'tiny' | 'small';
 const REPEATS = Number(process.env.BENCH_REPEATS ?? 5);
 const PRESETS = (process.env.BENCH_PRESETS ?? 'tiny,small').split(',') as Preset[];
 const tokensFor = (preset: Preset): number =>
   Number(process.env.BENCH_TOKENS ?? (preset === 'tiny' ? 512 : 128));
 const THREADS = Number(process.env.BENCH_THREADS ?? engine.defaultThreads());
-const PROMPT =
-  'The history of computing is a story of machines that became smaller, faster and cheaper, ' +
-  'until every desk and every pocket held one. Tell the story from the beginning:';
-
-/** One run as a client saw it: when it asked, when the first and last token arrived, how many. */
-interface Run {
-  start: number;
-  first: number;
-  last: number;
-  tokens: number;
-  /** CPU the node spent on this run, in µs (the node's variants only). */
-  nodeCpuUs?: number;
-}
-
-interface Sample {
-  ttftMs: number;
-  genTokS: number;
-  promptTokS: number;
-  nodeCpuUsPerToken?: number;
-}
-
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((x, y) => x - y);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
-
-function sampleOf(run: Run, promptTokens: number): Sample {
-  const ttftMs = run.first - run.start;
-  return {
-    ttftMs,
-    genTokS: run.tokens > 1 ? ((run.tokens - 1) * 1000) / (run.last - run.first) : 0,
-    promptTokS: (promptTokens * 1000) / ttftMs,
-    ...(run.nodeCpuUs === undefined ? {} : { nodeCpuUsPerToken: run.nodeCpuUs / run.tokens }),
-  };
-}
-
-async function ensureModel(preset: Preset): Promise<string> {
-  const path = join(REPO, '.cache', 'models', `${preset}-seed1.gguf`);
-  if (!existsSync(path)) {
-    mkdirSync(join(REPO, '.cache', 'models'), { recursive: true });
-    console.error(`generating the ${preset} model…`);
-    await engine.generateTestModel({ path, preset, seed: 1 });
-  }
-  return path;
-}
-
-/** CPU time of a process, all its threads, in µs (scheduler figures: nanosecond resolution). */
-function processCpuUs(pid: number): number {
-  let ns = 0;
-  for (const task of readdirSync(`/proc/${pid}/task`)) {
-    try {
-      ns += Number(readFileSync(`/proc/${pid}/task/${task}/schedstat`, 'utf8').split(' ')[0]);
-    } catch {
-      // a thread that ended between the listing and the read
-    }
-  }
-  return ns / 1000;
-}
-
-// (a) node-llama-cpp alone, in a child process of its own (this script again, see floorChild).
-async function createFloor(modelPath: string, tokens: number) {
-  const llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' as never });
-  const model = await llama.loadModel({ modelPath });
-  // as a CPU worker runs it: flash attention off (src/engine/worker/entry.ts says why)
-  const context = await model.createContext({
-    sequences: 1,
-    contextSize: 2048,
-    threads: THREADS,
-    flashAttention: false,
-  });
-  const sequence = context.getSequence();
-  const completion = new LlamaCompletion({ contextSequence: sequence });
-  return {
-    async run(): Promise<Run> {
-      await sequence.clearHistory();
-      const run: Run = { start: performance.now(), first: 0, last: 0, tokens: 0 };
-      await completion.generateCompletion(PROMPT, {
-        maxTokens: tokens,
-        temperature: 0,
-        onToken: (generated) => {
-          run.last = performance.now();
-          if (run.first === 0) run.first = run.last;
-          run.tokens += generated.length;
-        },
-      });
-      // times as the parent sees them: relative to the start
-      return { ...run, first: run.first - run.start, last: run.last - run.start, start: 0 };
-    },
-    async dispose() {
-      await context.dispose();
-      await model.dispose();
-      await llama.dispose();
-    },
-  };
-}
-
-/**
- * The floor in a process that does nothing else: the benchmark process also hosts the clients of
- * (b), (c) and (d) and a worker's heartbeats (a floor beside them measured 26 tok/s once against 41
- * alone: shown in session 3, see docs/benchmarks.md).
- */
-async function createFloorProcess(
-  preset: Preset,
-): Promise<{ run(): Promise<Run>; dispose(): Promise<void> }> {
-  const child: ChildProcess = fork(import.meta.filename, [], {
-    execArgv: process.execArgv,
-    env: { ...process.env, BENCH_CHILD: 'floor', BENCH_CHILD_PRESET: preset },
-    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-  });
-  const next = (): Promise<unknown> =>
-    new Promise((resolveMessage, reject) => {
-      const onExit = (code: number | null): void => reject(new Error(`the floor process exited (${code})`));
-      child.once('exit', onExit);
-      child.once('message', (message) => {
-        child.off('exit', onExit);
-        resolveMessage(message);
-      });
-    });
-  await next(); // ready
-  return {
-    async run() {
-      const reply = next();
-      const start = performance.now();
-      child.send('run');
-      const run = (await reply) as Run;
-      return { ...run, start, first: start + run.first, last: start + run.last };
-    },
-    async dispose() {
-      const exited = new Promise((res) => child.once('exit', res));
-      child.send('exit');
-      await exited;
-    },
-  };
-}
-
-async function floorChild(): Promise<void> {
-  const preset = process.env.BENCH_CHILD_PRESET as Preset;
-  const floor = await createFloor(await ensureModel(preset), tokensFor(preset));
-  process.on('message', (message) => {
-    if (message === 'run') void floor.run().then((run) => process.send?.(run));
-    else void floor.dispose().then(() => process.disconnect());
-  });
-  process.send?.('ready');
-}
-
-// (b) an rbee worker through the hive's local path.
-async function createWorkerPath(modelPath: string, tokens: number, slots = 1) {
-  // every run evaluates its whole prompt, as the floor does: a kept prefix would skip it
-  const worker = await engine.spawnWorker({
-    modelPath,
-    threads: THREADS,
-    slots,
-    contextSize: 2048,
-    prefixReuse: false,
-  });
-  return {
-    worker,
-    async run(): Promise<Run & { promptTokens: number }> {
-      const run = { start: performance.now(), first: 0, last: 0, tokens: 0, promptTokens: 0 };
-      for await (const chunk of worker.generate({ prompt: PROMPT, maxTokens: tokens, temperature: 0 })) {
-        if (chunk.type === 'token') {
-          run.last = performance.now();
-          if (run.first === 0) run.first = run.last;
-        } else {
-          run.tokens = chunk.usage.completionTokens;
-          run.promptTokens = chunk.usage.promptTokens;
-          return run;
-        }
-      }
-      throw new Error('the worker stream ended without done');
-    },
-  };
-}
-
-/**
- * Reads an event stream with node:http, block by block (`\n\n`-separated), handing each to
- * `onBlock`; resolves when the response ends.
- */
-function readEventStream(
-  url: string,
-  init: { method: 'GET' | 'POST'; body?: string },
-  onBlock: (block: string) => void,
-): Promise<void> {
-  return new Promise((resolveRead, reject) => {
-    const req = httpRequest(
-      url,
-      { method: init.method, headers: init.body === undefined ? {} : { 'content-type': 'application/json' } },
-      (res: IncomingMessage) => {
-        if (res.statusCode !== 200) {
-          reject(new Error(`${url}: HTTP ${res.statusCode}`));
-          res.resume();
-          return;
-        }
-        res.setEncoding('utf8');
-        let buffer = '';
-        res.on('data', (text: string) => {
-          buffer += text;
-          let end: number;
-          while ((end = buffer.indexOf('\n\n')) !== -1) {
-            onBlock(buffer.slice(0, end));
-            buffer = buffer.slice(end + 2);
-          }
-        });
-        res.on('end', () => resolveRead());
-        res.on('error', reject);
-      },
-    );
-    req.on('error', reject);
-    req.end(init.body);
-  });
-}
-
-const dataOf = (block: string): string => block.slice(block.indexOf('data: ') + 6);
-
-// (c) and (d): a real node; this process is the client.
-async function createNode(modelPath: string, tokens: number) {
-  const home = mkdtempSync(join(tmpdir(), 'rbee-bench-'));
-  writeFileSync(
-    join(home, 'config.json'),
-    JSON.stringify({ threads: THREADS, slots: 1, keepAliveS: -1, prefixReuse: false }),
-  );
-  const port = 20000 + Math.floor(Math.random() * 20000);
-  const url = `http://127.0.0.1:${port}`;
-  const node = spawn(process.execPath, [join(DIST, 'main.js'), 'node'], {
-    env: loneNodeEnv(home, port, 'warn'),
-    stdio: 'ignore',
-  });
-  for (let i = 0; ; i++) {
-    try {
-      if ((await fetch(`${url}/health`)).ok) break;
-    } catch {
-      if (i > 300) throw new Error('the node did not start');
-      await sleep(100);
-    }
-  }
-  const pid = node.pid as number;
-  // what the node spends with nothing to do (heartbeats, timers, its cluster layer), per ms: taken
-  // off each run's figure, so that the per-token cost is the token path's alone
-  await sleep(2000);
-  const idleFrom = processCpuUs(pid);
-  const idleStart = performance.now();
-  await sleep(5000);
-  const idleUsPerMs = (processCpuUs(pid) - idleFrom) / (performance.now() - idleStart);
-  const tokenPathCpu = (from: number, start: number): number =>
-    processCpuUs(pid) - from - idleUsPerMs * (performance.now() - start);
-
-  async function jobs(): Promise<Run> {
-    const cpu = processCpuUs(pid);
-    const run: Run = { start: performance.now(), first: 0, last: 0, tokens: 0 };
-    const accepted = await fetch(`${url}/v1/jobs`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({
-        model: modelPath,
-        prompt: PROMPT,
-        raw: true,
-        maxTokens: tokens,
-        temperature: 0,
-      }),
-    });
-    const { id } = (await accepted.json()) as { id: string };
-    await readEventStream(`${url}/v1/jobs/${id}/events`, { method: 'GET' }, (block) => {
-      if (block.includes('\nevent: token\n')) {
-        run.last = performance.now();
-        if (run.first === 0) run.first = run.last;
-        return;
-      }
-      const event = JSON.parse(dataOf(block)) as {
-        type: string;
-        usage?: { completionTokens: number };
-        error?: { code: string; message: string };
-      };
-      if (event.type === 'done') run.tokens = event.usage?.completionTokens ?? 0;
-      if (event.type === 'error') throw new Error(`${event.error?.code}: ${event.error?.message}`);
-    });
-    run.nodeCpuUs = tokenPathCpu(cpu, run.start);
-    return run;
-  }
-
-  async function openai(): Promise<Run> {
-    const cpu = processCpuUs(pid);
-    const run: Run = { start: performance.now(), first: 0, last: 0, tokens: 0 };
-    const body = JSON.stringify({
-      model: modelPath,
-      prompt: PROMPT,
-      max_tokens: tokens,
-      temperature: 0,
-      stream: true,
-      stream_options: { include_usage: true },
-    });
-    await readEventStream(`${url}/v1/completions`, { method: 'POST', body }, (block) => {
-      // a chunk with text in flight says so: `"finish_reason":null` (the last one names its reason)
-      if (block.includes('"finish_reason":null')) {
-        run.last = performance.now();
-        if (run.first === 0) run.first = run.last;
-        return;
-      }
-      const data = dataOf(block);
-      if (data === '[DONE]') return;
-      const chunk = JSON.parse(data) as { usage?: { completion_tokens: number }; error?: unknown };
-      if (chunk.error !== undefined) throw new Error(JSON.stringify(chunk.error));
-      if (chunk.usage != null) run.tokens = chunk.usage.completion_tokens;
-    });
-    run.nodeCpuUs = tokenPathCpu(cpu, run.start);
-    return run;
-  }
-
-  return {
-    jobs,
-    openai,
-    idleUsPerMs,
-    async dispose() {
-      await fetch(`${url}/v1/shutdown`, { method: 'POST', headers: { 'x-rbee-client': '1' } }).catch(
-        () => undefined,
-      );
-      await new Promise((res) => node.once('exit', res));
-      rmSync(home, { recursive: true, force: true });
-    },
-  };
-}
 
 /**
  * The floor of the node's CPU per token: a bare node:http server (a child process doing nothing
@@ -426,7 +97,7 @@ function httpFloorChild(): void {
 }
 
 async function concurrency(modelPath: string, tokens: number): Promise<Map<number, number>> {
-  const path = await createWorkerPath(modelPath, tokens, 4);
+  const path = await createWorkerPath(modelPath, tokens, THREADS, 4);
   const result = new Map<number, number>();
   try {
     await path.run(); // warm-up
@@ -461,9 +132,9 @@ const LABELS: Record<Variant, string> = {
 async function benchPreset(preset: Preset, floorUs: number): Promise<void> {
   const tokens = tokensFor(preset);
   const modelPath = await ensureModel(preset);
-  const floor = await createFloorProcess(preset);
-  const worker = await createWorkerPath(modelPath, tokens);
-  const node = await createNode(modelPath, tokens);
+  const floor = await createFloorProcess(modelPath, tokens, THREADS);
+  const worker = await createWorkerPath(modelPath, tokens, THREADS);
+  const node = await createNode(modelPath, tokens, THREADS);
   // the prompt as the worker counts it (BOS included), the same figure for every variant
   const { promptTokens } = await worker.run();
   const runs: Record<Variant, () => Promise<Run>> = {
@@ -529,6 +200,5 @@ async function main(): Promise<void> {
   }
 }
 
-if (process.env.BENCH_CHILD === 'floor') await floorChild();
-else if (process.env.BENCH_CHILD === 'http-floor') httpFloorChild();
+if (process.env.BENCH_CHILD === 'http-floor') httpFloorChild();
 else await main();

@@ -255,19 +255,17 @@ function vocabularySize(sequence: LlamaContextSequence): number | undefined {
 }
 
 /**
- * Penalties as node-llama-cpp takes them. Without any, `undefined` keeps its default: a window of
- * 64 tokens with every penalty neutral (llama.cpp then adds no penalty sampler at all).
+ * Penalties as node-llama-cpp takes them. Without any, `false`: node-llama-cpp's default is a
+ * window of 64 tokens with every penalty neutral, which changes no logit but still costs every
+ * token a copy and filter of the window in JS and its transfer to the native sampler (about 40 µs
+ * of a token's time on the tiny model, see docs/benchmarks.md, bench:limit). A window without a
+ * penalty (only `repeatLastTokens`) is likewise nothing to apply.
  */
-function repeatPenaltyOf(request: GenerateRequest): LLamaContextualRepeatPenalty | false | undefined {
+function repeatPenaltyOf(request: GenerateRequest): LLamaContextualRepeatPenalty | false {
   const { repeatPenalty, presencePenalty, frequencyPenalty, repeatLastTokens } = request;
   if (repeatLastTokens === 0) return false;
-  if (
-    repeatPenalty === undefined &&
-    presencePenalty === undefined &&
-    frequencyPenalty === undefined &&
-    repeatLastTokens === undefined
-  ) {
-    return undefined;
+  if (repeatPenalty === undefined && presencePenalty === undefined && frequencyPenalty === undefined) {
+    return false;
   }
   // Newline tokens stay exempt (node-llama-cpp's default), so code and JSON keep their layout.
   const penalty: LLamaContextualRepeatPenalty = {};
