@@ -94,10 +94,29 @@ export const jobRequestSchema = samplingSchema
      * `done` carries them; it has no tokens. Bounds as the worker's (MAX_EMBED_TEXTS and chars).
      */
     embed: z.array(z.string().min(1).max(1_000_000)).min(1).max(2048).optional(),
+    /**
+     * A ranking job: each document's relevance to the query (a reranker's scores) instead of a
+     * generation. Its `done` carries them as `scores`; it has no tokens. Bounds as embed's.
+     */
+    rank: z
+      .object({
+        query: z.string().min(1).max(1_000_000),
+        documents: z.array(z.string().min(1).max(1_000_000)).min(1).max(2048),
+      })
+      .optional(),
   })
-  .refine((r) => (r.embed === undefined) !== (r.prompt === undefined && r.messages === undefined), {
-    message: 'either prompt or messages is required, or embed (texts) alone for an embedding job',
-  });
+  .refine(
+    (r) =>
+      [
+        r.prompt !== undefined || r.messages !== undefined,
+        r.embed !== undefined,
+        r.rank !== undefined,
+      ].filter(Boolean).length === 1,
+    {
+      message:
+        'either prompt or messages is required, or embed (texts) alone for an embedding job, or rank (query, documents) alone for a ranking job',
+    },
+  );
 export type JobRequest = z.infer<typeof jobRequestSchema>;
 
 /** A token as its text, and the log of its probability (see TokenLogprob). */
@@ -184,6 +203,8 @@ export const jobEventSchema = z.discriminatedUnion('type', [
     model: z.string(),
     /** An embedding job's vectors: one per text, in the texts' order (see `embed`). */
     embeddings: z.array(z.array(z.number())).optional(),
+    /** A ranking job's scores, 0 to 1: one per document, in the documents' order (see `rank`). */
+    scores: z.array(z.number()).optional(),
   }),
   z.object({ ...base, type: z.literal('error'), error: errorJsonSchema }),
 ]);

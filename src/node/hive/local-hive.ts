@@ -205,6 +205,25 @@ export function createLocalHive(init: LocalHiveInit): Hive {
           });
           return;
         }
+        if (request.rank !== undefined) {
+          const { query, documents } = request.rank;
+          narrate('worker', `ranking ${documents.length} document(s) on worker ${lease.worker.id}`);
+          const result = await lease.rank(query, documents, { signal });
+          const end = Date.now();
+          await emit({
+            type: 'done',
+            model: model.id,
+            finishReason: 'stop',
+            usage: { promptTokens: result.promptTokens, completionTokens: 0 },
+            timings: {
+              timeToFirstTokenMs: end - job.acceptedAt,
+              tokensPerSecond: 0,
+              totalMs: end - job.acceptedAt,
+            },
+            scores: result.scores,
+          });
+          return;
+        }
         narrate('worker', `generating on worker ${lease.worker.id}`);
         let firstTokenAt: number | undefined;
         for await (const chunk of lease.generate(generateRequest(request), { signal })) {

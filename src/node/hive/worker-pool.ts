@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import type {
   Backend,
   EmbedResult,
+  RankResult,
   GenerateChunk,
   GenerateRequest,
   SlotCache,
@@ -110,6 +111,7 @@ export interface Lease {
   worker: WorkerSnapshot;
   generate(request: GenerateRequest, options?: { signal?: AbortSignal }): AsyncIterable<GenerateChunk>;
   embed(texts: string[], options?: { signal?: AbortSignal }): Promise<EmbedResult>;
+  rank(query: string, documents: string[], options?: { signal?: AbortSignal }): Promise<RankResult>;
   /** The request's prompt size in tokens, with the model's tokenizer and chat template. */
   countTokens(request: GenerateRequest): Promise<number>;
   /** Ends this use; `keepAliveS` (from the request) replaces the worker's keep-alive, as in Ollama. */
@@ -551,6 +553,7 @@ export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
         worker: snapshot(leased),
         generate: (request, opts) => leased.handle.generate(request, opts),
         embed: (texts, opts) => leased.handle.embed(texts, opts),
+        rank: (query, documents, opts) => leased.handle.rank(query, documents, opts),
         countTokens: (request) => leased.handle.countTokens(request),
         release(opts = {}) {
           if (released) return;

@@ -70,7 +70,9 @@ export function createRouter(init: RouterInit): (job: JobContext) => Promise<voi
     const ref = init.parseModelRef(request.model);
     const modelId = init.modelId(ref);
     const embedding = request.embed !== undefined;
-    const affinity = embedding ? [] : prefixAffinity(request, modelId, init.hiveStates());
+    // a ranking job has no prompt for a worker's cache to hold
+    const affinity =
+      embedding || request.rank !== undefined ? [] : prefixAffinity(request, modelId, init.hiveStates());
     // hives get the ref a name stands for here: another hive need not know this node's aliases
     const resolved: JobRequest = { ...request, model: canonicalRef(ref) };
     const base: QueueRequest = {
