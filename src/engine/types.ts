@@ -2,7 +2,15 @@
  * The engine's public contract: what a hive needs from a worker process, whatever runs inside it.
  */
 import type { PrefixKey } from '../shared/prefix.js';
-import type { ChatMessage, FinishReason, Sampling, TokenLogprob, Tool, Usage } from '../shared/wire.js';
+import type {
+  ChatMessage,
+  FinishReason,
+  PromptSize,
+  Sampling,
+  TokenLogprob,
+  Tool,
+  Usage,
+} from '../shared/wire.js';
 
 export type WorkerState = 'loading' | 'idle' | 'busy' | 'stopping' | 'exited';
 
@@ -101,7 +109,7 @@ export type GenerateChunk =
    * `tokens`: the generated tokens this text covers (their ids); `logprobs`, one per token, only
    * when the request asked for them.
    */
-  | { type: 'token'; text: string; tokens: number[]; logprobs?: TokenLogprob[] }
+  | ({ type: 'token'; text: string; tokens: number[]; logprobs?: TokenLogprob[] } & PromptSize)
   | {
       type: 'done';
       finishReason: FinishReason;

@@ -174,6 +174,19 @@ export const errorJsonSchema = z.object({
   details: z.record(z.string(), z.unknown()).optional(),
 });
 
+/**
+ * On a generation's first token only: the prompt's size, known before that token (as `done`'s
+ * usage.promptTokens and usage.cachedPromptTokens will say), for APIs that report it at the start.
+ */
+export const promptSizeFields = {
+  promptTokens: z.number().int().min(0).optional(),
+  cachedPromptTokens: z.number().int().min(0).optional(),
+};
+export interface PromptSize {
+  promptTokens?: number;
+  cachedPromptTokens?: number;
+}
+
 const base = { ts: z.number(), jobId: z.string() };
 
 export const jobEventSchema = z.discriminatedUnion('type', [
@@ -191,6 +204,7 @@ export const jobEventSchema = z.discriminatedUnion('type', [
     text: z.string(),
     /** Only when the job asked for `logprobs`: one entry per token the text covers. */
     logprobs: z.array(tokenLogprobSchema).optional(),
+    ...promptSizeFields,
   }),
   z.object({
     ...base,

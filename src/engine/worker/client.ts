@@ -254,15 +254,16 @@ function createHandle(
 
   function handleMessage(message: ChildMessage): void {
     switch (message.type) {
-      case 'token':
-        pending
-          .get(message.requestId)
-          ?.push(
-            message.logprobs === undefined
-              ? { type: 'token', text: message.text, tokens: message.tokens }
-              : { type: 'token', text: message.text, tokens: message.tokens, logprobs: message.logprobs },
-          );
+      case 'token': {
+        if (message.logprobs === undefined && message.promptTokens === undefined) {
+          pending.get(message.requestId)?.push({ type: 'token', text: message.text, tokens: message.tokens });
+          return;
+        }
+        // a first token (with the prompt's size) or one with logprobs: every field it has
+        const { type: _type, requestId, ...token } = message;
+        pending.get(requestId)?.push({ type: 'token', ...token });
         return;
+      }
       case 'done': {
         const { type: _type, requestId, ...rest } = message;
         pending.get(requestId)?.push({ type: 'done', ...rest });

@@ -8,6 +8,7 @@ import {
   chatMessageSchema,
   errorJsonSchema,
   finishReasonSchema,
+  promptSizeFields,
   samplingSchema,
   tokenLogprobSchema,
   toolSchema,
@@ -141,6 +142,7 @@ export const childMessageSchema = z.discriminatedUnion('type', [
     text: z.string(),
     tokens: z.array(z.number().int().min(0)),
     logprobs: z.array(tokenLogprobSchema).optional(),
+    ...promptSizeFields,
   }),
   z.object({
     type: z.literal('done'),

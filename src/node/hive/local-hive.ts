@@ -231,9 +231,9 @@ export function createLocalHive(init: LocalHiveInit): Hive {
             firstTokenAt ??= Date.now();
             // awaited: a remote entry node's slow reader holds the worker back (back-pressure)
             await emit(
-              chunk.logprobs === undefined
+              chunk.logprobs === undefined && chunk.promptTokens === undefined
                 ? { type: 'token', text: chunk.text, tokens: chunk.tokens }
-                : { type: 'token', text: chunk.text, tokens: chunk.tokens, logprobs: chunk.logprobs },
+                : chunk,
             );
             continue;
           }

@@ -143,16 +143,28 @@ export function createRouter(init: RouterInit): (job: JobContext) => Promise<voi
             signal,
             emit: (event) => {
               if (event.type === 'token') {
-                if (firstTokenAt === undefined) {
+                // the prompt's size goes with the client's first token: a continued job's first
+                // token is not (and its prompt holds the text already sent)
+                const first = firstTokenAt === undefined;
+                if (first) {
                   firstTokenAt = Date.now();
                   init.journal?.firstToken(job.id, firstTokenAt);
                 }
                 for (const token of event.tokens) sentTokens.push(token);
                 // the count is for continuing a job; clients get the text
+                const promptSize =
+                  first && event.promptTokens !== undefined
+                    ? {
+                        promptTokens: event.promptTokens,
+                        ...(event.cachedPromptTokens === undefined
+                          ? {}
+                          : { cachedPromptTokens: event.cachedPromptTokens }),
+                      }
+                    : {};
                 return job.emit(
                   event.logprobs === undefined
-                    ? { type: 'token', text: event.text }
-                    : { type: 'token', text: event.text, logprobs: event.logprobs },
+                    ? { type: 'token', text: event.text, ...promptSize }
+                    : { type: 'token', text: event.text, logprobs: event.logprobs, ...promptSize },
                 );
               }
               if (event.type !== 'done') return job.emit(event);
