@@ -164,6 +164,11 @@ export const timingsSchema = z.object({
   /** Completion tokens per second, measured from the first token to the last. */
   tokensPerSecond: z.number(),
   totalMs: z.number(),
+  /**
+   * The part of it the job waited for a worker to load its model (absent when one was loaded):
+   * Ollama's load_duration.
+   */
+  loadMs: z.number().min(0).optional(),
 });
 export type Timings = z.infer<typeof timingsSchema>;
 

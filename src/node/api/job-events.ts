@@ -104,7 +104,7 @@ export async function embedAsJob(
   owner: string | undefined,
   reply: FastifyReply,
   release: () => void,
-): Promise<{ embeddings: number[][]; promptTokens: number }> {
+): Promise<{ embeddings: number[][]; promptTokens: number; loadMs: number }> {
   const job: JobRequest = {
     model: request.model,
     embed: request.texts,
@@ -114,7 +114,11 @@ export async function embedAsJob(
   for await (const event of events) {
     if (event.type === 'error') throw RbeeError.fromJSON(event.error);
     if (event.type === 'done') {
-      return { embeddings: event.embeddings ?? [], promptTokens: event.usage.promptTokens };
+      return {
+        embeddings: event.embeddings ?? [],
+        promptTokens: event.usage.promptTokens,
+        loadMs: event.timings.loadMs ?? 0,
+      };
     }
   }
   throw new RbeeError('JOB_CANCELLED', 'the client left before the embeddings were ready');

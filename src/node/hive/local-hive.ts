@@ -186,6 +186,8 @@ export function createLocalHive(init: LocalHiveInit): Hive {
         narrate: (text) => narrate('hive', text),
         ...(device === undefined ? {} : { device }),
       });
+      // how long this job waited for the model to load, when it did (Ollama's load_duration)
+      const loaded = lease.loadMs === undefined ? {} : { loadMs: Math.round(lease.loadMs) };
       try {
         if (request.embed !== undefined) {
           narrate('worker', `embedding ${request.embed.length} text(s) on worker ${lease.worker.id}`);
@@ -200,6 +202,7 @@ export function createLocalHive(init: LocalHiveInit): Hive {
               timeToFirstTokenMs: end - job.acceptedAt,
               tokensPerSecond: 0,
               totalMs: end - job.acceptedAt,
+              ...loaded,
             },
             embeddings: result.embeddings,
           });
@@ -219,6 +222,7 @@ export function createLocalHive(init: LocalHiveInit): Hive {
               timeToFirstTokenMs: end - job.acceptedAt,
               tokensPerSecond: 0,
               totalMs: end - job.acceptedAt,
+              ...loaded,
             },
             scores: result.scores,
           });
@@ -248,6 +252,7 @@ export function createLocalHive(init: LocalHiveInit): Hive {
               timeToFirstTokenMs: (firstTokenAt ?? end) - job.acceptedAt,
               tokensPerSecond: chunk.tokensPerSecond,
               totalMs: end - job.acceptedAt,
+              ...loaded,
             },
           });
           return;
