@@ -133,6 +133,17 @@ describe('POST /v1/rerank', () => {
     expect(unknown.json.error.code).toBe('model_not_found');
   });
 
+  it('ranks with the demo reranker, generated on first use, by its ref and by its short name', async () => {
+    const byRef = await post('/v1/rerank', { model: 'demo:rerank', query, documents });
+    expect(byRef.status).toBe(200);
+    expect(byRef.json.results).toHaveLength(documents.length);
+    const names = (await (await fetch(`${node.url}/v1/models`)).json()) as { data: { id: string }[] };
+    const short = names.data.map((m) => m.id).find((id) => id.startsWith('rerank:'));
+    expect(short).toBeDefined();
+    const byName = await post('/v1/rerank', { model: short, query, documents });
+    expect(byName.json.results).toEqual(byRef.json.results);
+  });
+
   it('runs as a job of the jobs table', async () => {
     const response = await fetch(`${node.url}/v1/jobs`);
     const { jobs } = (await response.json()) as { jobs: { model: string; state: string }[] };
