@@ -2,7 +2,15 @@
  * The engine's public contract: what a hive needs from a worker process, whatever runs inside it.
  */
 import type { PrefixKey } from '../shared/prefix.js';
-import type { ChatMessage, FinishReason, Sampling, TokenLogprob, Tool, Usage } from '../shared/wire.js';
+import type {
+  ChatMessage,
+  FinishReason,
+  PromptSize,
+  Sampling,
+  TokenLogprob,
+  Tool,
+  Usage,
+} from '../shared/wire.js';
 
 export type WorkerState = 'loading' | 'idle' | 'busy' | 'stopping' | 'exited';
 
@@ -101,7 +109,7 @@ export type GenerateChunk =
    * `tokens`: the generated tokens this text covers (their ids); `logprobs`, one per token, only
    * when the request asked for them.
    */
-  | { type: 'token'; text: string; tokens: number[]; logprobs?: TokenLogprob[] }
+  | ({ type: 'token'; text: string; tokens: number[]; logprobs?: TokenLogprob[] } & PromptSize)
   | {
       type: 'done';
       finishReason: FinishReason;
@@ -141,6 +149,13 @@ export interface EmbedResult {
   promptTokens: number;
 }
 
+export interface RankResult {
+  /** Each document's relevance to the query, from 0 to 1, in the documents' order. */
+  scores: number[];
+  /** Tokens evaluated over all (query, document) pairs, with the tokens that join them. */
+  promptTokens: number;
+}
+
 /** What a worker for a model needs in memory, estimated from the GGUF header alone. */
 export interface MemoryEstimate {
   /** Model weights (in RAM on CPU; the offloaded part is in VRAM). */
@@ -166,6 +181,13 @@ export interface WorkerHandle {
    * than the context, JOB_CANCELLED if `signal` aborts, WORKER_CRASHED if the process dies.
    */
   embed(texts: string[], options?: { signal?: AbortSignal }): Promise<EmbedResult>;
+  /**
+   * Scores each document's relevance to the query (0 to 1, in the documents' order) on a ranking
+   * context that the worker creates on first use. Throws MODEL_CANNOT_RANK when the model is not a
+   * reranker, BAD_REQUEST for a pair longer than the context, JOB_CANCELLED if `signal` aborts,
+   * WORKER_CRASHED if the process dies.
+   */
+  rank(query: string, documents: string[], options?: { signal?: AbortSignal }): Promise<RankResult>;
   /**
    * The request's prompt size in tokens (its chat template and tools included), as a generation
    * would report it in usage.promptTokens; nothing is generated. Throws BAD_REQUEST for an invalid

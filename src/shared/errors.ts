@@ -26,6 +26,8 @@ export const ERROR_CODES = {
   MODEL_IN_USE: { exit: 4, http: 409 },
   // the model cannot compute embeddings (e.g. an encoder-decoder model)
   EMBEDDINGS_UNSUPPORTED: { exit: 4, http: 400 },
+  // the model cannot score documents against a query: it has no classifier head (not a reranker)
+  MODEL_CANNOT_RANK: { exit: 4, http: 400 },
   // a finished answer does not match its JSON schema in a way the grammar could not prevent
   // (a pattern, a number's bounds): the model could not satisfy the schema
   OUTPUT_INVALID: { exit: 4, http: 422 },

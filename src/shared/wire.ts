@@ -94,10 +94,29 @@ export const jobRequestSchema = samplingSchema
      * `done` carries them; it has no tokens. Bounds as the worker's (MAX_EMBED_TEXTS and chars).
      */
     embed: z.array(z.string().min(1).max(1_000_000)).min(1).max(2048).optional(),
+    /**
+     * A ranking job: each document's relevance to the query (a reranker's scores) instead of a
+     * generation. Its `done` carries them as `scores`; it has no tokens. Bounds as embed's.
+     */
+    rank: z
+      .object({
+        query: z.string().min(1).max(1_000_000),
+        documents: z.array(z.string().min(1).max(1_000_000)).min(1).max(2048),
+      })
+      .optional(),
   })
-  .refine((r) => (r.embed === undefined) !== (r.prompt === undefined && r.messages === undefined), {
-    message: 'either prompt or messages is required, or embed (texts) alone for an embedding job',
-  });
+  .refine(
+    (r) =>
+      [
+        r.prompt !== undefined || r.messages !== undefined,
+        r.embed !== undefined,
+        r.rank !== undefined,
+      ].filter(Boolean).length === 1,
+    {
+      message:
+        'either prompt or messages is required, or embed (texts) alone for an embedding job, or rank (query, documents) alone for a ranking job',
+    },
+  );
 export type JobRequest = z.infer<typeof jobRequestSchema>;
 
 /** A token as its text, and the log of its probability (see TokenLogprob). */
@@ -145,6 +164,11 @@ export const timingsSchema = z.object({
   /** Completion tokens per second, measured from the first token to the last. */
   tokensPerSecond: z.number(),
   totalMs: z.number(),
+  /**
+   * The part of it the job waited for a worker to load its model (absent when one was loaded):
+   * Ollama's load_duration.
+   */
+  loadMs: z.number().min(0).optional(),
 });
 export type Timings = z.infer<typeof timingsSchema>;
 
@@ -154,6 +178,19 @@ export const errorJsonSchema = z.object({
   message: z.string(),
   details: z.record(z.string(), z.unknown()).optional(),
 });
+
+/**
+ * On a generation's first token only: the prompt's size, known before that token (as `done`'s
+ * usage.promptTokens and usage.cachedPromptTokens will say), for APIs that report it at the start.
+ */
+export const promptSizeFields = {
+  promptTokens: z.number().int().min(0).optional(),
+  cachedPromptTokens: z.number().int().min(0).optional(),
+};
+export interface PromptSize {
+  promptTokens?: number;
+  cachedPromptTokens?: number;
+}
 
 const base = { ts: z.number(), jobId: z.string() };
 
@@ -172,6 +209,7 @@ export const jobEventSchema = z.discriminatedUnion('type', [
     text: z.string(),
     /** Only when the job asked for `logprobs`: one entry per token the text covers. */
     logprobs: z.array(tokenLogprobSchema).optional(),
+    ...promptSizeFields,
   }),
   z.object({
     ...base,
@@ -184,6 +222,8 @@ export const jobEventSchema = z.discriminatedUnion('type', [
     model: z.string(),
     /** An embedding job's vectors: one per text, in the texts' order (see `embed`). */
     embeddings: z.array(z.array(z.number())).optional(),
+    /** A ranking job's scores, 0 to 1: one per document, in the documents' order (see `rank`). */
+    scores: z.array(z.number()).optional(),
   }),
   z.object({ ...base, type: z.literal('error'), error: errorJsonSchema }),
 ]);

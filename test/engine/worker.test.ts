@@ -224,6 +224,24 @@ describe('worker with two slots', () => {
     expect(result.done.tokensPerSecond).toBeGreaterThan(0);
   });
 
+  it("sends the prompt's size with the first token, as done's usage will report it", async () => {
+    const request: GenerateRequest = { messages: [{ role: 'user', content: 'Size me up' }], maxTokens: 6 };
+    for (let turn = 0; turn < 2; turn++) {
+      const chunks = [];
+      for await (const chunk of worker.generate(request)) chunks.push(chunk);
+      const tokens = chunks.filter((c) => c.type === 'token');
+      const done = chunks.at(-1);
+      if (done?.type !== 'done') throw new Error('no done');
+      expect(tokens[0]).toMatchObject({
+        promptTokens: done.usage.promptTokens,
+        cachedPromptTokens: done.usage.cachedPromptTokens,
+      });
+      expect(tokens.slice(1).every((t) => t.promptTokens === undefined)).toBe(true);
+      // the second time the slot's cache holds the prompt, and the first token says so
+      if (turn === 1) expect(tokens[0]!.cachedPromptTokens).toBeGreaterThan(0);
+    }
+  });
+
   it('completes a raw prompt', async () => {
     const result = await collect(worker, { prompt: 'Once upon a time', maxTokens: 10 });
     expect(result.text.length).toBeGreaterThan(0);

@@ -49,6 +49,7 @@ const ROUTES = [
   '/v1/chat/completions',
   '/v1/completions',
   '/v1/embeddings',
+  '/v1/rerank',
   '/v1/models/pull',
   '/v1/workers',
   '/v1/keys',
@@ -83,6 +84,10 @@ const FIELDS = [
   'tools',
   'input',
   'encoding_format',
+  'query',
+  'documents',
+  'top_n',
+  'return_documents',
   'name',
 ];
 
@@ -139,6 +144,7 @@ const TEMPLATES: Record<Route, Record<string, unknown>> = {
   '/v1/chat/completions': { model: NO_MODEL, messages: [{ role: 'user', content: 'hi' }] },
   '/v1/completions': { model: NO_MODEL, prompt: 'hi' },
   '/v1/embeddings': { model: NO_MODEL, input: 'hi' },
+  '/v1/rerank': { model: NO_MODEL, query: 'hi', documents: ['a', { text: 'b' }] },
   '/v1/models/pull': { model: NO_MODEL },
   '/v1/workers': { model: NO_MODEL },
   '/v1/keys': { name: 'fuzz' },

@@ -25,7 +25,19 @@ export interface TinyModelOptions {
  * reader holding the old file keeps reading the old inode; contents are byte-identical anyway).
  */
 export async function tinyModelPath(options: TinyModelOptions = {}): Promise<string> {
-  const path = join(TEST_MODELS_DIR, 'tiny-seed1.gguf');
+  return cachedModel('tiny-seed1.gguf', false, options);
+}
+
+/**
+ * Path of the tiny reranker (seed 1): the tiny shape with a classifier head and rank pooling, which
+ * node-llama-cpp's ranking context takes. Generated once, as tinyModelPath's.
+ */
+export async function tinyRerankerPath(options: TinyModelOptions = {}): Promise<string> {
+  return cachedModel('tiny-rerank-seed1.gguf', true, options);
+}
+
+async function cachedModel(name: string, reranker: boolean, options: TinyModelOptions): Promise<string> {
+  const path = join(TEST_MODELS_DIR, name);
   if (options.refresh !== true && (await isFile(path))) return path;
   await mkdir(TEST_MODELS_DIR, { recursive: true });
   const temp = `${path}.${process.pid}-${randomUUID()}.tmp`;
@@ -34,6 +46,7 @@ export async function tinyModelPath(options: TinyModelOptions = {}): Promise<str
       path: temp,
       preset: 'tiny',
       seed: 1,
+      reranker,
       ...(options.signal === undefined ? {} : { signal: options.signal }),
     });
     await rename(temp, path);

@@ -104,12 +104,23 @@ describe('Anthropic Messages API', () => {
     const whole = await client.messages.create(base);
     const stream = client.messages.stream(base);
     let streamed = '';
+    let started: Anthropic.Usage | undefined;
     stream.on('text', (text) => (streamed += text));
+    stream.on('streamEvent', (event) => {
+      // a copy: the sdk adds later usage to the message it was given
+      if (event.type === 'message_start') started = { ...event.message.usage };
+    });
     const final = await stream.finalMessage();
     expect(streamed).toBe(textOf(whole.content));
     expect(textOf(final.content)).toBe(textOf(whole.content));
     expect(final.stop_reason).toBe(whole.stop_reason);
     expect(final.usage.output_tokens).toBe(whole.usage.output_tokens);
+    // message_start already knows the prompt: the same input tokens as the end, not 0
+    const prompt = (u: Anthropic.Usage): number => u.input_tokens + (u.cache_read_input_tokens ?? 0);
+    expect(prompt(started!)).toBe(prompt(whole.usage));
+    expect(started!.input_tokens).toBe(final.usage.input_tokens);
+    expect(started!.cache_read_input_tokens).toBe(final.usage.cache_read_input_tokens);
+    expect(started!.output_tokens).toBe(0);
   });
 
   it('stops at a stop sequence, leaves it out of the text and names it', async () => {
@@ -297,6 +308,13 @@ describe('Anthropic Messages API', () => {
     expect(events[0]).toMatchObject({
       message: { type: 'message', role: 'assistant', content: [], stop_reason: null },
     });
+    const { input_tokens: countedInput } = await client.messages.countTokens({
+      model: base.model,
+      system: base.system!,
+      messages: base.messages,
+    });
+    const startUsage = (events[0] as unknown as { message: { usage: Anthropic.Usage } }).message.usage;
+    expect(startUsage.input_tokens + (startUsage.cache_read_input_tokens ?? 0)).toBe(countedInput);
     expect(events[2]).toMatchObject({ index: 0, content_block: { type: 'text', text: '' } });
     expect(events.at(-2)).toMatchObject({
       delta: { stop_reason: 'max_tokens', stop_sequence: null },

@@ -38,6 +38,7 @@ describe('parseModelRef', () => {
     ['demo', { kind: 'demo', preset: 'tiny' }],
     ['demo:tiny', { kind: 'demo', preset: 'tiny' }],
     ['demo:small', { kind: 'demo', preset: 'small' }],
+    ['demo:rerank', { kind: 'demo', preset: 'rerank' }],
     ['  demo  ', { kind: 'demo', preset: 'tiny' }],
   ])('parses %s', (input, expected) => {
     expect(parseModelRef(input)).toEqual(expected);

@@ -15,6 +15,8 @@ let node: TestNode;
 let ollama: Ollama;
 /** The demo model's name as `/api/tags` lists it. */
 let demoName: string;
+/** The first answer's load_duration: that request started the demo model's worker. */
+let firstLoadNs: number;
 
 beforeAll(async () => {
   node = await startTestNode('rbee-ollama-');
@@ -22,6 +24,7 @@ beforeAll(async () => {
   // the demo model is generated on its first use, as `rbee infer -m demo` does
   const first = await ollama.generate({ model: 'demo', prompt: 'Hello', options: { num_predict: 2 } });
   expect(first.done).toBe(true);
+  firstLoadNs = first.load_duration;
   const { models } = await ollama.list();
   demoName = models[0]!.name;
 });
@@ -263,6 +266,45 @@ describe('Ollama API', () => {
     expect(added).toBeDefined();
     const answer = await ollama.generate({ model: added!, prompt: 'Hi', options: { num_predict: 2 } });
     expect(answer.eval_count).toBe(2);
+  });
+
+  it('copies a model as an alias, and deletes the copy, then a model, as Ollama does', async () => {
+    await ollama.copy({ source: demoName, destination: 'my-copy:latest' });
+    const listed = (await ollama.list()).models;
+    expect(listed.find((m) => m.name === 'my-copy')?.digest).toBe(
+      listed.find((m) => m.name === demoName)?.digest,
+    );
+    const answer = await ollama.generate({ model: 'my-copy', prompt: 'Hi', options: { num_predict: 2 } });
+    expect(answer.eval_count).toBe(2);
+    // deleting the copy deletes the name only: the model stays
+    await ollama.delete({ model: 'my-copy' });
+    const after = (await ollama.list()).models.map((m) => m.name);
+    expect(after).not.toContain('my-copy');
+    expect(after).toContain(demoName);
+    await expect(ollama.delete({ model: 'my-copy' })).rejects.toMatchObject({ status_code: 404 });
+    await expect(ollama.copy({ source: 'no-such-model', destination: 'x' })).rejects.toMatchObject({
+      status_code: 404,
+    });
+
+    // a model: refused while a worker has it loaded, gone from the node's models once unloaded
+    const path = await tinyModelPath();
+    await ollama.pull({ model: `file:${path}`, stream: false });
+    const name = (await ollama.list()).models.map((m) => m.name).find((n) => n.startsWith('tiny-seed1:'))!;
+    await ollama.generate({ model: name, prompt: 'Hi', options: { num_predict: 1 }, keep_alive: '5m' });
+    await expect(ollama.delete({ model: name })).rejects.toMatchObject({ status_code: 409 });
+    await ollama.generate({ model: name, prompt: '', keep_alive: 0 });
+    await waitFor(async () => !(await ollama.ps()).models.some((m) => m.name === name), {
+      timeoutMs: 15_000,
+    });
+    await ollama.delete({ model: name });
+    expect((await ollama.list()).models.map((m) => m.name)).not.toContain(name);
+  });
+
+  it('reports the load of the worker a request started as load_duration, and none once loaded', async () => {
+    expect(firstLoadNs).toBeGreaterThan(0);
+    const warm = await ollama.generate({ model: demoName, prompt: 'Hi', options: { num_predict: 2 } });
+    expect(warm.load_duration).toBe(0);
+    expect(warm.total_duration).toBeGreaterThan(0);
   });
 
   it('streams the progress of a download as it goes, then success', async () => {

@@ -117,6 +117,7 @@ function fakeHandle(init: WorkerInit, n: number, estimatedBytes: number): Worker
       [Symbol.asyncIterator]: () => ({ next: () => Promise.resolve({ done: true, value: undefined }) }),
     }),
     embed: () => Promise.reject(new Error('no embeddings here')),
+    rank: () => Promise.reject(new Error('no ranking here')),
     countTokens: () => Promise.reject(new Error('no tokenizer here')),
     stop: () => {
       exit({ code: 0, signal: null });

@@ -45,6 +45,12 @@ export interface GenerateTestModelInit {
   seed?: number;
   /** Encoding of the 2-D weights. Defaults to 'q8_0' (norms are always f32). */
   weightType?: GgmlType;
+  /**
+   * A reranker instead of a generative model: the same shape as qwen3 (per-head q/k norms), with
+   * `pooling_type` rank and a two-label (`yes`, `no`) classifier head `cls.output.weight`, as
+   * llama.cpp converts Qwen3 rerankers. Defaults to false.
+   */
+  reranker?: boolean;
   signal?: AbortSignal;
 }
 
@@ -73,10 +79,11 @@ export async function generateTestModel(init: GenerateTestModelInit): Promise<Ge
     throw toRbeeError(error);
   }
   const vocab = buildTestVocab(shape.vocab);
-  const tensors = testModelTensors(shape, vocab, seed, weightType);
+  const reranker = init.reranker === true;
+  const tensors = testModelTensors(shape, vocab, seed, weightType, reranker);
   const { bytes } = await writeGguf({
     path: init.path,
-    metadata: testModelMetadata(preset, shape, vocab, seed, weightType),
+    metadata: testModelMetadata(preset, shape, vocab, seed, weightType, reranker),
     tensors,
     ...(init.signal === undefined ? {} : { signal: init.signal }),
   });
@@ -90,27 +97,39 @@ function testModelMetadata(
   vocab: TestVocab,
   seed: number,
   weightType: GgmlType,
+  reranker: boolean,
 ): Record<string, GgufValue> {
+  // llama.cpp ranks with qwen3's graph (softmax over the labels, last token pooled); the llama
+  // architecture loads no classifier head.
+  const arch = reranker ? 'qwen3' : 'llama';
+  const kind = reranker ? 'reranker, ' : '';
   return {
-    'general.architecture': gguf.string('llama'),
+    'general.architecture': gguf.string(arch),
     'general.type': gguf.string('model'),
-    'general.name': gguf.string(`rbee demo (${preset}, random weights — for smoke tests)`),
+    'general.name': gguf.string(`rbee demo (${kind}${preset}, random weights — for smoke tests)`),
     'general.description': gguf.string(
       `Seeded random weights (seed ${seed}) written by rbee for offline tests; its text is meaningless.`,
     ),
     'general.file_type': gguf.u32(FILE_TYPE[weightType]),
     'rbee.test_model.preset': gguf.string(preset),
     'rbee.test_model.seed': gguf.u32(seed),
-    'llama.vocab_size': gguf.u32(shape.vocab),
-    'llama.context_length': gguf.u32(shape.context),
-    'llama.embedding_length': gguf.u32(shape.embedding),
-    'llama.block_count': gguf.u32(shape.layers),
-    'llama.feed_forward_length': gguf.u32(shape.feedForward),
-    'llama.rope.dimension_count': gguf.u32(shape.embedding / shape.heads),
-    'llama.rope.freq_base': gguf.f32(10000),
-    'llama.attention.head_count': gguf.u32(shape.heads),
-    'llama.attention.head_count_kv': gguf.u32(shape.kvHeads),
-    'llama.attention.layer_norm_rms_epsilon': gguf.f32(1e-5),
+    [`${arch}.vocab_size`]: gguf.u32(shape.vocab),
+    [`${arch}.context_length`]: gguf.u32(shape.context),
+    [`${arch}.embedding_length`]: gguf.u32(shape.embedding),
+    [`${arch}.block_count`]: gguf.u32(shape.layers),
+    [`${arch}.feed_forward_length`]: gguf.u32(shape.feedForward),
+    [`${arch}.rope.dimension_count`]: gguf.u32(shape.embedding / shape.heads),
+    [`${arch}.rope.freq_base`]: gguf.f32(10000),
+    [`${arch}.attention.head_count`]: gguf.u32(shape.heads),
+    [`${arch}.attention.head_count_kv`]: gguf.u32(shape.kvHeads),
+    [`${arch}.attention.layer_norm_rms_epsilon`]: gguf.f32(1e-5),
+    ...(reranker
+      ? {
+          // llama.cpp's LLAMA_POOLING_TYPE_RANK
+          [`${arch}.pooling_type`]: gguf.u32(4),
+          [`${arch}.classifier.output_labels`]: gguf.strings(['yes', 'no']),
+        }
+      : {}),
     'tokenizer.ggml.model': gguf.string('llama'),
     'tokenizer.ggml.tokens': gguf.strings(vocab.tokens),
     'tokenizer.ggml.scores': gguf.f32s(vocab.scores),
@@ -130,12 +149,14 @@ function testModelTensors(
   vocab: TestVocab,
   seed: number,
   weightType: GgmlType,
+  reranker: boolean,
 ): GgufTensorSpec[] {
   const { embedding: n, feedForward: ff, vocab: nVocab } = shape;
-  const kv = (n / shape.heads) * shape.kvHeads;
-  const ones = (name: string): GgufTensorSpec => ({
+  const headDim = n / shape.heads;
+  const kv = headDim * shape.kvHeads;
+  const ones = (name: string, length = n): GgufTensorSpec => ({
     name,
-    dims: [n],
+    dims: [length],
     type: 'f32',
     fill: (out) => out.fill(1),
   });
@@ -157,12 +178,16 @@ function testModelTensors(
       matrix(`${blk}.ffn_up.weight`, n, ff),
       matrix(`${blk}.ffn_down.weight`, ff, n),
     );
+    if (reranker)
+      tensors.push(ones(`${blk}.attn_q_norm.weight`, headDim), ones(`${blk}.attn_k_norm.weight`, headDim));
   }
   // Zero logits for control and byte tokens: greedy decoding stays printable and never ends early.
   tensors.push(
     ones('output_norm.weight'),
     matrix('output.weight', n, nVocab, (row) => isSilentToken(vocab, row)),
   );
+  // One row per label: the relevance score is the softmax's share of `yes`.
+  if (reranker) tensors.push(matrix('cls.output.weight', n, 2));
   return tensors;
 }
 

@@ -12,6 +12,7 @@ import type {
   EmbedResult,
   GenerateChunk,
   GenerateRequest,
+  RankResult,
   WorkerHandle,
   WorkerHeartbeat,
   WorkerInfo,
@@ -22,6 +23,7 @@ import {
   embedTextsSchema,
   generateRequestSchema,
   parseChildMessage,
+  rankRequestSchema,
   WORKER_INIT_ENV,
   type ChildInit,
   type ChildMessage,
@@ -216,6 +218,10 @@ function createHandle(
     string,
     { resolve: (result: EmbedResult) => void; reject: (error: RbeeError) => void }
   >();
+  const pendingRanks = new Map<
+    string,
+    { resolve: (result: RankResult) => void; reject: (error: RbeeError) => void }
+  >();
   const pendingCounts = new Map<
     string,
     { resolve: (promptTokens: number) => void; reject: (error: RbeeError) => void }
@@ -248,15 +254,16 @@ function createHandle(
 
   function handleMessage(message: ChildMessage): void {
     switch (message.type) {
-      case 'token':
-        pending
-          .get(message.requestId)
-          ?.push(
-            message.logprobs === undefined
-              ? { type: 'token', text: message.text, tokens: message.tokens }
-              : { type: 'token', text: message.text, tokens: message.tokens, logprobs: message.logprobs },
-          );
+      case 'token': {
+        if (message.logprobs === undefined && message.promptTokens === undefined) {
+          pending.get(message.requestId)?.push({ type: 'token', text: message.text, tokens: message.tokens });
+          return;
+        }
+        // a first token (with the prompt's size) or one with logprobs: every field it has
+        const { type: _type, requestId, ...token } = message;
+        pending.get(requestId)?.push({ type: 'token', ...token });
         return;
+      }
       case 'done': {
         const { type: _type, requestId, ...rest } = message;
         pending.get(requestId)?.push({ type: 'done', ...rest });
@@ -271,11 +278,18 @@ function createHandle(
           promptTokens: message.promptTokens,
         });
         return;
+      case 'ranking':
+        pendingRanks.get(message.requestId)?.resolve({
+          scores: message.scores,
+          promptTokens: message.promptTokens,
+        });
+        return;
       case 'error':
         if (message.requestId !== undefined) {
           const error = new RbeeError(message.error.code, message.error.message);
           pending.get(message.requestId)?.fail(error);
           pendingEmbeds.get(message.requestId)?.reject(error);
+          pendingRanks.get(message.requestId)?.reject(error);
           pendingCounts.get(message.requestId)?.reject(error);
         }
         return;
@@ -306,6 +320,10 @@ function createHandle(
       waiter.reject(new RbeeError('WORKER_CRASHED', `worker ${info.pid} exited during embedding (${how})`));
     }
     pendingEmbeds.clear();
+    for (const waiter of pendingRanks.values()) {
+      waiter.reject(new RbeeError('WORKER_CRASHED', `worker ${info.pid} exited during ranking (${how})`));
+    }
+    pendingRanks.clear();
     for (const waiter of pendingCounts.values()) {
       waiter.reject(
         new RbeeError('WORKER_CRASHED', `worker ${info.pid} exited while counting tokens (${how})`),
@@ -384,6 +402,36 @@ function createHandle(
     }
   }
 
+  async function rank(
+    query: string,
+    documents: string[],
+    options: { signal?: AbortSignal } = {},
+  ): Promise<RankResult> {
+    const parsed = rankRequestSchema.safeParse({ query, documents });
+    if (!parsed.success) {
+      throw new RbeeError('BAD_REQUEST', `invalid rank request: ${describeIssues(parsed.error.issues)}`);
+    }
+    const { signal } = options;
+    if (signal?.aborted === true) throw new RbeeError('JOB_CANCELLED', 'cancelled', { cause: signal.reason });
+    if (exitInfo !== undefined) throw new RbeeError('WORKER_CRASHED', `worker ${info.pid} has exited`);
+    if (stopping) throw new RbeeError('WORKER_BUSY', `worker ${info.pid} is stopping`);
+    const requestId = randomUUID();
+    const { promise, resolve, reject } = Promise.withResolvers<RankResult>();
+    const onAbort = (): void => {
+      sendSafe({ type: 'cancel', requestId });
+      reject(new RbeeError('JOB_CANCELLED', 'cancelled', { cause: signal?.reason }));
+    };
+    pendingRanks.set(requestId, { resolve, reject });
+    signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      sendSafe({ type: 'rank', requestId, ...parsed.data });
+      return await promise;
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+      pendingRanks.delete(requestId);
+    }
+  }
+
   async function countTokens(request: GenerateRequest): Promise<number> {
     const parsed = generateRequestSchema.safeParse(request);
     if (!parsed.success) throw new RbeeError('BAD_REQUEST', describeIssues(parsed.error.issues));
@@ -425,6 +473,7 @@ function createHandle(
     exited,
     generate,
     embed,
+    rank,
     countTokens,
     stop,
     get lastHeartbeat() {

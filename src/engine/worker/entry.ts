@@ -10,6 +10,7 @@ import { RbeeError, toRbeeError } from '../../shared/errors.js';
 import { defaultThreads } from '../hardware.js';
 import type { GenerateRequest, WorkerInfo, WorkerState } from '../types.js';
 import type { Embedder } from './embedder.js';
+import type { Ranker } from './ranker.js';
 import type { SlotPool } from './slot-pool.js';
 import type { RequestConstraints } from './grammar.js';
 import {
@@ -30,13 +31,17 @@ let resources:
       model: LlamaModel;
       context: LlamaContext;
       embedder: Embedder;
+      ranker: Ranker;
       /** The request's grammar or jsonSchema, built; throws BAD_REQUEST (see grammar.ts). */
       grammarFor: (request: GenerateRequest) => RequestConstraints;
     }
   | undefined;
-/** Embed requests in progress, by request id, so that a cancel can stop them between texts. */
+/**
+ * Embed and rank requests in progress, by request id, so that a cancel can stop them between texts
+ * (or documents).
+ */
 const embeds = new Map<string, AbortController>();
-/** The same requests' runs, so that shutdown can wait for them before disposing their context. */
+/** The same requests' runs, so that shutdown can wait for them before disposing their contexts. */
 const embedRuns = new Set<Promise<void>>();
 let heartbeatTimer: NodeJS.Timeout | undefined;
 /** Messages handed to the channel and not yet written; `exit` waits for them. */
@@ -110,6 +115,7 @@ async function load(init: ChildInit): Promise<WorkerInfo> {
   const { getLlama, InsufficientMemoryError, LlamaLogLevel } = await import('node-llama-cpp');
   const { createSlotPool } = await import('./slot-pool.js');
   const { createEmbedder } = await import('./embedder.js');
+  const { createRanker } = await import('./ranker.js');
   const { createRequestGrammar } = await import('./grammar.js');
   const { defaultContextSize, estimateFromInsights } = await import('../memory.js');
   const threads = init.threads ?? defaultThreads();
@@ -173,11 +179,14 @@ async function load(init: ChildInit): Promise<WorkerInfo> {
   }
   // Lazily: the embedding context is created by the first embed request, never at load.
   const embedder = createEmbedder({ model, contextSize: context.contextSize, threads });
+  // As lazily: the ranking context is created by the first rank request.
+  const ranker = createRanker({ model, contextSize: context.contextSize, threads });
   resources = {
     llama,
     model,
     context,
     embedder,
+    ranker,
     grammarFor: (request) => createRequestGrammar(llama, request),
   };
   // From the model's own insights, with the layers and context it really got; before the first
@@ -245,6 +254,7 @@ async function shutdown(): Promise<never> {
       clearInterval(heartbeatTimer);
       // Dispose in reverse order of creation: the contexts hold the model, the model the backend.
       await resources?.embedder.dispose();
+      await resources?.ranker.dispose();
       await resources?.context.dispose();
       await resources?.model.dispose();
       await resources?.llama.dispose();
@@ -302,28 +312,40 @@ function onMessage(raw: unknown): void {
     case 'embed':
       if (resources === undefined || state === 'stopping') refuseBusy(message.requestId);
       else {
-        const run = embed(resources.embedder, message.requestId, message.texts);
-        embedRuns.add(run);
-        void run.finally(() => embedRuns.delete(run));
+        const { embedder } = resources;
+        runCancellable(message.requestId, async (signal) => {
+          const result = await embedder.embed(message.texts, { signal });
+          return { type: 'embeddings', requestId: message.requestId, ...result };
+        });
+      }
+      return;
+    case 'rank':
+      if (resources === undefined || state === 'stopping') refuseBusy(message.requestId);
+      else {
+        const { ranker } = resources;
+        runCancellable(message.requestId, async (signal) => {
+          const result = await ranker.rank(message.query, message.documents, { signal });
+          return { type: 'ranking', requestId: message.requestId, ...result };
+        });
       }
   }
 }
 
-async function embed(embedder: Embedder, requestId: string, texts: string[]): Promise<void> {
+/** Runs an embed or rank request: its answer or its error sent, a cancel aborting its signal. */
+function runCancellable(requestId: string, work: (signal: AbortSignal) => Promise<ChildMessage>): void {
   if (embeds.has(requestId)) {
     send({ type: 'error', requestId, error: { code: 'BAD_REQUEST', message: 'duplicate request id' } });
     return;
   }
   const controller = new AbortController();
   embeds.set(requestId, controller);
-  try {
-    const result = await embedder.embed(texts, { signal: controller.signal });
-    send({ type: 'embeddings', requestId, ...result });
-  } catch (error) {
-    sendError(requestId, error);
-  } finally {
-    embeds.delete(requestId);
-  }
+  const run = work(controller.signal)
+    .then(send, (error: unknown) => sendError(requestId, error))
+    .finally(() => {
+      embeds.delete(requestId);
+      embedRuns.delete(run);
+    });
+  embedRuns.add(run);
 }
 
 function refuseBusy(requestId: string): void {

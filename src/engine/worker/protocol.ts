@@ -8,6 +8,7 @@ import {
   chatMessageSchema,
   errorJsonSchema,
   finishReasonSchema,
+  promptSizeFields,
   samplingSchema,
   tokenLogprobSchema,
   toolSchema,
@@ -76,11 +77,18 @@ export const embedTextsSchema = z
   .min(1)
   .max(MAX_EMBED_TEXTS);
 
+/** A rank request: its documents bounded as embed's texts (one IPC message). */
+export const rankRequestSchema = z.object({
+  query: z.string().min(1).max(MAX_EMBED_TEXT_CHARS),
+  documents: embedTextsSchema,
+});
+
 const requestId = z.string().min(1).max(128);
 
 export const parentMessageSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('generate'), requestId, request: generateRequestSchema }),
   z.object({ type: z.literal('embed'), requestId, texts: embedTextsSchema }),
+  z.object({ type: z.literal('rank'), requestId, ...rankRequestSchema.shape }),
   /** Tokenizes the request's prompt as `generate` would, and generates nothing. */
   z.object({ type: z.literal('count_tokens'), requestId, request: generateRequestSchema }),
   z.object({ type: z.literal('cancel'), requestId }),
@@ -134,6 +142,7 @@ export const childMessageSchema = z.discriminatedUnion('type', [
     text: z.string(),
     tokens: z.array(z.number().int().min(0)),
     logprobs: z.array(tokenLogprobSchema).optional(),
+    ...promptSizeFields,
   }),
   z.object({
     type: z.literal('done'),
@@ -149,6 +158,12 @@ export const childMessageSchema = z.discriminatedUnion('type', [
     type: z.literal('embeddings'),
     requestId,
     embeddings: z.array(z.array(z.number())),
+    promptTokens: z.number().int().min(0),
+  }),
+  z.object({
+    type: z.literal('ranking'),
+    requestId,
+    scores: z.array(z.number()),
     promptTokens: z.number().int().min(0),
   }),
   // Without a requestId the error is about the worker itself (a failed start).

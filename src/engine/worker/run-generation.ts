@@ -49,6 +49,11 @@ export interface RunGenerationOptions {
    * given (see logprobRecorder).
    */
   onLogprobs?: (logprobs: TokenLogprob[]) => void;
+  /**
+   * Called once, before anything is evaluated: the prompt's size and the part of it the slot's
+   * cache already holds (what usage will report), so the first token can carry them.
+   */
+  onPrompt?: (size: { promptTokens: number; cachedPromptTokens: number }) => void;
   signal: AbortSignal;
 }
 
@@ -92,6 +97,7 @@ export async function runGeneration(options: RunGenerationOptions): Promise<Gene
   if (options.reuse) await sequence.adaptStateToTokens(tokens.slice(0, -1), false);
   else if (sequence.nextTokenIndex > 0) await sequence.clearHistory();
   const cachedPromptTokens = sequence.nextTokenIndex;
+  options.onPrompt?.({ promptTokens: tokens.length, cachedPromptTokens });
 
   // One token-exact path for chat, raw prompts and continuing any answer: the prompt's tokens (a
   // chat's through its template, up to the answer), then the tokens generated so far, as one

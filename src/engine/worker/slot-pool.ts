@@ -145,6 +145,8 @@ export function createSlotPool(init: SlotPoolInit): SlotPool {
     let consistent = false;
     // only for a request that asked for them, so that no other request does any of this work
     let unsentLogprobs: TokenLogprob[] = [];
+    // the prompt's size, sent with the first token only (later tokens keep the plain fast path)
+    let promptSize: { promptTokens: number; cachedPromptTokens: number } | undefined;
     const logprobs =
       job.request.logprobs === undefined
         ? {}
@@ -166,8 +168,9 @@ export function createSlotPool(init: SlotPoolInit): SlotPool {
           job.request.logprobs === undefined
             ? (text) => {
                 answer += text;
-                send({ type: 'token', requestId: job.requestId, text, tokens: unsent });
+                send({ type: 'token', requestId: job.requestId, text, tokens: unsent, ...promptSize });
                 unsent = [];
+                promptSize = undefined;
               }
             : (text) => {
                 answer += text;
@@ -177,10 +180,15 @@ export function createSlotPool(init: SlotPoolInit): SlotPool {
                   text,
                   tokens: unsent,
                   logprobs: unsentLogprobs,
+                  ...promptSize,
                 });
                 unsent = [];
                 unsentLogprobs = [];
+                promptSize = undefined;
               },
+        onPrompt: (size) => {
+          promptSize = size;
+        },
         onTokens: (tokens) => {
           tokenCount += tokens.length;
           unsent.push(...tokens);

@@ -12,7 +12,7 @@
 import { z } from 'zod';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import { RbeeError, toRbeeError } from '../../shared/errors.js';
-import type { ChatMessage, DoneEvent, JobRequest } from '../../shared/wire.js';
+import type { ChatMessage, DoneEvent, JobRequest, PromptSize } from '../../shared/wire.js';
 import type { JobManager } from '../jobs/index.js';
 import type { WorkerPool } from '../hive/index.js';
 import type { ModelRef, Provisioner } from '../models/index.js';
@@ -237,14 +237,13 @@ export function messagesJob(
 type Json = Record<string, unknown>;
 
 /** Anthropic's usage: the prompt's tokens found in the worker's KV cache count as cache reads. */
-function usageOf(done: DoneEvent | undefined): Json {
-  if (done === undefined) return { input_tokens: 0, output_tokens: 0 };
-  const cached = done.usage.cachedPromptTokens ?? 0;
+function usageOf(usage: PromptSize & { completionTokens?: number }): Json {
+  const cached = usage.cachedPromptTokens ?? 0;
   return {
-    input_tokens: done.usage.promptTokens - cached,
+    input_tokens: Math.max(0, (usage.promptTokens ?? 0) - cached),
     cache_creation_input_tokens: 0,
     cache_read_input_tokens: cached,
-    output_tokens: done.usage.completionTokens,
+    output_tokens: usage.completionTokens ?? 0,
   };
 }
 
@@ -362,15 +361,20 @@ async function serve(
   }
   const { id, events, leave } = followed;
 
-  const message = (content: Json[], stop: Json, done?: DoneEvent): Json => ({
+  const message = (content: Json[], stop: Json, usage: PromptSize & { completionTokens?: number }): Json => ({
     id: `msg_${id}`,
     type: 'message',
     role: 'assistant',
     model: body.model,
     content,
     ...stop,
-    usage: usageOf(done),
+    usage: usageOf(usage),
   });
+  /**
+   * The prompt's size for message_start: the worker sends it with the first token (no extra round
+   * trip); an answer without any token has it from its end.
+   */
+  let promptSize: PromptSize = {};
   const blocks = new Blocks(plan);
   const stream = body.stream === true;
   let sse: SseStream | undefined;
@@ -381,7 +385,7 @@ async function serve(
       sse.write(
         sseEvent('message_start', {
           type: 'message_start',
-          message: message([], { stop_reason: null, stop_sequence: null }),
+          message: message([], { stop_reason: null, stop_sequence: null }, promptSize),
         }),
       );
       sse.write(sseEvent('ping', { type: 'ping' }));
@@ -402,6 +406,7 @@ async function serve(
       return;
     }
     if (event.type === 'token') {
+      if (event.promptTokens !== undefined) promptSize = event;
       const pieces = blocks.feed(event.text);
       if (stream && pieces.length > 0) await send(pieces);
       continue;
@@ -413,10 +418,11 @@ async function serve(
     }
     const last = blocks.end();
     const stop = stopOf(event, blocks.calledTools, body.stop_sequences ?? []);
-    if (!stream) return void reply.send(message(blocks.content, stop, event));
+    if (!stream) return void reply.send(message(blocks.content, stop, event.usage));
+    if (promptSize.promptTokens === undefined) promptSize = event.usage;
     await send([
       ...last,
-      { type: 'message_delta', delta: stop, usage: usageOf(event) },
+      { type: 'message_delta', delta: stop, usage: usageOf(event.usage) },
       { type: 'message_stop' },
     ]);
     sse?.end();

@@ -104,7 +104,7 @@ export async function embedAsJob(
   owner: string | undefined,
   reply: FastifyReply,
   release: () => void,
-): Promise<{ embeddings: number[][]; promptTokens: number }> {
+): Promise<{ embeddings: number[][]; promptTokens: number; loadMs: number }> {
   const job: JobRequest = {
     model: request.model,
     embed: request.texts,
@@ -114,8 +114,36 @@ export async function embedAsJob(
   for await (const event of events) {
     if (event.type === 'error') throw RbeeError.fromJSON(event.error);
     if (event.type === 'done') {
-      return { embeddings: event.embeddings ?? [], promptTokens: event.usage.promptTokens };
+      return {
+        embeddings: event.embeddings ?? [],
+        promptTokens: event.usage.promptTokens,
+        loadMs: event.timings.loadMs ?? 0,
+      };
     }
   }
   throw new RbeeError('JOB_CANCELLED', 'the client left before the embeddings were ready');
+}
+
+/**
+ * Ranks documents for a query as a job of the client's, as embedAsJob embeds: each document's
+ * score (in the documents' order) and the prompt tokens of all pairs, or its error thrown.
+ */
+export async function rankAsJob(
+  jobs: JobManager,
+  request: { model: string; query: string; documents: string[]; keepAlive?: number | string | undefined },
+  owner: string | undefined,
+  reply: FastifyReply,
+  release: () => void,
+): Promise<{ scores: number[]; promptTokens: number }> {
+  const job: JobRequest = {
+    model: request.model,
+    rank: { query: request.query, documents: request.documents },
+    ...(request.keepAlive === undefined ? {} : { keepAlive: request.keepAlive }),
+  };
+  const { events } = submitFollowed(jobs, job, owner, reply, release);
+  for await (const event of events) {
+    if (event.type === 'error') throw RbeeError.fromJSON(event.error);
+    if (event.type === 'done') return { scores: event.scores ?? [], promptTokens: event.usage.promptTokens };
+  }
+  throw new RbeeError('JOB_CANCELLED', 'the client left before the scores were ready');
 }

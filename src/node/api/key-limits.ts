@@ -1,7 +1,7 @@
 /**
  * Per-key limits, enforced on the node a client calls (its entry node): jobs running at once
  * (`maxConcurrent`) and requests that run a model per minute (`rpm`: jobs, chat and text completions,
- * embeddings, Anthropic messages and token counts), each from the key's own values (`rbee keys
+ * embeddings, reranks, Anthropic messages and token counts), each from the key's own values (`rbee keys
  * create --max-concurrent N --rpm N`) or the node's defaults (`keyLimits` in config.json). A request
  * over a limit is refused with RATE_LIMITED (HTTP 429) and a Retry-After; refused requests count
  * toward nothing. Clients without a key (the machine's own user) are not limited.

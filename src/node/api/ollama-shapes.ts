@@ -124,6 +124,12 @@ export const pullSchema = z.intersection(
   z.object({ stream: z.boolean().optional(), insecure: z.boolean().optional() }),
 );
 
+/** `/api/copy`: a new name for a model. */
+export const copySchema = z.object({
+  source: z.string().min(1).max(2048),
+  destination: z.string().min(1).max(256),
+});
+
 export function parse<T>(schema: z.ZodType<T>, body: unknown): T {
   const parsed = schema.safeParse(body ?? {});
   if (!parsed.success) throw new RbeeError('BAD_REQUEST', z.prettifyError(parsed.error));
@@ -224,15 +230,16 @@ const NS_PER_MS = 1_000_000;
 export function doneFields(done: DoneEvent): Record<string, unknown> {
   const { totalMs, timeToFirstTokenMs } = done.timings;
   const firstToken = Math.min(timeToFirstTokenMs, totalMs);
+  // the wait for a worker to load the model, when the job had one (the rest of the time to the
+  // first token, fetching the model and queueing included, is reported as the prompt's evaluation)
+  const load = Math.min(done.timings.loadMs ?? 0, firstToken);
   return {
     done: true,
     done_reason: done.finishReason === 'length' ? 'length' : 'stop',
     total_duration: Math.round(totalMs * NS_PER_MS),
-    // rbee times a job from its acceptance: loading (and fetching) the model is in the time to the
-    // first token, which is reported as the prompt's evaluation
-    load_duration: 0,
+    load_duration: Math.round(load * NS_PER_MS),
     prompt_eval_count: done.usage.promptTokens,
-    prompt_eval_duration: Math.round(firstToken * NS_PER_MS),
+    prompt_eval_duration: Math.round((firstToken - load) * NS_PER_MS),
     eval_count: done.usage.completionTokens,
     eval_duration: Math.round((totalMs - firstToken) * NS_PER_MS),
   };

@@ -16,8 +16,15 @@ import type { Health, JobRequest } from '../../shared/wire.js';
 import { readModelInfo } from '../../engine/index.js';
 import type { JobManager } from '../jobs/index.js';
 import type { WorkerPool } from '../hive/index.js';
-import { canonicalRef, type ModelRef, type ProvisionProgress, type Provisioner } from '../models/index.js';
-import type { ModelCatalog } from '../store/index.js';
+import {
+  canonicalRef,
+  checkAliasName,
+  type ModelRef,
+  type ProvisionProgress,
+  type Provisioner,
+} from '../models/index.js';
+import type { ModelAliases, ModelCatalog } from '../store/index.js';
+import type { LiveView } from '../view/index.js';
 import type { Logger } from '../logger.js';
 import type { ApiClient } from './auth.js';
 import { embedAsJob, submitFollowed } from './job-events.js';
@@ -38,6 +45,7 @@ import {
   namedSchema,
   parse,
   pullSchema,
+  copySchema,
   refuseImages,
   samplingOf,
   sha256Hex,
@@ -63,6 +71,9 @@ export interface OllamaInit {
   checkModel: ModelAccessCheck;
   admit: (client: ApiClient) => () => void;
   openSse: OpenSse;
+  /** This node's aliases: `/api/copy` makes one, `/api/delete` removes one. */
+  aliases: ModelAliases;
+  live: LiveView;
 }
 
 /** The Ollama release whose API these routes follow: clients check it before using newer fields. */
@@ -353,7 +364,7 @@ export function ollamaRoutes(app: FastifyInstance, init: OllamaInit): Promise<vo
         body.dimensions === undefined ? v : v.slice(0, body.dimensions),
       ),
       total_duration: Math.round((performance.now() - started) * 1e6),
-      load_duration: 0,
+      load_duration: Math.round(result.loadMs * 1e6),
       prompt_eval_count: result.promptTokens,
     };
   });
@@ -376,6 +387,47 @@ export function ollamaRoutes(app: FastifyInstance, init: OllamaInit): Promise<vo
     const release = init.admit(request.apiClient);
     return embedAsJob(init.jobs, { model, texts, keepAlive }, request.apiClient.owner, reply, release);
   }
+
+  /**
+   * A copy is an alias under the new name (Ollama's copies share their blobs too): it names the
+   * source's ref, on this node. Answered as Ollama does, 200 with no body.
+   */
+  app.post('/api/copy', async (request, reply) => {
+    const body = parse(copySchema, request.body);
+    const source = resolve(body.source, request.apiClient);
+    const name = body.destination.replace(/:latest$/i, '');
+    checkAliasName(name);
+    init.aliases.set(name, canonicalRef(init.parseModelRef(source)));
+    init.live.markDirty('models');
+    return reply.status(200).send();
+  });
+
+  /**
+   * Deletes a name: an alias of this node (the model stays), else a model on this node's disk, as
+   * `rbee models rm` does (refused while a worker has it loaded). 200 with no body, as Ollama.
+   */
+  app.delete('/api/delete', async (request, reply) => {
+    const body = parse(namedSchema, request.body);
+    const input = body.model ?? body.name ?? '';
+    if (init.aliases.remove(input) || init.aliases.remove(input.replace(/:latest$/i, ''))) {
+      init.live.markDirty('models');
+      return reply.status(200).send();
+    }
+    const model = findModel(input);
+    const row = init.catalog.get(model.model_id);
+    // another hive's model: Ollama deletes what its own server holds
+    if (row === undefined) throw notFound(input);
+    const users = init.workers.usersOf(row.id);
+    if (users.length > 0) {
+      throw new RbeeError(
+        'MODEL_IN_USE',
+        `model '${input}' is loaded by worker ${users.map((w) => w.id).join(', ')}; stop it first`,
+      );
+    }
+    await init.provisioner.remove(row.id);
+    init.live.markDirty('models');
+    return reply.status(200).send();
+  });
 
   app.post('/api/pull', async (request, reply) => {
     const body = parse(pullSchema, request.body);

@@ -16,6 +16,7 @@ import { canonicalRef, checkAliasName, type ModelRef, type Provisioner } from '.
 import { clusterModels, createModelList } from './model-list.js';
 import type { LiveView, Metrics } from '../view/index.js';
 import { registerOpenAiRoutes } from './openai.js';
+import { registerRerankRoutes } from './rerank.js';
 import { registerAnthropicRoutes } from './anthropic.js';
 import { ollamaRoutes } from './ollama.js';
 import { createSse, sseEvent } from './sse.js';
@@ -288,6 +289,7 @@ export function createApi(init: ApiInit) {
     openSse,
   });
 
+  registerRerankRoutes(app, { jobs: init.jobs, checkModel, admit: (client) => limiter.admit(client) });
   registerAnthropicRoutes(app, { ...init, checkModel, admit: (c) => limiter.admit(c), openSse });
   void app.register(ollamaRoutes, { ...init, models, checkModel, openSse, admit: (c) => limiter.admit(c) });
 

@@ -5,7 +5,7 @@
 import { z } from 'zod';
 import { defineMethod, defineStream } from '../../p2p/index.js';
 import { jobRecordSchema } from '../../shared/view.js';
-import { jobEventSchema, jobRequestSchema, tokenLogprobSchema } from '../../shared/wire.js';
+import { jobEventSchema, jobRequestSchema, promptSizeFields, tokenLogprobSchema } from '../../shared/wire.js';
 import { MAX_KEYS, MAX_TOMBSTONES } from '../store/index.js';
 import { MAX_TOKENS_PER_FRAME } from './token-relay.js';
 
@@ -52,6 +52,7 @@ const hiveJobEventSchema = z.discriminatedUnion('type', [
           text: z.string(),
           tokens: z.array(z.number().int().min(0)).max(4096),
           logprobs: z.array(tokenLogprobSchema).optional(),
+          ...promptSizeFields,
         }),
       )
       .min(1)

@@ -7,7 +7,7 @@
  * `tokens` frame carrying them all); the first token after a pause, and every other event, goes at
  * once. The entry node hands each token on as its own event, so its clients see every token.
  */
-import type { TokenLogprob } from '../../shared/wire.js';
+import type { PromptSize, TokenLogprob } from '../../shared/wire.js';
 import type { HiveEvent } from '../hive/index.js';
 
 /** Frames the relay writes: what the hive emitted, and runs of tokens. */
@@ -15,7 +15,7 @@ export type RelayFrame = HiveEvent | TokenRun;
 export interface TokenRun {
   type: 'tokens';
   /** `logprobs` only for a job that asked for them. */
-  tokens: Array<{ text: string; tokens: number[]; logprobs?: TokenLogprob[] }>;
+  tokens: Array<{ text: string; tokens: number[]; logprobs?: TokenLogprob[] } & PromptSize>;
 }
 
 /** A token frame carries at most this many: well below the protocol's frame limit. */

@@ -4,7 +4,7 @@
  * the same way and never knows which one it has.
  */
 import type { HiveState } from '../../shared/view.js';
-import type { JobEventInput, JobRequest, TokenLogprob } from '../../shared/wire.js';
+import type { JobEventInput, JobRequest, PromptSize, TokenLogprob } from '../../shared/wire.js';
 
 /** What a hive emits while it runs a job; failures are thrown, never emitted as `error` events. */
 export type HiveEvent =
@@ -13,7 +13,7 @@ export type HiveEvent =
    * `tokens`: the generated tokens the text covers (a job continued elsewhere needs them);
    * `logprobs` only when the job asked for them.
    */
-  | { type: 'token'; text: string; tokens: number[]; logprobs?: TokenLogprob[] };
+  | ({ type: 'token'; text: string; tokens: number[]; logprobs?: TokenLogprob[] } & PromptSize);
 
 export interface HiveJob {
   id: string;

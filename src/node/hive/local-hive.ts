@@ -186,6 +186,8 @@ export function createLocalHive(init: LocalHiveInit): Hive {
         narrate: (text) => narrate('hive', text),
         ...(device === undefined ? {} : { device }),
       });
+      // how long this job waited for the model to load, when it did (Ollama's load_duration)
+      const loaded = lease.loadMs === undefined ? {} : { loadMs: Math.round(lease.loadMs) };
       try {
         if (request.embed !== undefined) {
           narrate('worker', `embedding ${request.embed.length} text(s) on worker ${lease.worker.id}`);
@@ -200,8 +202,29 @@ export function createLocalHive(init: LocalHiveInit): Hive {
               timeToFirstTokenMs: end - job.acceptedAt,
               tokensPerSecond: 0,
               totalMs: end - job.acceptedAt,
+              ...loaded,
             },
             embeddings: result.embeddings,
+          });
+          return;
+        }
+        if (request.rank !== undefined) {
+          const { query, documents } = request.rank;
+          narrate('worker', `ranking ${documents.length} document(s) on worker ${lease.worker.id}`);
+          const result = await lease.rank(query, documents, { signal });
+          const end = Date.now();
+          await emit({
+            type: 'done',
+            model: model.id,
+            finishReason: 'stop',
+            usage: { promptTokens: result.promptTokens, completionTokens: 0 },
+            timings: {
+              timeToFirstTokenMs: end - job.acceptedAt,
+              tokensPerSecond: 0,
+              totalMs: end - job.acceptedAt,
+              ...loaded,
+            },
+            scores: result.scores,
           });
           return;
         }
@@ -212,9 +235,9 @@ export function createLocalHive(init: LocalHiveInit): Hive {
             firstTokenAt ??= Date.now();
             // awaited: a remote entry node's slow reader holds the worker back (back-pressure)
             await emit(
-              chunk.logprobs === undefined
+              chunk.logprobs === undefined && chunk.promptTokens === undefined
                 ? { type: 'token', text: chunk.text, tokens: chunk.tokens }
-                : { type: 'token', text: chunk.text, tokens: chunk.tokens, logprobs: chunk.logprobs },
+                : chunk,
             );
             continue;
           }
@@ -229,6 +252,7 @@ export function createLocalHive(init: LocalHiveInit): Hive {
               timeToFirstTokenMs: (firstTokenAt ?? end) - job.acceptedAt,
               tokensPerSecond: chunk.tokensPerSecond,
               totalMs: end - job.acceptedAt,
+              ...loaded,
             },
           });
           return;

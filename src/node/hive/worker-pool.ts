@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import type {
   Backend,
   EmbedResult,
+  RankResult,
   GenerateChunk,
   GenerateRequest,
   SlotCache,
@@ -108,8 +109,11 @@ export interface WorkerPoolInit {
 
 export interface Lease {
   worker: WorkerSnapshot;
+  /** How long this acquire waited for the worker to load (started here or by another job); absent when it was loaded. */
+  loadMs?: number;
   generate(request: GenerateRequest, options?: { signal?: AbortSignal }): AsyncIterable<GenerateChunk>;
   embed(texts: string[], options?: { signal?: AbortSignal }): Promise<EmbedResult>;
+  rank(query: string, documents: string[], options?: { signal?: AbortSignal }): Promise<RankResult>;
   /** The request's prompt size in tokens, with the model's tokenizer and chat template. */
   countTokens(request: GenerateRequest): Promise<number>;
   /** Ends this use; `keepAliveS` (from the request) replaces the worker's keep-alive, as in Ollama. */
@@ -528,6 +532,7 @@ export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
       if (closed) throw new RbeeError('NODE_SHUTTING_DOWN', 'the node is shutting down');
       const say = options.narrate ?? (() => undefined);
       let entry = findFor(model.id);
+      let loadMs: number | undefined;
       if (entry !== undefined) {
         const chosen = options.device;
         say(
@@ -540,7 +545,9 @@ export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
         refuseIfOpen(model);
         const device = options.device ?? init.pickDevice?.(model) ?? CPU_DEVICE;
         // A cancelled job stops waiting; the load goes on for whoever asks next.
+        const loadStarted = performance.now();
         entry = await raceSignal(startSpawn(model, say, device), options.signal);
+        loadMs = performance.now() - loadStarted;
       }
       const leased = entry;
       leased.activeJobs += 1;
@@ -549,8 +556,10 @@ export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
       let released = false;
       return {
         worker: snapshot(leased),
+        ...(loadMs === undefined ? {} : { loadMs }),
         generate: (request, opts) => leased.handle.generate(request, opts),
         embed: (texts, opts) => leased.handle.embed(texts, opts),
+        rank: (query, documents, opts) => leased.handle.rank(query, documents, opts),
         countTokens: (request) => leased.handle.countTokens(request),
         release(opts = {}) {
           if (released) return;

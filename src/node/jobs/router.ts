@@ -70,7 +70,9 @@ export function createRouter(init: RouterInit): (job: JobContext) => Promise<voi
     const ref = init.parseModelRef(request.model);
     const modelId = init.modelId(ref);
     const embedding = request.embed !== undefined;
-    const affinity = embedding ? [] : prefixAffinity(request, modelId, init.hiveStates());
+    // a ranking job has no prompt for a worker's cache to hold
+    const affinity =
+      embedding || request.rank !== undefined ? [] : prefixAffinity(request, modelId, init.hiveStates());
     // hives get the ref a name stands for here: another hive need not know this node's aliases
     const resolved: JobRequest = { ...request, model: canonicalRef(ref) };
     const base: QueueRequest = {
@@ -141,16 +143,28 @@ export function createRouter(init: RouterInit): (job: JobContext) => Promise<voi
             signal,
             emit: (event) => {
               if (event.type === 'token') {
-                if (firstTokenAt === undefined) {
+                // the prompt's size goes with the client's first token: a continued job's first
+                // token is not (and its prompt holds the text already sent)
+                const first = firstTokenAt === undefined;
+                if (first) {
                   firstTokenAt = Date.now();
                   init.journal?.firstToken(job.id, firstTokenAt);
                 }
                 for (const token of event.tokens) sentTokens.push(token);
                 // the count is for continuing a job; clients get the text
+                const promptSize =
+                  first && event.promptTokens !== undefined
+                    ? {
+                        promptTokens: event.promptTokens,
+                        ...(event.cachedPromptTokens === undefined
+                          ? {}
+                          : { cachedPromptTokens: event.cachedPromptTokens }),
+                      }
+                    : {};
                 return job.emit(
                   event.logprobs === undefined
-                    ? { type: 'token', text: event.text }
-                    : { type: 'token', text: event.text, logprobs: event.logprobs },
+                    ? { type: 'token', text: event.text, ...promptSize }
+                    : { type: 'token', text: event.text, logprobs: event.logprobs, ...promptSize },
                 );
               }
               if (event.type !== 'done') return job.emit(event);

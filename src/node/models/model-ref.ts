@@ -7,7 +7,8 @@
  *   the URL are refused: the ref is stored in the catalog and shown in the dashboard.
  * - `/abs/path/model.gguf` or `file:/abs/path/model.gguf`; `./rel.gguf` only with a `cwd` to resolve
  *   against (the CLI passes its own). A local file is never copied or written, so it may live anywhere.
- * - `demo` (= `demo:tiny`) and `demo:small`: generated random-weight models for smoke tests.
+ * - `demo` (= `demo:tiny`), `demo:small` and `demo:rerank` (a tiny reranker): generated
+ *   random-weight models for smoke tests.
  *
  * Everything that later becomes a path under the models directory (repo names, file names) is checked
  * here, and `resolveInModelsDir` checks again, so nothing derived from a ref can escape that directory.
@@ -17,7 +18,7 @@ import { isAbsolute, join, normalize, relative, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { RbeeError } from '../../shared/errors.js';
 
-export type DemoPreset = 'tiny' | 'small';
+export type DemoPreset = 'tiny' | 'small' | 'rerank';
 
 export type ModelRef =
   | { kind: 'hf'; repo: string; file?: string; quant?: string }
@@ -132,8 +133,8 @@ function parseUrl(input: string, text: string): ModelRef {
 
 function parseDemo(input: string, text: string): ModelRef {
   const preset = text.includes(':') ? text.slice(text.indexOf(':') + 1).toLowerCase() : 'tiny';
-  if (preset !== 'tiny' && preset !== 'small') {
-    throw invalid(input, `unknown demo preset '${preset}' (use demo or demo:small)`);
+  if (preset !== 'tiny' && preset !== 'small' && preset !== 'rerank') {
+    throw invalid(input, `unknown demo preset '${preset}' (use demo, demo:small or demo:rerank)`);
   }
   return { kind: 'demo', preset };
 }

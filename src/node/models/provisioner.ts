@@ -276,7 +276,16 @@ export function createProvisioner(init: ProvisionerInit): Provisioner {
       message: `generating the ${ref.preset} demo model (random weights)`,
     });
     const fields = await intoModelsDir(finalPath, signal, async (partial) => {
-      await generateTestModel({ path: partial, preset: ref.preset, seed: 1, signal });
+      // the reranker is the tiny shape with a classifier head
+      const { preset } = ref;
+      const reranker = preset === 'rerank';
+      await generateTestModel({
+        path: partial,
+        preset: preset === 'rerank' ? 'tiny' : preset,
+        reranker,
+        seed: 1,
+        signal,
+      });
       emit({ phase: 'verifying', bytes: 0, file: basename(finalPath) });
       const { bytes, sha256 } = await hashFile(partial, signal);
       const info = await readModelInfo(partial, { signal });

@@ -297,8 +297,10 @@ export function createMetrics(init: MetricsInit): Metrics {
           jobs.inc({ outcome: 'done' });
           tokens.inc(event.usage.completionTokens);
           promptTokens.inc(event.usage.promptTokens);
-          // an embedding job has no first token
-          if (event.embeddings === undefined) ttft.observe(event.timings.timeToFirstTokenMs / 1000);
+          // an embedding or ranking job has no first token
+          if (event.embeddings === undefined && event.scores === undefined) {
+            ttft.observe(event.timings.timeToFirstTokenMs / 1000);
+          }
           return;
         case 'error':
           lastTokenAt.delete(event.jobId);
