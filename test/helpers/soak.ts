@@ -9,20 +9,37 @@
  * time from each queen kill to a new queen, each node's RSS and open file descriptors, and time to
  * first token and tok/s with faults against the fault-free phase. `problems` lists each unmet promise.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import {
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statfsSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { promisify } from 'node:util';
 import Database from 'better-sqlite3';
 import { isErrorCode } from '../../src/shared/errors.js';
 import { REPO } from './cli.js';
 import { createClusterLab, type LabNode } from './cluster-lab.js';
-import { pidsWithEnv } from './processes.js';
+import { killAll, pidsWithEnv } from './processes.js';
 import { prng, type SoakJob } from './soak-client.js';
 import { waitFor } from './wait-for.js';
 
-export type FaultKind = 'kill-worker' | 'kill-node' | 'kill-queen' | 'partition';
+export type FaultKind =
+  | 'kill-worker'
+  | 'kill-node'
+  | 'kill-queen'
+  | 'partition'
+  | 'disk-full'
+  | 'cut-transfer'
+  | 'restart-in-catalog-write';
 
 export interface SoakOptions {
   durationS: number;
@@ -53,6 +70,8 @@ export interface Fault extends PlannedFault {
   detail: string;
   /** kill-queen: ms from the kill to the survivors agreeing on a new queen. */
   newQueenMs?: number;
+  /** Model faults: how the cut pull ended (its error code, or done when the fault came too late). */
+  pullCode?: string;
 }
 
 interface ProcessFigures {
@@ -81,6 +100,8 @@ export interface PhaseFigures {
 
 export interface SoakReport {
   seed: number;
+  /** Epoch ms when the clients started. */
+  loadStart: number;
   durationS: number;
   nodes: number;
   schedule: PlannedFault[];
@@ -109,6 +130,7 @@ export const FD_BOUND = 64;
 /** A node process's figures count from this long after it started (models and workers loaded). */
 const WARM_MS = 20_000;
 const API = 'http://127.0.0.1:7833';
+const run = promisify(execFile);
 
 /** Which documented codes each fault may explain. */
 const CODES_OF: Record<FaultKind, ReadonlySet<string>> = {
@@ -131,12 +153,48 @@ const CODES_OF: Record<FaultKind, ReadonlySet<string>> = {
     'STALE_TERM',
   ]),
   partition: new Set(['NODE_UNREACHABLE', 'WORKER_CRASHED', 'NO_QUEEN', 'NOT_QUEEN', 'STALE_TERM']),
+  // a full models disk fails downloads only, never a job of a model already there
+  'disk-full': new Set(),
+  // both kill a node: the holder of the model being sent, or the node receiving it
+  'cut-transfer': new Set([
+    'NODE_RESTARTED',
+    'NODE_UNREACHABLE',
+    'WORKER_CRASHED',
+    'NO_QUEEN',
+    'NOT_QUEEN',
+    'STALE_TERM',
+  ]),
+  'restart-in-catalog-write': new Set([
+    'NODE_RESTARTED',
+    'NODE_UNREACHABLE',
+    'WORKER_CRASHED',
+    'NO_QUEEN',
+    'NOT_QUEEN',
+    'STALE_TERM',
+  ]),
+};
+/** What a pull cut by each model fault may fail with. */
+const PULL_CODES_OF: Partial<Record<FaultKind, ReadonlySet<string>>> = {
+  'disk-full': new Set(['DISK_FULL']),
+  'cut-transfer': new Set(['DOWNLOAD_FAILED', 'DOWNLOAD_TRUNCATED', 'NODE_UNREACHABLE']),
 };
 /** Faults that touch every job of the cluster (the queen places them all), not only their node's. */
 const CLUSTER_WIDE: ReadonlySet<FaultKind> = new Set(['kill-queen', 'partition']);
 /** A fault explains a failure that ends up to this long after the cluster was whole again. */
 const AFTER_MS = 15_000;
-const KINDS: FaultKind[] = ['kill-worker', 'kill-node', 'kill-queen', 'partition'];
+const KINDS: FaultKind[] = [
+  'kill-worker',
+  'kill-node',
+  'kill-queen',
+  'partition',
+  'disk-full',
+  'cut-transfer',
+  'restart-in-catalog-write',
+];
+/** The model the model faults move between hives (174 MB: a transfer lasts long enough to cut). */
+const BIG = 'demo:small';
+/** The last node's models directory is a tmpfs of this size (the node keeps 1 GiB free). */
+const DISK_NODE_TMPFS = '1400m';
 
 /** The seeded schedule: one fault every `gap` seconds from the end of the fault-free phase. */
 export function planFaults(
@@ -148,7 +206,8 @@ export function planFaults(
   const random = prng(seed);
   // the last part of the run is left for recovery and the final checks' load
   const end = durationS * 0.85;
-  const gap = durationS >= 300 ? 30 : 10;
+  // a short run meets every kind of fault once; a long one, one every 30 s
+  const gap = durationS >= 300 ? 30 : (end - faultFreeS) / KINDS.length;
   const plan: PlannedFault[] = [];
   let order: FaultKind[] = [];
   for (let at = faultFreeS; at + gap / 2 <= end; at += gap) {
@@ -159,7 +218,7 @@ export function planFaults(
         [order[i], order[j]] = [order[j]!, order[i]!];
       }
     }
-    plan.push({ atS: at, kind: order.shift()!, target: Math.floor(random() * nodes) });
+    plan.push({ atS: Math.round(at), kind: order.shift()!, target: Math.floor(random() * nodes) });
   }
   return plan;
 }
@@ -220,6 +279,31 @@ function readDb<T>(home: string, read: (db: Database.Database) => T): T {
   }
 }
 
+function filesUnder(dir: string): Array<{ path: string; bytes: number }> {
+  const out: Array<{ path: string; bytes: number }> = [];
+  const walk = (at: string): void => {
+    let entries;
+    try {
+      entries = readdirSync(at, { withFileTypes: true });
+    } catch {
+      return;
+    }
+    for (const entry of entries) {
+      const path = join(at, entry.name);
+      if (entry.isDirectory()) walk(path);
+      else {
+        try {
+          out.push({ path, bytes: statSync(path).size });
+        } catch {
+          // renamed or removed while we looked
+        }
+      }
+    }
+  };
+  walk(dir);
+  return out;
+}
+
 /** What a node's disk and its catalog disagree on, and partial files left behind. */
 export function catalogProblems(name: string, home: string): string[] {
   const problems: string[] = [];
@@ -242,7 +326,8 @@ export function catalogProblems(name: string, home: string): string[] {
     for (const entry of readdirSync(dir, { withFileTypes: true })) {
       const path = join(dir, entry.name);
       if (entry.isDirectory()) walk(path);
-      else if (/\.partial$|\.tmp$/.test(entry.name)) problems.push(`${name}: a partial file stays: ${path}`);
+      else if (/\.tmp$/.test(entry.name) || (entry.name.endsWith('.partial') && !existsSync(`${path}.json`)))
+        problems.push(`${name}: a partial file without a sidecar to resume it stays: ${path}`);
       else if (entry.name.endsWith('.gguf') && !listed.has(path))
         problems.push(`${name}: ${path} is on disk but not in the catalog`);
     }
@@ -385,9 +470,71 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     );
   };
 
+  interface PullEnd {
+    type: 'done' | 'error' | 'broken';
+    code?: string;
+    id?: string;
+  }
+  /** `POST /v1/models/pull` of the big model on `node` (from hive `from` only, when given). */
+  const pull = async (node: LabNode, from?: LabNode): Promise<PullEnd> => {
+    const body = JSON.stringify(from === undefined ? { model: BIG } : { model: BIG, from: nameOf(from) });
+    const argv = ['curl', '-sN', '--max-time', '180', '-H', 'content-type: application/json', '-d', body];
+    let out: string;
+    try {
+      out = await lab.net.exec(node.host, [...argv, `${API}/v1/models/pull`], { timeoutMs: 190_000 });
+    } catch (error) {
+      out = (error as { stdout?: string }).stdout ?? '';
+    }
+    const events = out
+      .split('\n')
+      .filter((l) => l.startsWith('data: '))
+      .map(
+        (l) => JSON.parse(l.slice(6)) as { type: string; error?: { code: string }; model?: { id: string } },
+      );
+    const last = events.at(-1);
+    if (last?.type === 'done') return { type: 'done', id: last.model!.id };
+    if (last?.type === 'error') return { type: 'error', code: last.error!.code };
+    return { type: 'broken' };
+  };
+  const removeBig = async (node: LabNode, id: string): Promise<void> => {
+    await lab.net.exec(node.host, [
+      'curl',
+      '-sf',
+      '-X',
+      'DELETE',
+      '-H',
+      'x-rbee-client: 1',
+      `${API}/v1/models/${id}`,
+    ]);
+  };
+  /** The partial files under a node's models directory, with their sizes. */
+  const partials = (node: LabNode): Array<{ path: string; bytes: number }> =>
+    filesUnder(join(node.home, 'models')).filter((f) => f.path.endsWith('.partial'));
+  /** Pulls again until the model is whole (a cut transfer resumes), then removes it from `node`. */
+  const pullWhole = async (node: LabNode, from: LabNode, what: string): Promise<string> => {
+    const again = await pull(node, from);
+    if (again.type !== 'done') {
+      problems.push(`${what}: pulling ${BIG} again on ${nameOf(node)} failed (${again.code ?? again.type})`);
+      return 'the pull again failed';
+    }
+    for (const p of partials(node))
+      problems.push(`${what}: a partial file stays after a whole pull: ${p.path}`);
+    problems.push(...catalogProblems(nameOf(node), node.home));
+    await removeBig(node, again.id!);
+    return 'pulled whole again';
+  };
+  /** A node other than `not` that holds the big model (n1 always does, unless it is `not`). */
+  const holderFor = (not: LabNode): LabNode => (not === lab.nodes[0] ? lab.nodes[1]! : lab.nodes[0]!);
+  const diskNode = lab.nodes.at(-1)!;
+  const diskDir = join(diskNode.home, 'models');
+  let mounted = false;
   const clean = async (): Promise<void> => {
     for (const c of clients) if (c.child.exitCode === null) c.child.kill('SIGKILL');
     await Promise.all(clients.map((c) => c.exited));
+    await Promise.all(lab.nodes.map((n) => lab.kill(n)));
+    // workers outlive a killed node for a moment: none may hold the tmpfs
+    for (const node of lab.nodes) killAll(pidsWithEnv('RBEE_HOME', node.home));
+    if (mounted) await run('umount', ['-l', diskDir]).catch(() => undefined);
     await lab.destroy();
   };
   try {
@@ -397,8 +544,14 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
         JSON.stringify({ nodeName: `n${i + 1}`, threads: 1, keepAliveS: -1 }),
       ),
     );
+    mkdirSync(diskDir, { recursive: true });
+    await run('mount', ['-t', 'tmpfs', '-o', `size=${DISK_NODE_TMPFS}`, 'tmpfs', diskDir]);
+    mounted = true;
     await Promise.all(lab.nodes.map((node) => start(node)));
     await agreed(lab.nodes, 'the nodes to agree on a queen');
+    // the first node makes the big model the model faults send between hives
+    const made = await pull(lab.nodes[0]!);
+    if (made.type !== 'done') throw new Error(`making ${BIG} on n1 failed: ${made.code ?? made.type}`);
     // every node makes the demo model and loads a worker before the clock starts: the fault-free
     // phase measures serving, not the first load
     await Promise.all(lab.nodes.map((node) => warm(node)));
@@ -506,6 +659,92 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
         await agreed(lab.nodes, 'the cluster after the old queen restarted');
         return done(`kill -9 of the queen; a new queen after ${newQueenMs} ms; restarted`, { newQueenMs });
       }
+      case 'disk-full': {
+        node = diskNode;
+        const from = holderFor(node);
+        const pulling = pull(node, from);
+        const started = await waitFor(() => partials(node).some((p) => p.bytes > 0) || undefined, {
+          what: 'the download to start',
+          timeoutMs: 30_000,
+          intervalMs: 5,
+        }).catch(() => false);
+        const filler = join(diskDir, 'filler');
+        if (started) {
+          const free = statfsSync(diskDir);
+          await run('fallocate', ['-l', String(free.bavail * free.bsize), filler]).catch(() => undefined);
+        }
+        const end = await pulling;
+        rmSync(filler, { force: true });
+        const code = end.code ?? end.type;
+        if (end.type !== 'done' && !PULL_CODES_OF['disk-full']!.has(code))
+          problems.push(`disk-full: the pull on ${nameOf(node)} failed with ${code}, not DISK_FULL`);
+        for (const p of partials(node)) problems.push(`disk-full: a partial file stays: ${p.path}`);
+        problems.push(...catalogProblems(nameOf(node), node.home));
+        if (end.type === 'done') await removeBig(node, end.id!);
+        const again =
+          end.type === 'done'
+            ? 'the download ended before the disk filled'
+            : await pullWhole(node, from, 'disk-full');
+        return done(`disk filled during a download from ${nameOf(from)}: ${code}; ${again}`, {
+          pullCode: code,
+        });
+      }
+      case 'cut-transfer': {
+        const to = node === lab.nodes[0] ? lab.nodes[1]! : node;
+        node = holderFor(to);
+        const from = node;
+        const pulling = pull(to, from);
+        const started = await waitFor(() => partials(to).some((p) => p.bytes > 0) || undefined, {
+          what: 'the transfer to start',
+          timeoutMs: 30_000,
+          intervalMs: 5,
+        }).catch(() => false);
+        if (started) await lab.kill(from);
+        const end = await pulling;
+        const code = end.code ?? end.type;
+        if (end.type !== 'done' && !PULL_CODES_OF['cut-transfer']!.has(code))
+          problems.push(`cut-transfer: the pull on ${nameOf(to)} failed with ${code}`);
+        if (started) await restart(from);
+        // a cut transfer may keep its partial to resume from, with its sidecar, and nothing else
+        for (const p of partials(to))
+          if (!existsSync(`${p.path}.json`))
+            problems.push(`cut-transfer: a partial without a sidecar: ${p.path}`);
+        if (end.type === 'done') await removeBig(to, end.id!);
+        const again =
+          end.type === 'done'
+            ? started
+              ? 'the pull still completed (from another source)'
+              : 'the transfer ended before the cut'
+            : await pullWhole(to, from, 'cut-transfer');
+        await agreed(lab.nodes, 'the cluster after a cut transfer');
+        return done(
+          `${started ? 'kill -9 of the sender mid-transfer' : 'no transfer seen to cut'} to ${nameOf(to)}: pull ${code}; ${again}`,
+          { pullCode: code },
+        );
+      }
+      case 'restart-in-catalog-write': {
+        if (node === lab.nodes[0]) node = lab.nodes[1]!;
+        const to = node;
+        const from = holderFor(to);
+        const before = new Set(filesUnder(join(to.home, 'models')).map((f) => f.path));
+        const pulling = pull(to, from);
+        // the moment the whole file is renamed into place, its catalog row is written: kill then
+        const landed = await waitFor(
+          () =>
+            filesUnder(join(to.home, 'models')).some(
+              (f) => f.path.endsWith('.gguf') && !before.has(f.path),
+            ) || undefined,
+          { what: 'the file to land', timeoutMs: 60_000, intervalMs: 1 },
+        ).catch(() => false);
+        await lab.kill(to);
+        await pulling;
+        await restart(to);
+        const again = await pullWhole(to, from, 'restart-in-catalog-write');
+        await agreed(lab.nodes, 'the cluster after a restart in a catalog write');
+        return done(
+          `kill -9 ${landed ? 'as the pulled file landed' : 'during the pull (the file never landed)'}; restarted; ${again}`,
+        );
+      }
       case 'partition': {
         await lab.net.partition(node.host);
         await sleep(8_000);
@@ -535,7 +774,9 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     // every failure (and every refusal) must carry a documented code a fault explains
     for (const job of jobs.filter((j) => j.outcome === 'failed' || j.outcome === 'refused')) {
       const row = job.id === undefined ? undefined : rows.get(job.id);
-      const places = new Set([job.client, row?.node, row?.hive_name ?? undefined]);
+      // where the job was: its entry node, the hive its row names, and a hive its error names
+      const named = /\bhive (n\d+)\b/.exec(job.message ?? '')?.[1];
+      const places = new Set([job.client, row?.node, row?.hive_name ?? undefined, named]);
       const what = `${job.client} ${job.kind} ${job.id ?? '(no id)'} ${job.outcome} ${job.code} "${job.message ?? ''}" at +${((job.start - loadStart) / 1000).toFixed(1)}..${((job.end - loadStart) / 1000).toFixed(1)} s`;
       if (job.code === undefined || !isErrorCode(job.code)) {
         problems.push(`undocumented failure: ${what}`);
@@ -579,6 +820,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     const lastFaultEnd = Math.max(...faults.map((f) => f.end), faultsStart);
     return {
       seed: options.seed,
+      loadStart,
       durationS: options.durationS,
       nodes: count,
       schedule,
@@ -625,7 +867,12 @@ export function formatReport(r: SoakReport): string {
         .map(([k, v]) => `${k} ${v}`)
         .join(', ') || 'none'
     }`,
-    `faults: ${r.faults.map((f) => `${f.kind} ${f.node}`).join(', ') || 'none'}`,
+    '| at | fault | node | what happened | whole again after |',
+    '| --- | --- | --- | --- | --- |',
+    ...r.faults.map(
+      (f) =>
+        `| +${((f.start - r.loadStart) / 1000).toFixed(0)} s | ${f.kind} | ${f.node} | ${f.detail} | ${((f.end - f.start) / 1000).toFixed(1)} s |`,
+    ),
     `new queen after a queen kill: ${r.newQueenMs.map((ms) => `${ms} ms`).join(', ') || 'no queen kill'}`,
     '| node (pid) | RSS first | RSS last | fds first | fds last | within bound |',
     '| --- | --- | --- | --- | --- | --- |',
