@@ -13,6 +13,7 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import {
   existsSync,
   mkdirSync,
+  mkdtempSync,
   readdirSync,
   readFileSync,
   rmSync,
@@ -20,11 +21,13 @@ import {
   statSync,
   writeFileSync,
 } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import Database from 'better-sqlite3';
+import { generateTestModel } from '../../src/engine/gguf/index.js';
 import { isErrorCode } from '../../src/shared/errors.js';
 import { REPO } from './cli.js';
 import { createClusterLab, type LabNode } from './cluster-lab.js';
@@ -70,6 +73,8 @@ export interface Fault extends PlannedFault {
   detail: string;
   /** kill-queen: ms from the kill to the survivors agreeing on a new queen. */
   newQueenMs?: number;
+  /** The node it killed or cut off was the queen then: every job of the cluster may feel it. */
+  wasQueen?: boolean;
   /** Model faults: how the cut pull ended (its error code, or done when the fault came too late). */
   pullCode?: string;
 }
@@ -176,7 +181,8 @@ const CODES_OF: Record<FaultKind, ReadonlySet<string>> = {
 /** What a pull cut by each model fault may fail with. */
 const PULL_CODES_OF: Partial<Record<FaultKind, ReadonlySet<string>>> = {
   'disk-full': new Set(['DISK_FULL']),
-  'cut-transfer': new Set(['DOWNLOAD_FAILED', 'DOWNLOAD_TRUNCATED', 'NODE_UNREACHABLE']),
+  // MODEL_NOT_FOUND: the sender is gone (no live hive holds the model any more)
+  'cut-transfer': new Set(['DOWNLOAD_FAILED', 'DOWNLOAD_TRUNCATED', 'NODE_UNREACHABLE', 'MODEL_NOT_FOUND']),
 };
 /** Faults that touch every job of the cluster (the queen places them all), not only their node's. */
 const CLUSTER_WIDE: ReadonlySet<FaultKind> = new Set(['kill-queen', 'partition']);
@@ -191,8 +197,25 @@ const KINDS: FaultKind[] = [
   'cut-transfer',
   'restart-in-catalog-write',
 ];
-/** The model the model faults move between hives (174 MB: a transfer lasts long enough to cut). */
-const BIG = 'demo:small';
+/**
+ * The model the model faults move between hives: the generated small model (174 MB, a transfer
+ * lasts long enough to cut), served by a plain HTTP server on the first node's loopback. The first
+ * node downloads it from there; the others can reach that server from nowhere, so they fetch it
+ * from the first node over the LAN (`from`), as a peer transfer.
+ */
+const BIG_PORT = 7899;
+const BIG = `http://127.0.0.1:${BIG_PORT}/small.gguf`;
+const SERVE = `
+const { createServer } = require('node:http');
+const { createReadStream, statSync } = require('node:fs');
+const file = process.argv[1];
+createServer((req, res) => {
+  const size = statSync(file).size;
+  res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': size });
+  if (req.method === 'HEAD') return res.end();
+  createReadStream(file).pipe(res);
+}).listen(${BIG_PORT}, '127.0.0.1');
+`;
 /** The last node's models directory is a tmpfs of this size (the node keeps 1 GiB free). */
 const DISK_NODE_TMPFS = '1400m';
 
@@ -249,11 +272,13 @@ function figures(node: string, pid: number): ProcessFigures | undefined {
   try {
     const status = readFileSync(`/proc/${pid}/status`, 'utf8');
     const rss = /VmRSS:\s+(\d+) kB/.exec(status);
+    // a process being killed has no memory to report any more
+    if (rss === null) return undefined;
     return {
       node,
       pid,
       at: Date.now(),
-      rssBytes: Number(rss?.[1] ?? 0) * 1024,
+      rssBytes: Number(rss[1]) * 1024,
       fds: readdirSync(`/proc/${pid}/fd`).length,
     };
   } catch {
@@ -512,7 +537,14 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     filesUnder(join(node.home, 'models')).filter((f) => f.path.endsWith('.partial'));
   /** Pulls again until the model is whole (a cut transfer resumes), then removes it from `node`. */
   const pullWhole = async (node: LabNode, from: LabNode, what: string): Promise<string> => {
-    const again = await pull(node, from);
+    // after a restart: once the cluster is whole, and the sender's catalog known again (a node
+    // that has not yet heard the sender's models says no live hive holds it: try again meanwhile)
+    await agreed(lab.nodes, `the cluster before pulling again (${what})`);
+    let again = await pull(node, from);
+    for (let tries = 0; again.type === 'error' && again.code === 'MODEL_NOT_FOUND' && tries < 15; tries++) {
+      await sleep(2_000);
+      again = await pull(node, from);
+    }
     if (again.type !== 'done') {
       problems.push(`${what}: pulling ${BIG} again on ${nameOf(node)} failed (${again.code ?? again.type})`);
       return 'the pull again failed';
@@ -528,6 +560,8 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   const diskNode = lab.nodes.at(-1)!;
   const diskDir = join(diskNode.home, 'models');
   let mounted = false;
+  const bigDir = mkdtempSync(join(tmpdir(), 'rbee-soak-'));
+  let server: ChildProcess | undefined;
   const clean = async (): Promise<void> => {
     for (const c of clients) if (c.child.exitCode === null) c.child.kill('SIGKILL');
     await Promise.all(clients.map((c) => c.exited));
@@ -535,6 +569,12 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     // workers outlive a killed node for a moment: none may hold the tmpfs
     for (const node of lab.nodes) killAll(pidsWithEnv('RBEE_HOME', node.home));
     if (mounted) await run('umount', ['-l', diskDir]).catch(() => undefined);
+    if (server !== undefined && server.exitCode === null) {
+      const gone = new Promise((resolve) => server!.once('exit', resolve));
+      server.kill('SIGKILL');
+      await gone;
+    }
+    rmSync(bigDir, { recursive: true, force: true });
     await lab.destroy();
   };
   try {
@@ -544,12 +584,26 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
         JSON.stringify({ nodeName: `n${i + 1}`, threads: 1, keepAliveS: -1 }),
       ),
     );
+    await generateTestModel({ path: join(bigDir, 'small.gguf'), preset: 'small', seed: 1 });
+    server = spawn(
+      'ip',
+      ['netns', 'exec', lab.nodes[0]!.host.ns, process.execPath, '-e', SERVE, join(bigDir, 'small.gguf')],
+      { stdio: 'ignore' },
+    );
+    await waitFor(
+      () =>
+        lab.net
+          .exec(lab.nodes[0]!.host, ['curl', '-sfI', '--max-time', '2', BIG])
+          .then(() => true)
+          .catch(() => false),
+      { what: 'the model server to listen' },
+    );
     mkdirSync(diskDir, { recursive: true });
     await run('mount', ['-t', 'tmpfs', '-o', `size=${DISK_NODE_TMPFS}`, 'tmpfs', diskDir]);
     mounted = true;
     await Promise.all(lab.nodes.map((node) => start(node)));
     await agreed(lab.nodes, 'the nodes to agree on a queen');
-    // the first node makes the big model the model faults send between hives
+    // the first node downloads the big model the model faults send between hives
     const made = await pull(lab.nodes[0]!);
     if (made.type !== 'done') throw new Error(`making ${BIG} on n1 failed: ${made.code ?? made.type}`);
     // every node makes the demo model and loads a worker before the clock starts: the fault-free
@@ -609,12 +663,14 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   async function inject(planned: PlannedFault): Promise<Fault> {
     const start = Date.now();
     let node = lab.nodes[planned.target]!;
+    const queenBefore = await lab.agreedQueen(lab.nodes);
     const done = (detail: string, extra: Partial<Fault> = {}): Fault => ({
       ...planned,
       node: nameOf(node),
       start,
       end: Date.now(),
-      detail,
+      detail: node.peerId === queenBefore ? `${detail} (it was the queen)` : detail,
+      wasQueen: node.peerId === queenBefore,
       ...extra,
     });
     switch (planned.kind) {
@@ -787,7 +843,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
           CODES_OF[f.kind].has(job.code!) &&
           job.end >= f.start - 1_000 &&
           job.start <= f.end + AFTER_MS &&
-          (CLUSTER_WIDE.has(f.kind) || places.has(f.node)),
+          (CLUSTER_WIDE.has(f.kind) || f.wasQueen === true || places.has(f.node)),
       );
       if (!explained) problems.push(`a failure no fault explains: ${what}`);
     }
