@@ -1,7 +1,8 @@
 /**
  * `npm run soak` for 60 seconds: three real nodes in network namespaces under continuous load from a
- * client in each namespace, while a seeded schedule kills a worker, a node and the queen and cuts a
- * node off the LAN. No job may be lost, every failure must carry a documented code that a fault
+ * client in each namespace, while a seeded schedule kills a worker, a node and the queen, cuts a
+ * node off the LAN, fills a hive's disk during a download, cuts a model transfer and kills a node
+ * as a pulled file lands. No job may be lost, every failure must carry a documented code that a fault
  * explains, and the cluster must end with one queen, final jobs rows and catalogs that match their
  * disks. Skips (saying why) where this machine does not allow network namespaces.
  */
@@ -20,10 +21,13 @@ describe.skipIf(!support.ok)(title, () => {
     const report = await runSoak({ seed: SEED, durationS: 60, nodes: 3 });
     const text = formatReport(report);
     expect(report.faults.map((f) => f.kind).sort(), text).toEqual([
+      'cut-transfer',
+      'disk-full',
       'kill-node',
       'kill-queen',
       'kill-worker',
       'partition',
+      'restart-in-catalog-write',
     ]);
     expect(report.jobs.completed, text).toBeGreaterThan(0);
     expect(report.jobs.lost, text).toBe(0);
