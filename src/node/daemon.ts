@@ -452,7 +452,10 @@ export async function startNode(
   try {
     const reconciled = await provisioner.reconcile();
     if (
-      reconciled.removedPartials.length + reconciled.removedRows.length + reconciled.keptPartials.length >
+      reconciled.removedPartials.length +
+        reconciled.removedRows.length +
+        reconciled.keptPartials.length +
+        reconciled.removedFiles.length >
       0
     ) {
       log.info(

@@ -509,6 +509,19 @@ describe('reconcile and remove', () => {
     expect(existsSync(join(modelsDir, 'hf'))).toBe(false);
   });
 
+  it('deletes a model file no row names: a crash between its rename into place and its row', async () => {
+    const { model } = await provisioner.ensure(parseModelRef('demo'));
+    // the process died after the rename, before the row: the file is there, the catalog knows nothing
+    catalog.remove(model.id);
+    const report = await make().reconcile();
+    expect(report.removedFiles).toEqual([model.path]);
+    expect(await filesUnder(modelsDir)).toEqual([]);
+    // pulled again, it is whole and listed once more
+    const again = await make().ensure(parseModelRef('demo'));
+    expect(catalog.list().map((r) => r.path)).toEqual([again.model.path]);
+    expect(await filesUnder(modelsDir)).toEqual([again.model.path]);
+  });
+
   it('removes by ref or id, deleting the file and its empty folders', async () => {
     server.route('/org/repo2/resolve/main/m.gguf', serveBytes(tiny));
     const { model } = await provisioner.ensure(parseModelRef('hf:org/repo2/m.gguf'));

@@ -21,6 +21,7 @@ import {
   fileSize,
   hashFile,
   isInside,
+  listFiles,
   modelBytesOnDisk,
   modelFilePaths,
   pruneEmptyDirs,
@@ -106,6 +107,11 @@ export interface ReconcileReport {
   keptPartials: string[];
   /** Rows whose file was gone, deleted. */
   removedRows: ModelRow[];
+  /**
+   * Model files no row names, deleted: a crash between a file's rename into place and its row
+   * leaves one, which nothing would ever list, use or delete.
+   */
+  removedFiles: string[];
 }
 
 export interface Provisioner {
@@ -576,7 +582,15 @@ export function createProvisioner(init: ProvisionerInit): Provisioner {
         // The parts of a split model that lost one of them are of no use any more.
         if (row.source !== 'local') await deleteModelFiles(row.path);
       }
-      return { removedPartials: swept.removed, keptPartials: swept.kept, removedRows };
+      const named = new Set(catalog.list().flatMap((row) => modelFilePaths(row.path)));
+      const removedFiles: string[] = [];
+      for (const file of await listFiles(modelsDir)) {
+        if (!file.toLowerCase().endsWith('.gguf') || named.has(file)) continue;
+        await rm(file, { force: true });
+        await pruneEmptyDirs(dirname(file), modelsDir);
+        removedFiles.push(file);
+      }
+      return { removedPartials: swept.removed, keptPartials: swept.kept, removedRows, removedFiles };
     },
 
     async remove(idOrRef, options = {}) {
