@@ -98,30 +98,38 @@ describe('a worker killed mid-stream', () => {
     expect(last?.type === 'error' ? last.error : last).toMatchObject({ type: 'done' });
   }, 180_000);
 
-  it('fails a job with tools instead of continuing it mid-answer', async () => {
-    const { id } = await client.submitJob({
-      model: 'demo',
-      messages: [{ role: 'user', content: 'go' }],
-      tools: [{ name: 'noop', parameters: { type: 'object', properties: {} } }],
-      maxTokens: 100_000,
-    });
-    let firstToken!: () => void;
-    const streaming = new Promise<void>((resolve) => (firstToken = resolve));
-    const events = (async () => {
-      const seen: JobEvent[] = [];
-      for await (const e of client.jobEvents(id)) {
-        seen.push(e);
-        if (e.type === 'token') firstToken();
-      }
-      return seen;
-    })();
-    await streaming;
-    process.kill((await workers()).workers[0]!.pid, 'SIGKILL');
-    const seen = await events;
-    // a call cut in two cannot go on under its grammar elsewhere: the client sees the failure
-    expect(seen.at(-1)).toMatchObject({ type: 'error', error: { code: 'WORKER_CRASHED' } });
-    expect(seen.some((e) => e.type === 'narration' && /continuing the stream/.test(e.text))).toBe(false);
-  }, 120_000);
+  it.each([
+    ['tools', { tools: [{ name: 'noop', parameters: { type: 'object', properties: {} } }] }],
+    // a new worker would start the JSON value afresh: the client would get invalid output
+    ['a JSON schema', { jsonSchema: { type: 'array', items: { type: 'integer' }, minItems: 100 } }],
+  ])(
+    'fails a job with %s instead of continuing it mid-answer',
+    async (_what, constraint) => {
+      const { id } = await client.submitJob({
+        model: 'demo',
+        messages: [{ role: 'user', content: 'go' }],
+        ...constraint,
+        maxTokens: 100_000,
+      });
+      let firstToken!: () => void;
+      const streaming = new Promise<void>((resolve) => (firstToken = resolve));
+      const events = (async () => {
+        const seen: JobEvent[] = [];
+        for await (const e of client.jobEvents(id)) {
+          seen.push(e);
+          if (e.type === 'token') firstToken();
+        }
+        return seen;
+      })();
+      await streaming;
+      process.kill((await workers()).workers[0]!.pid, 'SIGKILL');
+      const seen = await events;
+      // a call cut in two cannot go on under its grammar elsewhere: the client sees the failure
+      expect(seen.at(-1)).toMatchObject({ type: 'error', error: { code: 'WORKER_CRASHED' } });
+      expect(seen.some((e) => e.type === 'narration' && /continuing the stream/.test(e.text))).toBe(false);
+    },
+    120_000,
+  );
 
   it('opens the circuit breaker after repeated crashes, visibly, and refuses new loads fast', async () => {
     for (let crash = 1; crash <= 3; crash++) {

@@ -200,14 +200,19 @@ export function createRouter(init: RouterInit): (job: JobContext) => Promise<voi
         ticket.release();
         const rbee = toRbeeError(error);
         const pinnedBeforeFirstToken = request.hive !== undefined && sentTokens.length === 0;
-        // a tool call's grammar cannot resume mid-call on another worker: retried before its first token only
-        const toolsMidStream = request.tools !== undefined && sentTokens.length > 0;
+        // a grammar (a tool call's, a JSON schema's, a GBNF one) cannot resume mid-answer on another
+        // worker, which would start a fresh value: such jobs are retried before their first token only
+        const constrainedMidStream =
+          (request.tools !== undefined ||
+            request.jsonSchema !== undefined ||
+            request.grammar !== undefined) &&
+          sentTokens.length > 0;
         if (
           signal.aborted ||
           !RETRYABLE.has(rbee.code) ||
           attempt >= MAX_RETRIES ||
           pinnedBeforeFirstToken ||
-          toolsMidStream
+          constrainedMidStream
         ) {
           throw rbee;
         }
