@@ -10,7 +10,7 @@ import { z } from 'zod';
 import { testNodeConfig } from '../helpers/test-node.js';
 import { startNode, type RunningNode } from '../../src/node/daemon.js';
 import { createNodeClient, type NodeClient } from '../../src/node/client/index.js';
-import type { JobEvent } from '../../src/shared/wire.js';
+import type { JobEvent, JobRequest } from '../../src/shared/wire.js';
 import { collect, waitFor } from '../helpers/wait-for.js';
 
 let home: string;
@@ -52,9 +52,9 @@ afterEach(async () => {
 
 /** Starts a job and resolves once it streams, with its worker's pid. */
 async function streamingJob(
-  maxTokens = 100_000,
+  request: JobRequest,
 ): Promise<{ id: string; events: Promise<JobEvent[]>; pid: number }> {
-  const { id } = await client.submitJob({ model: 'demo', prompt: 'go', maxTokens });
+  const { id } = await client.submitJob(request);
   let firstToken!: () => void;
   const streaming = new Promise<void>((resolve) => (firstToken = resolve));
   const events = (async () => {
@@ -72,7 +72,7 @@ async function streamingJob(
 
 describe('a worker killed mid-stream', () => {
   it('goes on with the job on a new worker, is restarted by policy, and the node stays healthy', async () => {
-    const job = await streamingJob(600);
+    const job = await streamingJob({ model: 'demo', prompt: 'go', maxTokens: 600 });
     process.kill(job.pid, 'SIGKILL');
     const events = await job.events;
     // the stream does not end with the worker: the job continues where it broke and completes
@@ -105,25 +105,14 @@ describe('a worker killed mid-stream', () => {
   ])(
     'fails a job with %s instead of continuing it mid-answer',
     async (_what, constraint) => {
-      const { id } = await client.submitJob({
+      const job = await streamingJob({
         model: 'demo',
         messages: [{ role: 'user', content: 'go' }],
         ...constraint,
         maxTokens: 100_000,
       });
-      let firstToken!: () => void;
-      const streaming = new Promise<void>((resolve) => (firstToken = resolve));
-      const events = (async () => {
-        const seen: JobEvent[] = [];
-        for await (const e of client.jobEvents(id)) {
-          seen.push(e);
-          if (e.type === 'token') firstToken();
-        }
-        return seen;
-      })();
-      await streaming;
-      process.kill((await workers()).workers[0]!.pid, 'SIGKILL');
-      const seen = await events;
+      process.kill(job.pid, 'SIGKILL');
+      const seen = await job.events;
       // a call cut in two cannot go on under its grammar elsewhere: the client sees the failure
       expect(seen.at(-1)).toMatchObject({ type: 'error', error: { code: 'WORKER_CRASHED' } });
       expect(seen.some((e) => e.type === 'narration' && /continuing the stream/.test(e.text))).toBe(false);

@@ -20,7 +20,7 @@ import type { ApiClient } from './auth.js';
 import { anthropicErrorBody, sendErrorBody } from './error-body.js';
 import { submitFollowed } from './job-events.js';
 import type { ModelAccessCheck } from './model-access.js';
-import { checkToolMessages, toolJobFields, toolPlan, ToolStream, type ToolPlan } from './openai-tools.js';
+import { checkChatToolMessages, toolJobFields, toolPlan, ToolStream, type ToolPlan } from './openai-tools.js';
 import { sseEvent, type OpenSse, type SseStream } from './sse.js';
 
 export interface AnthropicInit {
@@ -175,18 +175,7 @@ export function anthropicToolPlan(
   body: Pick<ChatBody, 'tools' | 'tool_choice'>,
   messages: ChatMessage[],
 ): ToolPlan | undefined {
-  checkToolMessages(
-    messages.map((m) => ({
-      role: m.role,
-      content: m.content,
-      tool_calls: m.toolCalls?.map((c) => ({
-        id: c.id,
-        type: 'function' as const,
-        function: { name: c.name, arguments: c.arguments },
-      })),
-      ...(m.toolCallId === undefined ? {} : { tool_call_id: m.toolCallId }),
-    })),
-  );
+  checkChatToolMessages(messages);
   const choice = body.tool_choice;
   return toolPlan({
     tools: (body.tools ?? []).map((t) => ({

@@ -18,7 +18,7 @@ import { z } from 'zod';
 import { RbeeError } from '../../shared/errors.js';
 import type { ChatMessage, DoneEvent, JobRequest } from '../../shared/wire.js';
 import {
-  checkToolMessages,
+  checkChatToolMessages,
   toolFields,
   toolJobFields,
   toolPlan,
@@ -181,18 +181,7 @@ export function responsesToolPlan(body: ResponsesBody): ToolPlan | undefined {
 export function conversationOf(body: ResponsesBody, memory: ResponseMemory): ChatMessage[] {
   const conversation = turnsOf(body, memory);
   // every function_call_output answers a call of the assistant turn before it
-  checkToolMessages(
-    conversation.map((m) => ({
-      role: m.role,
-      content: m.content,
-      tool_calls: m.toolCalls?.map((c) => ({
-        id: c.id,
-        type: 'function' as const,
-        function: { name: c.name, arguments: c.arguments },
-      })),
-      tool_call_id: m.toolCallId,
-    })),
-  );
+  checkChatToolMessages(conversation);
   return conversation;
 }
 

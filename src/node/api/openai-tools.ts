@@ -161,6 +161,22 @@ export function checkToolMessages(messages: readonly MessageIn[]): void {
   }
 }
 
+/** checkToolMessages over rbee's own messages (as other APIs' requests arrive at them). */
+export function checkChatToolMessages(messages: readonly ChatMessage[]): void {
+  checkToolMessages(
+    messages.map((m) => ({
+      role: m.role,
+      content: m.content,
+      tool_calls: m.toolCalls?.map((c) => ({
+        id: c.id,
+        type: 'function' as const,
+        function: { name: c.name, arguments: c.arguments },
+      })),
+      ...(m.toolCallId === undefined ? {} : { tool_call_id: m.toolCallId }),
+    })),
+  );
+}
+
 /** A message's tool fields on the wire. */
 export function toolMessage(m: MessageIn): Pick<ChatMessage, 'toolCalls' | 'toolCallId'> {
   return {

@@ -12,7 +12,7 @@ import { parseKeepAlive } from '../../shared/duration.js';
 import { RbeeError } from '../../shared/errors.js';
 import { mib } from '../../shared/format.js';
 import type { HiveState } from '../../shared/view.js';
-import type { Health, JobRequest, NarrationSource, Progress } from '../../shared/wire.js';
+import type { DoneEvent, Health, JobRequest, NarrationSource, Progress } from '../../shared/wire.js';
 import type { ModelRef, Provisioner } from '../models/index.js';
 import { neededBytes, strongestDeviceWithRoom } from '../queen/index.js';
 import type { ModelCatalog } from '../store/index.js';
@@ -189,43 +189,34 @@ export function createLocalHive(init: LocalHiveInit): Hive {
       // how long this job waited for the model to load, when it did (Ollama's load_duration)
       const loaded = lease.loadMs === undefined ? {} : { loadMs: Math.round(lease.loadMs) };
       try {
-        if (request.embed !== undefined) {
-          narrate('worker', `embedding ${request.embed.length} text(s) on worker ${lease.worker.id}`);
-          const result = await lease.embed(request.embed, { signal });
+        /** The one event of a job answered whole (embeddings, scores): no tokens, its time in all. */
+        const answered = (promptTokens: number, answer: Pick<DoneEvent, 'embeddings' | 'scores'>) => {
           const end = Date.now();
-          await emit({
+          return emit({
             type: 'done',
             model: model.id,
             finishReason: 'stop',
-            usage: { promptTokens: result.promptTokens, completionTokens: 0 },
+            usage: { promptTokens, completionTokens: 0 },
             timings: {
               timeToFirstTokenMs: end - job.acceptedAt,
               tokensPerSecond: 0,
               totalMs: end - job.acceptedAt,
               ...loaded,
             },
-            embeddings: result.embeddings,
+            ...answer,
           });
+        };
+        if (request.embed !== undefined) {
+          narrate('worker', `embedding ${request.embed.length} text(s) on worker ${lease.worker.id}`);
+          const result = await lease.embed(request.embed, { signal });
+          await answered(result.promptTokens, { embeddings: result.embeddings });
           return;
         }
         if (request.rank !== undefined) {
           const { query, documents } = request.rank;
           narrate('worker', `ranking ${documents.length} document(s) on worker ${lease.worker.id}`);
           const result = await lease.rank(query, documents, { signal });
-          const end = Date.now();
-          await emit({
-            type: 'done',
-            model: model.id,
-            finishReason: 'stop',
-            usage: { promptTokens: result.promptTokens, completionTokens: 0 },
-            timings: {
-              timeToFirstTokenMs: end - job.acceptedAt,
-              tokensPerSecond: 0,
-              totalMs: end - job.acceptedAt,
-              ...loaded,
-            },
-            scores: result.scores,
-          });
+          await answered(result.promptTokens, { scores: result.scores });
           return;
         }
         narrate('worker', `generating on worker ${lease.worker.id}`);
