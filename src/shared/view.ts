@@ -54,6 +54,8 @@ export const workerViewSchema = z.object({
   lastUsedAt: z.number(),
   /** Seconds it stays loaded once idle; -1: until stopped (absent from hives of older versions). */
   keepAliveS: z.number().optional(),
+  /** Tokens of context each slot has (absent from hives of older versions). */
+  contextSize: z.number().int().optional(),
   /** What its slots keep in their KV caches (shared/prefix.ts): where a prompt's start is cached. */
   prefixes: z.array(prefixKeySchema).max(64).optional(),
 });

@@ -70,6 +70,10 @@ export const samplingSchema = z.object({
 });
 export type Sampling = z.infer<typeof samplingSchema>;
 
+/** Bounds of a job's `contextSize`: below 64 tokens a chat template leaves no room for a prompt. */
+export const MIN_CONTEXT_SIZE = 64;
+export const MAX_CONTEXT_SIZE = 1_048_576;
+
 export const jobRequestSchema = samplingSchema
   .extend({
     model: z.string().min(1).max(2048),
@@ -78,6 +82,12 @@ export const jobRequestSchema = samplingSchema
     raw: z.boolean().optional(),
     /** How long the worker stays loaded after this job: seconds or "5m"; 0 unloads at once, -1 never. */
     keepAlive: z.union([z.number(), z.string().max(32)]).optional(),
+    /**
+     * The least context, in tokens per slot, the job's worker must have (Ollama's `num_ctx`). A
+     * worker of the model with less is reloaded with this much once its running jobs are done; one
+     * with more serves the job as it is. Absent: whatever context the worker has.
+     */
+    contextSize: z.number().int().min(MIN_CONTEXT_SIZE).max(MAX_CONTEXT_SIZE).optional(),
     messages: z.array(chatMessageSchema).min(1).optional(),
     system: z.string().optional(),
     /**

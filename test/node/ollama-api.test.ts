@@ -249,6 +249,40 @@ describe('Ollama API', () => {
     await waitFor(async () => (await ollama.ps()).models.length === 0, { timeoutMs: 15_000 });
   });
 
+  it('honours num_ctx: the worker is reloaded with the context asked, and /api/ps shows it', async () => {
+    const contextOfRunning = async (): Promise<number[]> => {
+      const body = (await (await fetch(`${node.url}/api/ps`)).json()) as {
+        models: { context_length: number }[];
+      };
+      return body.models.map((m) => m.context_length);
+    };
+    const hi: Message[] = [{ role: 'user', content: 'Hi' }];
+    await ollama.chat({ model: demoName, messages: hi, options: { num_predict: 1 } });
+    // the model's own context (the tiny model's 2048)
+    expect(await contextOfRunning()).toEqual([2048]);
+    const widened = await ollama.chat({
+      model: demoName,
+      messages: hi,
+      options: { num_ctx: 4096, num_predict: 1 },
+    });
+    expect(widened.done).toBe(true);
+    expect(await contextOfRunning()).toEqual([4096]);
+    // less than the worker has, or none: served as it is, not reloaded
+    await ollama.generate({ model: demoName, prompt: 'Hi', options: { num_ctx: 1024, num_predict: 1 } });
+    await ollama.chat({ model: demoName, messages: hi, options: { num_predict: 1 } });
+    expect(await contextOfRunning()).toEqual([4096]);
+    // a load request (no messages) with more loads the model with it
+    const loaded = await ollama.chat({ model: demoName, messages: [], options: { num_ctx: 6144 } });
+    expect(loaded).toMatchObject({ done: true, done_reason: 'load' });
+    expect(await contextOfRunning()).toEqual([6144]);
+    const refused = await ollama.chat({ model: demoName, messages: hi, options: { num_ctx: 8 } }).then(
+      () => undefined,
+      (error: unknown) => error as { status_code: number; error: string },
+    );
+    expect(refused?.status_code).toBe(400);
+    expect(refused?.error).toContain('num_ctx');
+  });
+
   it('pulls a model already on disk, and a model file by its path', async () => {
     const statuses: string[] = [];
     for await (const progress of await ollama.pull({ model: 'demo', stream: true })) {

@@ -63,7 +63,7 @@ describe('Ollama messages', () => {
 });
 
 describe('Ollama options', () => {
-  it('maps options, format and keep_alive to the job', () => {
+  it('maps options (num_ctx to the least context), format and keep_alive to the job', () => {
     expect(
       samplingOf({
         options: {
@@ -82,6 +82,7 @@ describe('Ollama options', () => {
       }),
     ).toEqual({
       maxTokens: 12,
+      contextSize: 4096,
       temperature: 0.2,
       topP: 0.9,
       topK: 40,

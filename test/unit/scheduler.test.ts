@@ -215,6 +215,64 @@ describe('the scheduler picks', () => {
       why: /hive b: model on disk/,
     },
     {
+      name: 'a warm worker with at least the context the job asks for',
+      hives: [{ id: 'a', models: [MODEL], workers: [{ contextSize: 8192 }] }],
+      req: { contextSize: 4096 },
+      hive: 'a',
+      kind: 'warm',
+      why: /model warm/,
+    },
+    {
+      name: 'a warm worker of a hive that does not say its context (an older version)',
+      hives: [{ id: 'a', models: [MODEL], workers: [{}] }],
+      req: { contextSize: 4096 },
+      hive: 'a',
+      kind: 'warm',
+      why: /model warm/,
+    },
+    {
+      name: 'the reload of an idle worker with too little context, its memory counted as free',
+      hives: [
+        {
+          id: 'a',
+          ramFree: 2 * GiB,
+          models: [MODEL],
+          workers: [{ id: 'short', contextSize: 2048, memoryBytes: 3 * GiB }],
+        },
+      ],
+      req: { contextSize: 8192 },
+      hive: 'a',
+      kind: 'on-disk',
+      evicts: ['short'],
+      why: /after unloading idle worker short \(2048 tokens of context, reloaded with 8192\)/,
+    },
+    {
+      name: 'a busy worker with too little context to wait for: it is reloaded once its jobs are done',
+      hives: [
+        {
+          id: 'a',
+          ramFree: 1 * GiB,
+          models: [MODEL],
+          workers: [{ state: 'busy', slots: 2, slotsBusy: 1, contextSize: 2048 }],
+        },
+      ],
+      req: { contextSize: 8192 },
+      hive: 'a',
+      kind: 'wait',
+      why: /has 2048 tokens of context and the job asks for 8192: it is reloaded once its running jobs are done/,
+    },
+    {
+      name: 'another hive with the model on disk over a worker with too little context',
+      hives: [
+        { id: 'a', models: [MODEL], workers: [{ contextSize: 2048, state: 'busy', slotsBusy: 1, slots: 4 }] },
+        { id: 'b', models: [MODEL] },
+      ],
+      req: { contextSize: 8192 },
+      hive: 'b',
+      kind: 'on-disk',
+      why: /hive b: model on disk/,
+    },
+    {
       name: 'room made by unloading the least recently used idle worker of another model',
       hives: [
         {

@@ -23,7 +23,7 @@ const MiB = 2 ** 20;
 const CUDA0: DeviceChoice = { backend: 'cuda', index: 0 };
 
 function model(id: string): ModelRow {
-  return { id, path: `/models/${id}.gguf`, bytes: 300 * MiB } as ModelRow;
+  return { id, path: `/models/${id}.gguf`, bytes: 300 * MiB, contextLength: 2048 } as ModelRow;
 }
 
 interface Lab {
@@ -106,7 +106,8 @@ function fakeHandle(init: WorkerInit, n: number, estimatedBytes: number): Worker
       backend: init.backend ?? 'cpu',
       device: init.device ?? 0,
       slots: 1,
-      contextSize: 512,
+      // as the engine does: what it was asked for, else the model's own (2048 here)
+      contextSize: init.contextSize ?? 2048,
       threads: 1,
       state: 'idle',
       memoryBytes: 150 * MiB,
@@ -263,5 +264,82 @@ describe('a GPU that fails', () => {
       /^GPU0 \(cuda\) failed: backend cuda is not available.*; and on the CPU: m needs 370 MiB \(estimated\)/,
     );
     expect(spawned.map((s) => s.backend)).toEqual(['cuda']);
+  });
+});
+
+describe('a job that asks for more context than the loaded worker has', () => {
+  const withContext = (pool: WorkerPool, contextSize: number, signal?: AbortSignal) => {
+    const said: string[] = [];
+    const lease = pool.acquire(model('m'), {
+      contextSize,
+      narrate: (text) => void said.push(text),
+      ...(signal === undefined ? {} : { signal }),
+    });
+    return { lease, said };
+  };
+
+  it('reloads an idle worker with the context asked, which later jobs then share', async () => {
+    const { pool, spawned, narration } = lab({});
+    (await acquire(pool, 'm')).lease.release();
+    const { lease, said } = withContext(pool, 8192);
+    const big = await lease;
+    expect(spawned.map((s) => s.contextSize)).toEqual([undefined, 8192]);
+    expect(big.worker).toMatchObject({ id: 'w2', contextSize: 8192 });
+    expect(narration).toContainEqual(
+      'unloading worker w1 (m): reloading m with 8192 tokens of context ' +
+        '(worker w1 has 2048 tokens of context and the job asks for 8192)',
+    );
+    expect(said).toContainEqual(
+      expect.stringMatching(/starting a worker on the CPU \(.*8192 tokens of context\)/),
+    );
+    big.release();
+    // a job without a wish, or a smaller one, takes the larger worker as it is
+    const next = await acquire(pool, 'm');
+    expect(next.lease.worker.id).toBe('w2');
+    next.lease.release();
+    expect((await withContext(pool, 4096).lease).worker.id).toBe('w2');
+    expect(spawned).toHaveLength(2);
+    expect(pool.list().map((w) => w.id)).toEqual(['w2']);
+  });
+
+  it('does not reload for less context than the worker has', async () => {
+    const { pool, spawned } = lab({});
+    (await acquire(pool, 'm')).lease.release();
+    const small = await withContext(pool, 1024).lease;
+    expect(small.worker.id).toBe('w1');
+    expect(spawned).toHaveLength(1);
+    // and a first worker started for a small wish gets the default context, not less
+    const other = lab({});
+    const first = await other.pool.acquire(model('m'), { contextSize: 256 });
+    expect(first.worker.contextSize).toBe(2048);
+    expect(other.spawned[0]).not.toHaveProperty('contextSize');
+  });
+
+  it('waits for the running jobs of a busy worker, then reloads it', async () => {
+    const { pool, spawned } = lab({});
+    const running = await acquire(pool, 'm');
+    const { lease, said } = withContext(pool, 4096);
+    let placed = false;
+    void lease.then(() => (placed = true));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(placed).toBe(false);
+    expect(said).toContainEqual(
+      'worker w1 has 2048 tokens of context and the job asks for 4096: it is reloaded once its 1 running job(s) are done',
+    );
+    expect(spawned).toHaveLength(1);
+    running.lease.release();
+    expect((await lease).worker).toMatchObject({ id: 'w2', contextSize: 4096 });
+  });
+
+  it('stops waiting when its job is cancelled, and leaves the worker alone', async () => {
+    const { pool, spawned } = lab({});
+    const running = await acquire(pool, 'm');
+    const controller = new AbortController();
+    const { lease } = withContext(pool, 4096, controller.signal);
+    controller.abort(new RbeeError('JOB_CANCELLED', 'cancelled'));
+    await expect(lease).rejects.toMatchObject({ code: 'JOB_CANCELLED' });
+    running.lease.release();
+    expect(spawned).toHaveLength(1);
+    expect(pool.list().map((w) => w.id)).toEqual(['w1']);
   });
 });

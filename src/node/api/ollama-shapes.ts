@@ -8,7 +8,14 @@ import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { RbeeError } from '../../shared/errors.js';
 import { parseKeepAlive } from '../../shared/duration.js';
-import { jobRequestSchema, type ChatMessage, type DoneEvent, type JobRequest } from '../../shared/wire.js';
+import {
+  jobRequestSchema,
+  MAX_CONTEXT_SIZE,
+  MIN_CONTEXT_SIZE,
+  type ChatMessage,
+  type DoneEvent,
+  type JobRequest,
+} from '../../shared/wire.js';
 import { toolFields } from './openai-tools.js';
 import type { OpenAiModel } from './model-list.js';
 
@@ -21,7 +28,7 @@ const keepAliveSchema = z.union([z.number(), z.string().max(32)]).optional();
  */
 const optionsSchema = z
   .looseObject({
-    num_ctx: z.number().int().optional(),
+    num_ctx: z.number().int().min(MIN_CONTEXT_SIZE).max(MAX_CONTEXT_SIZE).optional(),
     num_predict: z.number().int().optional(),
     temperature: z.number().optional(),
     top_p: z.number().optional(),
@@ -155,6 +162,8 @@ export function samplingOf(body: {
   return {
     // num_predict -1 (or -2, fill the context) is no limit; rbee stops at the end of the context
     ...(o.num_predict !== undefined && o.num_predict > 0 ? { maxTokens: o.num_predict } : {}),
+    // the least context the worker must have: one with less is reloaded (see the job's contextSize)
+    ...(o.num_ctx === undefined ? {} : { contextSize: o.num_ctx }),
     ...(o.temperature === undefined ? {} : { temperature: o.temperature }),
     ...(o.top_p === undefined ? {} : { topP: o.top_p }),
     ...(o.top_k === undefined ? {} : { topK: o.top_k }),

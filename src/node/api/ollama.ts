@@ -200,7 +200,7 @@ export function ollamaRoutes(app: FastifyInstance, init: OllamaInit): Promise<vo
             ...tagRow(model, model.id, f),
             size: w.memoryBytes,
             size_vram: w.backend === 'cpu' ? 0 : w.memoryBytes,
-            context_length: model.context_length,
+            context_length: w.contextSize ?? model.context_length,
             expires_at: expiresAt(w).toISOString(),
           },
         ];
@@ -234,8 +234,7 @@ export function ollamaRoutes(app: FastifyInstance, init: OllamaInit): Promise<vo
     const body = parse(chatSchema, request.body);
     const model = resolve(body.model, request.apiClient);
     const messages = toMessages(body.messages ?? []);
-    if (messages.length === 0)
-      return loadOrUnload(request, reply, model, body.model, body.keep_alive, 'chat');
+    if (messages.length === 0) return loadOrUnload(request, reply, model, body, 'chat');
     const tools = toolPlan({ tools: body.tools });
     const job = checkedJob({
       model,
@@ -285,8 +284,7 @@ export function ollamaRoutes(app: FastifyInstance, init: OllamaInit): Promise<vo
         'BAD_REQUEST',
         "`template` is not supported: rbee renders the model's own template",
       );
-    if ((body.prompt ?? '') === '')
-      return loadOrUnload(request, reply, model, body.model, body.keep_alive, 'generate');
+    if ((body.prompt ?? '') === '') return loadOrUnload(request, reply, model, body, 'generate');
     const job = checkedJob({
       model,
       prompt: body.prompt ?? '',
@@ -310,11 +308,16 @@ export function ollamaRoutes(app: FastifyInstance, init: OllamaInit): Promise<vo
     request: FastifyRequest,
     reply: FastifyReply,
     model: string,
-    name: string,
-    keepAlive: number | string | undefined,
+    body: {
+      model: string;
+      keep_alive?: number | string | undefined;
+      options?: { num_ctx?: number | undefined } | null | undefined;
+    },
     kind: 'chat' | 'generate',
   ): Promise<void> {
-    const keepAliveS = keepAlive === undefined ? undefined : parseKeepAlive(keepAlive);
+    const name = body.model;
+    const keepAliveS = body.keep_alive === undefined ? undefined : parseKeepAlive(body.keep_alive);
+    const contextSize = body.options?.num_ctx ?? undefined;
     const answer = (reason: string): Record<string, unknown> => ({
       model: name,
       created_at: new Date().toISOString(),
@@ -344,7 +347,7 @@ export function ollamaRoutes(app: FastifyInstance, init: OllamaInit): Promise<vo
     const release = init.admit(request.apiClient);
     try {
       const { model: row } = await init.provisioner.ensure(ref);
-      const lease = await init.workers.acquire(row);
+      const lease = await init.workers.acquire(row, contextSize === undefined ? {} : { contextSize });
       lease.release(keepAliveS === undefined ? {} : { keepAliveS });
     } finally {
       release();

@@ -116,6 +116,7 @@ export const queenPlace = defineStream('queen.place', {
       .optional(),
     priority: z.enum(['interactive', 'batch']),
     acceptedAt: z.number(),
+    contextSize: z.number().int().positive().optional(),
   }),
   up: z.never(),
   down: z.discriminatedUnion('type', [

@@ -89,6 +89,7 @@ export function createLocalHive(init: LocalHiveInit): Hive {
         startedAt: w.startedAt,
         lastUsedAt: w.lastUsedAt,
         keepAliveS: w.keepAliveS,
+        contextSize: w.contextSize,
       })),
       models: init.catalog.list().map((m) => ({
         id: m.id,
@@ -185,6 +186,7 @@ export function createLocalHive(init: LocalHiveInit): Hive {
         signal,
         narrate: (text) => narrate('hive', text),
         ...(device === undefined ? {} : { device }),
+        ...(request.contextSize === undefined ? {} : { contextSize: request.contextSize }),
       });
       // how long this job waited for the model to load, when it did (Ollama's load_duration)
       const loaded = lease.loadMs === undefined ? {} : { loadMs: Math.round(lease.loadMs) };

@@ -10,6 +10,7 @@
  * RAM allows.
  */
 import { join } from 'node:path';
+import { defaultContextSize } from '../../engine/index.js';
 import type {
   Backend,
   EmbedResult,
@@ -134,6 +135,8 @@ interface Entry {
   /** Set by the last request that asked for one; else the node's default. */
   keepAliveS: number | undefined;
   restarts: number;
+  /** The context it was started with when a job asked for more than the default; else undefined. */
+  contextSize: number | undefined;
   /** Resolved each time the worker has no jobs left (for draining). */
   onIdle: (() => void)[];
 }
@@ -141,11 +144,18 @@ interface Entry {
 export interface WorkerPool {
   /**
    * A lease on the model's worker: the one already loaded (on whatever device), or a new one on
-   * `device` (default: the hive's own choice).
+   * `device` (default: the hive's own choice). With `contextSize`, the worker must have at least
+   * that many tokens of context per slot: a loaded one with less is reloaded with it once its jobs
+   * are done (the lease waits for them), as Ollama reloads a model for another `num_ctx`.
    */
   acquire(
     model: ModelRow,
-    options?: { signal?: AbortSignal; narrate?: (text: string) => void; device?: DeviceChoice },
+    options?: {
+      signal?: AbortSignal;
+      narrate?: (text: string) => void;
+      device?: DeviceChoice;
+      contextSize?: number;
+    },
   ): Promise<Lease>;
   list(): WorkerSnapshot[];
   /** Models whose restarts are refused for now, and why. */
@@ -163,7 +173,10 @@ const HEALTH_CHECK_MS = 1_000;
 
 export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
   const entries = new Map<string, Entry>();
-  const spawning = new Map<string, { entry: Promise<Entry>; device: DeviceChoice }>();
+  const spawning = new Map<
+    string,
+    { entry: Promise<Entry>; device: DeviceChoice; contextSize: number | undefined }
+  >();
   const restartTimers = new Set<NodeJS.Timeout>();
   const policy = init.restartPolicy ?? createRestartPolicy();
   const heartbeatTimeoutMs = init.heartbeatTimeoutMs ?? 5_000;
@@ -216,10 +229,22 @@ export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
     );
   }
 
-  const shape = {
+  /** What a worker of `model` gets unless a job asks for more: the node's setting, else the engine's default. */
+  const baseContext = (model: ModelRow): number =>
+    init.contextSize ?? defaultContextSize(model.contextLength);
+  /** The context to start a worker with for a job that wants `wanted` (undefined: the default). */
+  const contextFor = (model: ModelRow, wanted: number | undefined): number | undefined =>
+    wanted !== undefined && wanted > baseContext(model) ? wanted : init.contextSize;
+  /** Whether a worker (loaded, or loading with `contextSize`) has the context a job wants. */
+  const hasContext = (
+    model: ModelRow,
+    contextSize: number | undefined,
+    wanted: number | undefined,
+  ): boolean => wanted === undefined || (contextSize ?? baseContext(model)) >= wanted;
+  const shapeOf = (contextSize: number | undefined): { slots: number; contextSize?: number } => ({
     slots: init.slots,
-    ...(init.contextSize === undefined ? {} : { contextSize: init.contextSize }),
-  };
+    ...(contextSize === undefined ? {} : { contextSize }),
+  });
 
   /** What this hive's workers hold on a GPU (their estimate): the probed free VRAM predates them. */
   const heldOn = (device: DeviceChoice): number =>
@@ -227,7 +252,12 @@ export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
       .filter((e) => sameDevice(e.device, device))
       .reduce((sum, e) => sum + e.handle.info.estimatedBytes, 0);
 
-  const check = (memory: MemoryChecker, model: ModelRow, device: DeviceChoice): Promise<Fit> =>
+  const check = (
+    memory: MemoryChecker,
+    model: ModelRow,
+    device: DeviceChoice,
+    shape: { slots: number; contextSize?: number },
+  ): Promise<Fit> =>
     device.backend === 'cpu'
       ? memory.check(model, shape)
       : memory.check(model, shape, { ...device, heldBytes: heldOn(device) });
@@ -241,9 +271,10 @@ export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
     memory: MemoryChecker,
     say: (text: string) => void,
     device: DeviceChoice,
+    shape: { slots: number; contextSize?: number },
   ): Promise<void> {
     const onGpu = device.backend !== 'cpu';
-    let fit = await check(memory, model, device);
+    let fit = await check(memory, model, device, shape);
     const idle = [...entries.values()]
       .filter((e) => !e.stopping && e.activeJobs === 0 && e.model.id !== model.id)
       .filter((e) => !onGpu || sameDevice(e.device, device))
@@ -256,7 +287,7 @@ export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
         `making room for ${model.id}${where} (needs ${mib(fit.neededBytes, 0)}, ${mib(fit.freeBytes, 0)} free, ` +
           `${mib(fit.reserveBytes, 0)} kept in reserve)`,
       );
-      fit = await check(memory, model, device);
+      fit = await check(memory, model, device, shape);
     }
     const basis = fit.basis === 'observed' ? 'as observed before' : 'estimated';
     if (!fit.fits) {
@@ -286,13 +317,14 @@ export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
     say: (text: string) => void,
     restarts: number,
     device: DeviceChoice,
+    contextSize: number | undefined,
   ): Promise<Entry> {
     refuseIfOpen(model);
     const opening = `no worker has ${model.id} loaded; `;
-    if (device.backend === 'cpu') return spawnOn(model, say, restarts, CPU_DEVICE, opening);
+    if (device.backend === 'cpu') return spawnOn(model, say, restarts, CPU_DEVICE, opening, contextSize);
     let gpuFailure: RbeeError;
     try {
-      return await spawnOn(model, say, restarts, device, opening);
+      return await spawnOn(model, say, restarts, device, opening, contextSize);
     } catch (error) {
       gpuFailure = toRbeeError(error);
       // a file that is not there, or the node stopping, is not the GPU's fault
@@ -302,7 +334,7 @@ export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
     init.log.warn({ model: model.id, device, err: gpuFailure }, 'GPU worker start failed; trying the CPU');
     say(`${failed}; starting on the CPU instead`);
     try {
-      return await spawnOn(model, say, restarts, CPU_DEVICE, '');
+      return await spawnOn(model, say, restarts, CPU_DEVICE, '', contextSize);
     } catch (error) {
       const rbee = toRbeeError(error);
       throw new RbeeError(rbee.code, `${failed}; and on the CPU: ${rbee.message}`, {
@@ -319,12 +351,15 @@ export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
     restarts: number,
     device: DeviceChoice,
     opening: string,
+    contextSize: number | undefined,
   ): Promise<Entry> {
     const onGpu = device.backend !== 'cpu';
-    if (init.memory !== undefined) await admit(model, init.memory, say, device);
+    const shape = shapeOf(contextSize);
+    if (init.memory !== undefined) await admit(model, init.memory, say, device, shape);
     say(
       `${opening}starting a worker on ${deviceName(device)} (${init.slots} slot${init.slots === 1 ? '' : 's'}, ` +
-        `${init.threads === undefined ? 'default threads' : `${init.threads} threads`})`,
+        `${init.threads === undefined ? 'default threads' : `${init.threads} threads`}` +
+        `${contextSize === undefined ? '' : `, ${contextSize} tokens of context`})`,
     );
     const beat = { at: Date.now() };
     let handle: WorkerHandle;
@@ -336,7 +371,7 @@ export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
         backend: device.backend,
         ...(onGpu ? { device: device.index } : {}),
         ...(init.threads === undefined ? {} : { threads: init.threads }),
-        ...(init.contextSize === undefined ? {} : { contextSize: init.contextSize }),
+        ...(contextSize === undefined ? {} : { contextSize }),
         ...(init.prefixReuse === false ? { prefixReuse: false } : {}),
         logFile: join(init.logsDir, `worker-${model.id.replace(/[^A-Za-z0-9._-]/g, '_')}.log`),
         onHeartbeat: () => {
@@ -380,6 +415,7 @@ export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
       idleTimer: undefined,
       keepAliveS: undefined,
       restarts,
+      contextSize,
       onIdle: [],
     };
     const { info } = handle;
@@ -430,9 +466,13 @@ export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
       restartTimers.delete(timer);
       if (closed || findFor(entry.model.id) !== undefined || spawning.has(entry.model.id)) return;
       event('restart');
-      startSpawn(entry.model, (text) => narrate(text), entry.device, entry.restarts + 1).catch(
-        (error: unknown) => init.log.warn({ err: error, model: entry.model.id }, 'restart failed'),
-      );
+      startSpawn(
+        entry.model,
+        (text) => narrate(text),
+        entry.device,
+        entry.contextSize,
+        entry.restarts + 1,
+      ).catch((error: unknown) => init.log.warn({ err: error, model: entry.model.id }, 'restart failed'));
     }, decision.delayMs);
     restartTimers.add(timer);
   }
@@ -441,6 +481,7 @@ export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
     model: ModelRow,
     say: (text: string) => void,
     device: DeviceChoice,
+    contextSize: number | undefined,
     restarts = 0,
   ): Promise<Entry> {
     const pending = spawning.get(model.id);
@@ -453,8 +494,10 @@ export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
       );
       return pending.entry;
     }
-    const entry = spawnFor(model, say, restarts, device).finally(() => spawning.delete(model.id));
-    spawning.set(model.id, { entry, device });
+    const entry = spawnFor(model, say, restarts, device, contextSize).finally(() =>
+      spawning.delete(model.id),
+    );
+    spawning.set(model.id, { entry, device, contextSize });
     // Keep a failed background spawn from becoming an unhandled rejection; callers see it anyway.
     entry.catch(() => undefined);
     return entry;
@@ -498,6 +541,30 @@ export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
     return { forced };
   }
 
+  /**
+   * A job wants more context than `entry` has: once its jobs are done (waited for here; jobs keep
+   * being placed on it meanwhile only by hives that do not know the job waits), it is unloaded, and
+   * the caller loads the model again with the context wanted.
+   */
+  async function reloadForContext(
+    entry: Entry,
+    wanted: number,
+    say: (text: string) => void,
+    signal: AbortSignal | undefined,
+  ): Promise<void> {
+    const { id, contextSize } = entry.handle.info;
+    const why = `worker ${id} has ${contextSize} tokens of context and the job asks for ${wanted}`;
+    if (entry.activeJobs > 0 && !entry.stopping) {
+      say(`${why}: it is reloaded once its ${entry.activeJobs} running job(s) are done`);
+      await raceSignal(new Promise<void>((resolve) => entry.onIdle.push(resolve)), signal);
+      return;
+    }
+    await raceSignal(
+      stopEntry(entry, `reloading ${entry.model.id} with ${wanted} tokens of context (${why})`),
+      signal,
+    );
+  }
+
   // Heartbeats: silent for the timeout → unhealthy (and said once); for twice that → killed,
   // which the exit handler then treats as a crash (restart policy applies).
   const health = setInterval(() => {
@@ -531,23 +598,50 @@ export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
     async acquire(model, options = {}) {
       if (closed) throw new RbeeError('NODE_SHUTTING_DOWN', 'the node is shutting down');
       const say = options.narrate ?? (() => undefined);
-      let entry = findFor(model.id);
+      const wanted = options.contextSize;
+      let entry: Entry | undefined;
       let loadMs: number | undefined;
-      if (entry !== undefined) {
-        const chosen = options.device;
-        say(
-          `worker ${entry.handle.info.id} already has ${model.id} loaded on ${deviceName(entry.device)}` +
-            (chosen === undefined || sameDevice(chosen, entry.device)
-              ? ''
-              : `; using it rather than ${deviceName(chosen)} (one worker per model)`),
-        );
-      } else {
+      // until a worker of the model with the context the job wants is loaded (or this job loads one)
+      for (;;) {
+        const found = findFor(model.id);
+        if (found !== undefined && hasContext(model, found.handle.info.contextSize, wanted)) {
+          const chosen = options.device;
+          say(
+            `worker ${found.handle.info.id} already has ${model.id} loaded on ${deviceName(found.device)}` +
+              (chosen === undefined || sameDevice(chosen, found.device)
+                ? ''
+                : `; using it rather than ${deviceName(chosen)} (one worker per model)`),
+          );
+          entry = found;
+          break;
+        }
+        if (found !== undefined) {
+          await reloadForContext(found, wanted!, say, options.signal);
+          continue;
+        }
+        const pending = spawning.get(model.id);
+        if (pending !== undefined && !hasContext(model, pending.contextSize, wanted)) {
+          say(
+            `waiting for the worker loading ${model.id}, then reloading it with ${wanted} tokens of context`,
+          );
+          await raceSignal(
+            pending.entry.catch(() => undefined),
+            options.signal,
+          );
+          continue;
+        }
         refuseIfOpen(model);
         const device = options.device ?? init.pickDevice?.(model) ?? CPU_DEVICE;
         // A cancelled job stops waiting; the load goes on for whoever asks next.
         const loadStarted = performance.now();
-        entry = await raceSignal(startSpawn(model, say, device), options.signal);
+        entry = await raceSignal(startSpawn(model, say, device, contextFor(model, wanted)), options.signal);
         loadMs = performance.now() - loadStarted;
+        if (!hasContext(model, entry.handle.info.contextSize, wanted)) {
+          say(
+            `the worker got ${entry.handle.info.contextSize} tokens of context, not the ${wanted} asked for`,
+          );
+        }
+        break;
       }
       const leased = entry;
       leased.activeJobs += 1;

@@ -85,6 +85,7 @@ export function createRouter(init: RouterInit): (job: JobContext) => Promise<voi
       // event, which can outgrow a cluster stream's frame (1 MiB).
       ...(request.hive === undefined ? (embedding ? { pin: init.local.id } : {}) : { pin: request.hive }),
       ...(affinity.length === 0 ? {} : { affinity }),
+      ...(request.contextSize === undefined ? {} : { contextSize: request.contextSize }),
       priority: request.priority ?? 'interactive',
       acceptedAt: job.acceptedAt,
     };

@@ -43,6 +43,11 @@ export interface PlacementRequest {
    * how many of its tokens (computed where the prompt is, from the workers' published prefix keys).
    */
   affinity?: readonly { worker: string; tokens: number }[] | undefined;
+  /**
+   * The least context per slot the job's worker must have: a worker of the model with less is
+   * reloaded with it on its hive once idle (until then the job waits for it).
+   */
+  contextSize?: number | undefined;
 }
 
 export interface HiveCandidate {
@@ -184,7 +189,11 @@ function optionFor(
   if (state.hive.health !== 'ready')
     return { ...base, kind: 'unavailable', why: `hive is ${state.hive.health}` };
 
-  const workers = state.workers.filter((w) => w.model === request.modelId && WARM_STATES.has(w.state));
+  const loaded = state.workers.filter((w) => w.model === request.modelId && WARM_STATES.has(w.state));
+  // a hive of an older version does not say its workers' context: taken as enough
+  const short = (w: WorkerView): boolean =>
+    request.contextSize !== undefined && w.contextSize !== undefined && w.contextSize < request.contextSize;
+  const workers = loaded.filter((w) => !short(w));
   const cached = (w: WorkerView): number => request.affinity?.find((a) => a.worker === w.id)?.tokens ?? 0;
   const free = workers
     .filter((w) => w.slotsBusy < w.slots)
@@ -220,15 +229,30 @@ function optionFor(
     };
   }
 
+  // one worker per model on a hive: one with too little context is reloaded once its jobs are done
+  const small = loaded.find(short);
+  if (small !== undefined && (small.slotsBusy > 0 || small.state !== 'idle')) {
+    return {
+      ...base,
+      kind: 'wait',
+      worker: small.id,
+      tokensPerSecond: small.tokensPerSecond,
+      why:
+        `worker ${shortId(small.id)} on hive ${name} has ${small.contextSize} tokens of context and the job asks ` +
+        `for ${request.contextSize}: it is reloaded once its running jobs are done (waits for them)`,
+    };
+  }
+
   const onDisk = state.models.some((m) => m.id === request.modelId);
   const canFetch = request.provisionable === 'any' || id === request.entry;
   if (!onDisk && !canFetch) {
     return { ...base, kind: 'unavailable', why: 'the model is a path on another machine' };
   }
   const needed = modelBytes === undefined ? undefined : neededBytes(modelBytes);
-  const room = strongestDeviceWithRoom(state, needed, request.modelId);
+  const room = strongestDeviceWithRoom(reloading(state, small), needed, request.modelId);
   if (room !== undefined) {
-    const { device, evicts } = room;
+    const { device } = room;
+    const evicts = small === undefined ? room.evicts : [small, ...room.evicts];
     const where = device.index < 0 ? 'CPU' : `GPU${device.index} (${device.backend})`;
     const numbers =
       needed === undefined
@@ -238,7 +262,11 @@ function optionFor(
       evicts.length === 0
         ? ''
         : ` after unloading idle ${evicts.length === 1 ? 'worker' : 'workers'} ${evicts
-            .map((w) => `${shortId(w.id)} (${w.model}, idle ${idleFor(w, now)})`)
+            .map((w) =>
+              w === small
+                ? `${shortId(w.id)} (${small.contextSize} tokens of context, reloaded with ${request.contextSize})`
+                : `${shortId(w.id)} (${w.model}, idle ${idleFor(w, now)})`,
+            )
             .join(', ')}`;
     return {
       ...base,
@@ -260,6 +288,26 @@ function optionFor(
       needed === undefined
         ? 'no memory free on any device'
         : `needs ${mib(needed)}; most free: ${mib(mostFree(state))}`,
+  };
+}
+
+/**
+ * The hive as it is once `worker` (idle, of the job's model, with too little context) is unloaded
+ * for the reload: its memory free again, on its device.
+ */
+function reloading(state: HiveState, worker: WorkerView | undefined): HiveState {
+  if (worker === undefined) return state;
+  const workers = state.workers.filter((w) => w !== worker);
+  if (worker.device >= 0) {
+    const gpus = state.hive.gpus.map((g) =>
+      g.index === worker.device ? { ...g, vramFreeBytes: g.vramFreeBytes + worker.memoryBytes } : g,
+    );
+    return { ...state, workers, hive: { ...state.hive, gpus } };
+  }
+  return {
+    ...state,
+    workers,
+    hive: { ...state.hive, ramFreeBytes: state.hive.ramFreeBytes + worker.memoryBytes },
   };
 }
 

@@ -9,6 +9,7 @@ import { parseKeepAlive } from '../../shared/duration.js';
 import { RbeeError } from '../../shared/errors.js';
 import { DEFAULT_HOST, DEFAULT_PORT } from '../../shared/paths.js';
 import { VERSION } from '../../shared/version.js';
+import { MIN_CONTEXT_SIZE } from '../../shared/wire.js';
 import type { BackendInfoView, JobRequest, KeyReplicationView } from '../../shared/wire.js';
 import { stopNode } from '../../node/client/index.js';
 import { runInfer } from './infer.js';
@@ -44,6 +45,7 @@ interface InferOptions {
   model: string;
   keepAlive?: string;
   maxTokens?: number;
+  contextSize?: number;
   temperature?: number;
   topP?: number;
   topK?: number;
@@ -157,6 +159,11 @@ export function createProgram(init: ProgramInit): Command {
     )
     .argument('[prompt]', 'the prompt; `-` or none reads standard input')
     .option('--max-tokens <n>', 'most tokens to generate', intArg('--max-tokens', 1))
+    .option(
+      '--context-size <n>',
+      'least context per slot (tokens) the worker must have; one with less is reloaded with this much',
+      intArg('--context-size', MIN_CONTEXT_SIZE),
+    )
     .option('--temperature <t>', 'sampling temperature (0 = greedy)', floatArg('--temperature', 0, 5))
     .option('--top-p <p>', 'nucleus sampling', floatArg('--top-p', 0, 1))
     .option('--top-k <k>', 'top-k sampling', intArg('--top-k', 0))
@@ -177,7 +184,16 @@ export function createProgram(init: ProgramInit): Command {
       if (opts.keepAlive !== undefined) request.keepAlive = parseKeepAlive(opts.keepAlive);
       if (opts.on !== undefined) request.hive = opts.on;
       if (opts.batch === true) request.priority = 'batch';
-      for (const key of ['maxTokens', 'temperature', 'topP', 'topK', 'seed', 'stop', 'system'] as const) {
+      for (const key of [
+        'maxTokens',
+        'contextSize',
+        'temperature',
+        'topP',
+        'topK',
+        'seed',
+        'stop',
+        'system',
+      ] as const) {
         if (opts[key] !== undefined) Object.assign(request, { [key]: opts[key] });
       }
       const live = await liveStatusFor(opts);
