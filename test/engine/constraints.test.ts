@@ -1,11 +1,14 @@
+import fc from 'fast-check';
 import { getLlama, LlamaJsonSchemaGrammar, LlamaLogLevel } from 'node-llama-cpp';
 import { describe, expect, it } from 'vitest';
 import {
   gbnfProblem,
   prepareJsonSchema,
+  repeatRule,
   terminalPlaceholder,
   tightenNumberRules,
 } from '../../src/engine/worker/constraints.js';
+import { createRequestGrammar } from '../../src/engine/worker/grammar.js';
 import { generateRequestSchema, parseParentMessage } from '../../src/engine/worker/protocol.js';
 
 function problemOf(schema: unknown): string | undefined {
@@ -172,6 +175,70 @@ describe('gbnfProblem', () => {
     expect(gbnfProblem('root ::= "a"{2,3} "b"{4} "c"{1,}')).toBeUndefined();
     expect(gbnfProblem('root ::= "{3,1}" [{}] # {9,1}\n')).toBeUndefined();
     expect(gbnfProblem('root ::= "\\"{3,1}"')).toBeUndefined();
+  });
+});
+
+describe('long strings and arrays', () => {
+  /** A GBNF repetition of `(a)` read as a JavaScript regular expression (the same operators). */
+  const asRegex = (gbnf: string): RegExp =>
+    new RegExp(
+      `^${gbnf.replaceAll(' ', '').replaceAll('(a)', 'a').replaceAll('(', '(?:').replaceAll('""', '')}$`,
+    );
+
+  it('repeats exactly the counts asked for, in blocks llama.cpp takes', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 0, max: 4_500 }),
+        fc.option(fc.integer({ min: 0, max: 4_500 }), { nil: undefined }),
+        fc.integer({ min: 0, max: 9_500 }),
+        (min, extra, random) => {
+          const max = extra === undefined ? undefined : min + extra;
+          const rule = repeatRule('(a)', min, max);
+          // no repetition over the block size: llama.cpp refuses more than 2,000
+          for (const [, n] of rule.matchAll(/\{(?:\d+,)?(\d+)\}/g))
+            expect(Number(n)).toBeLessThanOrEqual(1_000);
+          const regex = asRegex(rule);
+          // each bound and both its sides, and one count anywhere
+          for (const count of [
+            min - 1,
+            min,
+            min + 1,
+            random,
+            ...(max === undefined ? [] : [max - 1, max, max + 1]),
+          ]) {
+            if (count < 0) continue;
+            const accepted = count >= min && (max === undefined || count <= max);
+            expect(regex.test('a'.repeat(count)), `${rule.slice(0, 80)}… × ${count}`).toBe(accepted);
+          }
+        },
+      ),
+      { numRuns: 150 },
+    );
+  });
+
+  it('turns a JSON schema with lengths and counts past 2,000 into a grammar llama.cpp parses', async () => {
+    const llama = await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error });
+    try {
+      const jsonSchema = {
+        type: 'object',
+        properties: {
+          essay: { type: 'string', minLength: 3000, maxLength: 5500 },
+          notes: { type: 'string', maxLength: 2_000_000 },
+          scores: { type: 'array', items: { type: 'integer' }, minItems: 2500 },
+        },
+        required: ['essay'],
+      };
+      // node-llama-cpp alone: llama.cpp refuses the 3,000 repetitions
+      expect(() => new LlamaJsonSchemaGrammar(llama, jsonSchema as never)).toThrow();
+      const { grammar, checkOutput } = createRequestGrammar(llama, { prompt: 'x', jsonSchema });
+      expect(grammar).toBeDefined();
+      // what the grammar leaves open (the array's minItems) is still checked on the answer
+      expect(
+        checkOutput?.(JSON.stringify({ essay: 'x'.repeat(3000), notes: '', scores: [1] })),
+      ).toBeDefined();
+    } finally {
+      await llama.dispose();
+    }
   });
 });
 

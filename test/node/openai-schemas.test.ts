@@ -84,6 +84,31 @@ describe('JSON schemas from schema libraries', () => {
     expect(validatorFor(schema)(value)).toBe(true);
   });
 
+  it('generates a string longer than a grammar repeats at once (minLength 3000), within its bounds', async () => {
+    const completion = await client.chat.completions.create({
+      model: 'demo',
+      messages: [{ role: 'user', content: 'Write an essay' }],
+      max_tokens: 3000,
+      temperature: 0,
+      response_format: {
+        type: 'json_schema',
+        json_schema: {
+          name: 'essay',
+          schema: {
+            type: 'object',
+            properties: { essay: { type: 'string', minLength: 3000, maxLength: 3100 } },
+            required: ['essay'],
+          },
+        },
+      },
+    });
+    const choice = completion.choices[0]!;
+    expect(choice.finish_reason).toBe('stop');
+    const { essay } = JSON.parse(choice.message.content!) as { essay: string };
+    expect(essay.length).toBeGreaterThanOrEqual(3000);
+    expect(essay.length).toBeLessThanOrEqual(3100);
+  });
+
   it('answers OUTPUT_INVALID when the model misses a pattern the grammar cannot enforce', async () => {
     const answer = client.chat.completions.create({
       model: 'demo',

@@ -94,6 +94,44 @@ export const TERMINALS = {
 export type TerminalName = keyof typeof TERMINALS;
 export const terminalPlaceholder = (name: TerminalName): string => `@@rbee-terminal:${name}@@`;
 
+/**
+ * Repetitions of one group that llama.cpp's GBNF parser takes: it refuses a minimum over 2,000
+ * (“exceeds sane defaults”) and reads a maximum over 2,000 as none. A string's length bound or an
+ * array's item count above this is not handed to node-llama-cpp as it is (see longStringRule).
+ */
+const REPEAT_BLOCK = 1_000;
+/** Above this many optional repetitions, a maximum is left to the check of the finished output. */
+const MAX_NESTED_OPTIONAL = 16 * REPEAT_BLOCK;
+/** One character of a JSON string, as node-llama-cpp's own string rule has it. */
+const STRING_CHAR = String.raw`([^"\\\x7F\x00-\x1F] | "\\" ["\\/bfnrt] | "\\u" [0-9a-fA-F]{4})`;
+const longStringPlaceholder = (min: number, max: number | undefined): string =>
+  `@@rbee-string:${min}:${max ?? ''}@@`;
+const LONG_STRING = /"\\"@@rbee-string:(\d+):(\d*)@@\\""/g;
+
+/**
+ * `x` repeated from `min` to `max` (undefined: no maximum) times, as nested repetitions of at most
+ * REPEAT_BLOCK each, accepting exactly the same counts. The optional part nests without ambiguity
+ * (“fewer than a block, or a whole block and then more”), so the sampler's grammar stacks do not
+ * multiply; a maximum more than MAX_NESTED_OPTIONAL above the minimum is left open (`*`), and the
+ * finished output is checked against the schema.
+ */
+export function repeatRule(x: string, min: number, max: number | undefined): string {
+  const exactly = (k: number): string => {
+    if (k === 0) return '';
+    if (k <= REPEAT_BLOCK) return `${x}{${k}}`;
+    const rest = k % REPEAT_BLOCK;
+    return `(${x}{${REPEAT_BLOCK}}){${Math.floor(k / REPEAT_BLOCK)}}${rest === 0 ? '' : ` ${x}{${rest}}`}`;
+  };
+  const upTo = (e: number): string =>
+    e <= REPEAT_BLOCK
+      ? `${x}{0,${e}}`
+      : `(${x}{0,${REPEAT_BLOCK - 1}} | ${x}{${REPEAT_BLOCK}} ${upTo(e - REPEAT_BLOCK)})`;
+  const optional =
+    max === undefined || max - min > MAX_NESTED_OPTIONAL ? `${x}*` : max === min ? '' : upTo(max - min);
+  const parts = [exactly(min), optional].filter((part) => part !== '');
+  return parts.length === 0 ? '""' : `(${parts.join(' ')})`;
+}
+
 export type PreparedJsonSchema =
   | {
       ok: true;
@@ -337,6 +375,8 @@ function prepareNode(
   for (const key of ['minProperties', 'maxProperties', 'minItems', 'maxItems', 'minLength', 'maxLength']) {
     if (!(key in schema)) continue;
     if (!isCount(schema[key])) fail(`${key} must be a non-negative integer`);
+    // more items than llama.cpp repeats are left to the check of the finished output
+    if ((key === 'minItems' || key === 'maxItems') && (schema[key] as number) > REPEAT_BLOCK) continue;
     out[key] = schema[key];
   }
   for (const key of ['minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum', 'multipleOf']) {
@@ -350,6 +390,12 @@ function prepareNode(
     const format = schema.format as string | undefined;
     if (format !== undefined && Object.hasOwn(TERMINALS, format)) {
       return { ...annotationsOf(out), const: terminalPlaceholder(format as TerminalName) };
+    }
+    // lengths past what llama.cpp repeats: a string rule of rbee's own (see repeatRule)
+    const min = (out.minLength as number | undefined) ?? 0;
+    const max = out.maxLength as number | undefined;
+    if (min > REPEAT_BLOCK || (max !== undefined && max > REPEAT_BLOCK)) {
+      return { ...annotationsOf(out), const: longStringPlaceholder(min, max) };
     }
     // node-llama-cpp's format strings take no length bounds: the bounds win, the format is checked
     if (
@@ -422,7 +468,11 @@ export function insertTerminals(gbnf: string): string {
   for (const [name, rule] of Object.entries(TERMINALS)) {
     out = out.split(`"\\"${terminalPlaceholder(name as TerminalName)}\\""`).join(`(${rule})`);
   }
-  return out;
+  return out.replace(
+    LONG_STRING,
+    (_whole, min: string, max: string) =>
+      `("\\"" ${repeatRule(STRING_CHAR, Number(min), max === '' ? undefined : Number(max))} "\\"")`,
+  );
 }
 
 const EXPONENT = ' ([eE] [-+]? ("0" | [1-9] [0-9]{0,15}))?';
