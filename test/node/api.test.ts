@@ -168,6 +168,8 @@ describe('metrics', () => {
     expect(value('rbee_workers{state="idle"}')).toBe(1);
     expect(value('rbee_models_on_disk')).toBe(1);
     expect(value('rbee_time_to_first_token_seconds_count')).toBeGreaterThanOrEqual(2);
+    // a gap between each two streamed tokens of a job (the 8-token job alone has 7)
+    expect(value('rbee_inter_token_latency_seconds_count')).toBeGreaterThanOrEqual(7);
   });
 });
 
