@@ -60,6 +60,13 @@ describe('rbee place', () => {
     expect(warm.expected.timeToFirstTokenMs).toMatchObject({ basis: 'jobs', jobs: 1 });
     expect(warm.expected.tokensPerSecond).toMatchObject({ basis: 'jobs', jobs: 1 });
     expect(warm.expected.tokensPerSecond!.value).toBeGreaterThan(0);
+    // a job that asks for more context than the warm worker has would reload it (said, nothing loads)
+    const wider = await place('demo', '--context-size', '8192');
+    expect(wider.placement).toMatchObject({ kind: 'on-disk' });
+    expect(wider.placement?.reason).toMatch(
+      /after unloading idle worker \S+ \(2048 tokens of context, reloaded with 8192\)/,
+    );
+    expect(await workers()).toHaveLength(1);
 
     // the plain table says the same for a person
     const plain = await runCli(['place', 'demo'], { env: box.env });

@@ -6,7 +6,7 @@ import { requestError, sendErrorBody } from './error-body.js';
 import Fastify from 'fastify';
 import { z } from 'zod';
 import { RbeeError, toRbeeError } from '../../shared/errors.js';
-import { jobRequestSchema, type Health } from '../../shared/wire.js';
+import { jobRequestSchema, MAX_CONTEXT_SIZE, MIN_CONTEXT_SIZE, type Health } from '../../shared/wire.js';
 import type { ClusterJobsApi, JobManager, PlacePreviewer } from '../jobs/index.js';
 import type { Logger } from '../logger.js';
 import type { ApiKeyStore, JobStore, KeyLimits, ModelAliases, ModelCatalog } from '../store/index.js';
@@ -108,6 +108,8 @@ const keyBodySchema = z.object({
 const placeQuerySchema = z.object({
   model: z.string().min(1).max(2048),
   hive: z.string().min(1).max(256).optional(),
+  /** The least context the job would ask for (a job's `contextSize`). */
+  contextSize: z.coerce.number().int().min(MIN_CONTEXT_SIZE).max(MAX_CONTEXT_SIZE).optional(),
 });
 
 /** The last event of a dropped stream whose events carry a `type` (not the OpenAI ones). */
@@ -373,11 +375,14 @@ export function createApi(init: ApiInit) {
     const cancelled = await init.clusterJobs.cancel(viewerOf(request.apiClient), request.params.id);
     void reply.status(cancelled.cancelling ? 202 : 200).send(cancelled);
   });
-  app.get<{ Querystring: { model?: string; hive?: string } }>('/v1/place', (request) => {
-    const query = parseBody(placeQuerySchema, request.query);
-    checkModel(query.model, request.apiClient);
-    return init.place(query);
-  });
+  app.get<{ Querystring: { model?: string; hive?: string; contextSize?: string } }>(
+    '/v1/place',
+    (request) => {
+      const query = parseBody(placeQuerySchema, request.query);
+      checkModel(query.model, request.apiClient);
+      return init.place(query);
+    },
+  );
   // Every worker of the cluster, each with its hive's name: what `rbee workers ls` lists.
   app.get('/v1/cluster/workers', () => {
     const view = init.live.snapshot();

@@ -129,7 +129,10 @@ export interface NodeClient {
   /** Stops a worker of any hive of the cluster. */
   stopWorker(id: string, options?: { signal?: AbortSignal }): Promise<void>;
   /** Where a job for the model would run (only `hive` with one), and every hive's option; nothing loads. */
-  place(model: string, options?: { hive?: string; signal?: AbortSignal }): Promise<PlacePreview>;
+  place(
+    model: string,
+    options?: { hive?: string; contextSize?: number; signal?: AbortSignal },
+  ): Promise<PlacePreview>;
   /** Members, queen and hives of the cluster this node belongs to. */
   cluster(options?: { signal?: AbortSignal }): Promise<ClusterStatus>;
   /** What `rbee doctor` checks on this node (loads llama.cpp there the first time, about a second). */
@@ -408,6 +411,7 @@ export function createNodeClient(init: NodeClientInit): NodeClient {
       const query = new URLSearchParams({
         model,
         ...(options.hive === undefined ? {} : { hive: options.hive }),
+        ...(options.contextSize === undefined ? {} : { contextSize: String(options.contextSize) }),
       });
       return read(`/v1/place?${query.toString()}`, placePreviewSchema, signalOf(options.signal));
     },

@@ -24,10 +24,14 @@ export interface PlacePreviewInit {
 /** Rows of the jobs table read for the medians (every model, every hive). */
 const JOBS_READ = 2_000;
 
-export type PlacePreviewer = (input: { model: string; hive?: string | undefined }) => PlacePreview;
+export type PlacePreviewer = (input: {
+  model: string;
+  hive?: string | undefined;
+  contextSize?: number | undefined;
+}) => PlacePreview;
 
 export function createPlacePreview(init: PlacePreviewInit): PlacePreviewer {
-  return ({ model, hive }) => {
+  return ({ model, hive, contextSize }) => {
     const hives: HiveCandidate[] = [{ id: init.local.id, state: init.local.state() }, ...init.remotes()];
     const { modelId, provisionable } = resolve(model, hives);
     return previewPlacement({
@@ -36,6 +40,7 @@ export function createPlacePreview(init: PlacePreviewInit): PlacePreviewer {
         entry: init.local.id,
         provisionable,
         ...(hive === undefined ? {} : { pin: hive }),
+        ...(contextSize === undefined ? {} : { contextSize }),
       },
       ref: model,
       node: init.local.name,

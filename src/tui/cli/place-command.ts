@@ -6,7 +6,8 @@
 import type { Command, Option } from 'commander';
 import { mib } from '../../shared/format.js';
 import type { PlaceOption, PlacePreview } from '../../shared/view.js';
-import type { CommonOptions, Keeper } from './keeper.js';
+import { MIN_CONTEXT_SIZE } from '../../shared/wire.js';
+import { intArg, type CommonOptions, type Keeper } from './keeper.js';
 
 export function registerPlace(root: Command, keeper: Keeper, json: () => Option, port: () => Option): void {
   root
@@ -14,11 +15,19 @@ export function registerPlace(root: Command, keeper: Keeper, json: () => Option,
     .description('where a job for MODEL would run, and why: every hive and device, nothing loaded')
     .argument('<model>', 'demo, hf:org/repo[:quant], a URL, a path, or a model id')
     .option('--on <hive>', 'only this hive (its name or id), as `rbee infer --on` would pin it')
+    .option(
+      '--context-size <n>',
+      'the least context (tokens per slot) the job would ask for, as `rbee infer --context-size`',
+      intArg('--context-size', MIN_CONTEXT_SIZE),
+    )
     .addOption(json())
     .addOption(port())
-    .action((model: string, opts: CommonOptions & { on?: string }) =>
+    .action((model: string, opts: CommonOptions & { on?: string; contextSize?: number }) =>
       keeper.withNode(opts, async (client, output) => {
-        const preview = await client.place(model, opts.on === undefined ? {} : { hive: opts.on });
+        const preview = await client.place(model, {
+          ...(opts.on === undefined ? {} : { hive: opts.on }),
+          ...(opts.contextSize === undefined ? {} : { contextSize: opts.contextSize }),
+        });
         output.result(preview, render(preview));
       }),
     );
