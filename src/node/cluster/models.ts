@@ -1,7 +1,8 @@
 /**
  * Models across the cluster, on the wire: this hive serves the files of its catalog to other hives
- * (`model.read`, a bounded number at once, the others waiting their turn), and offers the
- * provisioner the live hives that hold a model and a byte stream from one of them.
+ * (`model.read`, a bounded number at once, the others waiting their turn; `model.pieces`, the sha256 of each piece of a file), and
+ * offers the provisioner the live hives that hold a model, a byte stream from one of them and their
+ * piece lists.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ClusterNode } from '../../p2p/index.js';
@@ -9,8 +10,9 @@ import { raceSignal } from '../../shared/abort.js';
 import { RbeeError, toRbeeError } from '../../shared/errors.js';
 import type { Logger } from '../logger.js';
 import type { PeerNetwork } from '../models/index.js';
+import type { PieceList } from '../store/index.js';
 import type { RemoteHiveState } from './member-states.js';
-import { modelRead } from './protocol.js';
+import { modelPieces, modelRead } from './protocol.js';
 
 export interface ModelShareInit {
   node: ClusterNode;
@@ -20,6 +22,8 @@ export interface ModelShareInit {
     sha256: string,
     options: { offset: number; length?: number; signal: AbortSignal },
   ) => AsyncIterable<Uint8Array>;
+  /** This hive's piece list of a catalog file (the provisioner's `modelPieces`). */
+  pieces?: (sha256: string, options: { signal: AbortSignal }) => Promise<PieceList>;
   /** Reads served at once. */
   maxReads: number;
   remotes: () => RemoteHiveState[];
@@ -28,6 +32,11 @@ export interface ModelShareInit {
 
 /** Reads that may wait for a turn; one more is refused at once (the asking hive tries another). */
 const MAX_WAITING = 256;
+/**
+ * How long a hive waits for another's piece list: the first ask of a file reads all of it there
+ * (about a second per GB on a fast disk), later ones are answered from its database.
+ */
+const PIECES_TIMEOUT_MS = 10 * 60_000;
 
 /**
  * Test hook: a pause after each chunk served, so that a test can cut a transfer mid-way. Read from
@@ -38,6 +47,14 @@ const chunkDelayMs = (): number => Number(process.env.RBEE_TEST_MODEL_READ_DELAY
 export function startModelShare(init: ModelShareInit): PeerNetwork {
   const { node, log } = init;
   const turns = createTurns(init.maxReads);
+
+  const pieces = init.pieces;
+  if (pieces !== undefined) {
+    node.rpc.handle(modelPieces, async ({ sha256 }, { signal }) => ({
+      ...(await pieces(sha256, { signal })),
+      serving: turns.active(),
+    }));
+  }
 
   node.streams.handle(modelRead, async ({ params, channel, signal, peer }) => {
     const release = await turns.take(signal);
@@ -85,6 +102,9 @@ export function startModelShare(init: ModelShareInit): PeerNetwork {
           })),
       );
     },
+    async pieces(peer, sha256, { signal }) {
+      return node.rpc.call(peer, modelPieces, { sha256 }, { signal, timeoutMs: PIECES_TIMEOUT_MS });
+    },
     async *read(peer, params, { signal }) {
       const channel = await node.streams.open(peer, modelRead, withoutUndefined(params), { signal });
       let ended = false;
@@ -107,7 +127,11 @@ export function startModelShare(init: ModelShareInit): PeerNetwork {
 }
 
 /** At most `max` holders of a turn at once; the others wait in order. */
-export function createTurns(max: number): { take(signal: AbortSignal): Promise<() => void> } {
+export function createTurns(max: number): {
+  take(signal: AbortSignal): Promise<() => void>;
+  /** Turns held now. */
+  active(): number;
+} {
   let active = 0;
   const waiting: (() => void)[] = [];
   const release = (): void => {
@@ -116,6 +140,7 @@ export function createTurns(max: number): { take(signal: AbortSignal): Promise<(
     else active--;
   };
   return {
+    active: () => active,
     async take(signal) {
       if (active < max) {
         active++;
