@@ -423,6 +423,9 @@ export async function startNode(
         readModel: (sha256, options) => provisioner.readModel(sha256, options),
         modelPieces: (sha256, options) => provisioner.modelPieces(sha256, options),
         maxModelReads: config.maxModelReads,
+        ...(config.modelServeBytesPerSecond === undefined
+          ? {}
+          : { modelServeBytesPerSecond: config.modelServeBytesPerSecond }),
       });
       if (closing !== undefined) {
         await link.stop();

@@ -69,6 +69,8 @@ export interface ClusterLinkInit {
   modelPieces?: (sha256: string, options: { signal: AbortSignal }) => Promise<PieceList>;
   /** Model reads served to other hives at once. */
   maxModelReads: number;
+  /** Bytes per second all model reads served to other hives may send together; unlimited when absent. */
+  modelServeBytesPerSecond?: number;
 }
 
 export interface ClusterLink extends ClusterSource {
@@ -296,6 +298,7 @@ export async function startClusterLink(init: ClusterLinkInit): Promise<ClusterLi
     read: init.readModel,
     ...(init.modelPieces === undefined ? {} : { pieces: init.modelPieces }),
     maxReads: init.maxModelReads,
+    ...(init.modelServeBytesPerSecond === undefined ? {} : { bytesPerSecond: init.modelServeBytesPerSecond }),
     remotes,
     nameOf,
   });

@@ -1,6 +1,7 @@
 /**
  * Models across the cluster, on the wire: this hive serves the files of its catalog to other hives
- * (`model.read`, a bounded number at once, the others waiting their turn; `model.pieces`, the sha256 of each piece of a file), and
+ * (`model.read`, a bounded number at once, the others waiting their turn, all of them together
+ * within a bandwidth limit when one is set; `model.pieces`, the sha256 of each piece of a file), and
  * offers the provisioner the live hives that hold a model, a byte stream from one of them and their
  * piece lists.
  */
@@ -26,6 +27,8 @@ export interface ModelShareInit {
   pieces?: (sha256: string, options: { signal: AbortSignal }) => Promise<PieceList>;
   /** Reads served at once. */
   maxReads: number;
+  /** Bytes per second all reads served together may send; unlimited when absent. */
+  bytesPerSecond?: number;
   remotes: () => RemoteHiveState[];
   nameOf: (id: string) => string | undefined;
 }
@@ -47,6 +50,7 @@ const chunkDelayMs = (): number => Number(process.env.RBEE_TEST_MODEL_READ_DELAY
 export function startModelShare(init: ModelShareInit): PeerNetwork {
   const { node, log } = init;
   const turns = createTurns(init.maxReads);
+  const rate = init.bytesPerSecond === undefined ? undefined : createByteRate(init.bytesPerSecond);
 
   const pieces = init.pieces;
   if (pieces !== undefined) {
@@ -63,6 +67,7 @@ export function startModelShare(init: ModelShareInit): PeerNetwork {
     try {
       const delay = chunkDelayMs();
       for await (const chunk of init.read(params.sha256, { ...withoutUndefined(params), signal })) {
+        await rate?.take(chunk.byteLength, signal);
         await channel.write(chunk, { signal });
         sent += chunk.byteLength;
         if (delay > 0) await sleep(delay, undefined, { signal });
@@ -122,6 +127,38 @@ export function startModelShare(init: ModelShareInit): PeerNetwork {
         // a reader that stops early (a cancel, a full disk) resets the stream: the hive stops sending
         if (!ended) channel.abort(new RbeeError('JOB_CANCELLED', 'the reader stopped'));
       }
+    },
+  };
+}
+
+/**
+ * A token bucket shared by every read a hive serves: `bytesPerSecond` on average, with at most a
+ * quarter of a second's worth sent ahead. A chunk larger than what is in the bucket waits until the
+ * bucket would have refilled to it, so the rate holds for any chunk size.
+ */
+export function createByteRate(bytesPerSecond: number): {
+  take(bytes: number, signal: AbortSignal): Promise<void>;
+} {
+  const burst = bytesPerSecond / 4;
+  let tokens = burst;
+  let at = performance.now();
+  /** The reads waiting, served in order. */
+  let queue = Promise.resolve();
+  const refill = (): void => {
+    const now = performance.now();
+    tokens = Math.min(burst, tokens + ((now - at) / 1000) * bytesPerSecond);
+    at = now;
+  };
+  return {
+    take(bytes, signal) {
+      const turn = queue.then(async () => {
+        refill();
+        tokens -= bytes;
+        // in debt: this chunk waits until the bucket would have held it
+        if (tokens < 0) await sleep((-tokens / bytesPerSecond) * 1000, undefined, { signal });
+      });
+      queue = turn.catch(() => undefined);
+      return turn;
     },
   };
 }
