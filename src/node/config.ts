@@ -49,6 +49,7 @@ const fileConfigSchema = z
     maxConnections: z.number().int().positive().optional(),
     maxQueued: z.number().int().min(0).optional(),
     maxModelReads: z.number().int().positive().optional(),
+    modelServeBytesPerSecond: z.number().int().positive().optional(),
     keyLimits: z
       .object({
         maxConcurrent: z.number().int().positive().optional(),
@@ -137,6 +138,11 @@ export interface NodeConfig {
    * Defaults to 4. Env RBEE_MAX_MODEL_READS.
    */
   maxModelReads: number;
+  /**
+   * Bytes per second this hive sends model files to other hives at, all reads together; unlimited
+   * when unset. Env RBEE_MODEL_SERVE_BPS.
+   */
+  modelServeBytesPerSecond: number | undefined;
   /** HTTP connections served at once; more are answered 503 TOO_MANY_CONNECTIONS. Defaults to 1024. */
   maxConnections: number;
   /**
@@ -320,6 +326,9 @@ export function loadNodeConfig(
       positive(parseCount(env.RBEE_MAX_MODEL_READS, 'RBEE_MAX_MODEL_READS'), 'RBEE_MAX_MODEL_READS') ??
       file.maxModelReads ??
       4,
+    modelServeBytesPerSecond:
+      positive(parseCount(env.RBEE_MODEL_SERVE_BPS, 'RBEE_MODEL_SERVE_BPS'), 'RBEE_MODEL_SERVE_BPS') ??
+      file.modelServeBytesPerSecond,
     keyLimits: file.keyLimits ?? {},
     cluster: loadClusterConfig(file.cluster, overrides, env),
   };

@@ -39,6 +39,7 @@ import {
   createMemoryObservations,
   createModelAliases,
   createModelCatalog,
+  createModelPieces,
   createWorkerCatalog,
   openDatabase,
 } from './store/index.js';
@@ -128,6 +129,8 @@ export async function startNode(
       catalog,
       modelsDir: config.paths.models,
       peers: () => observers.cluster?.peers,
+      pieces: createModelPieces(db),
+      ...testPieceBytes(),
     }),
     () => ({
       bytes: (delta) => observers.metrics?.downloadBytes(delta),
@@ -418,7 +421,11 @@ export async function startNode(
         keys: apiKeys,
         jobs: localJobs,
         readModel: (sha256, options) => provisioner.readModel(sha256, options),
+        modelPieces: (sha256, options) => provisioner.modelPieces(sha256, options),
         maxModelReads: config.maxModelReads,
+        ...(config.modelServeBytesPerSecond === undefined
+          ? {}
+          : { modelServeBytesPerSecond: config.modelServeBytesPerSecond }),
       });
       if (closing !== undefined) {
         await link.stop();
@@ -514,4 +521,13 @@ export async function startNode(
 
 function narration(source: NarrationEvent['source'], node: string, text: string): NarrationEvent {
   return { type: 'narration', source, node, text, ts: Date.now(), jobId: '-' };
+}
+
+/**
+ * Test hook: the piece size of this hive's piece lists, so that a test's small model spans several
+ * pieces. Read from the node's environment; never set outside tests.
+ */
+function testPieceBytes(): { pieceBytes?: number } {
+  const bytes = Number(process.env.RBEE_TEST_MODEL_PIECE_BYTES ?? 0);
+  return Number.isInteger(bytes) && bytes > 0 ? { pieceBytes: bytes } : {};
 }

@@ -32,7 +32,7 @@ import {
 } from './protocol.js';
 import type { Logger } from '../logger.js';
 import type { DataPaths } from '../../shared/paths.js';
-import { createSqliteClusterStore, type ApiKeyStore, type Database } from '../store/index.js';
+import { createSqliteClusterStore, type ApiKeyStore, type Database, type PieceList } from '../store/index.js';
 import type { LocalJobs, MemberJobs } from '../jobs/index.js';
 import { createMemberJobs, serveJobs } from './jobs.js';
 import { startKeySync, type KeyReplication } from './key-sync.js';
@@ -65,8 +65,12 @@ export interface ClusterLinkInit {
     sha256: string,
     options: { offset: number; length?: number; signal: AbortSignal },
   ) => AsyncIterable<Uint8Array>;
+  /** The piece list of a file of this hive's catalog by sha256, which other hives check pieces against. */
+  modelPieces?: (sha256: string, options: { signal: AbortSignal }) => Promise<PieceList>;
   /** Model reads served to other hives at once. */
   maxModelReads: number;
+  /** Bytes per second all model reads served to other hives may send together; unlimited when absent. */
+  modelServeBytesPerSecond?: number;
 }
 
 export interface ClusterLink extends ClusterSource {
@@ -292,7 +296,9 @@ export async function startClusterLink(init: ClusterLinkInit): Promise<ClusterLi
     node,
     log,
     read: init.readModel,
+    ...(init.modelPieces === undefined ? {} : { pieces: init.modelPieces }),
     maxReads: init.maxModelReads,
+    ...(init.modelServeBytesPerSecond === undefined ? {} : { bytesPerSecond: init.modelServeBytesPerSecond }),
     remotes,
     nameOf,
   });

@@ -1,7 +1,9 @@
 /**
  * Models across the cluster, on the wire: this hive serves the files of its catalog to other hives
- * (`model.read`, a bounded number at once, the others waiting their turn), and offers the
- * provisioner the live hives that hold a model and a byte stream from one of them.
+ * (`model.read`, a bounded number at once, the others waiting their turn, all of them together
+ * within a bandwidth limit when one is set; `model.pieces`, the sha256 of each piece of a file), and
+ * offers the provisioner the live hives that hold a model, a byte stream from one of them and their
+ * piece lists.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ClusterNode } from '../../p2p/index.js';
@@ -9,8 +11,9 @@ import { raceSignal } from '../../shared/abort.js';
 import { RbeeError, toRbeeError } from '../../shared/errors.js';
 import type { Logger } from '../logger.js';
 import type { PeerNetwork } from '../models/index.js';
+import type { PieceList } from '../store/index.js';
 import type { RemoteHiveState } from './member-states.js';
-import { modelRead } from './protocol.js';
+import { modelPieces, modelRead } from './protocol.js';
 
 export interface ModelShareInit {
   node: ClusterNode;
@@ -20,14 +23,23 @@ export interface ModelShareInit {
     sha256: string,
     options: { offset: number; length?: number; signal: AbortSignal },
   ) => AsyncIterable<Uint8Array>;
+  /** This hive's piece list of a catalog file (the provisioner's `modelPieces`). */
+  pieces?: (sha256: string, options: { signal: AbortSignal }) => Promise<PieceList>;
   /** Reads served at once. */
   maxReads: number;
+  /** Bytes per second all reads served together may send; unlimited when absent. */
+  bytesPerSecond?: number;
   remotes: () => RemoteHiveState[];
   nameOf: (id: string) => string | undefined;
 }
 
 /** Reads that may wait for a turn; one more is refused at once (the asking hive tries another). */
 const MAX_WAITING = 256;
+/**
+ * How long a hive waits for another's piece list: the first ask of a file reads all of it there
+ * (about a second per GB on a fast disk), later ones are answered from its database.
+ */
+const PIECES_TIMEOUT_MS = 10 * 60_000;
 
 /**
  * Test hook: a pause after each chunk served, so that a test can cut a transfer mid-way. Read from
@@ -38,6 +50,15 @@ const chunkDelayMs = (): number => Number(process.env.RBEE_TEST_MODEL_READ_DELAY
 export function startModelShare(init: ModelShareInit): PeerNetwork {
   const { node, log } = init;
   const turns = createTurns(init.maxReads);
+  const rate = init.bytesPerSecond === undefined ? undefined : createByteRate(init.bytesPerSecond);
+
+  const pieces = init.pieces;
+  if (pieces !== undefined) {
+    node.rpc.handle(modelPieces, async ({ sha256 }, { signal }) => ({
+      ...(await pieces(sha256, { signal })),
+      serving: turns.active(),
+    }));
+  }
 
   node.streams.handle(modelRead, async ({ params, channel, signal, peer }) => {
     const release = await turns.take(signal);
@@ -46,6 +67,7 @@ export function startModelShare(init: ModelShareInit): PeerNetwork {
     try {
       const delay = chunkDelayMs();
       for await (const chunk of init.read(params.sha256, { ...withoutUndefined(params), signal })) {
+        await rate?.take(chunk.byteLength, signal);
         await channel.write(chunk, { signal });
         sent += chunk.byteLength;
         if (delay > 0) await sleep(delay, undefined, { signal });
@@ -85,6 +107,9 @@ export function startModelShare(init: ModelShareInit): PeerNetwork {
           })),
       );
     },
+    async pieces(peer, sha256, { signal }) {
+      return node.rpc.call(peer, modelPieces, { sha256 }, { signal, timeoutMs: PIECES_TIMEOUT_MS });
+    },
     async *read(peer, params, { signal }) {
       const channel = await node.streams.open(peer, modelRead, withoutUndefined(params), { signal });
       let ended = false;
@@ -106,8 +131,44 @@ export function startModelShare(init: ModelShareInit): PeerNetwork {
   };
 }
 
+/**
+ * A token bucket shared by every read a hive serves: `bytesPerSecond` on average, with at most a
+ * quarter of a second's worth sent ahead. A chunk larger than what is in the bucket waits until the
+ * bucket would have refilled to it, so the rate holds for any chunk size.
+ */
+export function createByteRate(bytesPerSecond: number): {
+  take(bytes: number, signal: AbortSignal): Promise<void>;
+} {
+  const burst = bytesPerSecond / 4;
+  let tokens = burst;
+  let at = performance.now();
+  /** The reads waiting, served in order. */
+  let queue = Promise.resolve();
+  const refill = (): void => {
+    const now = performance.now();
+    tokens = Math.min(burst, tokens + ((now - at) / 1000) * bytesPerSecond);
+    at = now;
+  };
+  return {
+    take(bytes, signal) {
+      const turn = queue.then(async () => {
+        refill();
+        tokens -= bytes;
+        // in debt: this chunk waits until the bucket would have held it
+        if (tokens < 0) await sleep((-tokens / bytesPerSecond) * 1000, undefined, { signal });
+      });
+      queue = turn.catch(() => undefined);
+      return turn;
+    },
+  };
+}
+
 /** At most `max` holders of a turn at once; the others wait in order. */
-export function createTurns(max: number): { take(signal: AbortSignal): Promise<() => void> } {
+export function createTurns(max: number): {
+  take(signal: AbortSignal): Promise<() => void>;
+  /** Turns held now. */
+  active(): number;
+} {
   let active = 0;
   const waiting: (() => void)[] = [];
   const release = (): void => {
@@ -116,6 +177,7 @@ export function createTurns(max: number): { take(signal: AbortSignal): Promise<(
     else active--;
   };
   return {
+    active: () => active,
     async take(signal) {
       if (active < max) {
         active++;

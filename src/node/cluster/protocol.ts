@@ -6,7 +6,7 @@ import { z } from 'zod';
 import { defineMethod, defineStream } from '../../p2p/index.js';
 import { jobRecordSchema } from '../../shared/view.js';
 import { jobEventSchema, jobRequestSchema, promptSizeFields, tokenLogprobSchema } from '../../shared/wire.js';
-import { MAX_KEYS, MAX_TOMBSTONES } from '../store/index.js';
+import { MAX_KEYS, MAX_MODEL_PIECES, MAX_TOMBSTONES } from '../store/index.js';
 import { MAX_TOKENS_PER_FRAME } from './token-relay.js';
 
 /** Node → the hive that runs a worker: stop it (what `rbee workers stop` and the dashboard send). */
@@ -224,3 +224,19 @@ export const modelRead = defineStream('model.read', {
   up: z.never(),
   down: z.custom<Uint8Array>((value) => value instanceof Uint8Array, 'bytes of a model'),
 });
+
+/**
+ * Any hive → a hive whose catalog holds a model: the sha256 of each fixed-size piece of the file with
+ * this sha256, computed in the pass that checked the whole file against that sha256 (a file that
+ * fails it is refused with CHECKSUM_MISMATCH), and how many `model.read` streams it serves now. A
+ * hive fetching from several holders checks every piece against it as it arrives.
+ */
+export const modelPieces = defineMethod(
+  'model.pieces',
+  z.object({ sha256: z.string().regex(/^[0-9a-f]{64}$/) }),
+  z.object({
+    pieceBytes: z.number().int().positive(),
+    hashes: z.array(z.string().regex(/^[0-9a-f]{64}$/)).max(MAX_MODEL_PIECES),
+    serving: z.number().int().min(0),
+  }),
+);

@@ -38,6 +38,12 @@ const sidecarSchema = z.object({
    */
   durableBytes: z.number().int().nonnegative(),
   updatedAt: z.number(),
+  /**
+   * A model fetched from several hives at once in pieces (peer-pieces.ts): the piece size and the
+   * pieces past `durableBytes` that are whole, checked and synced too, by index.
+   */
+  pieceBytes: z.number().int().positive().optional(),
+  pieces: z.array(z.number().int().nonnegative()).optional(),
 });
 
 export type PartialSidecar = z.infer<typeof sidecarSchema>;

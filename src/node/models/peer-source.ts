@@ -39,13 +39,26 @@ export interface PeerNetwork {
     params: { sha256: string; offset: number; length?: number },
     options: { signal: AbortSignal },
   ): AsyncIterable<Uint8Array>;
+  /**
+   * The sha256 of each piece of the file with `sha256` in `peer`'s catalog, and how many reads that
+   * hive serves now. Absent where the cluster cannot tell (a model then comes from one hive at a time).
+   */
+  pieces?(peer: string, sha256: string, options: { signal: AbortSignal }): Promise<HolderPieces>;
+}
+
+/** A holder's piece list of one file, and its load when it answered. */
+export interface HolderPieces {
+  pieceBytes: number;
+  hashes: string[];
+  /** `model.read` streams it was serving. */
+  serving: number;
 }
 
 /** Where a model's file is written while it comes from a peer. */
 export const peerPartialPathOf = (finalPath: string): string => `${finalPath}.peer.partial`;
 
 /** The key a peer partial's sidecar records: the content, not the hive it came from. */
-const contentKey = (sha256: string): string => `rbee-peer:sha256:${sha256}`;
+export const contentKey = (sha256: string): string => `rbee-peer:sha256:${sha256}`;
 
 /**
  * - `cut`: the transfer broke off (the holder went away, the stream was closed, it stalled); the

@@ -11,8 +11,16 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { mkdir, rename, rm } from 'node:fs/promises';
 import { basename, dirname, resolve } from 'node:path';
 import { generateTestModel, readModelInfo, type ModelInfo } from '../../engine/index.js';
+import { raceSignal } from '../../shared/abort.js';
 import { RbeeError, toRbeeError } from '../../shared/errors.js';
-import type { ModelCatalog, ModelRow, ModelSource } from '../store/index.js';
+import {
+  MAX_MODEL_PIECES,
+  type ModelCatalog,
+  type ModelPieces,
+  type ModelRow,
+  type ModelSource,
+  type PieceList,
+} from '../store/index.js';
 import { writeError } from './download.js';
 import { pickGgufFile, type RepoFile } from './hf-files.js';
 import { createHfSource } from './hf-source.js';
@@ -29,10 +37,12 @@ import {
 } from './model-files.js';
 import { discardPartial, partialPathOf, readSidecar, sidecarPathOf, sweepPartials } from './partial-file.js';
 import { ensureDiskSpace } from './disk-space.js';
+import { fetchPieces, hashPieces, piecesFailure } from './peer-pieces.js';
 import {
   fetchFromPeer,
   peerFailure,
   peerPartialPathOf,
+  type HolderPieces,
   type PeerHolder,
   type PeerNetwork,
 } from './peer-source.js';
@@ -82,6 +92,16 @@ export interface ProvisionerInit {
    * same ref, or the same sha256) comes from there over the LAN before its own source is tried.
    */
   peers?: () => PeerNetwork | undefined;
+  /**
+   * Where the piece lists of the files this hive shares are kept (computed once per file). Defaults
+   * to memory.
+   */
+  pieces?: ModelPieces;
+  /**
+   * The piece size of this hive's piece lists (a file too large for MAX_MODEL_PIECES of them gets
+   * larger ones). Defaults to 32 MiB.
+   */
+  pieceBytes?: number;
 }
 
 export interface EnsureOptions {
@@ -131,6 +151,13 @@ export interface Provisioner {
     sha256: string,
     options: { offset: number; length?: number; signal: AbortSignal },
   ): AsyncIterable<Uint8Array>;
+  /**
+   * The piece list of the catalog's model file with this sha256 (what another hive checks the pieces
+   * it fetches against), computed in one read that also checks the whole file against that sha256:
+   * CHECKSUM_MISMATCH when it does not match (the file rotted on disk), MODEL_NOT_FOUND when the
+   * catalog holds no such file.
+   */
+  modelPieces(sha256: string, options: { signal: AbortSignal }): Promise<PieceList>;
 }
 
 /** A hive that sent bytes other than its catalog's is not asked again for that file for this long. */
@@ -140,6 +167,10 @@ const PEER_BACK_WAIT_MS = 15_000;
 const PEER_BACK_POLL_MS = 250;
 /** Bytes per chunk a model is read in for another hive (each one frame on the wire). */
 const READ_CHUNK_BYTES = 128 * 1024;
+/** Holders one model is fetched from at once, at most. */
+const MAX_PIECE_HOLDERS = 4;
+/** Once one holder answered with its piece list, how long the others have to answer too. */
+const PIECES_GRACE_MS = 1000;
 
 type FetchableRef = ModelRef & ({ kind: 'url' } | { kind: 'hf'; file: string });
 
@@ -153,6 +184,10 @@ export function createProvisioner(init: ProvisionerInit): Provisioner {
   const retryDelayMs = init.retryDelayMs ?? 1000;
   const reserveBytes = init.minFreeDiskBytes ?? 1024 ** 3;
   const maxPartialAgeMs = init.maxPartialAgeMs ?? 7 * 24 * 3600 * 1000;
+  const pieceBytes = init.pieceBytes ?? 32 * 1024 * 1024;
+  const pieceStore = init.pieces ?? memoryPieces();
+  /** Piece lists being computed, by sha256: one read of the file however many hives ask. */
+  const hashing = new Map<string, Promise<PieceList>>();
   const tasks = createSharedTasks<EnsureResult>();
   const hf = createHfSource({
     ...(init.hfEndpoint === undefined ? {} : { endpoint: init.hfEndpoint }),
@@ -379,6 +414,8 @@ export function createProvisioner(init: ProvisionerInit): Provisioner {
     const reached = new Map<string, number>();
     /** When a holder cut after headway went out of the view (its link dropped), until when to wait for it. */
     let awaitBack = 0;
+    /** A fetch from several holders at once was tried and made no headway: one at a time from now on. */
+    let severalTried = false;
     const badKey = (h: PeerHolder): string => `${h.id}|${h.sha256}`;
     let lastError: RbeeError | undefined;
     for (;;) {
@@ -411,6 +448,29 @@ export function createProvisioner(init: ProvisionerInit): Provisioner {
             : `no live hive ${from} holds ${key}`,
           { details: { model: key, hive: from } },
         );
+      }
+      // several holders share the work; so does one, for a partial that has pieces past its prefix
+      const several =
+        from === undefined &&
+        !severalTried &&
+        network?.pieces !== undefined &&
+        (candidates.length >= 2 || ((await readSidecar(partial))?.pieces?.length ?? 0) > 0);
+      if (several) {
+        severalTried = true;
+        const outcome = await fromSeveral(ref, finalPath, signal, emit, network, candidates);
+        if (outcome.result !== undefined) return outcome.result;
+        for (const holder of outcome.failed) tried.add(holder.id);
+        if (outcome.error !== undefined) lastError = outcome.error;
+        if (outcome.headway) {
+          // pieces came in before the holders went: those whose link dropped may be back soon
+          severalTried = false;
+          for (const holder of outcome.cut) tried.delete(holder.id);
+          awaitBack = now() + PEER_BACK_WAIT_MS;
+        } else {
+          // asked again at once and nothing came: no point waiting for them
+          awaitBack = 0;
+        }
+        continue;
       }
       // the holder of the content whose prefix is already here continues it
       const kept = await readSidecar(partial);
@@ -489,6 +549,196 @@ export function createProvisioner(init: ProvisionerInit): Provisioner {
       } finally {
         writing.delete(partial);
       }
+    }
+  }
+
+  /**
+   * The model from several holders at once, in pieces (peer-pieces.ts), when at least two of them
+   * answer with the same piece list of a file of two pieces or more; otherwise nothing is fetched
+   * here (`result` and `failed` empty) and the caller goes on one holder at a time. Holders that
+   * failed are in `failed` (those only cut off, in `cut` too), and `headway` says whether checked
+   * pieces came in before the fetch gave up.
+   */
+  async function fromSeveral(
+    ref: ModelRef,
+    finalPath: string,
+    signal: AbortSignal,
+    emit: Emit,
+    network: PeerNetwork,
+    candidates: PeerHolder[],
+  ): Promise<{
+    result?: EnsureResult;
+    failed: PeerHolder[];
+    cut: PeerHolder[];
+    headway: boolean;
+    error?: RbeeError;
+  }> {
+    const nothing = { failed: [], cut: [], headway: false };
+    if (network.pieces === undefined) return nothing;
+    const answers = await askPieces(network.pieces.bind(network), candidates, signal);
+    // holders of one file that agree on its pieces; the largest such group
+    const groups = new Map<string, typeof answers>();
+    for (const answer of answers) {
+      const { holder, pieces } = answer;
+      const key = `${holder.sha256}:${holder.bytes}:${pieces.pieceBytes}:${pieces.hashes.join('')}`;
+      groups.set(key, [...(groups.get(key) ?? []), answer]);
+    }
+    const group = [...groups.values()].sort((a, b) => b.length - a.length)[0] ?? [];
+    const list = group[0]?.pieces;
+    if (list === undefined || list.hashes.length < 2) return nothing;
+    if (group.length < 2 && ((await readSidecar(peerPartialPathOf(finalPath)))?.pieces?.length ?? 0) === 0) {
+      return nothing;
+    }
+    // fewest reads served first, then the quickest to answer (see peer-pieces.ts for the rest)
+    const holders = group
+      .sort((a, b) => a.pieces.serving - b.pieces.serving || a.ms - b.ms)
+      .slice(0, MAX_PIECE_HOLDERS)
+      .map((a) => a.holder);
+    const file = basename(finalPath);
+    const partial = peerPartialPathOf(finalPath);
+    const via = `hives ${holders.map((h) => h.name).join(', ')} over the LAN`;
+    const before = await piecesHere(partial);
+    emit({ phase: 'resolving', bytes: 0, file, from: via, message: `fetching ${file} from ${via}` });
+    const failed: PeerHolder[] = [];
+    const cut: PeerHolder[] = [];
+    writing.add(partial);
+    try {
+      await mkdir(dirname(finalPath), { recursive: true });
+      const total = holders[0]!.bytes;
+      const { bytes, sha256 } = await fetchPieces({
+        peers: network,
+        holders,
+        list: { pieceBytes: list.pieceBytes, hashes: list.hashes },
+        partialPath: partial,
+        stallTimeoutMs,
+        beforeWrite: (rest) => ensureDiskSpace({ dir: dirname(partial), needBytes: rest, reserveBytes }),
+        onHolderFailed: (holder, kind, error) => {
+          failed.push(holder);
+          if (kind === 'bad') badPeers.set(`${holder.id}|${holder.sha256}`, now() + BAD_PEER_MS);
+          if (kind === 'cut') cut.push(holder);
+          const next = kind === 'bad' ? 'the piece is discarded' : 'its pieces go to the others';
+          emit({ phase: 'retrying', bytes: 0, file, from: via, message: `${error.message}; ${next}` });
+        },
+        onProgress: (p) =>
+          emit({
+            phase: 'downloading',
+            bytes: p.bytes,
+            totalBytes: total,
+            ...(p.bytesPerSecond === undefined ? {} : { bytesPerSecond: p.bytesPerSecond }),
+            ...(p.etaSeconds === undefined ? {} : { etaSeconds: p.etaSeconds }),
+            file,
+            from: via,
+          }),
+        signal,
+      });
+      emit({ phase: 'verifying', bytes, totalBytes: bytes, file, from: via });
+      const info = await modelInfoOf(partial, signal);
+      if (info instanceof RbeeError) {
+        // the holders' catalogs list a file that is no model: as good as corrupt
+        for (const holder of holders) badPeers.set(`${holder.id}|${holder.sha256}`, now() + BAD_PEER_MS);
+        emit({
+          phase: 'retrying',
+          bytes: 0,
+          file,
+          from: via,
+          message: `the file from ${via} is no usable model (${info.message})`,
+        });
+        return { failed: holders, cut: [], headway: false, error: info };
+      }
+      signal.throwIfAborted();
+      await rename(partial, finalPath);
+      await rm(sidecarPathOf(partial), { force: true });
+      await discardPartial(partialPathOf(finalPath));
+      // this hive holds the file now, and its pieces are known
+      pieceStore.put(sha256, { pieceBytes: list.pieceBytes, hashes: list.hashes });
+      return {
+        result: await publish(ref, { path: finalPath, bytes, sha256, info, source: 'download' }, emit),
+        failed,
+        cut,
+        headway: true,
+      };
+    } catch (error) {
+      const kind = piecesFailure(error);
+      if (signal.aborted || kind === undefined) {
+        // cancelled, or this machine's own trouble (a full disk): nothing stays, as for a download
+        await discardPartial(partial);
+        await pruneEmptyDirs(dirname(finalPath), modelsDir);
+        if (signal.aborted) throw toRbeeError(signal.reason);
+        throw error;
+      }
+      const rbee = toRbeeError(error);
+      if (kind === 'bad' && rbee.code === 'CHECKSUM_MISMATCH') {
+        // every piece matched, the whole did not: their piece list is not to be trusted
+        for (const holder of holders) badPeers.set(`${holder.id}|${holder.sha256}`, now() + BAD_PEER_MS);
+      }
+      const headway = (await piecesHere(partial)) > before;
+      emit({
+        phase: 'retrying',
+        bytes: 0,
+        file,
+        from: via,
+        message: `${rbee.message}; ${kind === 'bad' ? 'discarded' : 'the pieces so far are kept'}`,
+      });
+      return { failed: holders, cut, headway, error: rbee };
+    } finally {
+      writing.delete(partial);
+    }
+  }
+
+  /** Bytes of checked pieces a peer partial records (its durable prefix and the pieces past it). */
+  async function piecesHere(partial: string): Promise<number> {
+    const sidecar = await readSidecar(partial);
+    if (sidecar === undefined) return 0;
+    return sidecar.durableBytes + (sidecar.pieces?.length ?? 0) * (sidecar.pieceBytes ?? 0);
+  }
+
+  /** The piece lists of holders that answer: after the first answer, the others get a short grace. */
+  async function askPieces(
+    piecesOf: NonNullable<PeerNetwork['pieces']>,
+    candidates: PeerHolder[],
+    signal: AbortSignal,
+  ): Promise<{ holder: PeerHolder; pieces: HolderPieces; ms: number }[]> {
+    const answers: { holder: PeerHolder; pieces: HolderPieces; ms: number }[] = [];
+    const asking = new AbortController();
+    const askSignal = AbortSignal.any([signal, asking.signal]);
+    let answered!: () => void;
+    const first = new Promise<void>((resolve) => (answered = resolve));
+    const asked = Promise.allSettled(
+      candidates.map(async (holder) => {
+        const started = performance.now();
+        try {
+          const pieces = await piecesOf(holder.id, holder.sha256, { signal: askSignal });
+          answers.push({ holder, pieces, ms: performance.now() - started });
+          answered();
+        } catch (error) {
+          // a holder whose own copy failed its sha256 is not asked for it again for a while
+          if (toRbeeError(error).code === 'CHECKSUM_MISMATCH') {
+            badPeers.set(`${holder.id}|${holder.sha256}`, now() + BAD_PEER_MS);
+          }
+        }
+      }),
+    );
+    try {
+      await raceSignal(
+        Promise.race([asked, first.then(() => sleep(PIECES_GRACE_MS, undefined, { signal: askSignal }))]),
+        signal,
+      );
+    } catch {
+      if (signal.aborted) throw toRbeeError(signal.reason);
+    } finally {
+      asking.abort();
+    }
+    return [...answers];
+  }
+
+  /** The model's facts, or the error that says it is no usable model. */
+  async function modelInfoOf(path: string, signal: AbortSignal): Promise<ModelInfo | RbeeError> {
+    try {
+      return await readModelInfo(path, { signal });
+    } catch (error) {
+      if (signal.aborted) throw error;
+      await discardPartial(path);
+      return toRbeeError(error, 'MODEL_INVALID');
     }
   }
 
@@ -607,13 +857,28 @@ export function createProvisioner(init: ProvisionerInit): Provisioner {
         read.abort(new RbeeError('MODEL_NOT_FOUND', `model ${row.id} was removed from its hive`));
       }
       if (row.source !== 'local') await deleteModelFiles(row.path);
+      if (row.sha256 !== null && !catalog.list().some((r) => r.sha256 === row.sha256)) {
+        pieceStore.remove(row.sha256);
+      }
       return row;
     },
 
+    async modelPieces(sha256, { signal }) {
+      const row = sharedRow(sha256);
+      const size = row === undefined ? undefined : pieceSizeFor(row.bytes);
+      const known = size === undefined ? undefined : pieceStore.get(sha256, size);
+      if (known !== undefined) return known;
+      let computing = hashing.get(sha256);
+      if (computing === undefined) {
+        // not tied to one asker: a hive that stops waiting does not waste the read for the next
+        computing = computePieces(sha256).finally(() => hashing.delete(sha256));
+        hashing.set(sha256, computing);
+      }
+      return raceSignal(computing, signal, toRbeeError);
+    },
+
     async *readModel(sha256, { offset, length, signal }) {
-      const row = catalog
-        .list()
-        .find((r) => r.sha256 === sha256 && r.source !== 'local' && modelFilePaths(r.path).length === 1);
+      const row = sharedRow(sha256);
       if (row === undefined || (await fileSize(row.path)) !== row.bytes) {
         throw new RbeeError('MODEL_NOT_FOUND', `no model with sha256 ${sha256} in this catalog`, {
           details: { sha256 },
@@ -654,6 +919,47 @@ export function createProvisioner(init: ProvisionerInit): Provisioner {
     },
   };
 
+  /** The catalog's row of a file it shares by this sha256 (not the user's own, not a split model). */
+  function sharedRow(sha256: string): ModelRow | undefined {
+    return catalog
+      .list()
+      .find((r) => r.sha256 === sha256 && r.source !== 'local' && modelFilePaths(r.path).length === 1);
+  }
+
+  /** The configured piece size, or larger for a file that would need more than MAX_MODEL_PIECES. */
+  function pieceSizeFor(bytes: number): number {
+    const least = Math.ceil(bytes / MAX_MODEL_PIECES);
+    return least <= pieceBytes ? pieceBytes : Math.ceil(least / 2 ** 20) * 2 ** 20;
+  }
+
+  async function computePieces(sha256: string): Promise<PieceList> {
+    const row = sharedRow(sha256);
+    if (row === undefined || (await fileSize(row.path)) !== row.bytes) {
+      throw new RbeeError('MODEL_NOT_FOUND', `no model with sha256 ${sha256} in this catalog`, {
+        details: { sha256 },
+      });
+    }
+    let hashed;
+    try {
+      hashed = await hashPieces(row.path, pieceSizeFor(row.bytes), new AbortController().signal);
+    } catch (error) {
+      throw toRbeeError(error, 'MODEL_NOT_FOUND');
+    }
+    if (hashed.sha256 !== sha256 || hashed.bytes !== row.bytes) {
+      throw new RbeeError(
+        'CHECKSUM_MISMATCH',
+        `this hive's copy of ${row.ref} has sha256 ${hashed.sha256}, not the ${sha256} its catalog lists`,
+        { details: { sha256: hashed.sha256, expected: sha256, model: row.id } },
+      );
+    }
+    // removed while it was read: the list is right, but nothing here serves it
+    if (sharedRow(sha256) === undefined) {
+      throw new RbeeError('MODEL_NOT_FOUND', `model ${row.id} was removed from its hive`);
+    }
+    pieceStore.put(sha256, hashed.list);
+    return hashed.list;
+  }
+
   /** Deletes a model's files (every part of a split model), never anything outside the models directory. */
   async function deleteModelFiles(path: string): Promise<void> {
     for (const file of modelFilePaths(resolve(path))) {
@@ -670,4 +976,18 @@ export function createProvisioner(init: ProvisionerInit): Provisioner {
       return undefined;
     }
   }
+}
+
+/** Piece lists kept in memory, for a provisioner without a database of them. */
+function memoryPieces(): ModelPieces {
+  const lists = new Map<string, PieceList>();
+  return {
+    get: (sha256, pieceBytes) =>
+      lists.get(`${sha256}:${pieceBytes}`) ??
+      [...lists.entries()].find(([key]) => key.startsWith(`${sha256}:`))?.[1],
+    put: (sha256, list) => void lists.set(`${sha256}:${list.pieceBytes}`, list),
+    remove: (sha256) => {
+      for (const key of lists.keys()) if (key.startsWith(`${sha256}:`)) lists.delete(key);
+    },
+  };
 }

@@ -24,3 +24,4 @@ export {
 export { createSqliteClusterStore } from './cluster-store.js';
 export { createJobStore, type JobStore, type JobRow, type JobRowState } from './job-store.js';
 export { createModelAliases, type ModelAlias, type ModelAliases } from './model-aliases.js';
+export { createModelPieces, MAX_MODEL_PIECES, type ModelPieces, type PieceList } from './model-pieces.js';

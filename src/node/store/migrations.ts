@@ -107,4 +107,15 @@ export const MIGRATIONS: readonly string[] = [
     created_at INTEGER NOT NULL
   ) STRICT;
   `,
+  // 9: the sha256 of each fixed-size piece of a shared model file, by the file's content, computed
+  // in the pass that checked the whole file against its catalog sha256: other hives check every
+  // piece they fetch against it
+  `
+  CREATE TABLE model_pieces (
+    sha256      TEXT NOT NULL,
+    piece_bytes INTEGER NOT NULL CHECK (piece_bytes > 0),
+    hashes      TEXT NOT NULL,
+    PRIMARY KEY (sha256, piece_bytes)
+  ) STRICT;
+  `,
 ];
