@@ -249,6 +249,7 @@ describe('Ollama API', () => {
     await waitFor(async () => (await ollama.ps()).models.length === 0, { timeoutMs: 15_000 });
   });
 
+  // three worker loads (each seconds on a loaded machine)
   it('honours num_ctx: the worker is reloaded with the context asked, and /api/ps shows it', async () => {
     const contextOfRunning = async (): Promise<number[]> => {
       const body = (await (await fetch(`${node.url}/api/ps`)).json()) as {
@@ -281,7 +282,7 @@ describe('Ollama API', () => {
     );
     expect(refused?.status_code).toBe(400);
     expect(refused?.error).toContain('num_ctx');
-  });
+  }, 180_000);
 
   it('pulls a model already on disk, and a model file by its path', async () => {
     const statuses: string[] = [];
