@@ -20,8 +20,11 @@ import {
   createLocalHive,
   createMemoryChecker,
   createRestartPolicy,
+  cancelEngineFix,
+  createCpuBinaryChooser,
   createWorkerPool,
   diagnoseNode,
+  runEngineFix,
 } from './hive/index.js';
 import {
   createClusterJobs,
@@ -137,6 +140,7 @@ export async function startNode(
   );
   const workers = createWorkerPool({
     spawn: spawnWorker,
+    cpuBinary: createCpuBinaryChooser(config.paths.binaryDecision),
     log,
     logsDir: config.paths.logs,
     threads: config.threads,
@@ -363,7 +367,22 @@ export async function startNode(
         nodeName: config.nodeName,
         configuredThreads: config.threads,
         modelsDir: config.paths.models,
+        decisionPath: config.paths.binaryDecision,
       }),
+    doctorFix: async (options) => {
+      await runEngineFix({
+        decisionPath: config.paths.binaryDecision,
+        engineDir: config.paths.engineDir,
+        threads: config.threads,
+        ...options,
+      });
+      return diagnoseNode({
+        nodeName: config.nodeName,
+        configuredThreads: config.threads,
+        modelsDir: config.paths.models,
+        decisionPath: config.paths.binaryDecision,
+      });
+    },
     place: createPlacePreview({
       local: localHive,
       remotes: () => observers.cluster?.remotes() ?? [],
@@ -394,6 +413,8 @@ export async function startNode(
       clusterStarting.then(() => observers.cluster?.stop()),
     ]),
   );
+  // First of all: a `doctor --fix` in progress is cancelled and cleans up before the node goes.
+  teardown.add('a doctor --fix in progress', () => cancelEngineFix());
 
   /** libp2p loads after the API is up; a failure leaves this hive running alone, and says why. */
   async function joinCluster(): Promise<void> {

@@ -89,6 +89,7 @@ export function createLocalHive(init: LocalHiveInit): Hive {
         startedAt: w.startedAt,
         lastUsedAt: w.lastUsedAt,
         keepAliveS: w.keepAliveS,
+        ...(w.binary === undefined ? {} : { binary: w.binary }),
       })),
       models: init.catalog.list().map((m) => ({
         id: m.id,
