@@ -105,6 +105,8 @@ export async function startNode(
   const catalog = createModelCatalog(db);
   const aliases = createModelAliases(db);
   const workerCatalog = createWorkerCatalog(db);
+  /** The llama.cpp binary CPU workers load now (the prebuilt one, or the native build doctor --fix chose). */
+  const cpuBinary = createCpuBinaryChooser(config.paths.binaryDecision);
   const apiKeys = createApiKeyStore(db);
   const jobStore = createJobStore(db);
   const unfinished = jobStore.failUnfinished(
@@ -140,7 +142,7 @@ export async function startNode(
   );
   const workers = createWorkerPool({
     spawn: spawnWorker,
-    cpuBinary: createCpuBinaryChooser(config.paths.binaryDecision),
+    cpuBinary,
     log,
     logsDir: config.paths.logs,
     threads: config.threads,
@@ -347,7 +349,9 @@ export async function startNode(
     hiveStates: () => [localHive.state(), ...(observers.cluster?.remotes() ?? []).map((r) => r.state)],
     live: liveView,
     metrics: observers.metrics,
-    backends: () => workerCatalog.list(),
+    // the CPU row says which binary its workers load now, and why (it changes with doctor --fix)
+    backends: () =>
+      workerCatalog.list().map((b) => (b.name === 'cpu' ? { ...b, workersLoad: cpuBinary() } : b)),
     keys: apiKeys,
     keysChanged: async () => {
       await clusterStarting;

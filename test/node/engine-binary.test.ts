@@ -8,6 +8,7 @@ import { decide, writeBinaryDecision } from '../../src/engine/binary-choice.js';
 import { createNodeClient, type NodeClient } from '../../src/node/client/index.js';
 import { startTestNode, type TestNode } from '../helpers/test-node.js';
 import { tinyModelPath } from '../helpers/tiny-model.js';
+import { waitFor } from '../helpers/wait-for.js';
 
 let node: TestNode;
 let client: NodeClient;
@@ -20,6 +21,18 @@ beforeAll(async () => {
 afterAll(async () => {
   await node.stop();
 });
+
+/** The worker catalog's CPU row (`rbee workers backends`), once device detection has filled it. */
+async function cpuBackend(): Promise<unknown> {
+  const rows = await waitFor(
+    async () => {
+      const found = await client.backends();
+      return found.length > 0 ? found : undefined;
+    },
+    { what: 'device detection' },
+  );
+  return rows.find((b) => b.name === 'cpu');
+}
 
 async function workerBinary(): Promise<unknown> {
   const { worker } = await client.spawnWorker('demo');
@@ -35,6 +48,7 @@ describe("a node's CPU workers and their llama.cpp binary", () => {
       label: expect.stringMatching(/^prebuilt cpu/) as string,
       why: expect.stringMatching(/^the default: no native build here|not measured yet/) as string,
     });
+    expect(await cpuBackend()).toMatchObject({ workersLoad: { binary: 'prebuilt' } });
   }, 180_000);
 
   it('falls back to the prebuilt binary when the native build chosen is gone, and doctor warns', async () => {
@@ -48,6 +62,9 @@ describe("a node's CPU workers and their llama.cpp binary", () => {
     expect(await workerBinary()).toMatchObject({
       kind: 'prebuilt',
       why: expect.stringContaining('the native build chosen (v0.5.0) is gone') as string,
+    });
+    expect(await cpuBackend()).toMatchObject({
+      workersLoad: { binary: 'prebuilt', why: expect.stringContaining('is gone') as string },
     });
     const report = await client.doctor();
     expect(report.binary).toMatchObject({ workers: 'prebuilt', decision: { choice: 'native' } });

@@ -531,7 +531,10 @@ function registerWorkers(root: Command, keeper: Keeper, json: () => Option, port
               (b) =>
                 `${b.name}\t${b.available ? 'available' : 'not available'}\t` +
                 `${b.binary === undefined ? 'no binary installed' : `${b.binary.package}@${b.binary.version}`}\t` +
-                `${b.devices.join(', ')}`,
+                `${b.devices.join(', ')}` +
+                (b.workersLoad === undefined
+                  ? ''
+                  : `\tworkers load the ${b.workersLoad.binary === 'native' ? 'native build' : 'prebuilt binary'}: ${b.workersLoad.why}`),
             )
             .join('\n'),
         );
