@@ -21,7 +21,7 @@ export interface BackendInfo {
 const require = createRequire(import.meta.url);
 
 /** The installed package's root folder; found from its entry point, since `exports` may hide package.json. */
-function packageRoot(name: string): string | undefined {
+export function packageRoot(name: string): string | undefined {
   let dir: string;
   try {
     dir = dirname(require.resolve(name));

@@ -26,6 +26,8 @@ export function physicalCores(): number {
  * The default number of generation threads: one physical core is left to the node, its HTTP
  * server and the OS. Spin-waiting llama.cpp threads that compete with them for a core lose far
  * more than one core's worth: on a 2-core machine 1 thread measured 1.5× to 8× faster than 2.
+ * Re-checked with the native (OpenMP) build of `rbee doctor --fix`: still no gain from 2 threads
+ * there (docs/benchmarks.md, Threads).
  */
 export function defaultThreads(): number {
   return Math.max(1, physicalCores() - 1);

@@ -3,6 +3,19 @@ export { spawnWorker } from './worker/client.js';
 export { describeBackends, type BackendInfo } from './backends.js';
 export { defaultThreads, detectDevices, physicalCores } from './hardware.js';
 export { diagnoseEngine, type EngineDiagnosis } from './doctor.js';
+export { buildNative, findNativeBuild, type BuildProgress, type NativeBuild } from './native-build.js';
+export {
+  chooseCpuBinary,
+  decide,
+  describeMeasurements,
+  NATIVE_MARGIN,
+  readBinaryDecision,
+  writeBinaryDecision,
+  type BinaryDecision,
+  type BinaryMeasurement,
+  type CpuBinaryChoice,
+} from './binary-choice.js';
+export { measureBinaries, measurePair, type MeasureInit, type PairSide } from './measure-binaries.js';
 export { readModelInfo, type ModelInfo } from './model-info.js';
 export {
   DEFAULT_CONTEXT_CAP,

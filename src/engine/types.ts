@@ -47,6 +47,12 @@ export interface WorkerInit {
    * CPU gives the same logits however a prompt is split (see docs/benchmarks.md, bench:prefix).
    */
   flashAttention?: boolean;
+  /**
+   * The llama.cpp binary a CPU worker loads: the prebuilt one (the default) or the native build,
+   * with the reason (binary-choice.ts). A native build that does not load falls back to the
+   * prebuilt one with a warning, never a failed start. GPU workers ignore it.
+   */
+  binary?: { binary: 'native' | 'prebuilt'; why: string };
   /** How often the worker reports its state. Defaults to 1000 ms. */
   heartbeatIntervalMs?: number;
   /** Called with every heartbeat the worker sends. */
@@ -140,6 +146,17 @@ export interface WorkerInfo {
    */
   estimatedBytes: number;
   loadMs: number;
+  /** The llama.cpp binary it runs and why (absent from workers of older versions). */
+  binary?: WorkerBinary;
+}
+
+/** Which llama.cpp binary a worker loaded, as a person reads it, and why that one. */
+export interface WorkerBinary {
+  /** `native`: built here for this CPU; `prebuilt`: from npm; `localBuild`: another build made here. */
+  kind: 'native' | 'prebuilt' | 'localBuild';
+  /** e.g. "prebuilt cpu (haswell variant)", "native build v0.5.0", "prebuilt cuda". */
+  label: string;
+  why: string;
 }
 
 export interface EmbedResult {

@@ -20,8 +20,11 @@ import {
   createLocalHive,
   createMemoryChecker,
   createRestartPolicy,
+  cancelEngineFix,
+  createCpuBinaryChooser,
   createWorkerPool,
   diagnoseNode,
+  runEngineFix,
 } from './hive/index.js';
 import {
   createClusterJobs,
@@ -103,6 +106,8 @@ export async function startNode(
   const catalog = createModelCatalog(db);
   const aliases = createModelAliases(db);
   const workerCatalog = createWorkerCatalog(db);
+  /** The llama.cpp binary CPU workers load now (the prebuilt one, or the native build doctor --fix chose). */
+  const cpuBinary = createCpuBinaryChooser(config.paths.binaryDecision);
   const apiKeys = createApiKeyStore(db);
   const jobStore = createJobStore(db);
   const unfinished = jobStore.failUnfinished(
@@ -140,6 +145,7 @@ export async function startNode(
   );
   const workers = createWorkerPool({
     spawn: spawnWorker,
+    cpuBinary,
     log,
     logsDir: config.paths.logs,
     threads: config.threads,
@@ -346,7 +352,9 @@ export async function startNode(
     hiveStates: () => [localHive.state(), ...(observers.cluster?.remotes() ?? []).map((r) => r.state)],
     live: liveView,
     metrics: observers.metrics,
-    backends: () => workerCatalog.list(),
+    // the CPU row says which binary its workers load now, and why (it changes with doctor --fix)
+    backends: () =>
+      workerCatalog.list().map((b) => (b.name === 'cpu' ? { ...b, workersLoad: cpuBinary() } : b)),
     keys: apiKeys,
     keysChanged: async () => {
       await clusterStarting;
@@ -366,7 +374,22 @@ export async function startNode(
         nodeName: config.nodeName,
         configuredThreads: config.threads,
         modelsDir: config.paths.models,
+        decisionPath: config.paths.binaryDecision,
       }),
+    doctorFix: async (options) => {
+      await runEngineFix({
+        decisionPath: config.paths.binaryDecision,
+        engineDir: config.paths.engineDir,
+        threads: config.threads,
+        ...options,
+      });
+      return diagnoseNode({
+        nodeName: config.nodeName,
+        configuredThreads: config.threads,
+        modelsDir: config.paths.models,
+        decisionPath: config.paths.binaryDecision,
+      });
+    },
     place: createPlacePreview({
       local: localHive,
       remotes: () => observers.cluster?.remotes() ?? [],
@@ -397,6 +420,8 @@ export async function startNode(
       clusterStarting.then(() => observers.cluster?.stop()),
     ]),
   );
+  // First of all: a `doctor --fix` in progress is cancelled and cleans up before the node goes.
+  teardown.add('a doctor --fix in progress', () => cancelEngineFix());
 
   /** libp2p loads after the API is up; a failure leaves this hive running alone, and says why. */
   async function joinCluster(): Promise<void> {

@@ -64,6 +64,11 @@ export const ERROR_CODES = {
   RATE_LIMITED: { exit: 7, http: 429 },
   // the model does not fit in the memory free now, even after unloading idle workers
   INSUFFICIENT_MEMORY: { exit: 7, http: 507 },
+  // `rbee doctor --fix`: the native llama.cpp build (or its measurement) failed; workers keep the
+  // prebuilt binary
+  ENGINE_BUILD_FAILED: { exit: 7, http: 500 },
+  // `rbee doctor --fix` while another one runs on the same node
+  FIX_IN_PROGRESS: { exit: 7, http: 409 },
   // the job itself
   JOB_CANCELLED: { exit: 130, http: 499 },
   TIMEOUT: { exit: 8, http: 504 },

@@ -26,6 +26,10 @@ export interface DataPaths {
   peerKey: string;
   /** The cluster's pre-shared key: only nodes holding it can connect. */
   clusterKey: string;
+  /** Which llama.cpp binary CPU workers load, with the figures that decided (`rbee doctor --fix`). */
+  binaryDecision: string;
+  /** What `rbee doctor --fix` measures with (a generated model), kept between runs. */
+  engineDir: string;
 }
 
 export function dataPaths(root: string): DataPaths {
@@ -39,5 +43,7 @@ export function dataPaths(root: string): DataPaths {
     config: join(root, 'config.json'),
     peerKey: join(root, 'peer.key'),
     clusterKey: join(root, 'cluster.key'),
+    binaryDecision: join(root, 'engine', 'binary.json'),
+    engineDir: join(root, 'engine'),
   };
 }

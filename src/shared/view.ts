@@ -58,6 +58,17 @@ export const workerViewSchema = z.object({
   contextSize: z.number().int().optional(),
   /** What its slots keep in their KV caches (shared/prefix.ts): where a prompt's start is cached. */
   prefixes: z.array(prefixKeySchema).max(64).optional(),
+  /**
+   * The llama.cpp binary it runs and why: `native` (built on its hive for that CPU), `prebuilt`
+   * (from npm), `localBuild` (another build made there). Absent from hives of older versions.
+   */
+  binary: z
+    .object({
+      kind: z.enum(['native', 'prebuilt', 'localBuild']),
+      label: z.string().max(200),
+      why: z.string().max(2000),
+    })
+    .optional(),
 });
 export type WorkerView = z.infer<typeof workerViewSchema>;
 
@@ -431,7 +442,44 @@ export const doctorReportSchema = z.object({
     }),
     z.object({ error: z.string() }),
   ]),
+  /**
+   * Which llama.cpp binary CPU workers load (`native`: built here for this CPU, chosen by `rbee
+   * doctor --fix` because it measured faster; else `prebuilt`), the native build if there is one,
+   * and the decision with its figures. Absent from nodes of older versions.
+   */
+  binary: z
+    .object({
+      workers: z.enum(['native', 'prebuilt']),
+      why: z.string(),
+      nativeBuild: z.object({ folder: z.string(), release: z.string(), builtAt: z.number() }).optional(),
+      decision: z
+        .looseObject({
+          choice: z.enum(['native', 'prebuilt']),
+          why: z.string(),
+          decidedAt: z.number(),
+          measurements: z.array(
+            z.looseObject({
+              preset: z.string(),
+              tokens: z.number(),
+              threads: z.number(),
+              ratio: z.number(),
+              nativeTokS: z.array(z.number()),
+              prebuiltTokS: z.array(z.number()),
+            }),
+          ),
+        })
+        .optional(),
+    })
+    .optional(),
   threads: z.object({ configured: z.number().optional(), effective: z.number(), physicalCores: z.number() }),
   checks: z.array(doctorCheckSchema),
 });
 export type DoctorReport = z.infer<typeof doctorReportSchema>;
+
+/** `POST /v1/doctor/fix`'s events: progress lines, then the report after the fix, or its error. */
+export const doctorFixEventSchema = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('progress'), text: z.string() }),
+  z.object({ type: z.literal('done'), report: doctorReportSchema }),
+  z.object({ type: z.literal('error'), error: errorJsonSchema }),
+]);
+export type DoctorFixEvent = z.infer<typeof doctorFixEventSchema>;

@@ -314,6 +314,8 @@ export const backendInfoSchema = z.looseObject({
   binary: z.object({ package: z.string(), version: z.string() }).optional(),
   devices: z.array(z.string()),
   build: z.looseObject({ engineVersion: z.string() }),
+  /** CPU only: the llama.cpp binary its workers load now (`rbee doctor --fix` decides), and why. */
+  workersLoad: z.object({ binary: z.enum(['native', 'prebuilt']), why: z.string() }).optional(),
 });
 export type BackendInfoView = z.infer<typeof backendInfoSchema>;
 export const backendListSchema = z.object({ backends: z.array(backendInfoSchema) });

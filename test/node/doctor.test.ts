@@ -2,6 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { cpuFeaturesOf } from '../../src/engine/doctor.js';
 import type { DeviceInfo } from '../../src/engine/index.js';
 import { doctorReport, type DoctorFacts } from '../../src/node/hive/doctor.js';
+import { chooseCpuBinary, decide, type BinaryDecision } from '../../src/engine/binary-choice.js';
+import type { NativeBuild } from '../../src/engine/native-build.js';
 
 const SYSTEM_INFO = 'CPU : SSE3 = 1 | SSSE3 = 1 | AVX = 1 | AVX2 = 1 | F16C = 1 | FMA = 1 | AVX512 = 0 |';
 
@@ -23,6 +25,11 @@ function facts(overrides: Partial<DoctorFacts> = {}): DoctorFacts {
       llamaCpp: { repo: 'ggml-org/llama.cpp', release: 'b6000' },
       systemInfo: SYSTEM_INFO,
       cpuFeatures: cpuFeaturesOf(SYSTEM_INFO),
+    },
+    binary: {
+      workers: { binary: 'prebuilt', why: 'the default: no native build here' },
+      nativeBuild: undefined,
+      decision: undefined,
     },
     configuredThreads: undefined,
     physicalCores: 8,
@@ -47,17 +54,23 @@ describe('rbee doctor checks', () => {
     expect(report.checks.map((c) => c.id)).toEqual([
       'node',
       'llama-binary',
+      'native-build',
       'cpu-features',
       'threads',
       'gpu',
       'disk',
     ]);
-    expect(report.checks.filter((c) => c.status !== 'ok').map((c) => c.id)).toEqual(['llama-binary']);
+    expect(report.checks.filter((c) => c.status !== 'ok').map((c) => c.id)).toEqual(['native-build']);
     expect(check(facts(), 'llama-binary')).toMatchObject({
-      status: 'hint',
+      status: 'ok',
       summary: 'llama.cpp b6000, the prebuilt binary from npm',
-      fix: expect.stringContaining('npx --no node-llama-cpp source download --gpu false') as string,
     });
+    expect(check(facts(), 'native-build')).toMatchObject({
+      status: 'hint',
+      summary: 'CPU workers load the prebuilt binary; no llama.cpp build for this CPU here',
+      fix: expect.stringContaining('`rbee doctor --fix`') as string,
+    });
+    expect(report.binary).toEqual({ workers: 'prebuilt', why: 'the default: no native build here' });
     expect(check(facts(), 'cpu-features')?.summary).toBe(
       'CPU features used by llama.cpp: AVX, AVX2, FMA, F16C',
     );
@@ -123,5 +136,43 @@ describe('rbee doctor checks', () => {
       summary: '3.0 GB free for models in /data/models',
     });
     expect(check(facts({ freeDiskBytes: undefined }), 'disk')).toBeUndefined();
+  });
+
+  it('says which binary CPU workers load after `rbee doctor --fix`, with the figures, and when its build is gone', () => {
+    const build = { folder: 'linux-x64-abc', release: 'v0.5.0', builtAt: 1_000 };
+    const measured = (ratio: number) => [
+      { preset: 'tiny', tokens: 512, threads: 1, nativeTokS: [ratio * 100], prebuiltTokS: [100], ratio },
+    ];
+    const status = (decision: BinaryDecision, nativeBuild: NativeBuild | undefined) => ({
+      workers: chooseCpuBinary(decision, nativeBuild),
+      nativeBuild,
+      decision,
+    });
+    const faster = decide(build, measured(1.12), Date.UTC(2026, 11, 5, 3, 0));
+    expect(check(facts({ binary: status(faster, build) }), 'native-build')).toEqual({
+      id: 'native-build',
+      status: 'ok',
+      summary:
+        'CPU workers load the native build (native build v0.5.0: 1.12× prebuilt on tiny (512 tokens, ' +
+        '1 thread, median of 1); measured 2026-12-05 03:00)',
+    });
+    expect(doctorReport(facts({ binary: status(faster, build) })).binary).toMatchObject({
+      workers: 'native',
+      nativeBuild: build,
+      decision: { choice: 'native', measurements: [{ preset: 'tiny', ratio: 1.12 }] },
+    });
+    const same = decide(build, measured(1.01), Date.UTC(2026, 11, 5, 3, 0));
+    expect(check(facts({ binary: status(same, build) }), 'native-build')).toMatchObject({
+      status: 'ok',
+      summary: expect.stringMatching(
+        /^CPU workers load the prebuilt binary: native build v0.5.0 not faster by 5%: 1.01×/,
+      ) as string,
+    });
+    // chosen, then dropped by a fresh npm install: the prebuilt binary, with a warning and the fix
+    expect(check(facts({ binary: status(faster, undefined) }), 'native-build')).toMatchObject({
+      status: 'warn',
+      summary: expect.stringContaining('is gone') as string,
+      fix: expect.stringContaining('`rbee doctor --fix`') as string,
+    });
   });
 });

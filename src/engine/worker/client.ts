@@ -88,6 +88,10 @@ function toChildInit(init: WorkerInit): ChildInit {
   if (init.threads !== undefined) child.threads = init.threads;
   if (init.prefixReuse !== undefined) child.prefixReuse = init.prefixReuse;
   if (init.flashAttention !== undefined) child.flashAttention = init.flashAttention;
+  if (init.binary !== undefined && child.backend === 'cpu') {
+    child.binary = init.binary.binary;
+    child.binaryWhy = init.binary.why;
+  }
   return child;
 }
 

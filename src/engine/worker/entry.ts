@@ -4,11 +4,13 @@
  * process only. Started by client.ts with its init as JSON in RBEE_WORKER_INIT (or argv[2]).
  */
 import '../../shared/polyfill.js';
+import { readFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import type { Llama, LlamaContext, LlamaModel } from 'node-llama-cpp';
 import { RbeeError, toRbeeError } from '../../shared/errors.js';
 import { defaultThreads } from '../hardware.js';
-import type { GenerateRequest, WorkerInfo, WorkerState } from '../types.js';
+import { NATIVE_CMAKE_OPTIONS } from '../native-build.js';
+import type { GenerateRequest, WorkerBinary, WorkerInfo, WorkerState } from '../types.js';
 import type { Embedder } from './embedder.js';
 import type { Ranker } from './ranker.js';
 import type { SlotPool } from './slot-pool.js';
@@ -112,33 +114,14 @@ async function checkModelFile(path: string): Promise<void> {
 async function load(init: ChildInit): Promise<WorkerInfo> {
   await checkModelFile(init.modelPath);
   // Loaded only now (≈1–2 s): a bad model path or init fails fast, before any native code loads.
-  const { getLlama, InsufficientMemoryError, LlamaLogLevel } = await import('node-llama-cpp');
+  const { InsufficientMemoryError } = await import('node-llama-cpp');
   const { createSlotPool } = await import('./slot-pool.js');
   const { createEmbedder } = await import('./embedder.js');
   const { createRanker } = await import('./ranker.js');
   const { createRequestGrammar } = await import('./grammar.js');
   const { defaultContextSize, estimateFromInsights } = await import('../memory.js');
   const threads = init.threads ?? defaultThreads();
-  let llama: Llama;
-  try {
-    llama = await getLlama({
-      gpu: init.backend === 'cpu' ? false : init.backend,
-      // Never compile llama.cpp inside a worker: use an installed binary or fail now.
-      build: 'never',
-      // The library's default (at least 4) makes spin-waiting threads fight over fewer cores.
-      maxThreads: threads,
-      logLevel: LlamaLogLevel.warn,
-      logger: (level, message) => log(`llama ${level}: ${message.trimEnd()}`),
-    });
-  } catch (error) {
-    throw new RbeeError(
-      'WORKER_START_FAILED',
-      `backend ${init.backend} is not available: ${messageOf(error)}`,
-      {
-        cause: error,
-      },
-    );
-  }
+  const { llama, binary } = await loadLlama(init, threads);
   if (init.backend !== 'cpu' && llama.gpu !== init.backend) {
     await llama.dispose();
     throw new RbeeError(
@@ -220,7 +203,80 @@ async function load(init: ChildInit): Promise<WorkerInfo> {
     memoryBytes: process.memoryUsage.rss(),
     estimatedBytes: estimate.totalBytes,
     loadMs: performance.now() - startedAt,
+    binary,
   };
+}
+
+/**
+ * Loads llama.cpp: on the CPU the binary the hive chose (the native build, or the prebuilt one),
+ * on a GPU its backend's prebuilt binary. A native build that does not load (gone, broken, built
+ * for another CPU) falls back to the prebuilt binary with a warning: the worker still starts.
+ */
+async function loadLlama(init: ChildInit, threads: number): Promise<{ llama: Llama; binary: WorkerBinary }> {
+  const { getLlama, LlamaLogLevel } = await import('node-llama-cpp');
+  const common = {
+    // Never compile llama.cpp inside a worker: use an installed binary or fail now.
+    build: 'never' as const,
+    // The library's default (at least 4) makes spin-waiting threads fight over fewer cores.
+    maxThreads: threads,
+    logLevel: LlamaLogLevel.warn,
+    logger: (level: string, message: string) => log(`llama ${level}: ${message.trimEnd()}`),
+  };
+  let why =
+    init.binaryWhy ??
+    (init.backend === 'cpu' ? 'the default' : `the ${init.backend} backend's prebuilt binary`);
+  if (init.backend === 'cpu' && init.binary === 'native') {
+    try {
+      const llama = await getLlama({
+        ...common,
+        gpu: false,
+        // exactly the native build's folder, never a prebuilt binary in its place
+        usePrebuiltBinaries: false,
+        cmakeOptions: { ...NATIVE_CMAKE_OPTIONS },
+        progressLogs: false,
+      });
+      return {
+        llama,
+        binary: { kind: 'native', label: `native build ${llama.llamaCppRelease.release}`, why },
+      };
+    } catch (error) {
+      why = `the native build did not load (${messageOf(error)}): the prebuilt binary instead`;
+      log(`warning: ${why}`);
+    }
+  }
+  let llama: Llama;
+  try {
+    llama = await getLlama({ ...common, gpu: init.backend === 'cpu' ? false : init.backend });
+  } catch (error) {
+    throw new RbeeError(
+      'WORKER_START_FAILED',
+      `backend ${init.backend} is not available: ${messageOf(error)}`,
+      {
+        cause: error,
+      },
+    );
+  }
+  return { llama, binary: { kind: llama.buildType, label: binaryLabel(llama, init.backend), why } };
+}
+
+/** "prebuilt cpu (haswell variant)", "prebuilt cuda", "local build v0.5.0". */
+function binaryLabel(llama: Llama, backend: string): string {
+  if (llama.buildType === 'localBuild') return `local build ${llama.llamaCppRelease.release}`;
+  if (backend !== 'cpu') return `prebuilt ${backend}`;
+  const variant = loadedCpuVariant();
+  return variant === undefined ? 'prebuilt cpu' : `prebuilt cpu (${variant} variant)`;
+}
+
+/**
+ * The CPU variant llama.cpp picked among the prebuilt package's (libggml-cpu-haswell.so, …): the
+ * one mapped into this process (Linux; elsewhere unknown).
+ */
+function loadedCpuVariant(): string | undefined {
+  try {
+    return /libggml-cpu-([A-Za-z0-9_]+)\.(?:so|dylib)/.exec(readFileSync('/proc/self/maps', 'utf8'))?.[1];
+  } catch {
+    return undefined;
+  }
 }
 
 function startHeartbeat(intervalMs: number): void {

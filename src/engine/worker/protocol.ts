@@ -37,6 +37,9 @@ export const childInitSchema = z.object({
   prefixReuse: z.boolean().optional(),
   /** Absent: llama.cpp decides (see WorkerInit). */
   flashAttention: z.boolean().optional(),
+  /** The CPU binary to load (absent: the prebuilt one) and why (see WorkerInit). */
+  binary: z.enum(['native', 'prebuilt']).optional(),
+  binaryWhy: z.string().max(2000).optional(),
   heartbeatIntervalMs: z.number().int().positive(),
 });
 export type ChildInit = z.infer<typeof childInitSchema>;
@@ -109,6 +112,9 @@ export const workerInfoSchema = z.object({
   memoryBytes: z.number(),
   estimatedBytes: z.number(),
   loadMs: z.number(),
+  binary: z
+    .object({ kind: z.enum(['native', 'prebuilt', 'localBuild']), label: z.string(), why: z.string() })
+    .optional(),
 });
 
 export const heartbeatSchema = z.object({

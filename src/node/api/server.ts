@@ -27,7 +27,14 @@ import { createJobAccess } from './job-access.js';
 import { createKeyLimiter, releaseWhenDone } from './key-limits.js';
 import { createModelAccessCheck, type RemoteModelRefs } from './model-access.js';
 import { createOriginHook, type OriginPolicy } from './origin.js';
-import type { ClusterStatus, DoctorReport, HiveState, NodeEvent, PullEvent } from '../../shared/view.js';
+import type {
+  ClusterStatus,
+  DoctorFixEvent,
+  DoctorReport,
+  HiveState,
+  NodeEvent,
+  PullEvent,
+} from '../../shared/view.js';
 
 export interface ApiInit {
   log: Logger;
@@ -52,6 +59,15 @@ export interface ApiInit {
   backends: () => unknown[];
   /** What `rbee doctor` reports about this node. */
   doctor: () => Promise<DoctorReport>;
+  /**
+   * `rbee doctor --fix`: builds and measures the native llama.cpp binary, narrating each step, then
+   * reports as `doctor` does. Aborting `signal` cancels it and keeps nothing half-built.
+   */
+  doctorFix: (options: {
+    presets?: ('tiny' | 'small')[];
+    signal: AbortSignal;
+    onProgress: (text: string) => void;
+  }) => Promise<DoctorReport>;
   keys: ApiKeyStore;
   /**
    * A key was created or revoked here: replicate it (to the queen, and from it to every node).
@@ -98,6 +114,14 @@ function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
 const modelBodySchema = z.object({ model: z.string().min(1).max(2048) });
 /** `rbee models pull`: `from` is a hive of the cluster (its name or id) to fetch the model from. */
 const pullBodySchema = modelBodySchema.extend({ from: z.string().min(1).max(256).optional() });
+/** `rbee doctor --fix`: the generated models to measure the native build on (default: tiny). */
+const doctorFixBodySchema = z.object({
+  presets: z
+    .array(z.enum(['tiny', 'small']))
+    .min(1)
+    .max(2)
+    .optional(),
+});
 const aliasBodySchema = z.object({ name: z.string().min(1).max(64), model: z.string().min(1).max(2048) });
 const shutdownBodySchema = z.object({ cluster: z.boolean().optional() });
 const keyBodySchema = z.object({
@@ -397,6 +421,33 @@ export function createApi(init: ApiInit) {
   });
   app.get('/v1/backends', () => ({ backends: init.backends() }));
   app.get('/v1/doctor', () => init.doctor());
+  // Progress streams back as SSE; a client that leaves (Ctrl-C) cancels the fix, unlike a pull.
+  app.post('/v1/doctor/fix', (request, reply) => {
+    // It compiles and runs code on this machine for many minutes: its own user's to ask for.
+    if (!request.apiClient.local) {
+      throw new RbeeError('UNAUTHORIZED', "`rbee doctor --fix` runs on the node's own machine only");
+    }
+    const { presets } = parseBody(doctorFixBodySchema, request.body ?? {});
+    const sse = openSse(reply, typedError);
+    let index = 0;
+    const write = (event: DoctorFixEvent): void => void sse.write(sseEvent(event.type, event, index++));
+    const cancel = new AbortController();
+    sse.onClose(() => cancel.abort(new RbeeError('JOB_CANCELLED', 'the client left')));
+    init
+      .doctorFix({
+        ...(presets === undefined ? {} : { presets }),
+        signal: cancel.signal,
+        onProgress: (text) => {
+          init.log.info({ source: 'hive' }, `doctor --fix: ${text}`);
+          write({ type: 'progress', text });
+        },
+      })
+      .then(
+        (report) => write({ type: 'done', report }),
+        (error: unknown) => write({ type: 'error', error: toRbeeError(error).toJSON() }),
+      )
+      .finally(() => sse.end());
+  });
 
   app.get('/v1/keys', () => ({ keys: init.keys.list(), set: init.keys.version() }));
   // A change is in force here at once; the answer waits (a few seconds at most) until the queen

@@ -49,6 +49,7 @@ import {
   placePreviewSchema,
   type JobRecord,
   type PlacePreview,
+  doctorFixEventSchema,
   doctorReportSchema,
   nodeEventSchema,
   pullEventSchema,
@@ -137,6 +138,16 @@ export interface NodeClient {
   cluster(options?: { signal?: AbortSignal }): Promise<ClusterStatus>;
   /** What `rbee doctor` checks on this node (loads llama.cpp there the first time, about a second). */
   doctor(options?: { signal?: AbortSignal }): Promise<DoctorReport>;
+  /**
+   * `rbee doctor --fix`: the node builds llama.cpp for its CPU (once; minutes) and measures it
+   * against the prebuilt binary, narrating through `onProgress`; resolves with the report after it.
+   * Aborting `signal` closes the stream, which cancels the fix on the node.
+   */
+  doctorFix(options?: {
+    presets?: ('tiny' | 'small')[];
+    onProgress?: (text: string) => void;
+    signal?: AbortSignal;
+  }): Promise<DoctorReport>;
   /** One job of this node's jobs table, by id or a unique prefix of it (BAD_REQUEST when ambiguous). */
   jobRecord(id: string, options?: { signal?: AbortSignal }): Promise<JobRecord>;
   /**
@@ -407,6 +418,31 @@ export function createNodeClient(init: NodeClientInit): NodeClient {
     },
     cluster: (options = {}) => read('/v1/cluster', clusterStatusSchema, signalOf(options.signal)),
     doctor: (options = {}) => read('/v1/doctor', doctorReportSchema, signalOf(options.signal)),
+    async doctorFix(options = {}) {
+      const stream = eventStream(base, '/v1/doctor/fix', {
+        headers,
+        method: 'POST',
+        body: options.presets === undefined ? {} : { presets: options.presets },
+        ...signalOf(options.signal),
+      });
+      try {
+        for await (const data of stream) {
+          const event = parseJsonPayload(doctorFixEventSchema, data, 'POST /v1/doctor/fix');
+          if (event.type === 'progress') options.onProgress?.(event.text);
+          else if (event.type === 'error') throw RbeeError.fromJSON(event.error);
+          else return event.report;
+        }
+      } catch (error) {
+        // Ctrl-C: the stream closed, and the node cancels the fix (keeping nothing half-built)
+        if (options.signal?.aborted === true) {
+          throw new RbeeError('JOB_CANCELLED', 'doctor --fix cancelled; nothing half-built is kept', {
+            cause: error,
+          });
+        }
+        throw error;
+      }
+      throw new RbeeError('NODE_UNREACHABLE', 'the node closed the doctor --fix stream before it ended');
+    },
     place(model, options = {}) {
       const query = new URLSearchParams({
         model,

@@ -15,6 +15,7 @@ import {
   type EngineDiagnosis,
 } from '../../engine/index.js';
 import { toRbeeError } from '../../shared/errors.js';
+import { engineBinaryStatus, type EngineBinaryStatus } from './engine-fix.js';
 import { freeDiskBytes } from '../models/index.js';
 import { VERSION } from '../../shared/version.js';
 import type { DoctorCheck, DoctorReport } from '../../shared/view.js';
@@ -26,6 +27,8 @@ export interface DoctorFacts {
   platform: string;
   arch: string;
   engine: EngineDiagnosis | { error: string };
+  /** Which llama.cpp binary CPU workers load (prebuilt or native), and the figures that decided. */
+  binary: EngineBinaryStatus;
   /** `threads` from config.json, when set. */
   configuredThreads: number | undefined;
   physicalCores: number;
@@ -83,15 +86,45 @@ function binaryCheck(engine: DoctorFacts['engine'], platform: string, arch: stri
   if (engine.binary === 'localBuild') {
     return { id: 'llama-binary', status: 'ok', summary: `${release}, built on this machine` };
   }
+  return { id: 'llama-binary', status: 'ok', summary: `${release}, the prebuilt binary from npm` };
+}
+
+const date = (ms: number): string => new Date(ms).toISOString().slice(0, 16).replace('T', ' ');
+
+/** The native build: whether there is one, what it measured, which binary CPU workers load. */
+function nativeBuildCheck(status: EngineBinaryStatus): DoctorCheck {
+  const { decision, nativeBuild, workers } = status;
+  const fix = '`rbee doctor --fix`: builds llama.cpp for this CPU (offline, once; minutes) and measures it';
+  if (decision === undefined) {
+    return {
+      id: 'native-build',
+      status: 'hint',
+      summary:
+        nativeBuild === undefined
+          ? 'CPU workers load the prebuilt binary; no llama.cpp build for this CPU here'
+          : `CPU workers load the prebuilt binary; native build ${nativeBuild.release} here, not measured yet`,
+      fix: `${fix}; workers use it only if it generates faster by 5% or more`,
+    };
+  }
+  if (workers.binary === 'native') {
+    return {
+      id: 'native-build',
+      status: 'ok',
+      summary: `CPU workers load the native build (${workers.why}; measured ${date(decision.decidedAt)})`,
+    };
+  }
+  if (decision.choice === 'native') {
+    return {
+      id: 'native-build',
+      status: 'warn',
+      summary: `CPU workers load the prebuilt binary: ${workers.why}`,
+      fix,
+    };
+  }
   return {
-    id: 'llama-binary',
-    status: 'hint',
-    summary: `${release}, the prebuilt binary from npm`,
-    fix:
-      'a binary built on this machine generated up to 15% faster at 1 thread (more with several) ' +
-      'where rbee was measured: ' +
-      '`npx --no node-llama-cpp source download --gpu false` (about 5 minutes, no download needed); ' +
-      'workers started afterwards use it',
+    id: 'native-build',
+    status: 'ok',
+    summary: `CPU workers load the prebuilt binary: ${decision.why} (measured ${date(decision.decidedAt)})`,
   };
 }
 
@@ -172,6 +205,7 @@ export function doctorReport(facts: DoctorFacts): DoctorReport {
   const checks = [
     nodeCheck(facts.nodeVersion),
     binaryCheck(facts.engine, facts.platform, facts.arch),
+    nativeBuildCheck(facts.binary),
     cpuCheck(facts.engine, facts.arch),
     threadsCheck(facts),
     gpuCheck(facts),
@@ -185,6 +219,12 @@ export function doctorReport(facts: DoctorFacts): DoctorReport {
       platform: `${facts.platform} ${facts.arch}`,
     },
     engine: facts.engine,
+    binary: {
+      workers: facts.binary.workers.binary,
+      why: facts.binary.workers.why,
+      ...(facts.binary.nativeBuild === undefined ? {} : { nativeBuild: facts.binary.nativeBuild }),
+      ...(facts.binary.decision === undefined ? {} : { decision: facts.binary.decision }),
+    },
     threads: {
       ...(facts.configuredThreads === undefined ? {} : { configured: facts.configuredThreads }),
       effective: facts.configuredThreads ?? facts.defaultThreads,
@@ -199,6 +239,8 @@ export async function diagnoseNode(init: {
   nodeName: string;
   configuredThreads: number | undefined;
   modelsDir: string;
+  /** Where `rbee doctor --fix` keeps its decision (DataPaths.binaryDecision). */
+  decisionPath: string;
 }): Promise<DoctorReport> {
   const [engine, devices, free] = await Promise.all([
     diagnoseEngine().catch((error: unknown) => ({ error: toRbeeError(error).message })),
@@ -211,6 +253,7 @@ export async function diagnoseNode(init: {
     platform: platform(),
     arch: arch(),
     engine,
+    binary: engineBinaryStatus(init.decisionPath),
     configuredThreads: init.configuredThreads,
     physicalCores: physicalCores(),
     defaultThreads: defaultThreads(),

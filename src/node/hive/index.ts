@@ -19,3 +19,12 @@ export {
 export { createRestartPolicy, type RestartPolicy, type OpenBreaker } from './restart-policy.js';
 export { createMemoryChecker, type MemoryChecker, type Fit, type GpuTarget } from './memory-checker.js';
 export { diagnoseNode, doctorReport, type DoctorFacts } from './doctor.js';
+export {
+  cancelEngineFix,
+  createCpuBinaryChooser,
+  engineBinaryStatus,
+  runEngineFix,
+  type EngineBinaryStatus,
+  type EngineFixInit,
+  type FixPreset,
+} from './engine-fix.js';

@@ -90,6 +90,7 @@ export function createLocalHive(init: LocalHiveInit): Hive {
         lastUsedAt: w.lastUsedAt,
         keepAliveS: w.keepAliveS,
         contextSize: w.contextSize,
+        ...(w.binary === undefined ? {} : { binary: w.binary }),
       })),
       models: init.catalog.list().map((m) => ({
         id: m.id,

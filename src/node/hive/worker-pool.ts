@@ -18,10 +18,12 @@ import type {
   GenerateChunk,
   GenerateRequest,
   SlotCache,
+  WorkerBinary,
   WorkerHandle,
   WorkerInit,
   WorkerState,
 } from '../../engine/types.js';
+import type { CpuBinaryChoice } from '../../engine/index.js';
 import { raceSignal } from '../../shared/abort.js';
 import { RbeeError, toRbeeError } from '../../shared/errors.js';
 import { mib } from '../../shared/format.js';
@@ -51,6 +53,8 @@ export interface WorkerSnapshot {
   keepAliveS: number;
   lastHeartbeatAt: number;
   restarts: number;
+  /** The llama.cpp binary it runs and why (absent when the worker did not say). */
+  binary?: WorkerBinary;
   /**
    * What each of the worker's slots keeps in its KV cache, from its last heartbeat (empty before
    * one): a scheduler prefers the worker, and the free slot, whose prefix keys match most of a
@@ -85,6 +89,8 @@ export interface WorkerPoolInit {
   threads: number | undefined;
   slots: number;
   contextSize: number | undefined;
+  /** The llama.cpp binary CPU workers load, asked at each start (it changes with `rbee doctor --fix`). */
+  cpuBinary?: () => CpuBinaryChoice;
   /** False: workers evaluate every prompt in full instead of reusing their slots' caches. Default true. */
   prefixReuse?: boolean;
   /** Seconds an idle worker stays loaded; -1 never unloads, 0 unloads right after its last job. */
@@ -211,6 +217,7 @@ export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
     keepAliveS: e.keepAliveS ?? init.keepAliveS,
     lastHeartbeatAt: e.lastHeartbeatAt,
     restarts: e.restarts,
+    ...(e.handle.info.binary === undefined ? {} : { binary: e.handle.info.binary }),
     slotCache: e.handle.lastHeartbeat?.slotCache ?? [],
   });
 
@@ -356,10 +363,12 @@ export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
     const onGpu = device.backend !== 'cpu';
     const shape = shapeOf(contextSize);
     if (init.memory !== undefined) await admit(model, init.memory, say, device, shape);
+    const cpuBinary = onGpu ? undefined : init.cpuBinary?.();
     say(
       `${opening}starting a worker on ${deviceName(device)} (${init.slots} slot${init.slots === 1 ? '' : 's'}, ` +
         `${init.threads === undefined ? 'default threads' : `${init.threads} threads`}` +
-        `${contextSize === undefined ? '' : `, ${contextSize} tokens of context`})`,
+        `${contextSize === undefined ? '' : `, ${contextSize} tokens of context`}` +
+        `${cpuBinary?.binary === 'native' ? ', the native llama.cpp build' : ''})`,
     );
     const beat = { at: Date.now() };
     let handle: WorkerHandle;
@@ -373,6 +382,7 @@ export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
         ...(init.threads === undefined ? {} : { threads: init.threads }),
         ...(contextSize === undefined ? {} : { contextSize }),
         ...(init.prefixReuse === false ? { prefixReuse: false } : {}),
+        ...(onGpu || cpuBinary === undefined ? {} : { binary: cpuBinary }),
         logFile: join(init.logsDir, `worker-${model.id.replace(/[^A-Za-z0-9._-]/g, '_')}.log`),
         onHeartbeat: () => {
           beat.at = Date.now();
@@ -426,6 +436,11 @@ export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
         `${Math.round(info.memoryBytes / 2 ** 20)} MiB) on ${deviceName(device)}`,
     );
     init.log.info({ worker: info }, 'worker ready');
+    if (cpuBinary?.binary === 'native' && info.binary !== undefined && info.binary.kind !== 'native') {
+      narrate(`worker ${info.id} runs the ${info.binary.label} binary: ${info.binary.why}`, {
+        worker: info.id,
+      });
+    }
     // a GPU worker's resident memory says nothing of what it needs on the CPU
     if (!onGpu) {
       init.memory

@@ -282,23 +282,40 @@ export function createProgram(init: ProgramInit): Command {
   root
     .command('doctor')
     .description('check this machine: Node, the llama.cpp binary and CPU features, threads, GPUs, disk')
+    .option(
+      '--fix',
+      'build llama.cpp for this CPU (once, offline; minutes) and measure it against the prebuilt binary: ' +
+        'CPU workers use it only if it is faster (Ctrl-C cancels, keeping nothing half-built)',
+    )
+    .option('--small', 'with --fix: measure on the small generated model too (slower)')
     .addOption(json())
     .addOption(port())
-    .action((opts: CommonOptions) =>
-      keeper.withNode(opts, async (client, output) => {
-        const report = await client.doctor();
-        const mark = { ok: '✓', hint: '•', warn: '!', fail: '✗' } as const;
-        const lines = [
-          `rbee ${report.node.version} on ${report.node.name} (${report.node.platform}, Node v${report.node.nodeVersion})`,
-          ...report.checks.flatMap((c) => [
-            `${mark[c.status]} ${c.summary}`,
-            ...(c.fix === undefined ? [] : [`  → ${c.fix}`]),
-          ]),
-        ];
-        output.result(report, lines.join('\n'));
-        // A failed check is a broken installation: say so in the exit code too.
-        if (report.checks.some((c) => c.status === 'fail')) process.exitCode = 1;
-      }),
+    .action((opts: CommonOptions & { fix?: boolean; small?: boolean }) =>
+      keeper.withNode(
+        opts,
+        async (client, output) => {
+          const report =
+            opts.fix === true
+              ? await client.doctorFix({
+                  ...(opts.small === true ? { presets: ['tiny', 'small'] } : {}),
+                  signal: interruptSignal(),
+                  onProgress: (text) => output.narrate('hive', text),
+                })
+              : await client.doctor();
+          const mark = { ok: '✓', hint: '•', warn: '!', fail: '✗' } as const;
+          const lines = [
+            `rbee ${report.node.version} on ${report.node.name} (${report.node.platform}, Node v${report.node.nodeVersion})`,
+            ...report.checks.flatMap((c) => [
+              `${mark[c.status]} ${c.summary}`,
+              ...(c.fix === undefined ? [] : [`  → ${c.fix}`]),
+            ]),
+          ];
+          output.result(report, lines.join('\n'));
+          // A failed check is a broken installation: say so in the exit code too.
+          if (report.checks.some((c) => c.status === 'fail')) process.exitCode = 1;
+        },
+        { stream: opts.fix === true },
+      ),
     );
   return root;
 }
@@ -503,7 +520,8 @@ function registerWorkers(root: Command, keeper: Keeper, json: () => Option, port
                 (w) =>
                   `${w.id}\t${w.hiveName}${w.local ? ' (this node)' : ''}\tpid ${w.pid}\t${w.model}\t` +
                   `${w.state}\t${w.slotsBusy}/${w.slots} slots\t` +
-                  `${w.tokensPerSecond.toFixed(1)} tok/s\t${mib(w.memoryBytes)}`,
+                  `${w.tokensPerSecond.toFixed(1)} tok/s\t${mib(w.memoryBytes)}` +
+                  (w.binary === undefined ? '' : `\t${w.binary.label}`),
               )
               .join('\n'),
       );
@@ -529,7 +547,10 @@ function registerWorkers(root: Command, keeper: Keeper, json: () => Option, port
               (b) =>
                 `${b.name}\t${b.available ? 'available' : 'not available'}\t` +
                 `${b.binary === undefined ? 'no binary installed' : `${b.binary.package}@${b.binary.version}`}\t` +
-                `${b.devices.join(', ')}`,
+                `${b.devices.join(', ')}` +
+                (b.workersLoad === undefined
+                  ? ''
+                  : `\tworkers load the ${b.workersLoad.binary === 'native' ? 'native build' : 'prebuilt binary'}: ${b.workersLoad.why}`),
             )
             .join('\n'),
         );

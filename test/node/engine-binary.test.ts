@@ -1,0 +1,76 @@
+/**
+ * A real node's CPU workers and the binary decision of `rbee doctor --fix`: `rbee workers ls --json`
+ * and `rbee doctor` say which binary each worker runs and why; a decision for a native build that
+ * is gone (a fresh npm install) starts workers on the prebuilt binary, with a warning in doctor.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { decide, writeBinaryDecision } from '../../src/engine/binary-choice.js';
+import { createNodeClient, type NodeClient } from '../../src/node/client/index.js';
+import { startTestNode, type TestNode } from '../helpers/test-node.js';
+import { tinyModelPath } from '../helpers/tiny-model.js';
+import { waitFor } from '../helpers/wait-for.js';
+
+let node: TestNode;
+let client: NodeClient;
+beforeAll(async () => {
+  await tinyModelPath();
+  // one thread: on a small shared machine two spin-waiting threads are far slower
+  node = await startTestNode('rbee-binary-', {}, { threads: 1 });
+  client = createNodeClient({ url: node.url });
+});
+afterAll(async () => {
+  await node.stop();
+});
+
+/** The worker catalog's CPU row (`rbee workers backends`), once device detection has filled it. */
+async function cpuBackend(): Promise<unknown> {
+  const rows = await waitFor(
+    async () => {
+      const found = await client.backends();
+      return found.length > 0 ? found : undefined;
+    },
+    { what: 'device detection' },
+  );
+  return rows.find((b) => b.name === 'cpu');
+}
+
+async function workerBinary(): Promise<unknown> {
+  const { worker } = await client.spawnWorker('demo');
+  const listed = (await client.clusterWorkers()).find((w) => w.id === worker.id);
+  await client.stopWorker(worker.id);
+  return listed?.binary;
+}
+
+describe("a node's CPU workers and their llama.cpp binary", () => {
+  it('runs the prebuilt binary by default and lists it with each worker', async () => {
+    expect(await workerBinary()).toMatchObject({
+      kind: 'prebuilt',
+      label: expect.stringMatching(/^prebuilt cpu/) as string,
+      why: expect.stringMatching(/^the default: no native build here|not measured yet/) as string,
+    });
+    expect(await cpuBackend()).toMatchObject({ workersLoad: { binary: 'prebuilt' } });
+  }, 180_000);
+
+  it('falls back to the prebuilt binary when the native build chosen is gone, and doctor warns', async () => {
+    const gone = { folder: 'linux-x64-removed-by-npm-install', release: 'v0.5.0', builtAt: 1 };
+    writeBinaryDecision(
+      node.config.paths.binaryDecision,
+      decide(gone, [
+        { preset: 'tiny', tokens: 512, threads: 1, nativeTokS: [120], prebuiltTokS: [100], ratio: 1.2 },
+      ]),
+    );
+    expect(await workerBinary()).toMatchObject({
+      kind: 'prebuilt',
+      why: expect.stringContaining('the native build chosen (v0.5.0) is gone') as string,
+    });
+    expect(await cpuBackend()).toMatchObject({
+      workersLoad: { binary: 'prebuilt', why: expect.stringContaining('is gone') as string },
+    });
+    const report = await client.doctor();
+    expect(report.binary).toMatchObject({ workers: 'prebuilt', decision: { choice: 'native' } });
+    expect(report.checks.find((c) => c.id === 'native-build')).toMatchObject({
+      status: 'warn',
+      fix: expect.stringContaining('`rbee doctor --fix`') as string,
+    });
+  }, 180_000);
+});
