@@ -23,8 +23,8 @@ const title = support.ok
   ? 'models shared between hives on a private LAN (network namespaces, mDNS)'
   : `models shared between hives on a private LAN: SKIPPED, ${support.reason}`;
 
-/** Each hive pauses this long after each 128 KiB chunk it serves: the 1 MiB model takes ~1.6 s. */
-const CHUNK_DELAY_MS = 200;
+/** Each hive pauses this long after each 128 KiB chunk it serves: the 1 MiB model takes ~2 s. */
+const CHUNK_DELAY_MS = 250;
 
 type Progress = { type: string; phase?: string; bytes?: number; from?: string; message?: string };
 type Row = { sha256: string; path: string; bytes: number; source: string };
