@@ -4,11 +4,11 @@
  * the loopback of its own namespace and is read with curl run inside that namespace.
  */
 import type { ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ClusterStatus } from '../../src/shared/view.js';
-import { CLI, runCli } from './cli.js';
+import { CLI, runCli, type CliResult, type CliRun } from './cli.js';
 import { createNetLab, type LabHost, type NetLab } from './netns.js';
 import { waitFor } from './wait-for.js';
 
@@ -24,12 +24,19 @@ export interface LabNode {
 export interface ClusterLab {
   net: NetLab;
   nodes: LabNode[];
-  /** Adds a host and its data directory; `key: 'own'` gives it a cluster key of its own. */
-  addNode(options?: { key?: 'shared' | 'own' }): Promise<LabNode>;
+  /**
+   * Adds a host and its data directory; `key: 'own'` gives it a cluster key of its own, `config`
+   * is written as its config.json (e.g. `{ nodeName: 'n1' }`).
+   */
+  addNode(options?: { key?: 'shared' | 'own'; config?: Record<string, unknown> }): Promise<LabNode>;
   /** Starts (or restarts) a node and waits until its cluster layer runs; `env` adds settings. */
   start(node: LabNode, env?: NodeJS.ProcessEnv): Promise<void>;
   kill(node: LabNode): Promise<void>;
   status(node: LabNode): Promise<ClusterStatus>;
+  /** Runs `rbee ARGS` inside a node's namespace as a client of that node (its data directory, its API). */
+  cli(node: LabNode, args: string[]): CliRun;
+  /** The node's log so far: pino's JSON lines, parsed (lines cut short by a kill are skipped). */
+  log(node: LabNode): Record<string, unknown>[];
   /**
    * The queen every one of `nodes` agrees on, each seeing all the others live; undefined when they
    * do not (yet) agree, or a node does not answer.
@@ -78,6 +85,9 @@ export async function createClusterLab(count: number): Promise<ClusterLab> {
         const joined = await runCli(['join', code, '--json'], { env });
         if (joined.code !== 0) throw new Error(`rbee join failed: ${joined.stderr}`);
       }
+      if (options.config !== undefined) {
+        writeFileSync(join(home, 'config.json'), JSON.stringify(options.config));
+      }
       return node;
     },
     async start(node, env = {}) {
@@ -109,6 +119,35 @@ export async function createClusterLab(count: number): Promise<ClusterLab> {
     async status(node) {
       const text = await net.exec(node.host, ['curl', '-sf', '--max-time', '2', `${API}/v1/cluster`]);
       return JSON.parse(text) as ClusterStatus;
+    },
+    cli(node, args) {
+      const child = net.spawn(node.host, [process.execPath, CLI, ...args], {
+        ...envOf(node),
+        RBEE_MDNS: '0',
+      });
+      let stdout = '';
+      let stderr = '';
+      child.stdout?.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+      child.stderr?.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+      const result = new Promise<CliResult>((resolve) => {
+        child.once('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
+      });
+      return { child, stdout: () => stdout, stderr: () => stderr, result };
+    },
+    log(node) {
+      let text: string;
+      try {
+        text = readFileSync(join(node.home, 'logs', 'node.log'), 'utf8');
+      } catch {
+        return [];
+      }
+      return text.split('\n').flatMap((line) => {
+        try {
+          return [JSON.parse(line) as Record<string, unknown>];
+        } catch {
+          return [];
+        }
+      });
     },
     async agreedQueen(group) {
       const all = await Promise.all(group.map((n) => lab.status(n).catch(() => undefined)));

@@ -1,10 +1,10 @@
 /**
  * Models from peers: two real `rbee node` processes in one cluster on loopback. Alpha downloads a
- * model from a Hugging Face-like server on 127.0.0.1; then that server drops every connection, and
- * beta still gets the model, from alpha over the cluster link, by its sha256, by its ref, and for a
- * job placed on beta. A transfer cut by alpha's death resumes from beta's durable prefix once alpha
- * is back; a holder whose file went bad is found out by the sha256 and beta falls back to the
- * model's own source, never cataloguing the corrupt bytes.
+ * model from a Hugging Face-like server on 127.0.0.1; then that server drops every connection. A
+ * transfer to beta cut by alpha's death resumes from beta's durable prefix once alpha is back;
+ * `--from` is honoured for a demo model and refused for a path; a holder whose file went bad is
+ * found out by the sha256 and beta falls back to the model's own source, never cataloguing the
+ * corrupt bytes. (Pulls by sha256 and for a job, across hosts, are in test/cluster/lan-models.test.ts.)
  */
 import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -98,53 +98,8 @@ async function removeFromBeta(): Promise<void> {
 type Progress = { type: string; phase?: string; bytes?: number; from?: string; message?: string };
 
 describe('models from peers', () => {
-  it('pulls a model by its sha256 from the hive that has it, with the internet unreachable', async () => {
-    await betaSeesAlphaModel();
-    const before = fileHits();
-    const pulled = await runCli(['models', 'pull', `sha256:${sha256}`, '--json'], {
-      env: beta.node.sandbox.env,
-    });
-    expect(pulled.code, pulled.stderr).toBe(0);
-    const events = ndjson(pulled.stdout) as Progress[];
-    // the progress says where the bytes come from
-    expect(events.some((e) => e.phase === 'downloading' && e.from === 'hive alpha over the LAN')).toBe(true);
-    const row = catalogRow(pulled.stdout);
-    expect(row).toMatchObject({ sha256, source: 'download' });
-    expect(row.bytes).toBe(readFileSync(await tinyModelPath()).length);
-    expect(readFileSync(row.path).equals(readFileSync(alphaPath))).toBe(true);
-    expect(fileHits()).toBe(before);
-
-    // both hives hold the same file now
-    const listed = await runCli(['models', 'ls', '--cluster', '--json'], { env: beta.node.sandbox.env });
-    expect(listed.code, listed.stderr).toBe(0);
-    const files = JSON.parse(listed.stdout) as { sha256: string | null; hives: { name: string }[] }[];
-    const file = files.find((f) => f.sha256 === sha256);
-    expect(file?.hives.map((h) => h.name).sort()).toEqual(['alpha', 'beta']);
-    await removeFromBeta();
-  });
-
-  it('a job placed on a hive without the model gets it from a peer, and its narration says so', async () => {
-    const infer = await runCli(
-      ['infer', '-m', REF, 'Hello', '--on', 'beta', '--max-tokens', '2', '--keep-alive', '0', '--json'],
-      { env: alpha.node.sandbox.env },
-    );
-    expect(infer.code, infer.stderr).toBe(0);
-    const events = ndjson(infer.stdout) as { type: string; node?: string; text?: string }[];
-    expect(events.at(-1)).toMatchObject({ type: 'done' });
-    expect(
-      events.some(
-        (e) =>
-          e.type === 'narration' && e.node === 'beta' && e.text?.includes('from hive alpha over the LAN'),
-      ),
-    ).toBe(true);
-    expect(await heldBy(beta)).toBe(sha256);
-    await waitFor(async () => (await beta.client.workers()).length === 0, {
-      what: "beta's worker to unload",
-    });
-    await removeFromBeta();
-  });
-
   it('a transfer cut by the holder dying resumes from the durable prefix once it is back', async () => {
+    await betaSeesAlphaModel();
     const pull = startCli(['models', 'pull', REF, '--json'], { env: beta.node.sandbox.env });
     // alpha dies once a few chunks are on beta's disk
     await waitFor(
@@ -182,6 +137,53 @@ describe('models from peers', () => {
     expect(fileHits()).toBe(before);
     expect(findFiles(partial, '.partial')).toEqual([]);
     await removeFromBeta();
+  });
+
+  it('`pull demo --from HIVE` takes that hive’s demo model instead of generating one; other hives or a path are refused', async () => {
+    const made = await runCli(['models', 'pull', 'demo', '--json'], { env: alpha.node.sandbox.env });
+    expect(made.code, made.stderr).toBe(0);
+    const demo = catalogRow(made.stdout);
+    await waitFor(
+      async () =>
+        (await beta.client.clusterModels()).some(
+          (m) => m.sha256 === demo.sha256 && m.hives.some((h) => h.name === 'alpha'),
+        ),
+      { what: "alpha's demo model in beta's view" },
+    );
+    const pulled = await runCli(['models', 'pull', 'demo', '--from', 'alpha', '--json'], {
+      env: beta.node.sandbox.env,
+    });
+    expect(pulled.code, pulled.stderr).toBe(0);
+    const events = ndjson(pulled.stdout) as Progress[];
+    expect(events.some((e) => e.phase === 'downloading' && e.from === 'hive alpha over the LAN')).toBe(true);
+    // nothing was generated: the progress never says so
+    expect(events.some((e) => e.message?.includes('generating') === true)).toBe(false);
+    const row = catalogRow(pulled.stdout);
+    expect(row.sha256).toBe(demo.sha256);
+    expect(readFileSync(row.path).equals(readFileSync(demo.path))).toBe(true);
+
+    // a demo model no hive of that name holds is not generated in its stead
+    const models = join(beta.node.sandbox.home, 'models');
+    const before = findFiles(models, '');
+    const missing = await runCli(['models', 'pull', 'demo:rerank', '--from', 'alpha', '--json'], {
+      env: beta.node.sandbox.env,
+    });
+    expect(missing.code).not.toBe(0);
+    expect(ndjson(missing.stdout).at(-1)).toMatchObject({
+      type: 'error',
+      error: { code: 'MODEL_NOT_FOUND', message: 'no live hive alpha holds demo:rerank' },
+    });
+    expect(findFiles(models, '')).toEqual(before);
+    // a file on this machine comes from no hive
+    const local = await runCli(['models', 'pull', alphaPath, '--from', 'alpha', '--json'], {
+      env: beta.node.sandbox.env,
+    });
+    expect(local.code).not.toBe(0);
+    const refused = ndjson(local.stdout).at(-1) as { error?: { code: string; message: string } };
+    expect(refused.error?.code).toBe('BAD_REQUEST');
+    expect(refused.error?.message).toContain('not fetched from a hive');
+    await beta.client.deleteModel('demo');
+    await alpha.client.deleteModel('demo');
   });
 
   it('bytes that do not match the holder’s sha256 are discarded, and the model comes from its own source', async () => {

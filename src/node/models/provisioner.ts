@@ -109,7 +109,8 @@ export interface EnsureOptions {
   onProgress?: (progress: ProvisionProgress) => void;
   /**
    * Fetch it from this hive of the cluster (its name or peer id), and from nowhere else. Without
-   * it, a hive that holds the model is preferred to the model's own source.
+   * it, a hive that holds the model is preferred to the model's own source (a demo model is
+   * generated here). Refused for a file path: a user's own file comes from no hive.
    */
   from?: string;
 }
@@ -221,8 +222,14 @@ export function createProvisioner(init: ProvisionerInit): Provisioner {
     switch (ref.kind) {
       case 'file':
         return registerLocal(ref, signal, emit);
-      case 'demo':
+      case 'demo': {
+        // generated here unless a hive is named: then that hive's copy, as for any other ref
+        if (from !== undefined) {
+          const shared = await fromPeers(ref, demoPath(ref), signal, emit, { from });
+          if (shared !== undefined) return shared;
+        }
         return generateDemo(ref, signal, emit);
+      }
       case 'url': {
         const finalPath = resolveInModelsDir(modelsDir, modelDirName(ref), modelFileName(ref));
         const shared = await fromPeers(ref, finalPath, signal, emit, { from });
@@ -309,8 +316,12 @@ export function createProvisioner(init: ProvisionerInit): Provisioner {
     return publish(ref, { path: ref.path, bytes: size, sha256: null, info, source: 'local' }, emit);
   }
 
+  function demoPath(ref: ModelRef & { kind: 'demo' }): string {
+    return resolveInModelsDir(modelsDir, modelDirName(ref), `${ref.preset}-seed1.gguf`);
+  }
+
   async function generateDemo(ref: ModelRef & { kind: 'demo' }, signal: AbortSignal, emit: Emit) {
-    const finalPath = resolveInModelsDir(modelsDir, modelDirName(ref), `${ref.preset}-seed1.gguf`);
+    const finalPath = demoPath(ref);
     emit({
       phase: 'resolving',
       bytes: 0,
@@ -814,6 +825,14 @@ export function createProvisioner(init: ProvisionerInit): Provisioner {
       const key = canonicalRef(input);
       const ref = parseModelRef(key);
       const { from, ...follow } = options;
+      if (from !== undefined && ref.kind === 'file') {
+        // a user's own file is registered where it lies; no hive sends it
+        throw new RbeeError(
+          'BAD_REQUEST',
+          `${ref.path} is a file on this machine, not fetched from a hive: leave out \`from\` (${from}), or name the model hive ${from} holds by its ref or sha256`,
+          { details: { model: key, hive: from } },
+        );
+      }
       return tasks.run(key, (signal, emit) => provision(ref, signal, emit, undefined, from), follow);
     },
 
