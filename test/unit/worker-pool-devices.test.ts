@@ -17,6 +17,7 @@ import {
   type WorkerPoolInit,
 } from '../../src/node/hive/index.js';
 import { RbeeError } from '../../src/shared/errors.js';
+import { waitFor } from '../helpers/wait-for.js';
 import type { MemoryObservation, ModelRow } from '../../src/node/store/index.js';
 
 const MiB = 2 ** 20;
@@ -321,11 +322,12 @@ describe('a job that asks for more context than the loaded worker has', () => {
     const { lease, said } = withContext(pool, 4096);
     let placed = false;
     void lease.then(() => (placed = true));
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    const waiting =
+      'worker w1 has 2048 tokens of context and the job asks for 4096: it is reloaded once its 1 running job(s) are done';
+    // the lease has come to the point of waiting for the running job
+    await waitFor(() => said.includes(waiting), { what: 'the lease waiting for the running job' });
     expect(placed).toBe(false);
-    expect(said).toContainEqual(
-      'worker w1 has 2048 tokens of context and the job asks for 4096: it is reloaded once its 1 running job(s) are done',
-    );
+    expect(said).toContainEqual(waiting);
     expect(spawned).toHaveLength(1);
     running.lease.release();
     expect((await lease).worker).toMatchObject({ id: 'w2', contextSize: 4096 });

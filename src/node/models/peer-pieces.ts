@@ -22,7 +22,14 @@ import type { DownloadProgress, DownloadResult } from './download.js';
 import { writeError } from './download.js';
 import { fileSize } from './model-files.js';
 import { discardPartial, readSidecar, writeSidecar, type PartialSidecar } from './partial-file.js';
-import { contentKey, type PeerFailure, type PeerHolder, type PeerNetwork } from './peer-source.js';
+import {
+  contentKey,
+  markPeerFailure as mark,
+  peerFailure,
+  type PeerFailure,
+  type PeerHolder,
+  type PeerNetwork,
+} from './peer-source.js';
 
 export interface FetchPiecesInit {
   peers: PeerNetwork;
@@ -83,20 +90,8 @@ export async function hashPieces(
   return { sha256: whole.digest('hex'), bytes, list: { pieceBytes, hashes } };
 }
 
-const failures = new WeakMap<object, PeerFailure>();
-
-/** How a fetch from several holders failed: `cut` (no holder left to finish it) or `bad`. */
-export function piecesFailure(error: unknown): PeerFailure | undefined {
-  return typeof error === 'object' && error !== null ? failures.get(error) : undefined;
-}
-
-function mark(kind: PeerFailure, error: RbeeError): RbeeError {
-  failures.set(error, kind);
-  return error;
-}
-
 /**
- * Fetches the file into `partialPath` from the holders together. Throws errors `piecesFailure`
+ * Fetches the file into `partialPath` from the holders together. Throws errors `peerFailure`
  * classifies when no holder is left to finish (the checked pieces stay for the next try); anything
  * unclassified (a full disk, a cancel) is the caller's to pass on.
  */
@@ -203,7 +198,7 @@ export async function fetchPieces(init: FetchPiecesInit): Promise<FetchPiecesRes
           reportProgress(false);
         }
       } catch (error) {
-        if (signal.aborted || stopAll.signal.aborted || failures.has(error as object)) throw error;
+        if (signal.aborted || stopAll.signal.aborted || peerFailure(error) !== undefined) throw error;
         if (!isTransferError(error)) throw error;
         const rbee = toRbeeError(error, 'DOWNLOAD_FAILED');
         const refused = rbee.code === 'MODEL_NOT_FOUND' || rbee.code === 'NOT_FOUND';
@@ -277,7 +272,7 @@ export async function fetchPieces(init: FetchPiecesInit): Promise<FetchPiecesRes
           // so that no holder sees nothing left to do in between)
           pending.unshift(index);
           inFlight.delete(index);
-          const kind = failures.get(error as object);
+          const kind = peerFailure(error);
           if (kind === undefined) {
             localError ??= error instanceof Error ? error : toRbeeError(error);
             stopAll.abort(error);

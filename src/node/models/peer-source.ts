@@ -75,7 +75,8 @@ export function peerFailure(error: unknown): PeerFailure | undefined {
   return typeof error === 'object' && error !== null ? failures.get(error) : undefined;
 }
 
-function mark(kind: PeerFailure, error: RbeeError): RbeeError {
+/** Classifies `error` for `peerFailure` (this file's fetch and peer-pieces.ts's). */
+export function markPeerFailure(kind: PeerFailure, error: RbeeError): RbeeError {
   failures.set(error, kind);
   return error;
 }
@@ -156,7 +157,7 @@ export async function fetchFromPeer(init: FetchFromPeerInit): Promise<DownloadRe
           stall.reset();
           if (position + chunk.byteLength > holder.bytes) {
             await discardPartial(partialPath);
-            throw mark(
+            throw markPeerFailure(
               'bad',
               new RbeeError(
                 'DOWNLOAD_FAILED',
@@ -184,7 +185,7 @@ export async function fetchFromPeer(init: FetchFromPeerInit): Promise<DownloadRe
         await sync().catch(() => undefined);
         const rbee = toRbeeError(error, 'DOWNLOAD_FAILED');
         const refused = rbee.code === 'MODEL_NOT_FOUND' || rbee.code === 'NOT_FOUND';
-        throw mark(
+        throw markPeerFailure(
           refused ? 'refused' : 'cut',
           new RbeeError(
             'DOWNLOAD_FAILED',
@@ -197,7 +198,7 @@ export async function fetchFromPeer(init: FetchFromPeerInit): Promise<DownloadRe
       }
       if (position < holder.bytes) {
         await sync().catch(() => undefined);
-        throw mark(
+        throw markPeerFailure(
           'cut',
           new RbeeError(
             'DOWNLOAD_TRUNCATED',
@@ -218,7 +219,7 @@ export async function fetchFromPeer(init: FetchFromPeerInit): Promise<DownloadRe
   const sha256 = hash.digest('hex');
   if (sha256 !== holder.sha256) {
     await discardPartial(partialPath);
-    throw mark(
+    throw markPeerFailure(
       'bad',
       new RbeeError(
         'CHECKSUM_MISMATCH',

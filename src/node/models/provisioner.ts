@@ -21,7 +21,7 @@ import {
   type ModelSource,
   type PieceList,
 } from '../store/index.js';
-import { writeError } from './download.js';
+import { writeError, type DownloadProgress } from './download.js';
 import { pickGgufFile, type RepoFile } from './hf-files.js';
 import { createHfSource } from './hf-source.js';
 import { downloadModel, type ModelFile } from './model-download.js';
@@ -37,7 +37,7 @@ import {
 } from './model-files.js';
 import { discardPartial, partialPathOf, readSidecar, sidecarPathOf, sweepPartials } from './partial-file.js';
 import { ensureDiskSpace } from './disk-space.js';
-import { fetchPieces, hashPieces, piecesFailure } from './peer-pieces.js';
+import { fetchPieces, hashPieces } from './peer-pieces.js';
 import {
   fetchFromPeer,
   peerFailure,
@@ -499,28 +499,15 @@ export function createProvisioner(init: ProvisionerInit): Provisioner {
           partialPath: partial,
           stallTimeoutMs,
           beforeWrite: (rest) => ensureDiskSpace({ dir: dirname(partial), needBytes: rest, reserveBytes }),
-          onProgress: (p) =>
-            emit({
-              phase: 'downloading',
-              bytes: p.bytes,
-              totalBytes: holder.bytes,
-              ...(p.bytesPerSecond === undefined ? {} : { bytesPerSecond: p.bytesPerSecond }),
-              ...(p.etaSeconds === undefined ? {} : { etaSeconds: p.etaSeconds }),
-              file,
-              from: via,
-            }),
+          onProgress: downloadingFrom(emit, holder.bytes, file, via),
           signal,
         });
         emit({ phase: 'verifying', bytes, totalBytes: bytes, file, from: via });
-        let info: ModelInfo;
-        try {
-          info = await readModelInfo(partial, { signal });
-        } catch (error) {
-          if (signal.aborted) throw error;
+        const info = await modelInfoOf(partial, signal);
+        if (info instanceof RbeeError) {
           // the holder's catalog lists a file that is no model: as good as corrupt
-          await discardPartial(partial);
           badPeers.set(badKey(holder), now() + BAD_PEER_MS);
-          lastError = toRbeeError(error, 'MODEL_INVALID');
+          lastError = info;
           emit({
             phase: 'retrying',
             bytes: 0,
@@ -630,16 +617,7 @@ export function createProvisioner(init: ProvisionerInit): Provisioner {
           const next = kind === 'bad' ? 'the piece is discarded' : 'its pieces go to the others';
           emit({ phase: 'retrying', bytes: 0, file, from: via, message: `${error.message}; ${next}` });
         },
-        onProgress: (p) =>
-          emit({
-            phase: 'downloading',
-            bytes: p.bytes,
-            totalBytes: total,
-            ...(p.bytesPerSecond === undefined ? {} : { bytesPerSecond: p.bytesPerSecond }),
-            ...(p.etaSeconds === undefined ? {} : { etaSeconds: p.etaSeconds }),
-            file,
-            from: via,
-          }),
+        onProgress: downloadingFrom(emit, total, file, via),
         signal,
       });
       emit({ phase: 'verifying', bytes, totalBytes: bytes, file, from: via });
@@ -669,7 +647,7 @@ export function createProvisioner(init: ProvisionerInit): Provisioner {
         headway: true,
       };
     } catch (error) {
-      const kind = piecesFailure(error);
+      const kind = peerFailure(error);
       if (signal.aborted || kind === undefined) {
         // cancelled, or this machine's own trouble (a full disk): nothing stays, as for a download
         await discardPartial(partial);
@@ -740,6 +718,25 @@ export function createProvisioner(init: ProvisionerInit): Provisioner {
       asking.abort();
     }
     return [...answers];
+  }
+
+  /** Progress of a fetch from hives of the LAN, as the pull's `downloading` events. */
+  function downloadingFrom(
+    emit: Emit,
+    totalBytes: number,
+    file: string,
+    from: string,
+  ): (progress: DownloadProgress) => void {
+    return (p) =>
+      emit({
+        phase: 'downloading',
+        bytes: p.bytes,
+        totalBytes,
+        ...(p.bytesPerSecond === undefined ? {} : { bytesPerSecond: p.bytesPerSecond }),
+        ...(p.etaSeconds === undefined ? {} : { etaSeconds: p.etaSeconds }),
+        file,
+        from,
+      });
   }
 
   /** The model's facts, or the error that says it is no usable model. */
