@@ -137,3 +137,20 @@ export async function pullModelOnlyOn(node: ClusterNodeProcess, fileName: string
   expect(pull.code, pull.stderr).toBe(0);
   return file;
 }
+
+/**
+ * Runs `start` with these environment variables set (the nodes it starts inherit them), then puts
+ * the previous values back.
+ */
+export async function withEnv<T>(vars: Record<string, string>, start: () => Promise<T>): Promise<T> {
+  const saved = Object.fromEntries(Object.keys(vars).map((name) => [name, process.env[name]]));
+  Object.assign(process.env, vars);
+  try {
+    return await start();
+  } finally {
+    for (const [name, value] of Object.entries(saved)) {
+      if (value === undefined) delete process.env[name];
+      else process.env[name] = value;
+    }
+  }
+}

@@ -10,7 +10,7 @@ import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from '
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ndjson, runCli, startCli, type Sandbox } from '../helpers/cli.js';
-import { startClusterNode, startNamedCluster, type NamedNode } from '../helpers/cluster-nodes.js';
+import { startClusterNode, startNamedCluster, withEnv, type NamedNode } from '../helpers/cluster-nodes.js';
 import { tinyModelPath } from '../helpers/tiny-model.js';
 import { waitFor } from '../helpers/wait-for.js';
 import { serveBytes, startServer, type TestServer } from './gguf-http-server.js';
@@ -35,15 +35,10 @@ beforeAll(async () => {
   const serve = serveBytes(tiny);
   // offline, the "internet" drops every connection, as an unreachable host would fail a fetch
   server.route(FILE_PATH, (req, res) => (online ? serve(req, res) : void res.destroy()));
-  const saved = { hf: process.env.HF_ENDPOINT, delay: process.env.RBEE_TEST_MODEL_READ_DELAY_MS };
-  process.env.HF_ENDPOINT = server.origin;
-  process.env.RBEE_TEST_MODEL_READ_DELAY_MS = String(CHUNK_DELAY_MS);
-  try {
-    [alpha, beta] = (await startNamedCluster(['alpha', 'beta'], sandboxes)) as [NamedNode, NamedNode];
-  } finally {
-    restoreEnv('HF_ENDPOINT', saved.hf);
-    restoreEnv('RBEE_TEST_MODEL_READ_DELAY_MS', saved.delay);
-  }
+  [alpha, beta] = (await withEnv(
+    { HF_ENDPOINT: server.origin, RBEE_TEST_MODEL_READ_DELAY_MS: String(CHUNK_DELAY_MS) },
+    () => startNamedCluster(['alpha', 'beta'], sandboxes),
+  )) as [NamedNode, NamedNode];
   const pulled = await runCli(['models', 'pull', REF, '--json'], { env: alpha.node.sandbox.env });
   expect(pulled.code, pulled.stderr).toBe(0);
   const row = catalogRow(pulled.stdout);
@@ -56,11 +51,6 @@ afterAll(async () => {
   await Promise.all(sandboxes.map((s) => s.cleanup()));
   await server?.close();
 });
-
-function restoreEnv(name: string, value: string | undefined): void {
-  if (value === undefined) delete process.env[name];
-  else process.env[name] = value;
-}
 
 const fileHits = (): number => server.hits.get(FILE_PATH) ?? 0;
 

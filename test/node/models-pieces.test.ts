@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ndjson, runCli, type Sandbox } from '../helpers/cli.js';
-import { startNamedCluster, type NamedNode } from '../helpers/cluster-nodes.js';
+import { startNamedCluster, withEnv, type NamedNode } from '../helpers/cluster-nodes.js';
 import { tinyModelPath } from '../helpers/tiny-model.js';
 import { waitFor } from '../helpers/wait-for.js';
 import { serveBytes, startServer, type TestServer } from './gguf-http-server.js';
@@ -35,17 +35,10 @@ beforeAll(async () => {
   server = await startServer();
   const serve = serveBytes(tiny);
   server.route(FILE_PATH, (req, res) => (online ? serve(req, res) : void res.destroy()));
-  const saved = { hf: process.env.HF_ENDPOINT, pieces: process.env.RBEE_TEST_MODEL_PIECE_BYTES };
-  process.env.HF_ENDPOINT = server.origin;
-  process.env.RBEE_TEST_MODEL_PIECE_BYTES = String(PIECE_BYTES);
-  try {
-    [alpha, gamma, beta] = (await startNamedCluster(['alpha', 'gamma', 'beta'], sandboxes, {
-      modelServeBytesPerSecond: SERVE_BPS,
-    })) as [NamedNode, NamedNode, NamedNode];
-  } finally {
-    restoreEnv('HF_ENDPOINT', saved.hf);
-    restoreEnv('RBEE_TEST_MODEL_PIECE_BYTES', saved.pieces);
-  }
+  [alpha, gamma, beta] = (await withEnv(
+    { HF_ENDPOINT: server.origin, RBEE_TEST_MODEL_PIECE_BYTES: String(PIECE_BYTES) },
+    () => startNamedCluster(['alpha', 'gamma', 'beta'], sandboxes, { modelServeBytesPerSecond: SERVE_BPS }),
+  )) as [NamedNode, NamedNode, NamedNode];
   const pulled = await runCli(['models', 'pull', REF, '--json'], { env: alpha.node.sandbox.env });
   expect(pulled.code, pulled.stderr).toBe(0);
   hitsThen = server.hits.get(FILE_PATH) ?? 0;
@@ -56,11 +49,6 @@ afterAll(async () => {
   await Promise.all(sandboxes.map((s) => s.cleanup()));
   await server?.close();
 });
-
-function restoreEnv(name: string, value: string | undefined): void {
-  if (value === undefined) delete process.env[name];
-  else process.env[name] = value;
-}
 
 type Progress = { type: string; phase?: string; from?: string; model?: { path: string; sha256: string } };
 
