@@ -199,4 +199,33 @@ describe('model catalog', () => {
       await rm(dir, { recursive: true, force: true });
     }
   });
+
+  it('answers from memory what the table holds: callers get copies, failed writes change nothing', () => {
+    const catalog = createModelCatalog(db);
+    catalog.upsert(row({ alias: 'fast' }));
+    const listed = catalog.list()[0]!;
+    listed.bytes = 1;
+    listed.alias = 'mine';
+    catalog.get('fast')!.path = '/elsewhere';
+    expect(catalog.get(row().id)).toEqual(row({ alias: 'fast' }));
+    expect(() => catalog.upsert(row({ id: 'b', ref: 'demo:tiny', alias: 'fast' }))).toThrow();
+    expect(catalog.get('b')).toBeUndefined();
+    expect(catalog.get('demo:tiny')).toBeUndefined();
+    // what a fresh catalog on the same database reads is what this one answers
+    catalog.upsert(row({ id: 'a', ref: 'demo:small', addedAt: 1 }));
+    catalog.remove(row().id);
+    expect(createModelCatalog(db).list()).toEqual(catalog.list());
+  });
+
+  it('writes a use at most once a second per model, and each use is seen at once', () => {
+    const catalog = createModelCatalog(db);
+    catalog.upsert(row());
+    const t = 1_800_000_000_000;
+    catalog.touch(row().id, t);
+    catalog.touch(row().id, t + 400);
+    expect(catalog.get(row().id)?.lastUsedAt).toBe(t + 400);
+    expect(createModelCatalog(db).get(row().id)?.lastUsedAt).toBe(t);
+    catalog.touch(row().id, t + 1000);
+    expect(createModelCatalog(db).get(row().id)?.lastUsedAt).toBe(t + 1000);
+  });
 });

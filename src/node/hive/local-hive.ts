@@ -40,7 +40,16 @@ export interface LocalHiveInit {
 /** Prefix keys published per worker: three per slot (see shared/prefix.ts) for up to 16 slots. */
 const MAX_PUBLISHED_PREFIXES = 48;
 
+/** How long a read of the load average stands (a file read each time; the kernel updates it every 5 s). */
+const LOAD_AVERAGE_MS = 1000;
+
 export function createLocalHive(init: LocalHiveInit): Hive {
+  let load = { value: 0, at: -Infinity };
+  const loadAverage = (): number => {
+    const at = performance.now();
+    if (at - load.at >= LOAD_AVERAGE_MS) load = { value: Math.round(loadavg()[0]! * 100) / 100, at };
+    return load.value;
+  };
   const hiveInfo = (): HiveState['hive'] => {
     const devices = init.devices();
     return {
@@ -49,7 +58,7 @@ export function createLocalHive(init: LocalHiveInit): Hive {
       cpu: devices?.cpu ?? { model: 'unknown', physicalCores: 0, logicalCores: 0 },
       ramTotalBytes: totalmem(),
       ramFreeBytes: freemem(),
-      loadAverage: Math.round(loadavg()[0]! * 100) / 100,
+      loadAverage: loadAverage(),
       gpus: (devices?.gpus ?? []).map((g) => ({
         index: g.index,
         name: g.name,
