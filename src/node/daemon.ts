@@ -109,7 +109,11 @@ export async function startNode(
   /** The llama.cpp binary CPU workers load now (the prebuilt one, or the native build doctor --fix chose). */
   const cpuBinary = createCpuBinaryChooser(config.paths.binaryDecision);
   const apiKeys = createApiKeyStore(db);
-  const jobStore = createJobStore(db);
+  const jobStore = createJobStore(db, {
+    onWriteError: (error) => log.warn({ err: error }, 'a record of the jobs table could not be written'),
+  });
+  // after every job has ended (teardowns run in reverse), before the database closes
+  teardown.add('the jobs table', () => jobStore.flush());
   const unfinished = jobStore.failUnfinished(
     { code: 'NODE_RESTARTED', message: 'the node stopped before the job finished' },
     Date.now(),

@@ -5,7 +5,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { createJobStore, openDatabase, type Database, type JobStore } from '../../src/node/store/index.js';
 
 let dir: string;
@@ -98,5 +98,39 @@ describe('the jobs table', () => {
       )
       .all();
     expect(plan.map((p) => p.detail).join(' ')).toMatch(/USING (INDEX|PRIMARY KEY)/);
+  });
+
+  it('writes records behind the job, in one go, and every read sees them first', async () => {
+    // another connection to the same file sees only what was committed
+    const other = openDatabase(join(dir, 'rbee.db'));
+    const committed = (): number =>
+      (other.prepare('SELECT count(*) AS n FROM jobs').get() as { n: number }).n;
+    try {
+      const behind = createJobStore(db, { writeDelayMs: 50 });
+      behind.accepted({ id: 'b1', model: 'demo', acceptedAt: 1 });
+      behind.placing('b1');
+      behind.accepted({ id: 'b2', model: 'demo', acceptedAt: 2 });
+      expect(committed()).toBe(0);
+      await vi.waitFor(() => expect(committed()).toBe(2), { timeout: 5000, interval: 10 });
+      expect(behind.get('b1')?.state).toBe('placing');
+      // a read writes what is queued before it answers
+      behind.finished('b2', { state: 'done', at: 9, completionTokens: 1 });
+      expect(behind.get('b2')).toMatchObject({ state: 'done', finishedAt: 9 });
+      behind.running('b1', { hive: 'h', hiveName: 'h', reason: 'r' });
+      behind.flush();
+      expect(other.prepare("SELECT state FROM jobs WHERE id = 'b1'").get()).toEqual({ state: 'running' });
+    } finally {
+      other.close();
+    }
+  });
+
+  it('keeps the other records when one cannot be written, and says why', () => {
+    const errors: unknown[] = [];
+    const behind = createJobStore(db, { writeDelayMs: 50, onWriteError: (e) => errors.push(e) });
+    behind.accepted({ id: 'dup', model: 'demo', acceptedAt: 1 });
+    behind.accepted({ id: 'dup', model: 'demo', acceptedAt: 2 });
+    behind.accepted({ id: 'next', model: 'demo', acceptedAt: 3 });
+    expect(behind.list().map((j) => j.id)).toEqual(['next', 'dup']);
+    expect(errors).toHaveLength(1);
   });
 });

@@ -2,6 +2,12 @@
  * The jobs table: every job this node accepted, with where it ran and how it ended. Written at the
  * few moments a job changes state (accepted, placing, running, first token, end), never per token.
  * At start, a job left unfinished by a previous run of the node is marked failed with the reason.
+ *
+ * Those writes are behind the job, not in its way: each is queued and the queue is written in one
+ * transaction `writeDelayMs` later, so that a job's first token does not wait for five statements
+ * (about 0.5 ms on this path) and a burst of jobs commits once. Every read, and `flush`, writes the
+ * queue first, so what is read is always what was recorded; a crash of the node loses at most the
+ * last `writeDelayMs` of records (the node flushes on every orderly stop).
  */
 import type { Database } from './db.js';
 
@@ -61,7 +67,18 @@ export interface JobStore {
   failUnfinished(reason: { code: string; message: string }, at: number): number;
   /** Keeps the newest `keep` jobs; returns how many older rows went. */
   prune(keep: number): number;
+  /** Writes what is queued now. */
+  flush(): void;
 }
+
+export interface JobStoreOptions {
+  /** How long a record waits to be written with the others; 0 writes each at once. Defaults to 20 ms. */
+  writeDelayMs?: number;
+  /** A queued record that could not be written (it is dropped; the others are kept). */
+  onWriteError?: (error: unknown) => void;
+}
+
+export const DEFAULT_JOB_WRITE_DELAY_MS = 20;
 
 interface Row {
   id: string;
@@ -101,7 +118,42 @@ const row = (r: Row): JobRow => ({
 
 const UNFINISHED = "state IN ('queued', 'placing', 'running')";
 
-export function createJobStore(db: Database): JobStore {
+export function createJobStore(db: Database, options: JobStoreOptions = {}): JobStore {
+  const writeDelayMs = options.writeDelayMs ?? DEFAULT_JOB_WRITE_DELAY_MS;
+  let queued: (() => void)[] = [];
+  let timer: NodeJS.Timeout | undefined;
+  const writeQueued = db.transaction((writes: (() => void)[]) => {
+    for (const write of writes) {
+      try {
+        write();
+      } catch (error) {
+        options.onWriteError?.(error);
+      }
+    }
+  });
+  const flush = (): void => {
+    if (timer !== undefined) clearTimeout(timer);
+    timer = undefined;
+    if (queued.length === 0) return;
+    const writes = queued;
+    queued = [];
+    try {
+      writeQueued(writes);
+    } catch (error) {
+      options.onWriteError?.(error);
+    }
+  };
+  const record = (write: () => void): void => {
+    if (writeDelayMs <= 0) return write();
+    queued.push(write);
+    timer ??= setTimeout(flush, writeDelayMs).unref();
+  };
+  /** A read: what is queued is written first. */
+  const read = <T>(query: () => T): T => {
+    flush();
+    return query();
+  };
+
   const insert = db.prepare<[string, string, string | null, number]>(
     "INSERT INTO jobs (id, model, owner, state, accepted_at) VALUES (?, ?, ?, 'queued', ?)",
   );
@@ -144,41 +196,52 @@ export function createJobStore(db: Database): JobStore {
     'DELETE FROM jobs WHERE id NOT IN (SELECT id FROM jobs ORDER BY accepted_at DESC, id LIMIT ?)',
   );
   return {
-    accepted: (job) => void insert.run(job.id, job.model, job.owner ?? null, job.acceptedAt),
-    queued: (id) => void setQueued.run(id),
-    placing: (id) => void setPlacing.run(id),
-    running: (id, where) =>
-      void setRunning.run(where.hive, where.hiveName, where.worker ?? null, where.reason, Date.now(), id),
-    firstToken: (id, at) => void setFirstToken.run(at, id),
+    accepted: (job) => record(() => insert.run(job.id, job.model, job.owner ?? null, job.acceptedAt)),
+    queued: (id) => record(() => setQueued.run(id)),
+    placing: (id) => record(() => setPlacing.run(id)),
+    running: (id, where) => {
+      const startedAt = Date.now();
+      record(() =>
+        setRunning.run(where.hive, where.hiveName, where.worker ?? null, where.reason, startedAt, id),
+      );
+    },
+    firstToken: (id, at) => record(() => setFirstToken.run(at, id)),
     finished: (id, end) =>
-      void setFinished.run(
-        end.state,
-        end.at,
-        end.completionTokens ?? null,
-        end.error?.code ?? null,
-        end.error?.message ?? null,
-        id,
+      record(() =>
+        setFinished.run(
+          end.state,
+          end.at,
+          end.completionTokens ?? null,
+          end.error?.code ?? null,
+          end.error?.message ?? null,
+          id,
+        ),
       ),
-    get: (id) => {
-      const found = selectOne.get(id);
-      return found === undefined ? undefined : row(found);
-    },
+    get: (id) =>
+      read(() => {
+        const found = selectOne.get(id);
+        return found === undefined ? undefined : row(found);
+      }),
     list: (options = {}) =>
-      (options.owner === undefined
-        ? selectMany.all(options.limit ?? 100)
-        : selectOwned.all(options.owner, options.limit ?? 100)
-      ).map(row),
-    find: (prefix, options = {}) => {
-      const upper = `${prefix}\u{10FFFF}`;
-      const limit = options.limit ?? 11;
-      return (
-        options.owner === undefined
-          ? selectPrefix.all(prefix, upper, limit)
-          : selectPrefixOwned.all(prefix, upper, options.owner, limit)
-      ).map(row);
-    },
-    recentDone: (limit) => selectDone.all(limit).map(row),
-    failUnfinished: (reason, at) => failAll.run(at, reason.code, reason.message).changes,
-    prune: (keep) => pruneOld.run(keep).changes,
+      read(() =>
+        (options.owner === undefined
+          ? selectMany.all(options.limit ?? 100)
+          : selectOwned.all(options.owner, options.limit ?? 100)
+        ).map(row),
+      ),
+    find: (prefix, options = {}) =>
+      read(() => {
+        const upper = `${prefix}\u{10FFFF}`;
+        const limit = options.limit ?? 11;
+        return (
+          options.owner === undefined
+            ? selectPrefix.all(prefix, upper, limit)
+            : selectPrefixOwned.all(prefix, upper, options.owner, limit)
+        ).map(row);
+      }),
+    recentDone: (limit) => read(() => selectDone.all(limit).map(row)),
+    failUnfinished: (reason, at) => read(() => failAll.run(at, reason.code, reason.message).changes),
+    prune: (keep) => read(() => pruneOld.run(keep).changes),
+    flush,
   };
 }
