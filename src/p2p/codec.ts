@@ -14,6 +14,7 @@ import type { z } from 'zod';
 import { raceSignal } from '../shared/abort.js';
 import { RbeeError } from '../shared/errors.js';
 import { errorJsonSchema } from '../shared/wire.js';
+import { compiled } from '../shared/compiled-schema.js';
 
 export const DEFAULT_MAX_FRAME_BYTES = 1024 * 1024;
 export const DEFAULT_HIGH_WATER_MARK_BYTES = 256 * 1024;
@@ -365,7 +366,7 @@ export function createFrameChannel<In, Out = In>(
       async read(options) {
         const item = await readRaw(options);
         if (item === undefined) return undefined;
-        const parsed = schema.safeParse(item.raw);
+        const parsed = compiled(schema).safeParse(item.raw);
         if (!parsed.success) {
           stats.malformed += 1;
           throw new RbeeError('BAD_REQUEST', 'frame does not match the protocol schema', {

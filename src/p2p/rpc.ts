@@ -13,6 +13,7 @@ import { errorJsonSchema } from '../shared/wire.js';
 import { raceSignal } from '../shared/abort.js';
 import { createFrameChannel, type FrameChannel } from './codec.js';
 import type { P2pHost } from './host.js';
+import { compiled } from '../shared/compiled-schema.js';
 
 export const RPC_PROTOCOL = '/rbee/rpc/1.0.0';
 export const DEFAULT_RPC_TIMEOUT_MS = 5_000;
@@ -126,7 +127,7 @@ export function createRpc(init: RpcInit): Rpc {
         host.frameStats.unknown += 1;
         throw new RbeeError('NOT_FOUND', `unknown rpc method ${request.method ?? '(none)'}`);
       }
-      const params = entry.method.params.safeParse(request.params);
+      const params = compiled(entry.method.params).safeParse(request.params);
       if (!params.success) {
         host.frameStats.malformed += 1;
         throw new RbeeError('BAD_REQUEST', `bad params for ${request.method}`, { cause: params.error });
@@ -271,7 +272,7 @@ export function createRpc(init: RpcInit): Rpc {
       );
       const response = await raceSignal(answer.promise, signal);
       if (response.error !== undefined) throw RbeeError.fromJSON(response.error);
-      const result = method.result.safeParse(response.result);
+      const result = compiled(method.result).safeParse(response.result);
       if (!result.success) {
         host.frameStats.malformed += 1;
         throw new RbeeError('BAD_REQUEST', `malformed answer to ${method.name} from ${peer}`, {

@@ -15,6 +15,7 @@ import type { AbortOptions, Stream } from '@libp2p/interface';
 import { RbeeError, toRbeeError } from '../shared/errors.js';
 import { createFrameChannel, type FrameChannel } from './codec.js';
 import type { P2pHost } from './host.js';
+import { compiled } from '../shared/compiled-schema.js';
 
 export const STREAM_PROTOCOL = '/rbee/stream/1.0.0';
 
@@ -120,7 +121,7 @@ export function createStreams(init: StreamsInit): Streams {
         host.frameStats.unknown += 1;
         throw new RbeeError('NOT_FOUND', `unknown stream kind ${open.kind}`);
       }
-      const params = entry.kind.params.safeParse(open.params);
+      const params = compiled(entry.kind.params).safeParse(open.params);
       if (!params.success) {
         host.frameStats.malformed += 1;
         throw new RbeeError('BAD_REQUEST', `bad params for stream ${open.kind}`, { cause: params.error });

@@ -29,6 +29,7 @@ import {
   type ChildMessage,
   type ParentMessage,
 } from './protocol.js';
+import { compiled } from '../../shared/compiled-schema.js';
 
 const DEFAULT_READY_TIMEOUT_MS = 60_000;
 const DEFAULT_STOP_TIMEOUT_MS = 5_000;
@@ -341,7 +342,7 @@ function createHandle(
     request: GenerateRequest,
     options: { signal?: AbortSignal } = {},
   ): AsyncGenerator<GenerateChunk, void, undefined> {
-    const parsed = generateRequestSchema.safeParse(request);
+    const parsed = compiled(generateRequestSchema).safeParse(request);
     if (!parsed.success) throw new RbeeError('BAD_REQUEST', describeIssues(parsed.error.issues));
     const { signal } = options;
     if (signal?.aborted === true) throw new RbeeError('JOB_CANCELLED', 'cancelled', { cause: signal.reason });
@@ -437,7 +438,7 @@ function createHandle(
   }
 
   async function countTokens(request: GenerateRequest): Promise<number> {
-    const parsed = generateRequestSchema.safeParse(request);
+    const parsed = compiled(generateRequestSchema).safeParse(request);
     if (!parsed.success) throw new RbeeError('BAD_REQUEST', describeIssues(parsed.error.issues));
     if (exitInfo !== undefined) throw new RbeeError('WORKER_CRASHED', `worker ${info.pid} has exited`);
     if (stopping) throw new RbeeError('WORKER_BUSY', `worker ${info.pid} is stopping`);

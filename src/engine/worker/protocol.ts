@@ -16,6 +16,7 @@ import {
 } from '../../shared/wire.js';
 import { prefixKeySchema } from '../../shared/prefix.js';
 import { gbnfProblem, prepareJsonSchema } from './constraints.js';
+import { compiled } from '../../shared/compiled-schema.js';
 
 /** Name of the environment variable that carries the child's init as JSON. */
 export const WORKER_INIT_ENV = 'RBEE_WORKER_INIT';
@@ -180,14 +181,14 @@ export type ChildMessage = z.infer<typeof childMessageSchema>;
 
 /** Parses one message; undefined for anything invalid (the caller counts it). */
 export function parseParentMessage(raw: unknown): ParentMessage | undefined {
-  const parsed = parentMessageSchema.safeParse(raw);
+  const parsed = compiled(parentMessageSchema).safeParse(raw);
   return parsed.success ? parsed.data : undefined;
 }
 
 export function parseChildMessage(raw: unknown): ChildMessage | undefined {
   const token = plainToken(raw);
   if (token !== undefined) return token;
-  const parsed = childMessageSchema.safeParse(raw);
+  const parsed = compiled(childMessageSchema).safeParse(raw);
   return parsed.success ? parsed.data : undefined;
 }
 

@@ -22,6 +22,7 @@ import { submitFollowed } from './job-events.js';
 import type { ModelAccessCheck } from './model-access.js';
 import { checkChatToolMessages, toolJobFields, toolPlan, ToolStream, type ToolPlan } from './openai-tools.js';
 import { sseEvent, type OpenSse, type SseStream } from './sse.js';
+import { compiled } from '../../shared/compiled-schema.js';
 
 export interface AnthropicInit {
   jobs: JobManager;
@@ -120,7 +121,7 @@ function refuseUnsupported(body: unknown): void {
 
 function parse<T>(schema: z.ZodType<T>, body: unknown): T {
   refuseUnsupported(body);
-  const parsed = schema.safeParse(body);
+  const parsed = compiled(schema).safeParse(body);
   if (!parsed.success) throw new RbeeError('BAD_REQUEST', z.prettifyError(parsed.error));
   return parsed.data;
 }

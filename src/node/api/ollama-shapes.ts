@@ -18,6 +18,7 @@ import {
 } from '../../shared/wire.js';
 import { toolFields } from './openai-tools.js';
 import type { OpenAiModel } from './model-list.js';
+import { compiled } from '../../shared/compiled-schema.js';
 
 /** A duration as Ollama's API takes it: seconds, or a text such as "5m", "1h30m", "-1". */
 const keepAliveSchema = z.union([z.number(), z.string().max(32)]).optional();
@@ -138,7 +139,7 @@ export const copySchema = z.object({
 });
 
 export function parse<T>(schema: z.ZodType<T>, body: unknown): T {
-  const parsed = schema.safeParse(body ?? {});
+  const parsed = compiled(schema).safeParse(body ?? {});
   if (!parsed.success) throw new RbeeError('BAD_REQUEST', z.prettifyError(parsed.error));
   return parsed.data;
 }
@@ -182,7 +183,7 @@ export function samplingOf(body: {
 
 /** The job request, refused as a bad request when a value is out of rbee's ranges. */
 export function checkedJob(job: JobRequest): JobRequest {
-  const parsed = jobRequestSchema.safeParse(job);
+  const parsed = compiled(jobRequestSchema).safeParse(job);
   if (!parsed.success) throw new RbeeError('BAD_REQUEST', z.prettifyError(parsed.error));
   return job;
 }

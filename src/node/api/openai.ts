@@ -38,6 +38,7 @@ import {
   responsesShape,
   responsesToolPlan,
 } from './openai-responses.js';
+import { compiled } from '../../shared/compiled-schema.js';
 
 export interface OpenAiInit {
   jobs: JobManager;
@@ -174,7 +175,7 @@ function admitChoices(init: OpenAiInit, client: ApiClient, n: number): (() => vo
 function parse<T>(schema: z.ZodType<T>, body: unknown): T {
   const unsupported = unsupportedParameter(body);
   if (unsupported !== undefined) throw new RbeeError('BAD_REQUEST', unsupported);
-  const parsed = schema.safeParse(body);
+  const parsed = compiled(schema).safeParse(body);
   if (!parsed.success) throw new RbeeError('BAD_REQUEST', z.prettifyError(parsed.error));
   return parsed.data;
 }

@@ -35,6 +35,7 @@ import type {
   NodeEvent,
   PullEvent,
 } from '../../shared/view.js';
+import { compiled } from '../../shared/compiled-schema.js';
 
 export interface ApiInit {
   log: Logger;
@@ -106,7 +107,7 @@ const viewerOf = (client: ApiClient): string | undefined =>
 const BODY_LIMIT = 4 * 2 ** 20;
 
 function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
-  const parsed = schema.safeParse(body);
+  const parsed = compiled(schema).safeParse(body);
   if (!parsed.success) throw new RbeeError('BAD_REQUEST', z.prettifyError(parsed.error));
   return parsed.data;
 }

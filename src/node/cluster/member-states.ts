@@ -4,6 +4,7 @@
  */
 import type { ViewEntry } from '../../p2p/index.js';
 import { hiveStateSchema, type HiveState } from '../../shared/view.js';
+import { compiled } from '../../shared/compiled-schema.js';
 
 export interface RemoteHiveState {
   id: string;
@@ -29,7 +30,7 @@ export function createMemberStates(init: MemberStatesInit): MemberStates {
   const stateOf = (id: string, version: number, raw: unknown): HiveState | undefined => {
     const known = parsed.get(id);
     if (known?.version === version) return known.state;
-    const result = hiveStateSchema.safeParse(raw);
+    const result = compiled(hiveStateSchema).safeParse(raw);
     if (!result.success && version > 0) init.onInvalid(id, version);
     const state = result.success ? result.data : undefined;
     parsed.set(id, { version, state });
