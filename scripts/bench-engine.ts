@@ -39,13 +39,15 @@ import {
   type Preset,
   type Run,
   type Sample,
+  benchSettings,
 } from './bench-paths.js';
 
-const REPEATS = Number(process.env.BENCH_REPEATS ?? 5);
-const PRESETS = (process.env.BENCH_PRESETS ?? 'tiny,small').split(',') as Preset[];
-const tokensFor = (preset: Preset): number =>
-  Number(process.env.BENCH_TOKENS ?? (preset === 'tiny' ? 512 : 128));
-const THREADS = Number(process.env.BENCH_THREADS ?? engine.defaultThreads());
+const {
+  repeats: REPEATS,
+  presets: PRESETS,
+  tokensFor,
+  threads: THREADS,
+} = benchSettings(engine.defaultThreads());
 
 /**
  * The floor of the node's CPU per token: a bare node:http server (a child process doing nothing

@@ -31,13 +31,10 @@ import {
   REPO,
   type Preset,
   type Run,
+  benchSettings,
 } from './bench-paths.js';
 
-const REPEATS = Number(process.env.BENCH_REPEATS ?? 5);
-const PRESETS = (process.env.BENCH_PRESETS ?? 'tiny,small').split(',') as Preset[];
-const tokensFor = (preset: Preset): number =>
-  Number(process.env.BENCH_TOKENS ?? (preset === 'tiny' ? 512 : 128));
-const THREADS = Number(process.env.BENCH_THREADS ?? 1);
+const { repeats: REPEATS, presets: PRESETS, tokensFor, threads: THREADS } = benchSettings(1);
 
 const LLAMA_DIR = join(REPO, 'node_modules', 'node-llama-cpp', 'llama');
 const CACHE = join(REPO, '.cache', 'llama-bench');

@@ -58,6 +58,24 @@ export interface Sample {
   nodeCpuUsPerToken?: number;
 }
 
+/**
+ * What every token-path benchmark reads from the environment: BENCH_REPEATS (default 5),
+ * BENCH_PRESETS (tiny,small), BENCH_TOKENS (per preset: 512 tiny, 128 small), BENCH_THREADS.
+ */
+export function benchSettings(defaultThreads: number): {
+  repeats: number;
+  presets: Preset[];
+  tokensFor: (preset: Preset) => number;
+  threads: number;
+} {
+  return {
+    repeats: Number(process.env.BENCH_REPEATS ?? 5),
+    presets: (process.env.BENCH_PRESETS ?? 'tiny,small').split(',') as Preset[],
+    tokensFor: (preset) => Number(process.env.BENCH_TOKENS ?? (preset === 'tiny' ? 512 : 128)),
+    threads: Number(process.env.BENCH_THREADS ?? defaultThreads),
+  };
+}
+
 export const median = (xs: number[]): number => {
   const s = [...xs].sort((x, y) => x - y);
   const m = Math.floor(s.length / 2);
