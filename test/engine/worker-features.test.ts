@@ -3,8 +3,8 @@ import { TEST_MODEL_SHAPES } from '../../src/engine/gguf/index.js';
 import { estimateWorkerMemory } from '../../src/engine/memory.js';
 import type { GenerateChunk, GenerateRequest, WorkerHandle } from '../../src/engine/types.js';
 import { spawnWorker } from '../../src/engine/worker/client.js';
-import { RbeeError } from '../../src/shared/errors.js';
 import { tinyModelPath } from '../helpers/tiny-model.js';
+import { rejection } from '../helpers/rejection.js';
 
 let modelPath: string;
 let worker: WorkerHandle;
@@ -30,15 +30,6 @@ async function collect(
     else return { text, done: chunk };
   }
   throw new Error('stream ended without done');
-}
-
-async function rejection(promise: Promise<unknown>): Promise<RbeeError> {
-  const error = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(error).toBeInstanceOf(RbeeError);
-  return error as RbeeError;
 }
 
 describe('sampling penalties', () => {

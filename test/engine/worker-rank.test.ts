@@ -5,8 +5,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { WorkerHandle } from '../../src/engine/types.js';
 import { spawnWorker } from '../../src/engine/worker/client.js';
-import { RbeeError } from '../../src/shared/errors.js';
 import { tinyModelPath, tinyRerankerPath } from '../helpers/tiny-model.js';
+import { rejection } from '../helpers/rejection.js';
 
 let reranker: WorkerHandle;
 
@@ -21,15 +21,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await reranker?.stop({ timeoutMs: 2000 });
 });
-
-async function rejection(promise: Promise<unknown>): Promise<RbeeError> {
-  const error = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(error).toBeInstanceOf(RbeeError);
-  return error as RbeeError;
-}
 
 describe('ranking in the worker', () => {
   it('scores each document from 0 to 1, in order, the same every time and alone or together', async () => {

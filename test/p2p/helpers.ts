@@ -4,7 +4,6 @@ import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { createP2pHost, type P2pHost, type P2pHostInit } from '../../src/p2p/host.js';
 import { generateClusterKey } from '../../src/p2p/keys.js';
-import { RbeeError } from '../../src/shared/errors.js';
 import {
   createClusterNode,
   createJsonFileStore,
@@ -63,15 +62,7 @@ export async function hostPair(scope: Scope): Promise<[P2pHost, P2pHost]> {
   return [a, b];
 }
 
-/** The RbeeError a promise rejects with (fails the test if it resolves or rejects with something else). */
-export async function rejection(promise: Promise<unknown>): Promise<RbeeError> {
-  const outcome = await promise.then(
-    () => new Error('expected a rejection'),
-    (error: unknown) => error,
-  );
-  if (!(outcome instanceof RbeeError)) throw outcome instanceof Error ? outcome : new Error(String(outcome));
-  return outcome;
-}
+export { rejection } from '../helpers/rejection.js';
 
 /**
  * Timings for tests: fast enough to keep the suite short, and generous against a loaded 2-core
