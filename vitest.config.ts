@@ -20,6 +20,8 @@ export default defineConfig({
       RBEE_MDNS: '0',
       RBEE_MDNS_REQUIRE_NETNS: '1',
       RBEE_CLUSTER_LISTEN: '/ip4/127.0.0.1/tcp/0',
+      // no test node builds llama.cpp at an idle moment (both cores for the better part of an hour)
+      RBEE_ENGINE_BUILD: 'off',
     },
   },
 });

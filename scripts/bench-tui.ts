@@ -106,6 +106,8 @@ try {
     `RBEE_HOME=${home}`,
     '-e',
     `RBEE_PORT=${port}`,
+    '-e',
+    'RBEE_ENGINE_BUILD=off',
     // BENCH_CPU_PROF=DIR writes the dashboard's V8 CPU profile there (on quit), to see where it spends
     `exec env -u CI '${process.execPath}' ${process.env.BENCH_CPU_PROF ? `--cpu-prof --cpu-prof-dir='${process.env.BENCH_CPU_PROF}' ` : ''}'${CLI}'`,
   );

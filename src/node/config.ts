@@ -35,6 +35,8 @@ const fileConfigSchema = z
     contextSize: z.number().int().positive().optional(),
     prefixReuse: z.boolean().optional(),
     keepAliveS: z.number().int().min(-1).optional(),
+    engineBuild: z.enum(['idle', 'off']).optional(),
+    engineBuildIdleS: z.number().positive().optional(),
     restart: z
       .object({
         failures: z.number().int().positive().optional(),
@@ -122,6 +124,18 @@ export interface NodeConfig {
   prefixReuse: boolean;
   /** Idle workers unload after this many seconds; -1 never, 0 right after the job. Defaults to 300. */
   keepAliveS: number;
+  /**
+   * `idle` (the default): at the node's first idle moment, when no decision exists yet for the
+   * llama.cpp release node-llama-cpp bundles, the node builds llama.cpp for this CPU and measures it
+   * (what `rbee doctor --fix` does), niced, narrated and cancelled by the next job. `off`: only
+   * `rbee doctor --fix` builds it. Env RBEE_ENGINE_BUILD.
+   */
+  engineBuild: 'idle' | 'off';
+  /**
+   * Seconds with no job running or queued, no download and no worker generating before the idle
+   * build starts. Defaults to 600. Env RBEE_ENGINE_BUILD_IDLE_S.
+   */
+  engineBuildIdleS: number;
   /** Restarts of crashed workers: `failures` within `windowS` open the breaker for `cooldownS`. */
   restart: { failures: number; windowS: number; cooldownS: number; baseDelayMs: number };
   /** A worker silent this long is unhealthy; twice this long, killed. Defaults to 5000. */
@@ -289,6 +303,12 @@ export function loadNodeConfig(
       `RBEE_BACKEND must be one of ${backendSchema.options.join(', ')}, not ${backendInput ?? ''}`,
     );
   }
+  const engineBuildInput =
+    env.RBEE_ENGINE_BUILD === undefined || env.RBEE_ENGINE_BUILD === '' ? undefined : env.RBEE_ENGINE_BUILD;
+  const engineBuild = engineBuildInput ?? file.engineBuild ?? 'idle';
+  if (engineBuild !== 'idle' && engineBuild !== 'off') {
+    throw new RbeeError('CONFIG_INVALID', `RBEE_ENGINE_BUILD must be idle or off, not ${engineBuild}`);
+  }
   const auth = env.RBEE_AUTH === undefined || env.RBEE_AUTH === '' ? (file.auth ?? 'remote') : env.RBEE_AUTH;
   if (auth !== 'remote' && auth !== 'always') {
     throw new RbeeError('CONFIG_INVALID', `RBEE_AUTH must be remote or always, not ${auth}`);
@@ -312,6 +332,11 @@ export function loadNodeConfig(
     contextSize: file.contextSize,
     prefixReuse: file.prefixReuse ?? true,
     keepAliveS: file.keepAliveS ?? 300,
+    engineBuild,
+    engineBuildIdleS:
+      positiveSeconds(env.RBEE_ENGINE_BUILD_IDLE_S, 'RBEE_ENGINE_BUILD_IDLE_S') ??
+      file.engineBuildIdleS ??
+      600,
     restart: {
       failures: file.restart?.failures ?? 3,
       windowS: file.restart?.windowS ?? 60,
@@ -336,6 +361,15 @@ export function loadNodeConfig(
 function positive(count: number | undefined, source: string): number | undefined {
   if (count === 0) throw new RbeeError('CONFIG_INVALID', `${source} must be 1 or more`);
   return count;
+}
+
+function positiveSeconds(value: string | undefined, source: string): number | undefined {
+  if (value === undefined || value === '') return undefined;
+  const seconds = Number(value);
+  if (!Number.isFinite(seconds) || seconds <= 0) {
+    throw new RbeeError('CONFIG_INVALID', `${source} must be a number of seconds above 0, got "${value}"`);
+  }
+  return seconds;
 }
 
 function parseCount(value: string | undefined, source: string): number | undefined {

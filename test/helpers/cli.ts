@@ -22,6 +22,8 @@ export function loneNodeEnv(home: string, port: number, logLevel = 'debug'): Nod
     RBEE_LOG_LEVEL: logLevel,
     RBEE_MDNS: '0',
     RBEE_CLUSTER_LISTEN: '/ip4/127.0.0.1/tcp/0',
+    // no native build at an idle moment: it would take both cores for the better part of an hour
+    RBEE_ENGINE_BUILD: 'off',
   };
   delete env.NODE_OPTIONS;
   return env;

@@ -62,6 +62,7 @@ export async function createClusterLab(count: number): Promise<ClusterLab> {
       // the guard stays on: a node that somehow ran outside its namespace would refuse mDNS
       RBEE_MDNS_REQUIRE_NETNS: '1',
       RBEE_CLUSTER_LISTEN: `/ip4/${node.host.ip}/tcp/7834`,
+      RBEE_ENGINE_BUILD: 'off',
     };
     delete env.NODE_OPTIONS;
     return env;

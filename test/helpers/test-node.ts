@@ -14,6 +14,8 @@ export const TEST_NODE_ENV: NodeJS.ProcessEnv = {
   RBEE_MDNS: '0',
   RBEE_CLUSTER_LISTEN: '/ip4/127.0.0.1/tcp/0',
   RBEE_MDNS_REQUIRE_NETNS: '1',
+  // a real native build takes both cores for the better part of an hour: never in a test
+  RBEE_ENGINE_BUILD: 'off',
 };
 
 export function testNodeConfig(home: string, overrides: NodeConfigOverrides = {}): NodeConfig {

@@ -30,6 +30,7 @@ export function openTerminal(box: Sandbox, command: string, columns = 100, rows 
     RBEE_MDNS: box.env.RBEE_MDNS ?? '0',
     RBEE_MDNS_REQUIRE_NETNS: '1',
     RBEE_CLUSTER_LISTEN: box.env.RBEE_CLUSTER_LISTEN ?? '',
+    RBEE_ENGINE_BUILD: 'off',
   };
   tmux(
     'new-session',
