@@ -3,7 +3,14 @@ export { spawnWorker } from './worker/client.js';
 export { describeBackends, type BackendInfo } from './backends.js';
 export { defaultThreads, detectDevices, physicalCores } from './hardware.js';
 export { diagnoseEngine, type EngineDiagnosis } from './doctor.js';
-export { buildNative, findNativeBuild, type BuildProgress, type NativeBuild } from './native-build.js';
+export {
+  buildNative,
+  bundledLlamaCppRelease,
+  findNativeBuild,
+  type BuildProgress,
+  type NativeBuild,
+  type TestBuild,
+} from './native-build.js';
 export {
   chooseCpuBinary,
   decide,

@@ -8,7 +8,8 @@
  * doctor` then says so and workers use the prebuilt binary.
  */
 import { spawn } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { constants, setPriority } from 'node:os';
 import { join } from 'node:path';
 import { RbeeError } from '../shared/errors.js';
 import { packageRoot } from './backends.js';
@@ -80,6 +81,57 @@ export function findNativeBuild(dir: string | undefined = localBuildsDir()): Nat
   return undefined;
 }
 
+/**
+ * The llama.cpp release node-llama-cpp bundles (its release info beside the source), which a native
+ * build made now would be built from; undefined when node-llama-cpp or the file is missing.
+ */
+export function bundledLlamaCppRelease(): string | undefined {
+  const root = packageRoot('node-llama-cpp');
+  if (root === undefined) return undefined;
+  try {
+    const info = JSON.parse(readFileSync(join(root, 'llama', 'llama.cpp.info.json'), 'utf8')) as {
+      tag?: unknown;
+    };
+    return typeof info.tag === 'string' ? info.tag : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Test hook: a child process that acts as the build (progress lines like a compiler's, a folder it
+ * fills, the completion marker last) for `ms`, in `dir` instead of node-llama-cpp's local builds,
+ * so that tests drive the real progress, cancel and clean-up paths without compiling anything.
+ */
+export interface TestBuild {
+  dir: string;
+  ms: number;
+  release: string;
+}
+
+const TEST_BUILD_SCRIPT = `
+const fs = require('node:fs');
+const path = require('node:path');
+const [dir, ms, release] = process.argv.slice(1);
+const folder = path.join(dir, 'test-native-build');
+fs.mkdirSync(path.join(folder, 'Release'), { recursive: true });
+fs.writeFileSync(path.join(folder, 'pid'), String(process.pid));
+console.log('Compiling llama.cpp');
+let step = 0;
+const timer = setInterval(() => {
+  step += 1;
+  console.log('[' + String(step * 10).padStart(3) + '%] Building CXX object ggml/src/ggml-cpu.cpp.o');
+  if (step < 10) return;
+  clearInterval(timer);
+  fs.writeFileSync(path.join(folder, 'Release', 'llama-addon.node'), '');
+  fs.writeFileSync(path.join(folder, 'Release', '_nlcBuildMetadata.json'), JSON.stringify({
+    buildOptions: { gpu: false, customCmakeOptions: { GGML_NATIVE: 'ON' }, llamaCpp: { release } },
+  }));
+  fs.writeFileSync(path.join(folder, 'buildDone.status'), '');
+  console.log('Done');
+}, Number(ms) / 10);
+`;
+
 export interface BuildProgress {
   /** One line for a person: a step, or how far the compilation is. */
   text: string;
@@ -105,28 +157,48 @@ const stripAnsi = (text: string): string => text.replace(/\u001b\[[0-9;?]*[A-Za-
  * what it left half-built; so does a failure. Resolves with the finished build.
  */
 export async function buildNative(
-  options: { onProgress?: (progress: BuildProgress) => void; signal?: AbortSignal } = {},
+  options: {
+    onProgress?: (progress: BuildProgress) => void;
+    signal?: AbortSignal;
+    /** Run the build at the lowest CPU priority, so that everything else on the machine goes first. */
+    nice?: boolean;
+    test?: TestBuild;
+  } = {},
 ): Promise<NativeBuild> {
   options.signal?.throwIfAborted();
   const root = packageRoot('node-llama-cpp');
-  const dir = localBuildsDir();
+  const dir = options.test?.dir ?? localBuildsDir();
   if (root === undefined || dir === undefined) {
     throw new RbeeError('ENGINE_BUILD_FAILED', 'node-llama-cpp is not installed: `npm install` first');
   }
   const startedAt = Date.now();
   const infoPath = join(root, 'llama', 'llama.cpp.info.json');
-  const info = existsSync(infoPath) ? readFileSync(infoPath, 'utf8') : undefined;
+  const info =
+    options.test === undefined && existsSync(infoPath) ? readFileSync(infoPath, 'utf8') : undefined;
   const say = (progress: BuildProgress): void => options.onProgress?.(progress);
   const env: NodeJS.ProcessEnv = { ...process.env, NO_COLOR: '1', FORCE_COLOR: '0' };
   for (const [key, value] of Object.entries(NATIVE_CMAKE_OPTIONS))
     env[`NODE_LLAMA_CPP_CMAKE_OPTION_${key}`] = value;
   say({ text: "building llama.cpp for this CPU from node-llama-cpp's bundled source (offline)" });
+  if (options.test !== undefined) mkdirSync(dir, { recursive: true });
+  const args =
+    options.test === undefined
+      ? [join(root, 'dist', 'cli', 'cli.js'), 'source', 'download', '--gpu', 'false', '--noUsageExample']
+      : ['-e', TEST_BUILD_SCRIPT, dir, String(options.test.ms), options.test.release];
   const child = spawn(
     process.execPath,
-    [join(root, 'dist', 'cli', 'cli.js'), 'source', 'download', '--gpu', 'false', '--noUsageExample'],
+    args,
     // its own process group: cmake, the compiler and their children go with it on a cancel
-    { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true },
+    { cwd: options.test === undefined ? root : dir, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true },
   );
+  if (options.nice === true && child.pid !== undefined) {
+    // set before it starts cmake (Node takes a while to start): every compiler it runs inherits it
+    try {
+      setPriority(child.pid, constants.priority.PRIORITY_LOW);
+    } catch {
+      // not allowed here: the build runs at the normal priority
+    }
+  }
   let tail = '';
   let lastPercent = -1;
   let lastSaidAt = 0;

@@ -20,11 +20,11 @@ import {
   createLocalHive,
   createMemoryChecker,
   createRestartPolicy,
-  cancelEngineFix,
   createCpuBinaryChooser,
+  createEngineBuilds,
   createWorkerPool,
   diagnoseNode,
-  runEngineFix,
+  type EngineBuilds,
 } from './hive/index.js';
 import {
   createClusterJobs,
@@ -123,7 +123,7 @@ export async function startNode(
   jobStore.prune(JOBS_KEPT);
   // The live view, the metrics and the cluster link watch parts created before them, which report
   // to them through these late-bound observers.
-  const observers: { live?: LiveView; metrics?: Metrics; cluster?: ClusterLink } = {};
+  const observers: { live?: LiveView; metrics?: Metrics; cluster?: ClusterLink; builds?: EngineBuilds } = {};
   // Refs, and names of models: aliases, then this node's catalog, then the other hives' models.
   const parseModelRef = createModelResolver({
     alias: (name) => aliases.get(name)?.ref,
@@ -144,7 +144,10 @@ export async function startNode(
     () => ({
       bytes: (delta) => observers.metrics?.downloadBytes(delta),
       finished: (outcome, seconds) => observers.metrics?.downloadDone(outcome, seconds),
-      changed: (section) => observers.live?.markDirty(section),
+      changed: (section) => {
+        observers.live?.markDirty(section);
+        observers.builds?.changed();
+      },
     }),
   );
   const workers = createWorkerPool({
@@ -179,7 +182,10 @@ export async function startNode(
     heartbeatTimeoutMs: config.heartbeatTimeoutMs,
     stopTimeoutMs: WORKER_STOP_TIMEOUT_MS,
     onNarration: narrateHive,
-    onChange: () => observers.live?.markDirty('workers'),
+    onChange: () => {
+      observers.live?.markDirty('workers');
+      observers.builds?.changed();
+    },
     onWorkerEvent: (kind) => observers.metrics?.workerEvent(kind),
   });
   const health = (): Health => ({
@@ -201,6 +207,7 @@ export async function startNode(
     workers,
     reserveBytes: config.minFreeRamBytes,
     slotsPerWorker: config.slots,
+    engineBuild: () => observers.builds?.view(),
   });
   /** Every hive's published state: this one's and, once joined, the members'. */
   const hiveStates = (): HiveCandidate[] => [
@@ -237,8 +244,13 @@ export async function startNode(
         else queuePositions.set(id, position);
       },
     }),
-    onChange: () => observers.live?.markDirty('jobs'),
+    onChange: () => {
+      observers.live?.markDirty('jobs');
+      observers.builds?.changed();
+    },
     onAccepted: (job) => {
+      // the user's work has the CPU: a native build started at an idle moment stops for it
+      observers.builds?.work('a job arrived');
       jobStore.accepted({
         id: job.id,
         model: job.request.model,
@@ -300,6 +312,31 @@ export async function startNode(
         estimatedWaitS === undefined ? depth : { ...depth, estimatedWaitS },
       ),
   });
+  observers.builds = createEngineBuilds({
+    mode: config.engineBuild,
+    idleMs: config.engineBuildIdleS * 1000,
+    decisionPath: config.paths.binaryDecision,
+    engineDir: config.paths.engineDir,
+    threads: config.threads,
+    busy: () => {
+      const { running } = jobs.retained();
+      if (running > 0) return `${running} job${running === 1 ? '' : 's'} running or queued`;
+      if (provisioner.inProgress().length > 0) return 'a model download';
+      const worker = workers
+        .list()
+        .find((w) => w.activeJobs > 0 || w.state === 'loading' || w.state === 'busy');
+      if (worker !== undefined)
+        return `worker ${worker.id} ${worker.state === 'loading' ? 'loading' : 'generating'}`;
+      return undefined;
+    },
+    narrate: (text) => {
+      log.info({ source: 'hive' }, text);
+      narrateHive(text);
+    },
+    onChange: () => observers.live?.markDirty('hives'),
+    ...testBuildMs(),
+  });
+  const builds = observers.builds;
   const liveView = createLiveView({
     health,
     local: localHive,
@@ -381,12 +418,7 @@ export async function startNode(
         decisionPath: config.paths.binaryDecision,
       }),
     doctorFix: async (options) => {
-      await runEngineFix({
-        decisionPath: config.paths.binaryDecision,
-        engineDir: config.paths.engineDir,
-        threads: config.threads,
-        ...options,
-      });
+      await builds.fix(options);
       return diagnoseNode({
         nodeName: config.nodeName,
         configuredThreads: config.threads,
@@ -394,6 +426,7 @@ export async function startNode(
         decisionPath: config.paths.binaryDecision,
       });
     },
+    doctorFixCancel: () => builds.cancel(),
     place: createPlacePreview({
       local: localHive,
       remotes: () => observers.cluster?.remotes() ?? [],
@@ -424,8 +457,9 @@ export async function startNode(
       clusterStarting.then(() => observers.cluster?.stop()),
     ]),
   );
-  // First of all: a `doctor --fix` in progress is cancelled and cleans up before the node goes.
-  teardown.add('a doctor --fix in progress', () => cancelEngineFix());
+  // First of all: a native build in progress (doctor --fix, or at an idle moment) is cancelled and
+  // cleans up before the node goes.
+  teardown.add('a native build in progress', () => builds.close());
 
   /** libp2p loads after the API is up; a failure leaves this hive running alone, and says why. */
   async function joinCluster(): Promise<void> {
@@ -550,6 +584,16 @@ export async function startNode(
 
 function narration(source: NarrationEvent['source'], node: string, text: string): NarrationEvent {
   return { type: 'narration', source, node, text, ts: Date.now(), jobId: '-' };
+}
+
+/**
+ * Test hook: a fake native build of this many ms instead of compiling llama.cpp (and no
+ * measurement), so that tests of the idle build drive its real paths in seconds. Never set outside
+ * tests.
+ */
+function testBuildMs(): { testBuildMs?: number } {
+  const ms = Number(process.env.RBEE_TEST_ENGINE_BUILD_MS ?? 0);
+  return Number.isInteger(ms) && ms > 0 ? { testBuildMs: ms } : {};
 }
 
 /**

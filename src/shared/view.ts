@@ -34,9 +34,29 @@ export const hiveViewSchema = z.object({
   reserveBytes: z.number().optional(),
   /** Slots each of its workers starts with. */
   slotsPerWorker: z.number().int().optional(),
+  /** The native llama.cpp build there, while one is due, runs, or last ended (hive/idle-build.ts). */
+  engineBuild: z
+    .object({
+      /**
+       * `pending`: it builds at the node's first idle moment; `building` (compiling) and
+       * `measuring` (against the prebuilt binary) while it runs; then how it last ended.
+       */
+      state: z.enum(['pending', 'building', 'measuring', 'done', 'failed', 'cancelled']),
+      /** `idle`: the node started it at an idle moment; `doctor`: `rbee doctor --fix`. */
+      trigger: z.enum(['idle', 'doctor']),
+      /** One line for a person: the step, or how it ended and what happens next. */
+      text: z.string().max(2000),
+      /** The compilation's share done, 0–100, while the compiler says. */
+      percent: z.number().min(0).max(100).optional(),
+      startedAt: z.number().optional(),
+      /** When it is tried again after a failure or a cancel. */
+      retryAt: z.number().optional(),
+    })
+    .optional(),
   lastSeen: z.number(),
 });
 export type HiveView = z.infer<typeof hiveViewSchema>;
+export type EngineBuildView = NonNullable<HiveView['engineBuild']>;
 
 export const workerViewSchema = z.object({
   id: z.string(),
@@ -483,3 +503,13 @@ export const doctorFixEventSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('error'), error: errorJsonSchema }),
 ]);
 export type DoctorFixEvent = z.infer<typeof doctorFixEventSchema>;
+
+/** `DELETE /v1/doctor/fix`: whether a native build was running here and is now cancelled. */
+export const doctorFixCancelSchema = z.object({
+  cancelled: z.boolean(),
+  /** Who had started the build that was cancelled. */
+  trigger: z.enum(['idle', 'doctor']).optional(),
+  /** What happens next, for a person. */
+  text: z.string(),
+});
+export type DoctorFixCancel = z.infer<typeof doctorFixCancelSchema>;

@@ -181,6 +181,10 @@ export function createFakeNodeClient(): FakeNodeClient {
       calls.push({ method: 'doctorFix', args: [] });
       return Promise.reject(new RbeeError('INTERNAL', 'the fake node has no doctor'));
     },
+    doctorFixCancel() {
+      calls.push({ method: 'doctorFixCancel', args: [] });
+      return Promise.reject(new RbeeError('INTERNAL', 'the fake node has no doctor'));
+    },
     nodeEvents(options: { signal?: AbortSignal } = {}) {
       calls.push({ method: 'nodeEvents', args: [] });
       const channel = createChannel<NodeEvent>(options.signal);

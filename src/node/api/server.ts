@@ -29,6 +29,7 @@ import { createModelAccessCheck, type RemoteModelRefs } from './model-access.js'
 import { createOriginHook, type OriginPolicy } from './origin.js';
 import type {
   ClusterStatus,
+  DoctorFixCancel,
   DoctorFixEvent,
   DoctorReport,
   HiveState,
@@ -64,6 +65,8 @@ export interface ApiInit {
    * `rbee doctor --fix`: builds and measures the native llama.cpp binary, narrating each step, then
    * reports as `doctor` does. Aborting `signal` cancels it and keeps nothing half-built.
    */
+  /** `rbee doctor --fix --cancel`: cancels the native build running on this node, whoever started it. */
+  doctorFixCancel: () => Promise<DoctorFixCancel>;
   doctorFix: (options: {
     presets?: ('tiny' | 'small')[];
     signal: AbortSignal;
@@ -448,6 +451,13 @@ export function createApi(init: ApiInit) {
         (error: unknown) => write({ type: 'error', error: toRbeeError(error).toJSON() }),
       )
       .finally(() => sse.end());
+  });
+  // Cancels the native build running here, whoever started it (doctor --fix, or the node at an idle moment).
+  app.delete('/v1/doctor/fix', async (request) => {
+    if (!request.apiClient.local) {
+      throw new RbeeError('UNAUTHORIZED', "`rbee doctor --fix --cancel` runs on the node's own machine only");
+    }
+    return init.doctorFixCancel();
   });
 
   app.get('/v1/keys', () => ({ keys: init.keys.list(), set: init.keys.version() }));

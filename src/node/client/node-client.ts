@@ -49,11 +49,13 @@ import {
   placePreviewSchema,
   type JobRecord,
   type PlacePreview,
+  doctorFixCancelSchema,
   doctorFixEventSchema,
   doctorReportSchema,
   nodeEventSchema,
   pullEventSchema,
   type ClusterStatus,
+  type DoctorFixCancel,
   type DoctorReport,
   type NodeEvent,
   type PullEvent,
@@ -148,6 +150,11 @@ export interface NodeClient {
     onProgress?: (text: string) => void;
     signal?: AbortSignal;
   }): Promise<DoctorReport>;
+  /**
+   * `rbee doctor --fix --cancel`: cancels the native build running on the node (doctor --fix, or
+   * the one the node started at an idle moment), keeping nothing half-built.
+   */
+  doctorFixCancel(options?: { signal?: AbortSignal }): Promise<DoctorFixCancel>;
   /** One job of this node's jobs table, by id or a unique prefix of it (BAD_REQUEST when ambiguous). */
   jobRecord(id: string, options?: { signal?: AbortSignal }): Promise<JobRecord>;
   /**
@@ -418,6 +425,8 @@ export function createNodeClient(init: NodeClientInit): NodeClient {
     },
     cluster: (options = {}) => read('/v1/cluster', clusterStatusSchema, signalOf(options.signal)),
     doctor: (options = {}) => read('/v1/doctor', doctorReportSchema, signalOf(options.signal)),
+    doctorFixCancel: (options = {}) =>
+      read('/v1/doctor/fix', doctorFixCancelSchema, { method: 'DELETE', ...signalOf(options.signal) }),
     async doctorFix(options = {}) {
       const stream = eventStream(base, '/v1/doctor/fix', {
         headers,

@@ -8,6 +8,7 @@ import { existsSync, mkdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   buildNative,
+  bundledLlamaCppRelease,
   chooseCpuBinary,
   decide,
   defaultThreads,
@@ -67,6 +68,16 @@ export type FixPreset = 'tiny' | 'small';
 const TOKENS: Record<FixPreset, number> = { tiny: 512, small: 128 };
 const ROUNDS = 5;
 
+/** Who started a fix: `rbee doctor --fix`, or the node at an idle moment (hive/idle-build.ts). */
+export type FixTrigger = 'doctor' | 'idle';
+
+/** Where a fix stands: compiling (with its share done, when the compiler says) or measuring. */
+export interface FixProgress {
+  phase: 'building' | 'measuring';
+  text: string;
+  percent?: number;
+}
+
 export interface EngineFixInit {
   decisionPath: string;
   /** Where the generated models it measures with are kept. */
@@ -75,20 +86,65 @@ export interface EngineFixInit {
   threads: number | undefined;
   presets?: FixPreset[];
   signal?: AbortSignal;
-  onProgress?: (text: string) => void;
+  onProgress?: (text: string, progress: FixProgress) => void;
+  /** Defaults to `doctor`. */
+  trigger?: FixTrigger;
+  /**
+   * Test hook: a child process that acts as the build for this many ms (native-build.ts TestBuild),
+   * in the engine folder, and no measurement; never set outside tests.
+   */
+  testBuildMs?: number;
 }
 
-let running: { done: Promise<unknown>; stop: AbortController } | undefined;
+interface RunningFix {
+  done: Promise<BinaryDecision>;
+  stop: AbortController;
+  trigger: FixTrigger;
+  startedAt: number;
+  status: { progress: FixProgress | undefined };
+  listeners: Set<(text: string, progress: FixProgress) => void>;
+}
 
-/** Runs the fix; one at a time per node (FIX_IN_PROGRESS otherwise). */
+let running: RunningFix | undefined;
+
+/** The fix running on this node, if any: who started it, when, and where it stands. */
+export function engineFixInProgress():
+  { trigger: FixTrigger; startedAt: number; progress: FixProgress | undefined } | undefined {
+  return running === undefined
+    ? undefined
+    : { trigger: running.trigger, startedAt: running.startedAt, progress: running.status.progress };
+}
+
+/**
+ * Runs the fix; one at a time per node. `rbee doctor --fix` while the node's idle build runs
+ * attaches to it: the user gets its progress and its decision, and from then on it is theirs (a
+ * job arriving no longer cancels it; their Ctrl-C does). Any other overlap is FIX_IN_PROGRESS.
+ */
 export async function runEngineFix(init: EngineFixInit): Promise<BinaryDecision> {
-  if (running !== undefined) {
-    throw new RbeeError('FIX_IN_PROGRESS', '`rbee doctor --fix` already runs on this node');
+  const trigger = init.trigger ?? 'doctor';
+  const current = running;
+  if (current !== undefined) {
+    if (current.trigger !== 'idle' || trigger !== 'doctor') {
+      throw new RbeeError(
+        'FIX_IN_PROGRESS',
+        current.trigger === 'idle'
+          ? 'the node is building llama.cpp for this CPU at an idle moment: `rbee doctor --fix` follows it, `rbee doctor --fix --cancel` cancels it'
+          : '`rbee doctor --fix` already runs on this node (`rbee doctor --fix --cancel` cancels it)',
+      );
+    }
+    return attach(current, init);
   }
   const stop = new AbortController();
   const signal = init.signal === undefined ? stop.signal : AbortSignal.any([init.signal, stop.signal]);
-  const done = fix({ ...init, signal });
-  running = { done, stop };
+  const listeners = new Set(init.onProgress === undefined ? [] : [init.onProgress]);
+  const status: RunningFix['status'] = { progress: undefined };
+  const say = (text: string, progress: FixProgress): void => {
+    status.progress = progress;
+    for (const listener of listeners) listener(text, progress);
+  };
+  const startedAt = Date.now();
+  const done = fix({ ...init, signal }, say);
+  running = { done, stop, trigger, startedAt, status, listeners };
   try {
     return await done;
   } finally {
@@ -96,44 +152,96 @@ export async function runEngineFix(init: EngineFixInit): Promise<BinaryDecision>
   }
 }
 
-/**
- * Cancels a fix in progress and waits until it has cleaned up (the build's processes killed, what
- * it left half-built removed): a node that stops leaves no compiler running behind it.
- */
-export async function cancelEngineFix(): Promise<void> {
-  const fixing = running;
-  if (fixing === undefined) return;
-  fixing.stop.abort(new RbeeError('NODE_SHUTTING_DOWN', 'the node is stopping'));
-  await fixing.done.catch(() => undefined);
+async function attach(fixing: RunningFix, init: EngineFixInit): Promise<BinaryDecision> {
+  fixing.trigger = 'doctor';
+  const now = fixing.status.progress;
+  const where = now === undefined ? 'starting' : now.text;
+  init.onProgress?.(
+    `following the build this node started at an idle moment (${where}); a job no longer cancels it`,
+    now ?? { phase: 'building', text: where },
+  );
+  if (init.onProgress !== undefined) fixing.listeners.add(init.onProgress);
+  const onAbort = (): void => fixing.stop.abort(init.signal?.reason);
+  init.signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    return await fixing.done;
+  } finally {
+    init.signal?.removeEventListener('abort', onAbort);
+    if (init.onProgress !== undefined) fixing.listeners.delete(init.onProgress);
+  }
 }
 
-async function fix(init: EngineFixInit): Promise<BinaryDecision> {
-  const say = init.onProgress ?? (() => undefined);
+/**
+ * Cancels a fix in progress and waits until it has cleaned up (the build's processes killed, what
+ * it left half-built removed): a node that stops leaves no compiler running behind it. With `only`,
+ * cancels only a fix of that trigger. Says whether it cancelled one.
+ */
+export async function cancelEngineFix(
+  reason: RbeeError = new RbeeError('NODE_SHUTTING_DOWN', 'the node is stopping'),
+  only?: FixTrigger,
+): Promise<boolean> {
+  const fixing = running;
+  if (fixing === undefined || (only !== undefined && fixing.trigger !== only)) return false;
+  fixing.stop.abort(reason);
+  await fixing.done.catch(() => undefined);
+  return true;
+}
+
+async function fix(
+  init: EngineFixInit,
+  say: (text: string, progress: FixProgress) => void,
+): Promise<BinaryDecision> {
+  const building = (text: string, percent?: number): void =>
+    say(text, { phase: 'building', text, ...(percent === undefined ? {} : { percent }) });
+  const measuring = (text: string): void => say(text, { phase: 'measuring', text });
   const signal = init.signal;
-  let build = findNativeBuild();
+  const test =
+    init.testBuildMs === undefined
+      ? undefined
+      : {
+          dir: join(init.engineDir, 'test-builds'),
+          ms: init.testBuildMs,
+          release: bundledLlamaCppRelease() ?? 'unknown',
+        };
+  let build = test === undefined ? findNativeBuild() : undefined;
   if (build === undefined) {
     const started = Date.now();
     build = await buildNative({
-      onProgress: (p) => say(p.text),
+      onProgress: (p) => building(p.text, p.percent),
+      // the machine's other work goes first: it is built once, and minutes more do not matter
+      nice: true,
+      ...(test === undefined ? {} : { test }),
       ...(signal === undefined ? {} : { signal }),
     });
-    say(
+    building(
       `native build ${build.release} ready in ${Math.round((Date.now() - started) / 1000)} s (${build.folder})`,
+      100,
     );
   } else {
-    say(`native build ${build.release} already here (${build.folder}): measuring it`);
+    measuring(`native build ${build.release} already here (${build.folder}): measuring it`);
   }
   signal?.throwIfAborted();
   const threads = init.threads ?? defaultThreads();
   const measurements: BinaryMeasurement[] = [];
-  for (const preset of init.presets ?? ['tiny']) {
+  if (test !== undefined) {
+    measuring('a test build: not measured');
+    measurements.push({
+      preset: 'test',
+      tokens: 1,
+      threads: 1,
+      nativeTokS: [1],
+      prebuiltTokS: [1],
+      ratio: 1,
+    });
+  }
+  for (const preset of test === undefined ? (init.presets ?? ['tiny']) : []) {
     mkdirSync(init.engineDir, { recursive: true });
     const modelPath = join(init.engineDir, `${preset}-seed1.gguf`);
     if (!existsSync(modelPath)) {
-      say(`generating the ${preset} model to measure with`);
+      measuring(`generating the ${preset} model to measure with`);
       await generateTestModel({ path: modelPath, preset, seed: 1 });
     }
-    say(
+    measuring(
       `measuring on the ${preset} model: native vs prebuilt, ${TOKENS[preset]} tokens, ` +
         `${ROUNDS} interleaved rounds, ${threads} thread${threads === 1 ? '' : 's'}`,
     );
@@ -144,14 +252,14 @@ async function fix(init: EngineFixInit): Promise<BinaryDecision> {
         tokens: TOKENS[preset],
         rounds: ROUNDS,
         threads,
-        onProgress: say,
+        onProgress: measuring,
         ...(signal === undefined ? {} : { signal }),
       }),
     );
   }
   const decision = decide(build, measurements);
   writeBinaryDecision(init.decisionPath, decision);
-  say(
+  measuring(
     decision.choice === 'native'
       ? `CPU workers started from now on load the native build: ${decision.why}`
       : `CPU workers keep the prebuilt binary: ${decision.why}`,

@@ -19,6 +19,7 @@ export {
 export { createRestartPolicy, type RestartPolicy, type OpenBreaker } from './restart-policy.js';
 export { createMemoryChecker, type MemoryChecker, type Fit, type GpuTarget } from './memory-checker.js';
 export { diagnoseNode, doctorReport, type DoctorFacts } from './doctor.js';
+export { createEngineBuilds, type EngineBuilds, type EngineBuildsInit } from './idle-build.js';
 export {
   cancelEngineFix,
   createCpuBinaryChooser,

@@ -11,7 +11,7 @@ import type { Backend, DeviceInfo, GenerateRequest } from '../../engine/types.js
 import { parseKeepAlive } from '../../shared/duration.js';
 import { RbeeError } from '../../shared/errors.js';
 import { mib } from '../../shared/format.js';
-import type { HiveState } from '../../shared/view.js';
+import type { EngineBuildView, HiveState } from '../../shared/view.js';
 import type { DoneEvent, Health, JobRequest, NarrationSource, Progress } from '../../shared/wire.js';
 import type { ModelRef, Provisioner } from '../models/index.js';
 import { neededBytes, strongestDeviceWithRoom } from '../queen/index.js';
@@ -35,6 +35,8 @@ export interface LocalHiveInit {
   reserveBytes: number;
   /** Slots each worker starts with. */
   slotsPerWorker: number;
+  /** The native llama.cpp build here, while one is due, runs, or last ended (idle-build.ts). */
+  engineBuild?: () => EngineBuildView | undefined;
 }
 
 /** Prefix keys published per worker: three per slot (see shared/prefix.ts) for up to 16 slots. */
@@ -49,6 +51,10 @@ export function createLocalHive(init: LocalHiveInit): Hive {
     const at = performance.now();
     if (at - load.at >= LOAD_AVERAGE_MS) load = { value: Math.round(loadavg()[0]! * 100) / 100, at };
     return load.value;
+  };
+  const engineBuild = (): { engineBuild?: EngineBuildView } => {
+    const view = init.engineBuild?.();
+    return view === undefined ? {} : { engineBuild: view };
   };
   const hiveInfo = (): HiveState['hive'] => {
     const devices = init.devices();
@@ -73,6 +79,7 @@ export function createLocalHive(init: LocalHiveInit): Hive {
       backends: allowedBackends(devices?.backends ?? ['cpu'], init.backend),
       reserveBytes: init.reserveBytes,
       slotsPerWorker: init.slotsPerWorker,
+      ...engineBuild(),
     };
   };
 

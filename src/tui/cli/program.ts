@@ -288,12 +288,23 @@ export function createProgram(init: ProgramInit): Command {
         'CPU workers use it only if it is faster (Ctrl-C cancels, keeping nothing half-built)',
     )
     .option('--small', 'with --fix: measure on the small generated model too (slower)')
+    .option(
+      '--cancel',
+      "with --fix: cancel the native build running on the node (this command's, or the one the node " +
+        'started at an idle moment), keeping nothing half-built',
+    )
     .addOption(json())
     .addOption(port())
-    .action((opts: CommonOptions & { fix?: boolean; small?: boolean }) =>
+    .action((opts: CommonOptions & { fix?: boolean; small?: boolean; cancel?: boolean }) =>
       keeper.withNode(
         opts,
         async (client, output) => {
+          if (opts.cancel === true) {
+            if (opts.fix !== true) throw new RbeeError('BAD_REQUEST', '--cancel goes with --fix');
+            const cancelled = await client.doctorFixCancel();
+            output.result(cancelled, cancelled.text);
+            return;
+          }
           const report =
             opts.fix === true
               ? await client.doctorFix({
