@@ -77,6 +77,27 @@ describe('Cluster', () => {
     expectFits(text, 80, 16);
   });
 
+  it('shows the native llama.cpp build running on a hive, with its progress and who started it', () => {
+    const building: ClusterView = {
+      ...oneHive,
+      hives: oneHive.hives.map((h) => ({
+        ...h,
+        engineBuild: {
+          state: 'building' as const,
+          trigger: 'idle' as const,
+          text: 'compiling llama.cpp: 45%',
+          percent: 45,
+          startedAt: NOW - 60_000,
+        },
+      })),
+    };
+    const text = frame(stateOf(building));
+    expect(text).toContain('llama building for this CPU 45% · at an idle moment');
+    expectFits(text, 80, 24);
+    // nothing of it once it decided
+    expect(frame(stateOf(oneHive))).not.toContain('llama building');
+  });
+
   it('marks an unreachable hive', () => {
     const text = frame(stateOf(unhealthy, 'G'));
     expect(text).toContain('venus unreachable · seen 1m35s ago');

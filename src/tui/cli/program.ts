@@ -628,6 +628,11 @@ function registerCluster(root: Command, keeper: Keeper, json: () => Option, port
                 h.loadAverage === undefined ? '' : `load ${h.loadAverage.toFixed(2)}`,
                 gpus.length === 0 ? 'no GPU' : gpus.join(', '),
                 h.queen ? `queen, term ${h.term}` : '',
+                h.engineBuild === undefined ||
+                h.engineBuild.state === 'pending' ||
+                h.engineBuild.state === 'done'
+                  ? ''
+                  : `native build ${h.engineBuild.state}${h.engineBuild.percent === undefined ? '' : ` ${h.engineBuild.percent}%`}`,
               ]
                 .filter((field) => field !== '')
                 .join('\t');

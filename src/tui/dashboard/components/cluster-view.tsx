@@ -71,6 +71,26 @@ export function hiveLines(
       <Text {...theme.tokens.muted}>{` · backends ${hive.backends.join(', ') || '–'}`}</Text>
     </Text>,
   );
+  const build = hive.engineBuild;
+  // the native llama.cpp build while it runs, or how it last ended when that did not decide
+  if (build !== undefined && build.state !== 'pending' && build.state !== 'done') {
+    const running = build.state === 'building' || build.state === 'measuring';
+    const by = build.trigger === 'idle' ? 'at an idle moment' : 'doctor --fix';
+    lines.push(
+      <Text key="build" wrap="truncate-end">
+        {'    '}
+        <Text {...theme.tokens.muted}>{'llama'}</Text>
+        <Text {...theme.tokens[build.state === 'failed' ? 'warn' : running ? 'bar' : 'muted']}>
+          {running
+            ? ` ${build.state} for this CPU${build.percent === undefined ? '' : ` ${build.percent}%`}`
+            : ` native build ${build.state}`}
+        </Text>
+        <Text {...theme.tokens.muted}>
+          {running && build.percent !== undefined ? ` · ${by}` : ` · ${build.text}`}
+        </Text>
+      </Text>,
+    );
+  }
   lines.push(
     <MemoryLine
       key="ram"
