@@ -187,6 +187,29 @@ export async function startNode(
       observers.builds?.changed();
     },
     onWorkerEvent: (kind) => observers.metrics?.workerEvent(kind),
+    // the worker catalog: each worker with the binary it runs and why
+    onWorkerReady: (w) => {
+      try {
+        workerCatalog.workerReady({
+          id: w.id,
+          model: w.model,
+          backend: w.backend,
+          device: w.device,
+          pid: w.pid,
+          ...(w.binary === undefined ? {} : { binary: w.binary }),
+          readyAt: Date.now(),
+        });
+      } catch (error) {
+        log.warn({ err: error, worker: w.id }, 'could not record the worker in the catalog');
+      }
+    },
+    onWorkerExit: (id) => {
+      try {
+        workerCatalog.workerExited(id);
+      } catch (error) {
+        log.warn({ err: error, worker: id }, 'could not record the worker exit in the catalog');
+      }
+    },
   });
   const health = (): Health => ({
     state,

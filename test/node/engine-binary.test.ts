@@ -6,6 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decide, writeBinaryDecision } from '../../src/engine/binary-choice.js';
 import { createNodeClient, type NodeClient } from '../../src/node/client/index.js';
+import { createWorkerCatalog, openDatabase } from '../../src/node/store/index.js';
 import { startTestNode, type TestNode } from '../helpers/test-node.js';
 import { tinyModelPath } from '../helpers/tiny-model.js';
 import { waitFor } from '../helpers/wait-for.js';
@@ -49,6 +50,30 @@ describe("a node's CPU workers and their llama.cpp binary", () => {
       why: expect.stringMatching(/^the default: no native build here|not measured yet/) as string,
     });
     expect(await cpuBackend()).toMatchObject({ workersLoad: { binary: 'prebuilt' } });
+  }, 180_000);
+
+  it("records each worker in the node's worker catalog with its binary and why, and when it exited", async () => {
+    const { worker } = await client.spawnWorker('demo');
+    const listed = (await client.clusterWorkers()).find((w) => w.id === worker.id);
+    await client.stopWorker(worker.id);
+    // the node's own SQLite, read as the node wrote it
+    const db = openDatabase(node.config.paths.db);
+    try {
+      const row = createWorkerCatalog(db)
+        .workers()
+        .find((w) => w.id === worker.id);
+      expect(row).toMatchObject({
+        model: listed?.model,
+        backend: 'cpu',
+        device: -1,
+        pid: worker.pid,
+        binary: listed?.binary,
+      });
+      expect(row?.binary).toMatchObject({ kind: 'prebuilt', why: expect.any(String) as string });
+      expect(row?.exitedAt).toBeGreaterThanOrEqual(row?.readyAt ?? Infinity);
+    } finally {
+      db.close();
+    }
   }, 180_000);
 
   it('falls back to the prebuilt binary when the native build chosen is gone, and doctor warns', async () => {

@@ -112,6 +112,9 @@ export interface WorkerPoolInit {
   /** Called whenever what `list()` returns may have changed (spawn, heartbeat, use, exit). */
   onChange?: () => void;
   onWorkerEvent?: (kind: WorkerEventKind) => void;
+  /** A worker became ready (the worker catalog records it with its binary), and later exited. */
+  onWorkerReady?: (worker: WorkerSnapshot) => void;
+  onWorkerExit?: (id: string) => void;
 }
 
 export interface Lease {
@@ -436,6 +439,7 @@ export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
         `${Math.round(info.memoryBytes / 2 ** 20)} MiB) on ${deviceName(device)}`,
     );
     init.log.info({ worker: info }, 'worker ready');
+    init.onWorkerReady?.(snapshot(entry));
     if (cpuBinary?.binary === 'native' && info.binary !== undefined && info.binary.kind !== 'native') {
       narrate(`worker ${info.id} runs the ${info.binary.label} binary: ${info.binary.why}`, {
         worker: info.id,
@@ -454,6 +458,7 @@ export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
   function onExit(entry: Entry, code: number | null, signal: NodeJS.Signals | null): void {
     const { id } = entry.handle.info;
     if (entries.get(id) === entry) entries.delete(id);
+    init.onWorkerExit?.(id);
     clearTimeout(entry.idleTimer);
     for (const resolve of entry.onIdle.splice(0)) resolve();
     changed();

@@ -4,7 +4,13 @@
  */
 export { openDatabase, schemaVersion, type Database, type OpenDatabaseOptions } from './db.js';
 export { createModelCatalog, type ModelCatalog, type ModelRow, type ModelSource } from './model-catalog.js';
-export { createWorkerCatalog, type WorkerCatalog, type BackendRow } from './worker-catalog.js';
+export {
+  createWorkerCatalog,
+  WORKERS_KEPT,
+  type WorkerCatalog,
+  type BackendRow,
+  type WorkerRow,
+} from './worker-catalog.js';
 export {
   createMemoryObservations,
   type MemoryObservation,

@@ -118,4 +118,21 @@ export const MIGRATIONS: readonly string[] = [
     PRIMARY KEY (sha256, piece_bytes)
   ) STRICT;
   `,
+  // 10: the worker catalog's workers: each worker this hive started, recorded when it became ready,
+  // with the llama.cpp binary it runs and why that one (the prebuilt or the native build)
+  `
+  CREATE TABLE workers (
+    id           TEXT PRIMARY KEY,
+    model        TEXT NOT NULL,
+    backend      TEXT NOT NULL,
+    device       INTEGER NOT NULL,
+    pid          INTEGER NOT NULL,
+    binary_kind  TEXT CHECK (binary_kind IN ('native', 'prebuilt', 'localBuild')),
+    binary_label TEXT,
+    binary_why   TEXT,
+    ready_at     INTEGER NOT NULL,
+    exited_at    INTEGER
+  ) STRICT;
+  CREATE INDEX workers_ready ON workers (ready_at);
+  `,
 ];
