@@ -147,7 +147,7 @@ describe('the native build at an idle moment', () => {
       },
       { what: 'the job to cancel the idle build', timeoutMs: 20_000, intervalMs: 50 },
     );
-    expect(cancelled.text).toMatch(/the node has work .*builds again at the next idle moment/);
+    expect(cancelled.text).toMatch(/cancelled \(a job arrived\); it builds again at the next idle moment/);
     expect(alive(pid)).toBe(false);
     expect(existsSync(buildFolder)).toBe(false);
     const events = await job;

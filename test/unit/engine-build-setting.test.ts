@@ -2,11 +2,12 @@
  * A node's `engineBuild` setting and its idle threshold: read from config.json or the environment,
  * `idle` after 10 minutes by default; the test environments themselves turn it off.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { loadNodeConfig } from '../../src/node/config.js';
+import { onBattery } from '../../src/node/hive/idle-build.js';
 import { loneNodeEnv } from '../helpers/cli.js';
 import { testNodeConfig } from '../helpers/test-node.js';
 
@@ -49,5 +50,22 @@ describe('the engineBuild setting', () => {
     expect(testNodeConfig(home()).engineBuild).toBe('off');
     expect(loneNodeEnv(home(), 0).RBEE_ENGINE_BUILD).toBe('off');
     expect(process.env.RBEE_ENGINE_BUILD).toBe('off');
+  });
+});
+
+describe('on battery', () => {
+  it('is a battery discharging in the power supply class, and false where there is none', () => {
+    const sys = home();
+    const supply = (name: string, type: string, status: string): void => {
+      mkdirSync(join(sys, name));
+      writeFileSync(join(sys, name, 'type'), `${type}\n`);
+      writeFileSync(join(sys, name, 'status'), `${status}\n`);
+    };
+    supply('AC', 'Mains', 'Unknown');
+    supply('BAT0', 'Battery', 'Charging');
+    expect(onBattery(sys)).toBe(false);
+    writeFileSync(join(sys, 'BAT0', 'status'), 'Discharging\n');
+    expect(onBattery(sys)).toBe(true);
+    expect(onBattery(join(sys, 'none'))).toBe(false);
   });
 });

@@ -9,7 +9,7 @@
  * node-llama-cpp brings another release. A decision, whichever way it went, is never redone.
  * `rbee doctor --fix` goes through here as well, so the view shows its progress the same way.
  */
-import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { z } from 'zod';
 import { bundledLlamaCppRelease, readBinaryDecision, type BinaryDecision } from '../../engine/index.js';
@@ -43,6 +43,8 @@ export interface EngineBuildsInit {
   /** Test hook (engine-fix.ts `testBuildMs`): a fake build of this many ms; never set outside tests. */
   testBuildMs?: number;
   now?: () => number;
+  /** Whether the machine runs on battery now (the idle build waits for mains). Defaults to onBattery. */
+  onBattery?: () => boolean;
 }
 
 export interface EngineBuilds {
@@ -83,6 +85,28 @@ const minutes = (ms: number): string => {
   return m >= 1 ? `${Math.round(m)} min` : `${Math.round(ms / 1000)} s`;
 };
 const time = (ms: number): string => new Date(ms).toISOString().slice(0, 16).replace('T', ' ');
+
+/**
+ * Whether this machine runs on battery, where that is cheap to tell (Linux's power supply class: a
+ * battery discharging); false elsewhere.
+ */
+export function onBattery(dir = '/sys/class/power_supply'): boolean {
+  let supplies: string[];
+  try {
+    supplies = readdirSync(dir);
+  } catch {
+    return false;
+  }
+  return supplies.some((name) => {
+    try {
+      const type = readFileSync(join(dir, name, 'type'), 'utf8').trim();
+      const status = readFileSync(join(dir, name, 'status'), 'utf8').trim();
+      return type === 'Battery' && status === 'Discharging';
+    } catch {
+      return false;
+    }
+  });
+}
 
 export function createEngineBuilds(init: EngineBuildsInit): EngineBuilds {
   const now = init.now ?? Date.now;
@@ -134,20 +158,20 @@ export function createEngineBuilds(init: EngineBuildsInit): EngineBuilds {
 
   const busyNow = (reason: string): void => {
     idleSince = now();
-    if (current?.trigger === 'idle' && engineFixInProgress()?.trigger === 'idle') {
+    // the first reason is the one said; the build is cancelled once
+    if (current?.trigger === 'idle' && engineFixInProgress()?.trigger === 'idle' && cause === undefined) {
       cause = { kind: 'job', reason };
-      void cancelEngineFix(
-        new RbeeError('JOB_CANCELLED', `cancelled: the node has work (${reason})`),
-        'idle',
-      );
+      void cancelEngineFix(new RbeeError('JOB_CANCELLED', `cancelled (${reason})`), 'idle');
     }
   };
 
-  const check = (): void => {
+  const battery = init.onBattery ?? onBattery;
+  /** `tick`: the periodic check, which also asks the (slower) battery question. */
+  const check = (tick = false): void => {
     // only an idle build cares whether the node is idle (a doctor --fix is the user's own call)
     if (closed || init.mode === 'off') return;
     if (current === undefined && due === 'decided') return;
-    const busy = init.busy();
+    const busy = init.busy() ?? (tick && battery() ? 'the machine runs on battery' : undefined);
     if (busy !== undefined) {
       busyNow(busy);
       return;
@@ -198,7 +222,7 @@ export function createEngineBuilds(init: EngineBuildsInit): EngineBuilds {
           ended = {
             state: 'cancelled',
             trigger,
-            text: `cancelled: the node has work (${why.reason}); it builds again at the next idle moment`,
+            text: `cancelled (${why.reason}); it builds again at the next idle moment`,
             startedAt,
           };
           init.narrate(`native llama.cpp build ${ended.text}`);
@@ -255,7 +279,7 @@ export function createEngineBuilds(init: EngineBuildsInit): EngineBuilds {
   }
 
   refresh();
-  const timer = setInterval(check, Math.min(30_000, Math.max(100, Math.floor(init.idleMs / 5))));
+  const timer = setInterval(() => check(true), Math.min(30_000, Math.max(100, Math.floor(init.idleMs / 5))));
   timer.unref();
 
   return {
@@ -350,7 +374,7 @@ export function createEngineBuilds(init: EngineBuildsInit): EngineBuilds {
     },
 
     work: busyNow,
-    changed: check,
+    changed: () => check(),
 
     async close() {
       closed = true;
