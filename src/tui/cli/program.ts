@@ -632,7 +632,7 @@ function registerCluster(root: Command, keeper: Keeper, json: () => Option, port
                 h.engineBuild.state === 'pending' ||
                 h.engineBuild.state === 'done'
                   ? ''
-                  : `native build ${h.engineBuild.state}${h.engineBuild.percent === undefined ? '' : ` ${h.engineBuild.percent}%`}`,
+                  : `llama.cpp build ${h.engineBuild.state}${h.engineBuild.percent === undefined ? '' : ` ${h.engineBuild.percent}%`}`,
               ]
                 .filter((field) => field !== '')
                 .join('\t');
