@@ -176,7 +176,8 @@ export function createEngineBuilds(init: EngineBuildsInit): EngineBuilds {
       busyNow(busy);
       return;
     }
-    if (current !== undefined || engineFixInProgress() !== undefined) return;
+    // whether one is due is asked on the periodic check only (it reads files), not at every heartbeat
+    if (!tick || current !== undefined || engineFixInProgress() !== undefined) return;
     if (now() - idleSince < init.idleMs) return;
     refresh();
     if (due === undefined) start();
