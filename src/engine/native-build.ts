@@ -107,12 +107,14 @@ export interface TestBuild {
   dir: string;
   ms: number;
   release: string;
+  /** Exits with an error at the end instead, leaving its folder unfinished. */
+  fails?: boolean;
 }
 
 const TEST_BUILD_SCRIPT = `
 const fs = require('node:fs');
 const path = require('node:path');
-const [dir, ms, release] = process.argv.slice(1);
+const [dir, ms, release, fails] = process.argv.slice(1);
 const folder = path.join(dir, 'test-native-build');
 fs.mkdirSync(path.join(folder, 'Release'), { recursive: true });
 fs.writeFileSync(path.join(folder, 'pid'), String(process.pid));
@@ -123,6 +125,10 @@ const timer = setInterval(() => {
   console.log('[' + String(step * 10).padStart(3) + '%] Building CXX object ggml/src/ggml-cpu.cpp.o');
   if (step < 10) return;
   clearInterval(timer);
+  if (fails === 'fail') {
+    console.error('error: the compiler ran out of memory');
+    process.exit(1);
+  }
   fs.writeFileSync(path.join(folder, 'Release', 'llama-addon.node'), '');
   fs.writeFileSync(path.join(folder, 'Release', '_nlcBuildMetadata.json'), JSON.stringify({
     buildOptions: { gpu: false, customCmakeOptions: { GGML_NATIVE: 'ON' }, llamaCpp: { release } },
@@ -184,7 +190,14 @@ export async function buildNative(
   const args =
     options.test === undefined
       ? [join(root, 'dist', 'cli', 'cli.js'), 'source', 'download', '--gpu', 'false', '--noUsageExample']
-      : ['-e', TEST_BUILD_SCRIPT, dir, String(options.test.ms), options.test.release];
+      : [
+          '-e',
+          TEST_BUILD_SCRIPT,
+          dir,
+          String(options.test.ms),
+          options.test.release,
+          options.test.fails === true ? 'fail' : 'succeed',
+        ];
   const child = spawn(
     process.execPath,
     args,

@@ -611,12 +611,12 @@ function narration(source: NarrationEvent['source'], node: string, text: string)
 
 /**
  * Test hook: a fake native build of this many ms instead of compiling llama.cpp (and no
- * measurement), so that tests of the idle build drive its real paths in seconds. Never set outside
- * tests.
+ * measurement; below 0, one that fails after -ms), so that tests of the idle build drive its real
+ * paths in seconds. Never set outside tests.
  */
 function testBuildMs(): { testBuildMs?: number } {
   const ms = Number(process.env.RBEE_TEST_ENGINE_BUILD_MS ?? 0);
-  return Number.isInteger(ms) && ms > 0 ? { testBuildMs: ms } : {};
+  return Number.isInteger(ms) && ms !== 0 ? { testBuildMs: ms } : {};
 }
 
 /**

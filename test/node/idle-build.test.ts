@@ -7,7 +7,7 @@
  * and a user cancels it or follows it with `doctor --fix`.
  */
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { getPriority, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { decide, writeBinaryDecision } from '../../src/engine/binary-choice.js';
@@ -139,6 +139,8 @@ describe('the native build at an idle moment', () => {
     );
     const pid = Number(readFileSync(join(buildFolder, 'pid'), 'utf8'));
     expect(alive(pid)).toBe(true);
+    // niced: the machine's other work goes first
+    expect(getPriority(pid)).toBe(19);
     const job = runJob(client);
     const cancelled = await waitFor(
       async () => {
@@ -190,6 +192,26 @@ describe('the native build at an idle moment', () => {
       intervalMs: 100,
     });
   }, 60_000);
+
+  it('keeps a failure, removes what it left, and does not try again at the next idle moments', async () => {
+    const { client, config, buildFolder } = await idleNode(-500);
+    const failed = await waitFor(
+      async () => {
+        const view = await buildView(client);
+        return view?.state === 'failed' ? view : undefined;
+      },
+      { what: 'the idle build to fail', timeoutMs: 20_000, intervalMs: 100 },
+    );
+    expect(failed.text).toMatch(
+      /failed: the native llama.cpp build failed .*ran out of memory.*tried again at an idle moment after/s,
+    );
+    expect(failed.retryAt).toBeGreaterThan(Date.now() + 60 * 60 * 1000);
+    expect(existsSync(buildFolder)).toBe(false);
+    expect(existsSync(config.paths.binaryDecision)).toBe(false);
+    await sleep(2_500);
+    expect((await buildView(client))?.state).toBe('failed');
+    expect(existsSync(buildFolder)).toBe(false);
+  }, 30_000);
 
   it('never starts with engineBuild off', async () => {
     const { client, buildFolder } = await idleNode(1_000, { env: { RBEE_ENGINE_BUILD: 'off' } });

@@ -91,7 +91,8 @@ export interface EngineFixInit {
   trigger?: FixTrigger;
   /**
    * Test hook: a child process that acts as the build for this many ms (native-build.ts TestBuild),
-   * in the engine folder, and no measurement; never set outside tests.
+   * in the engine folder, and no measurement; below 0, one that fails after -ms. Never set outside
+   * tests.
    */
   testBuildMs?: number;
 }
@@ -200,7 +201,8 @@ async function fix(
       ? undefined
       : {
           dir: join(init.engineDir, 'test-builds'),
-          ms: init.testBuildMs,
+          ms: Math.abs(init.testBuildMs),
+          fails: init.testBuildMs < 0,
           release: bundledLlamaCppRelease() ?? 'unknown',
         };
   let build = test === undefined ? findNativeBuild() : undefined;
