@@ -217,8 +217,9 @@ export function createEngineBuilds(init: EngineBuildsInit): EngineBuilds {
         cause = undefined;
         if (closed || why?.kind === 'shutdown' || rbee.code === 'NODE_SHUTTING_DOWN') return;
         const release = bundledLlamaCppRelease() ?? 'unknown';
-        const cancelled = rbee.code === 'JOB_CANCELLED';
-        if (cancelled && why?.kind === 'job') {
+        // cancelled here (whatever error the step it was in ended with), or by the client leaving
+        const cancelled = why !== undefined || rbee.code === 'JOB_CANCELLED';
+        if (why?.kind === 'job') {
           // the user's work has the CPU; the next idle moment builds again
           ended = {
             state: 'cancelled',
