@@ -439,6 +439,7 @@ export async function startNode(
         configuredThreads: config.threads,
         modelsDir: config.paths.models,
         decisionPath: config.paths.binaryDecision,
+        engineBuild: builds.view(),
       }),
     doctorFix: async (options) => {
       await builds.fix(options);
@@ -447,6 +448,7 @@ export async function startNode(
         configuredThreads: config.threads,
         modelsDir: config.paths.models,
         decisionPath: config.paths.binaryDecision,
+        engineBuild: builds.view(),
       });
     },
     doctorFixCancel: () => builds.cancel(),

@@ -175,4 +175,33 @@ describe('rbee doctor checks', () => {
       fix: expect.stringContaining('`rbee doctor --fix`') as string,
     });
   });
+
+  it('says when the node builds llama.cpp itself: due at an idle moment, running, or how it last ended', () => {
+    expect(
+      check(facts({ engineBuild: { state: 'pending', trigger: 'idle', text: 'builds …' } }), 'native-build')
+        ?.fix,
+    ).toMatch(/the node does this itself at its first idle moment/);
+    expect(
+      check(
+        facts({
+          engineBuild: { state: 'building', trigger: 'idle', text: 'compiling llama.cpp: 45%', percent: 45 },
+        }),
+        'native-build',
+      ),
+    ).toMatchObject({
+      status: 'hint',
+      summary: expect.stringContaining(
+        'building llama.cpp for this CPU at an idle moment (compiling llama.cpp: 45%)',
+      ) as string,
+      fix: expect.stringContaining('`rbee doctor --fix --cancel` cancels it') as string,
+    });
+    expect(
+      check(
+        facts({
+          engineBuild: { state: 'failed', trigger: 'idle', text: 'failed: out of memory', retryAt: 1 },
+        }),
+        'native-build',
+      )?.fix,
+    ).toMatch(/the node's last build failed: out of memory/);
+  });
 });

@@ -18,7 +18,7 @@ import { toRbeeError } from '../../shared/errors.js';
 import { engineBinaryStatus, type EngineBinaryStatus } from './engine-fix.js';
 import { freeDiskBytes } from '../models/index.js';
 import { VERSION } from '../../shared/version.js';
-import type { DoctorCheck, DoctorReport } from '../../shared/view.js';
+import type { DoctorCheck, DoctorReport, EngineBuildView } from '../../shared/view.js';
 
 export interface DoctorFacts {
   nodeName: string;
@@ -29,6 +29,8 @@ export interface DoctorFacts {
   engine: EngineDiagnosis | { error: string };
   /** Which llama.cpp binary CPU workers load (prebuilt or native), and the figures that decided. */
   binary: EngineBinaryStatus;
+  /** The native build running, due at an idle moment, or how it last ended (idle-build.ts). */
+  engineBuild?: EngineBuildView | undefined;
   /** `threads` from config.json, when set. */
   configuredThreads: number | undefined;
   physicalCores: number;
@@ -92,10 +94,25 @@ function binaryCheck(engine: DoctorFacts['engine'], platform: string, arch: stri
 const date = (ms: number): string => new Date(ms).toISOString().slice(0, 16).replace('T', ' ');
 
 /** The native build: whether there is one, what it measured, which binary CPU workers load. */
-function nativeBuildCheck(status: EngineBinaryStatus): DoctorCheck {
+function nativeBuildCheck(status: EngineBinaryStatus, build: EngineBuildView | undefined): DoctorCheck {
   const { decision, nativeBuild, workers } = status;
   const fix = '`rbee doctor --fix`: builds llama.cpp for this CPU (offline, once; minutes) and measures it';
+  if (build?.state === 'building' || build?.state === 'measuring') {
+    const by = build.trigger === 'idle' ? 'at an idle moment' : 'for `rbee doctor --fix`';
+    return {
+      id: 'native-build',
+      status: 'hint',
+      summary: `CPU workers load the ${workers.binary} binary; the node is building llama.cpp for this CPU ${by} (${build.text})`,
+      fix: '`rbee doctor --fix` follows it; `rbee doctor --fix --cancel` cancels it',
+    };
+  }
   if (decision === undefined) {
+    const idle =
+      build?.state === 'pending'
+        ? '; the node does this itself at its first idle moment (`engineBuild` in config.json)'
+        : build?.state === 'failed' || build?.state === 'cancelled'
+          ? `; the node's last build ${build.text}`
+          : '';
     return {
       id: 'native-build',
       status: 'hint',
@@ -103,7 +120,7 @@ function nativeBuildCheck(status: EngineBinaryStatus): DoctorCheck {
         nativeBuild === undefined
           ? 'CPU workers load the prebuilt binary; no llama.cpp build for this CPU here'
           : `CPU workers load the prebuilt binary; native build ${nativeBuild.release} here, not measured yet`,
-      fix: `${fix}; workers use it only if it generates faster by 5% or more`,
+      fix: `${fix}; workers use it only if it generates faster by 5% or more${idle}`,
     };
   }
   if (workers.binary === 'native') {
@@ -205,7 +222,7 @@ export function doctorReport(facts: DoctorFacts): DoctorReport {
   const checks = [
     nodeCheck(facts.nodeVersion),
     binaryCheck(facts.engine, facts.platform, facts.arch),
-    nativeBuildCheck(facts.binary),
+    nativeBuildCheck(facts.binary, facts.engineBuild),
     cpuCheck(facts.engine, facts.arch),
     threadsCheck(facts),
     gpuCheck(facts),
@@ -241,6 +258,7 @@ export async function diagnoseNode(init: {
   modelsDir: string;
   /** Where `rbee doctor --fix` keeps its decision (DataPaths.binaryDecision). */
   decisionPath: string;
+  engineBuild?: EngineBuildView | undefined;
 }): Promise<DoctorReport> {
   const [engine, devices, free] = await Promise.all([
     diagnoseEngine().catch((error: unknown) => ({ error: toRbeeError(error).message })),
@@ -254,6 +272,7 @@ export async function diagnoseNode(init: {
     arch: arch(),
     engine,
     binary: engineBinaryStatus(init.decisionPath),
+    engineBuild: init.engineBuild,
     configuredThreads: init.configuredThreads,
     physicalCores: physicalCores(),
     defaultThreads: defaultThreads(),
