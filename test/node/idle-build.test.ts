@@ -34,6 +34,7 @@ afterAll(() => {
 
 interface IdleNode {
   node: RunningNode;
+  home: string;
   config: NodeConfig;
   client: NodeClient;
   /** The fake build's folder while it builds. */
@@ -63,6 +64,7 @@ async function idleNode(
   running = { node, home };
   return {
     node,
+    home,
     config,
     client: createNodeClient({ url: node.url }),
     buildFolder: join(config.paths.engineDir, 'test-builds', 'test-native-build'),
@@ -176,7 +178,9 @@ describe('the native build at an idle moment', () => {
     await sleep(2_500);
     expect(await buildView(decided.client)).toBeUndefined();
     expect(existsSync(decided.buildFolder)).toBe(false);
+    // the next node of this test replaces it: stopped, and its data directory removed, here
     await decided.node.close('next');
+    rmSync(decided.home, { recursive: true, force: true });
     running = undefined;
 
     const older = await idleNode(60_000, {
