@@ -614,11 +614,12 @@ function narration(source: NarrationEvent['source'], node: string, text: string)
 /**
  * Test hook: a fake native build of this many ms instead of compiling llama.cpp (and no
  * measurement; below 0, one that fails after -ms), so that tests of the idle build drive its real
- * paths in seconds. Never set outside tests.
+ * paths in seconds, on mains or on battery alike (a laptop's test run must not wait for mains).
+ * Never set outside tests.
  */
-function testBuildMs(): { testBuildMs?: number } {
+function testBuildMs(): { testBuildMs?: number; onBattery?: () => boolean } {
   const ms = Number(process.env.RBEE_TEST_ENGINE_BUILD_MS ?? 0);
-  return Number.isInteger(ms) && ms !== 0 ? { testBuildMs: ms } : {};
+  return Number.isInteger(ms) && ms !== 0 ? { testBuildMs: ms, onBattery: () => false } : {};
 }
 
 /**
