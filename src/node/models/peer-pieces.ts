@@ -17,6 +17,7 @@ import { createReadStream } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { RbeeError, toRbeeError } from '../../shared/errors.js';
 import type { PieceList } from '../store/index.js';
+import { createContentHash } from './content-hash.js';
 import { createProgressMeter, createStallTimer } from './download-meter.js';
 import type { DownloadProgress, DownloadResult } from './download.js';
 import { writeError } from './download.js';
@@ -65,29 +66,12 @@ export async function hashPieces(
   pieceBytes: number,
   signal: AbortSignal,
 ): Promise<{ sha256: string; bytes: number; list: PieceList }> {
-  const whole = createHash('sha256');
-  const hashes: string[] = [];
-  let piece = createHash('sha256');
-  let inPiece = 0;
-  let bytes = 0;
+  const hash = createContentHash(pieceBytes);
   for await (const data of createReadStream(path, { highWaterMark: 1024 * 1024, signal })) {
-    let chunk = data as Buffer;
-    whole.update(chunk);
-    bytes += chunk.byteLength;
-    while (chunk.byteLength > 0) {
-      const take = Math.min(chunk.byteLength, pieceBytes - inPiece);
-      piece.update(chunk.subarray(0, take));
-      inPiece += take;
-      chunk = chunk.subarray(take);
-      if (inPiece === pieceBytes) {
-        hashes.push(piece.digest('hex'));
-        piece = createHash('sha256');
-        inPiece = 0;
-      }
-    }
+    hash.update(data as Buffer);
   }
-  if (inPiece > 0 || hashes.length === 0) hashes.push(piece.digest('hex'));
-  return { sha256: whole.digest('hex'), bytes, list: { pieceBytes, hashes } };
+  const { sha256, pieces } = hash.digest();
+  return { sha256, bytes: hash.bytes, list: pieces ?? { pieceBytes, hashes: [] } };
 }
 
 /**

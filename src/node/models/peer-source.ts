@@ -6,9 +6,9 @@
  * on any holder of the same file; the whole file's sha256 is checked against the holder's before
  * the caller lets it into the catalog.
  */
-import { createHash } from 'node:crypto';
 import { open, type FileHandle } from 'node:fs/promises';
 import { RbeeError, toRbeeError } from '../../shared/errors.js';
+import { createContentHash } from './content-hash.js';
 import { writeError } from './download.js';
 import { createProgressMeter, createStallTimer } from './download-meter.js';
 import type { DownloadProgress, DownloadResult } from './download.js';
@@ -91,6 +91,8 @@ export interface FetchFromPeerInit {
   onProgress?: (progress: DownloadProgress) => void;
   /** The file is synced at least every this many bytes. Defaults to 64 MiB. */
   checkpointBytes?: number;
+  /** Piece size of the piece list hashed along with the file (see content-hash.ts). */
+  pieceBytes?: number;
   signal: AbortSignal;
 }
 
@@ -102,11 +104,11 @@ export interface FetchFromPeerInit {
 export async function fetchFromPeer(init: FetchFromPeerInit): Promise<DownloadResult> {
   const { holder, partialPath, signal } = init;
   const key = contentKey(holder.sha256);
-  const point = await loadResumePoint(partialPath, key, signal);
+  const point = await loadResumePoint(partialPath, key, signal, init.pieceBytes);
   // a prefix of another size of file is of no use
   const resumed = point !== undefined && point.sidecar.totalBytes === holder.bytes ? point : undefined;
   if (point !== undefined && resumed === undefined) await discardPartial(partialPath);
-  const hash = resumed?.hash ?? createHash('sha256');
+  const hash = resumed?.hash ?? createContentHash(init.pieceBytes);
   let position = resumed?.bytes ?? 0;
   const from = `hive ${holder.name}`;
 
@@ -216,7 +218,7 @@ export async function fetchFromPeer(init: FetchFromPeerInit): Promise<DownloadRe
     }
   }
 
-  const sha256 = hash.digest('hex');
+  const { sha256, pieces } = hash.digest();
   if (sha256 !== holder.sha256) {
     await discardPartial(partialPath);
     throw markPeerFailure(
@@ -228,7 +230,7 @@ export async function fetchFromPeer(init: FetchFromPeerInit): Promise<DownloadRe
       ),
     );
   }
-  return { bytes: position, sha256 };
+  return { bytes: position, sha256, ...(pieces === undefined ? {} : { pieces }) };
 }
 
 /** Errors of the transfer itself (the stream, the peer), as opposed to this machine's disk. */
