@@ -134,9 +134,19 @@ export async function fetchFromPeer(init: FetchFromPeerInit): Promise<DownloadRe
     const progress = createProgressMeter(init, position, holder.bytes);
     const checkpointBytes = init.checkpointBytes ?? 64 * 1024 * 1024;
     let synced = position;
+    // chunks are written to the file in blocks: one write per WRITE_BLOCK_BYTES, not per frame
+    const pending: Uint8Array[] = [];
+    let pendingBytes = 0;
+    const flush = async (): Promise<void> => {
+      if (pendingBytes === 0) return;
+      await file.writev(pending, position - pendingBytes);
+      pending.length = 0;
+      pendingBytes = 0;
+    };
     const sync = async (): Promise<void> => {
       stall.clear();
       try {
+        await flush();
         await file.datasync();
         synced = position;
         sidecar = { ...sidecar, durableBytes: position, updatedAt: Date.now() };
@@ -170,13 +180,17 @@ export async function fetchFromPeer(init: FetchFromPeerInit): Promise<DownloadRe
               ),
             );
           }
-          try {
-            await file.write(chunk, 0, chunk.byteLength, position);
-          } catch (error) {
-            throw writeError(partialPath, error);
-          }
+          pending.push(chunk);
+          pendingBytes += chunk.byteLength;
           hash.update(chunk);
           position += chunk.byteLength;
+          if (pendingBytes >= WRITE_BLOCK_BYTES) {
+            try {
+              await flush();
+            } catch (error) {
+              throw writeError(partialPath, error);
+            }
+          }
           progress.report(position, false);
           if (position - synced >= checkpointBytes) await sync();
         }
@@ -232,6 +246,9 @@ export async function fetchFromPeer(init: FetchFromPeerInit): Promise<DownloadRe
   }
   return { bytes: position, sha256, ...(pieces === undefined ? {} : { pieces }) };
 }
+
+/** Bytes received before they are written to the file in one go. */
+const WRITE_BLOCK_BYTES = 1024 * 1024;
 
 /** Errors of the transfer itself (the stream, the peer), as opposed to this machine's disk. */
 function isTransferError(error: unknown): boolean {

@@ -165,8 +165,10 @@ const BAD_PEER_MS = 10 * 60_000;
 /** How long a fetch waits for a holder whose link dropped mid-transfer to be back, and how often it looks. */
 const PEER_BACK_WAIT_MS = 15_000;
 const PEER_BACK_POLL_MS = 250;
-/** Bytes per chunk a model is read in for another hive (each one frame on the wire). */
+/** Bytes per chunk a model is sent in to another hive (each one frame on the wire). */
 const READ_CHUNK_BYTES = 128 * 1024;
+/** Bytes per read of the file for another hive: several chunks, so fewer reads than frames. */
+const READ_BLOCK_BYTES = 8 * READ_CHUNK_BYTES;
 /** Holders one model is fetched from at once, at most. */
 const MAX_PIECE_HOLDERS = 4;
 /** Once one holder answered with its piece list, how long the others have to answer too. */
@@ -926,11 +928,17 @@ export function createProvisioner(init: ProvisionerInit): Provisioner {
         const stream = createReadStream(row.path, {
           start: offset,
           end: end - 1,
-          highWaterMark: READ_CHUNK_BYTES,
+          highWaterMark: READ_BLOCK_BYTES,
           signal: AbortSignal.any([signal, controller.signal]),
         });
         try {
-          for await (const chunk of stream) yield chunk as Buffer;
+          for await (const block of stream) {
+            const data = block as Buffer;
+            for (let at = 0; at < data.byteLength; at += READ_CHUNK_BYTES) {
+              if (controller.signal.aborted) break;
+              yield data.subarray(at, at + READ_CHUNK_BYTES);
+            }
+          }
         } catch (error) {
           if (controller.signal.aborted) throw toRbeeError(controller.signal.reason);
           throw toRbeeError(error, 'MODEL_NOT_FOUND');
