@@ -156,6 +156,20 @@ export async function fetchPieces(init: FetchPiecesInit): Promise<FetchPiecesRes
     const hash = createHash('sha256');
     const stall = createStallTimer(init.stallTimeoutMs);
     let got = 0;
+    // what arrived is written in blocks, not per frame; a piece cut before its end is fetched
+    // again whole, so what is still pending then is of no use
+    const pending: Uint8Array[] = [];
+    let pendingBytes = 0;
+    const flush = async (): Promise<void> => {
+      if (pendingBytes === 0) return;
+      try {
+        await file.writev(pending, start + got - pendingBytes);
+      } catch (error) {
+        throw writeError(partialPath, error);
+      }
+      pending.length = 0;
+      pendingBytes = 0;
+    };
     inFlight.set(index, 0);
     try {
       try {
@@ -171,13 +185,11 @@ export async function fetchPieces(init: FetchPiecesInit): Promise<FetchPiecesRes
               new RbeeError('DOWNLOAD_FAILED', `hive ${holder.name} sent more than piece ${index} holds`),
             );
           }
-          try {
-            await file.write(chunk, 0, chunk.byteLength, start + got);
-          } catch (error) {
-            throw writeError(partialPath, error);
-          }
+          pending.push(chunk);
+          pendingBytes += chunk.byteLength;
           hash.update(chunk);
           got += chunk.byteLength;
+          if (pendingBytes >= WRITE_BLOCK_BYTES) await flush();
           inFlight.set(index, got);
           reportProgress(false);
         }
@@ -218,6 +230,7 @@ export async function fetchPieces(init: FetchPiecesInit): Promise<FetchPiecesRes
           ),
         );
       }
+      await flush();
       try {
         await file.datasync();
       } catch (error) {
@@ -367,6 +380,9 @@ async function checkedPieces(
   }
   return done;
 }
+
+/** Bytes of a piece received before they are written to the file in one go. */
+const WRITE_BLOCK_BYTES = 1024 * 1024;
 
 /** Errors of the transfer itself (the stream, the peer), as opposed to this machine's disk. */
 function isTransferError(error: unknown): boolean {
