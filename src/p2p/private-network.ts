@@ -7,7 +7,7 @@
  * receives is XORed with the stream of (the remote nonce, the key). Nothing else is framed or added.
  *
  * The cipher is libsodium's (sodium-native's stateful `crypto_stream_xor_*`, native code) instead of
- * the WebAssembly `xsalsa20` package that @libp2p/pnet uses: about four times the throughput per
+ * the WebAssembly `xsalsa20` package that @libp2p/pnet uses: over three times the throughput per
  * core, and no WebAssembly memory shared between ciphers that grows with the bytes sent.
  *
  * A wrong key is not detected here (neither does pnet detect it): the remote's bytes decrypt to noise
