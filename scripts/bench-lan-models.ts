@@ -21,6 +21,10 @@
  * when one pull takes bytes from both n1 and n3 (the hives' logs say who sent what); a build that
  * takes a file from one holder at a time prints why it is left out.
  *
+ * (D) serving and generating at once: a generation on n1 (the holder, one worker on the model it
+ * serves) alone, and while n2 pulls the model from n1, interleaved, BENCH_REPEATS each; the ratio
+ * of the medians' tokens per second is what a holder's users notice of the serving.
+ *
  * Needs root (network namespaces); exits 2 saying why otherwise. Everything shares this machine's
  * cores: the figures are for nodes, clients and encryption all on one host.
  */
@@ -100,6 +104,25 @@ const fs = require('node:fs/promises');
   await file.datasync();
   await file.close();
   process.stdout.write(JSON.stringify({ ms: performance.now() - started, bytes }) + '\n');
+})().catch((error) => {
+  console.error(String(error));
+  process.exit(1);
+});
+`;
+
+/** A client of n1's node in n1's namespace: one completion, its tokens and time. */
+const GEN_CLIENT = String.raw`
+(async () => {
+  const [api, body] = process.argv.slice(1);
+  const started = performance.now();
+  const response = await fetch(api + '/v1/completions', {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body,
+  });
+  if (!response.ok) throw new Error('HTTP ' + response.status + ': ' + (await response.text()));
+  const answer = await response.json();
+  process.stdout.write(JSON.stringify({ ms: performance.now() - started, tokens: answer.usage.completion_tokens }) + '\n');
 })().catch((error) => {
   console.error(String(error));
   process.exit(1);
@@ -243,6 +266,36 @@ async function main(): Promise<void> {
       plain.push(t);
       rmSync(out, { force: true });
     };
+    /** (D): tokens per second of a generation on n1, alone and while n2 pulls from n1. */
+    const serveAndGenerate = async (): Promise<void> => {
+      const body = JSON.stringify({ model: ref, prompt: 'Once upon a time', max_tokens: 64, temperature: 0 });
+      const generate = async (): Promise<number> => {
+        const t = await inNamespace<{ ms: number; tokens: number }>(lab, n1, GEN_CLIENT, [API, body]);
+        if (t.tokens < 8) throw new Error(`the generation stopped after ${t.tokens} tokens`);
+        return t.tokens / (t.ms / 1000);
+      };
+      await generate(); // loads the model into a worker
+      const alone: number[] = [];
+      const serving: number[] = [];
+      for (let round = 0; round < REPEATS; round++) {
+        alone.push(await generate());
+        const pulling = pull(n2, { model: ref, from: 'n1' });
+        // the transfer is under way (seconds long) before the generation starts
+        await new Promise((resolve) => setTimeout(resolve, 1_500));
+        serving.push(await generate());
+        const t = await pulling;
+        await removeFrom(n2, t.id);
+        log(
+          `(D) round ${round + 1}: generation on n1 ${alone.at(-1)!.toFixed(1)} tok/s alone, ` +
+            `${serving.at(-1)!.toFixed(1)} tok/s while serving n2; load ${load()}`,
+        );
+      }
+      const d = median(serving) / median(alone);
+      log(
+        `(D) n1's generation while it serves a pull: ${median(serving).toFixed(1)} tok/s against ` +
+          `${median(alone).toFixed(1)} alone; ratio ${d.toFixed(3)}`,
+      );
+    };
     for (let round = 0; round < REPEATS; round++) {
       // alternate which goes first, so neither always meets a warmer page cache or a quieter machine
       for (const run of round % 2 === 0 ? [runA, runB] : [runB, runA]) await run();
@@ -280,6 +333,7 @@ async function main(): Promise<void> {
     await removeFrom(n2, probe.id);
     const both = (sent.get(n1) ?? 0) > 0 && (sent.get(n3) ?? 0) > 0;
     if (!both) {
+      await serveAndGenerate();
       log(
         `(C) two holders (n1 and n3): not measured; this build took the file from one holder ` +
           `(n1 sent ${sent.get(n1) ?? 0} bytes, n3 ${sent.get(n3) ?? 0})`,
@@ -294,6 +348,7 @@ async function main(): Promise<void> {
     }
     const c = median(two.map(mibps));
     log(`(C) two holders (n1 and n3 → n2, ranged): ${c.toFixed(1)} MiB/s; C/B = ${(c / b).toFixed(3)}`);
+    await serveAndGenerate();
   } finally {
     await origin?.stop();
     await lab.destroy();

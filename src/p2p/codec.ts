@@ -70,25 +70,36 @@ class OversizedFrameError extends Error {
   override readonly name = 'OversizedFrameError';
 }
 
-/** Splits a byte stream into frame payloads (kind ‖ body). */
+/**
+ * Splits a byte stream into frame payloads (kind ‖ body). A frame that spans several chunks is
+ * copied once, when it is complete (not the buffer so far at every chunk); a large one inside one
+ * chunk is handed out as a view of it, a small one as a copy (so that a small frame kept for long
+ * does not keep a whole chunk alive).
+ */
 export class FrameDecoder {
-  private buffer: Uint8Array = new Uint8Array(0);
+  /** Chunks not yet consumed, the first one from `offset` on. */
+  private chunks: Uint8Array[] = [];
+  private offset = 0;
+  private buffered = 0;
 
   constructor(private readonly maxFrameBytes = DEFAULT_MAX_FRAME_BYTES) {}
 
   get pendingBytes(): number {
-    return this.buffer.byteLength;
+    return this.buffered;
   }
 
   *push(chunk: Uint8Array): Generator<Uint8Array> {
-    this.buffer = this.buffer.byteLength === 0 ? chunk : concat(this.buffer, chunk);
+    if (chunk.byteLength > 0) {
+      this.chunks.push(chunk);
+      this.buffered += chunk.byteLength;
+    }
     for (;;) {
       let length = 0;
       let scale = 1;
-      let offset = 0;
+      let read = 0;
       let complete = false;
-      while (offset < this.buffer.byteLength && offset < MAX_VARINT_BYTES) {
-        const byte = this.buffer[offset++] ?? 0;
+      while (read < this.buffered && read < MAX_VARINT_BYTES) {
+        const byte = this.byteAt(read++);
         length += (byte & 0x7f) * scale;
         scale *= 128;
         if ((byte & 0x80) === 0) {
@@ -97,7 +108,7 @@ export class FrameDecoder {
         }
       }
       if (!complete) {
-        if (offset >= MAX_VARINT_BYTES) throw new OversizedFrameError('length prefix too long');
+        if (read >= MAX_VARINT_BYTES) throw new OversizedFrameError('length prefix too long');
         return;
       }
       if (length > this.maxFrameBytes || length === 0) {
@@ -105,20 +116,65 @@ export class FrameDecoder {
           `frame of ${length} bytes exceeds the ${this.maxFrameBytes}-byte limit`,
         );
       }
-      if (this.buffer.byteLength - offset < length) return;
-      // copy: the caller may keep a bytes frame after the buffer is reused
-      yield this.buffer.slice(offset, offset + length);
-      this.buffer = this.buffer.subarray(offset + length);
+      if (this.buffered - read < length) return;
+      this.consume(read);
+      yield this.take(length);
     }
+  }
+
+  /** The byte `index` places past the consumed ones (index < buffered). */
+  private byteAt(index: number): number {
+    let at = this.offset + index;
+    for (const chunk of this.chunks) {
+      if (at < chunk.byteLength) return chunk[at] ?? 0;
+      at -= chunk.byteLength;
+    }
+    return 0;
+  }
+
+  private consume(bytes: number): void {
+    let rest = bytes;
+    this.buffered -= bytes;
+    while (rest > 0) {
+      const first = this.chunks[0]!;
+      const left = first.byteLength - this.offset;
+      if (rest < left) {
+        this.offset += rest;
+        return;
+      }
+      rest -= left;
+      this.chunks.shift();
+      this.offset = 0;
+    }
+  }
+
+  /** The next `length` bytes (all buffered), consumed. */
+  private take(length: number): Uint8Array {
+    const first = this.chunks[0]!;
+    const start = this.offset;
+    let out: Uint8Array;
+    if (first.byteLength - start >= length) {
+      const view = first.subarray(start, start + length);
+      out = length >= VIEW_MIN_BYTES ? view : view.slice();
+    } else {
+      out = new Uint8Array(length);
+      let filled = 0;
+      let at = start;
+      for (const chunk of this.chunks) {
+        const part = chunk.subarray(at, at + length - filled);
+        out.set(part, filled);
+        filled += part.byteLength;
+        at = 0;
+        if (filled === length) break;
+      }
+    }
+    this.consume(length);
+    return out;
   }
 }
 
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const out = new Uint8Array(a.byteLength + b.byteLength);
-  out.set(a, 0);
-  out.set(b, a.byteLength);
-  return out;
-}
+/** Frames at least this large inside one chunk are handed out as views of it, not copies. */
+const VIEW_MIN_BYTES = 16 * 1024;
 
 function toBytes(data: StreamMessageEvent['data']): Uint8Array {
   return data instanceof Uint8Array ? data : data.subarray();

@@ -1,6 +1,6 @@
 /**
- * The libp2p host: TCP (or in-memory for tests), pnet with the cluster key, noise, yamux, identify,
- * ping, and mDNS only when asked. libp2p 3 never dials the peers it discovers and forgets a peer after
+ * The libp2p host: TCP (or in-memory for tests), the cluster key as a private network
+ * (private-network.ts), noise, yamux, identify, ping, and mDNS only when asked. libp2p 3 never dials the peers it discovers and forgets a peer after
  * a long partition, so this module dials them itself: the lower peer id dials first (the higher one
  * after a grace period) to avoid two connections per pair, and known or static peers are re-dialled
  * after a loss with exponential backoff.
@@ -11,11 +11,9 @@ import { memory } from '@libp2p/memory';
 import { noise } from '@chainsafe/libp2p-noise';
 import { yamux } from '@libp2p/yamux';
 import { installYamuxWindowHysteresis } from './yamux-window.js';
-import { installPnetCipherFix } from './pnet-cipher.js';
 import { identify } from '@libp2p/identify';
 import { ping } from '@libp2p/ping';
 import { mdns } from '@libp2p/mdns';
-import { preSharedKey } from '@libp2p/pnet';
 import { peerIdFromString } from '@libp2p/peer-id';
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr';
 import type { AbortOptions, ComponentLogger, Connection, PeerId, Stream } from '@libp2p/interface';
@@ -23,7 +21,8 @@ import { RbeeError, toRbeeError } from '../shared/errors.js';
 import { createEmitter, type Emitter } from './emitter.js';
 import { raceSignal } from '../shared/abort.js';
 import { createFrameStats, type FrameStats } from './codec.js';
-import { clusterKeyToPsk, loadOrCreatePeerKey } from './keys.js';
+import { loadOrCreatePeerKey } from './keys.js';
+import { privateNetwork } from './private-network.js';
 import { assertMdnsAllowed } from '../shared/mdns-guard.js';
 
 export interface RedialOptions {
@@ -143,8 +142,6 @@ export async function createP2pHost(init: P2pHostInit): Promise<P2pHost> {
 
   // one window update per half window, not per frame (see yamux-window.ts)
   installYamuxWindowHysteresis();
-  // the cluster key's cipher would outgrow its memory and abort long transfers (see pnet-cipher.ts)
-  installPnetCipherFix();
   let libp2p: Libp2p;
   try {
     libp2p = await createLibp2p({
@@ -155,7 +152,7 @@ export async function createP2pHost(init: P2pHostInit): Promise<P2pHost> {
       // a 16 MiB window (the default ceiling) lets a paused reader's buffer pass the 4 MiB abort limit;
       // 1 MiB still fills a LAN link and keeps back-pressure tight
       streamMuxers: [yamux({ streamOptions: { maxStreamWindowSize: 1024 * 1024 } })],
-      connectionProtector: preSharedKey({ psk: clusterKeyToPsk(init.clusterKey) }),
+      connectionProtector: privateNetwork({ key: init.clusterKey }),
       peerDiscovery: init.mdns === true ? [mdns({ interval: init.mdnsIntervalMs ?? 5_000 })] : [],
       // the default (5 per second per host) refuses quick reconnects after a partition heals
       connectionManager: { inboundConnectionThreshold: 100, maxIncomingPendingConnections: 50 },

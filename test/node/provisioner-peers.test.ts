@@ -6,9 +6,11 @@
  * cut transfer on the next holder from the bytes it has, and asks only the hive `from` names. A file
  * of several pieces comes from several holders at once, every piece checked against the holders'
  * piece list: a bad piece is fetched again from another holder, a holder that dies leaves its pieces
- * to the others, and a fetch cut everywhere goes on after a restart with the pieces it has.
+ * to the others, and a fetch cut everywhere goes on after a restart with the pieces it has. A model
+ * downloaded or taken from a peer has its piece list from the pass that checked its sha256.
  */
-import { mkdir, readFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { parseModelRef, type PeerHolder, type PeerNetwork } from '../../src/node/models/index.js';
@@ -34,7 +36,7 @@ const PIECE = 128 * 1024;
 async function holderWithTiny(
   name: string,
   pieceBytes?: number,
-): Promise<{ provisioner: Provisioner; url: string }> {
+): Promise<{ provisioner: Provisioner; url: string; path: string }> {
   const url = `${fx.server.origin}/m/tiny.gguf`;
   fx.server.route('/m/tiny.gguf', serveBytes(fx.tiny));
   const dir = join(fx.dir, name);
@@ -49,7 +51,7 @@ async function holderWithTiny(
   });
   const { model } = await provisioner.ensure(parseModelRef(url));
   expect(model.sha256).toBe(fx.tinySha);
-  return { provisioner, url };
+  return { provisioner, url, path: model.path };
 }
 
 async function collect(chunks: AsyncIterable<Uint8Array>): Promise<Buffer> {
@@ -343,5 +345,43 @@ describe('models from peers (provisioner)', () => {
     // only the pieces missing were fetched
     expect(healthy.reads).toHaveLength(allPieces().length - kept);
     expect((await filesUnder(fx.modelsDir)).filter((f) => f.includes('.partial'))).toEqual([]);
+  });
+});
+
+describe('piece lists from the pass that checks a model', () => {
+  /** The tiny model's piece list, hashed here slice by slice. */
+  const tinyPieces = (pieceBytes: number) => ({
+    pieceBytes,
+    hashes: [...Array(Math.ceil(fx.tiny.length / pieceBytes)).keys()].map((i) =>
+      createHash('sha256')
+        .update(fx.tiny.subarray(i * pieceBytes, (i + 1) * pieceBytes))
+        .digest('hex'),
+    ),
+  });
+  const signal = new AbortController().signal;
+
+  it('a downloaded model has its piece list at once: its hive answers without reading the file again', async () => {
+    const alpha = await holderWithTiny('alpha', PIECE);
+    // the bytes on disk change under the catalog: a list computed from the file now would fail
+    // the sha256 check (CHECKSUM_MISMATCH); the one from the download is the answer
+    await writeFile(alpha.path, Buffer.alloc(fx.tiny.length));
+    expect(await alpha.provisioner.modelPieces(fx.tinySha, { signal })).toEqual(tinyPieces(PIECE));
+  });
+
+  it('a model from one peer, its transfer cut and continued from the bytes it had, has its piece list too', async () => {
+    const alpha = await holderWithTiny('alpha');
+    const gamma = await holderWithTiny('gamma');
+    // cut inside a piece, so the continued transfer re-hashes a prefix that ends mid-piece
+    const cutAfter = 3 * PIECE + 1000;
+    const peers = network([
+      { holder: holderOf('alpha', fx.tiny.length), provisioner: alpha.provisioner, cutAfter },
+      { holder: holderOf('gamma', fx.tiny.length), provisioner: gamma.provisioner },
+    ]);
+    const fetcher = fx.make({ peers: () => peers, pieces: createModelPieces(fx.db), pieceBytes: PIECE });
+    const { model } = await fetcher.ensure(parseModelRef(alpha.url));
+    expect(peers.reads.map((r) => r.offset)).toEqual([0, cutAfter, cutAfter]);
+    await writeFile(model.path, Buffer.alloc(fx.tiny.length));
+    expect(await fetcher.modelPieces(fx.tinySha, { signal })).toEqual(tinyPieces(PIECE));
+    expect(createModelPieces(fx.db).get(fx.tinySha, PIECE)).toEqual(tinyPieces(PIECE));
   });
 });

@@ -65,6 +65,24 @@ describe('FrameDecoder', () => {
     }
   });
 
+  it('reassembles frames of any size from chunks of any size, byte for byte', () => {
+    const bodies = [100_000, 5, 40_000, 1, 300_000, 17_000].map((n, k) =>
+      new Uint8Array(n).map((_, i) => (i * 31 + k) & 0xff),
+    );
+    const stream = Buffer.concat(bodies.map((b) => encodeFrame(b)));
+    // chunks smaller than a frame, about a frame, several frames at once
+    for (const size of [1_000, 65_519, 150_000, stream.byteLength]) {
+      const decoder = new FrameDecoder();
+      const out: Uint8Array[] = [];
+      for (let at = 0; at < stream.byteLength; at += size) {
+        out.push(...decoder.push(stream.subarray(at, at + size)));
+      }
+      expect(out.map((p) => Buffer.from(p.subarray(1)))).toEqual(bodies.map((b) => Buffer.from(b)));
+      expect(out.every((p) => p[0] === 1)).toBe(true);
+      expect(decoder.pendingBytes).toBe(0);
+    }
+  });
+
   it('refuses a length over the limit before buffering the body', () => {
     const decoder = new FrameDecoder(100);
     expect(() => [...decoder.push(Uint8Array.from([0xe5, 0x8e, 0x26]))]).toThrow(/exceeds/);

@@ -2,7 +2,6 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { createStreams, defineStream } from '../../src/p2p/stream.js';
 import { generateClusterKey } from '../../src/p2p/keys.js';
-import { installPnetCipherFix } from '../../src/p2p/pnet-cipher.js';
 import type { P2pHostInit } from '../../src/p2p/host.js';
 import { createScope, memoryHost } from './helpers.js';
 
@@ -59,8 +58,8 @@ async function transfer(init: Partial<P2pHostInit>, size: number, chunks: number
 }
 
 describe('a long stream over the cluster link', () => {
-  // TCP, as between nodes. The cipher's memory is one per process and, once at its ceiling, no
-  // longer grows, so only the first long transfer of a process would show that break-off: it comes first.
+  // TCP, as between nodes. A cluster-key cipher whose memory grew with the bytes sent once broke such
+  // connections off after 45–60 MB: this carries 200 MiB over one connection.
   it('delivers 200 MiB of 128 KiB bytes frames whole and in order, the writer held back by the reader', async () => {
     const result = await transfer({ transport: 'tcp', listen: ['/ip4/127.0.0.1/tcp/0'] }, 128 * 1024, 1600);
     expect(result.misplaced).toBe(0);
@@ -70,8 +69,6 @@ describe('a long stream over the cluster link', () => {
     expect(result.leadBytes).toBeLessThan(4 * MiB);
     // the same connection carried it all: nothing was cut off and re-dialled on the way
     expect(result.sameConnection).toBe(true);
-    // the hosts put it in place; false would mean the cipher library changed shape (pnet-cipher.ts)
-    expect(installPnetCipherFix()).toBe(true);
   });
 
   it('delivers 64 MiB of 16 KiB frames whole, pausing and resuming the stream all the way', async () => {

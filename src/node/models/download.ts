@@ -4,9 +4,10 @@
  * `failureKind`, whether a failure is worth another attempt. It leaves the file in place on
  * failure; the caller owns cleanup, so there is one place that decides what stays on disk.
  */
-import { createHash, type Hash } from 'node:crypto';
 import { open, type FileHandle } from 'node:fs/promises';
 import { RbeeError, toRbeeError } from '../../shared/errors.js';
+import type { PieceList } from '../store/index.js';
+import { createContentHash, type ContentHash } from './content-hash.js';
 import { createProgressMeter, createStallTimer, type StallTimer } from './download-meter.js';
 
 export interface DownloadProgress {
@@ -33,8 +34,8 @@ export interface DownloadResponse {
 export interface DownloadResume {
   /** Bytes already in the file, all of them good. */
   bytes: number;
-  /** sha256 state over exactly those bytes. */
-  hash: Hash;
+  /** sha256 state (and piece hashes) over exactly those bytes. */
+  hash: ContentHash;
   /** Sent as If-Range: a server whose file changed answers 200 with the whole new file. */
   validator: { etag?: string; lastModified?: string };
   /** The whole size the earlier response announced; a 206 that disagrees means another file. */
@@ -50,6 +51,8 @@ export interface DownloadInit {
   /** Fail when no byte arrives for this long (headers included). */
   stallTimeoutMs: number;
   resume?: DownloadResume;
+  /** Piece size of the piece list to hash along (see content-hash.ts); none when absent. */
+  pieceBytes?: number;
   /** The whole file's size from a trusted listing: a server announcing another size fails at once. */
   expectedBytes?: number;
   /** Runs once the headers are in and before the file is opened; may throw (e.g. DISK_FULL). */
@@ -69,6 +72,8 @@ export interface DownloadResult {
   bytes: number;
   /** sha256 of the whole file, including a resumed prefix. */
   sha256: string;
+  /** The file's piece list, hashed in the same pass, when a piece size was asked for. */
+  pieces?: PieceList;
 }
 
 /**
@@ -204,7 +209,7 @@ async function streamBody(
   const { url } = init;
   const { offset, totalBytes } = start;
   const resumed = offset > 0 && init.resume !== undefined;
-  const hash = resumed && init.resume !== undefined ? init.resume.hash : createHash('sha256');
+  const hash = resumed && init.resume !== undefined ? init.resume.hash : createContentHash(init.pieceBytes);
   const progress = createProgressMeter(init, offset, totalBytes);
   const checkpointBytes = init.checkpointBytes ?? 64 * 1024 * 1024;
   let position = offset;
@@ -277,7 +282,7 @@ async function streamBody(
     }
     await sync();
     progress.report(position, true);
-    return { bytes: position, sha256: hash.digest('hex') };
+    return { bytes: position, ...hash.digest() };
   } finally {
     progress.stop();
     await file.close().catch(() => undefined);

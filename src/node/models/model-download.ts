@@ -8,6 +8,7 @@ import { mkdir, open, rename, rm } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
 import { readModelInfo, type ModelInfo } from '../../engine/index.js';
 import { RbeeError, toRbeeError } from '../../shared/errors.js';
+import type { PieceList } from '../store/index.js';
 import { ensureDiskSpace } from './disk-space.js';
 import { failureKind, writeError } from './download.js';
 import { fileSize, pruneEmptyDirs } from './model-files.js';
@@ -36,6 +37,8 @@ export interface DownloadModelInit {
   reserveBytes: number;
   /** Partials being written: added while this runs, so that a sweep leaves them alone. */
   busy: Set<string>;
+  /** Piece size of the piece list hashed along with a model of one file (see content-hash.ts). */
+  pieceBytes?: number;
   emit: (progress: ProvisionProgress) => void;
   signal: AbortSignal;
 }
@@ -45,6 +48,8 @@ export interface DownloadedModel {
   bytes: number;
   /** sha256 of the first file. */
   sha256: string;
+  /** The piece list of a model of one file, when a piece size was asked for. */
+  pieces?: PieceList;
   info: ModelInfo;
 }
 
@@ -72,6 +77,7 @@ export async function downloadModel(init: DownloadModelInit): Promise<Downloaded
 
     let done = 0;
     const hashes: string[] = [];
+    let pieces: PieceList | undefined;
     for (const [i, file] of files.entries()) {
       const partialPath = partials[i] ?? '';
       const name = basename(file.finalPath);
@@ -88,6 +94,8 @@ export async function downloadModel(init: DownloadModelInit): Promise<Downloaded
         },
         retries: init.retries,
         retryDelayMs: init.retryDelayMs,
+        // a split model is not shared between hives: no piece list for its parts
+        ...(init.pieceBytes === undefined || files.length > 1 ? {} : { pieceBytes: init.pieceBytes }),
         beforeWrite: (rest) =>
           ensureDiskSpace({
             dir,
@@ -122,6 +130,7 @@ export async function downloadModel(init: DownloadModelInit): Promise<Downloaded
       });
       done += result.bytes;
       hashes.push(result.sha256);
+      pieces ??= result.pieces;
     }
 
     emit({ phase: 'verifying', bytes: done, totalBytes: done, file: basename(files[0]?.finalPath ?? '') });
@@ -136,7 +145,7 @@ export async function downloadModel(init: DownloadModelInit): Promise<Downloaded
       placed.push(finalPath);
       await rm(sidecarPathOf(partials[i] ?? ''), { force: true });
     }
-    return { bytes: done, sha256: hashes[0] ?? '', info };
+    return { bytes: done, sha256: hashes[0] ?? '', ...(pieces === undefined ? {} : { pieces }), info };
   } catch (error) {
     // Resumable bytes are kept only after a transient failure; anything else leaves nothing.
     const keep = !signal.aborted && failureKind(error) === 'transient' && placed.length === 0;

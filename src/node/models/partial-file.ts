@@ -11,12 +11,12 @@
  * disk, a refusal (4xx), by `sweepPartials` when it has no valid sidecar or is older than the
  * maximum age, and whenever a resume turns out impossible.
  */
-import { createHash, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { z } from 'zod';
 import { toRbeeError } from '../../shared/errors.js';
+import { createContentHash, type ContentHash } from './content-hash.js';
 import { fileSize, listFiles, pruneEmptyDirs } from './model-files.js';
 
 export const PARTIAL_SUFFIX = '.partial';
@@ -70,8 +70,8 @@ export async function discardPartial(partialPath: string): Promise<void> {
 export interface ResumePoint {
   /** Good bytes at the start of the partial; the file has been truncated to exactly this. */
   bytes: number;
-  /** sha256 state over those bytes, so that the final hash still covers the whole file. */
-  hash: Hash;
+  /** sha256 state (and piece hashes) over those bytes, so that the final hash still covers the whole file. */
+  hash: ContentHash;
   sidecar: PartialSidecar;
 }
 
@@ -84,6 +84,8 @@ export async function loadResumePoint(
   partialPath: string,
   url: string,
   signal?: AbortSignal,
+  /** Piece size of the piece list to hash along with the prefix (see content-hash.ts). */
+  pieceBytes?: number,
 ): Promise<ResumePoint | undefined> {
   const sidecar = await readSidecar(partialPath);
   const size = await fileSize(partialPath);
@@ -103,7 +105,7 @@ export async function loadResumePoint(
   // Nothing good to keep: a plain request is simpler than a range from zero.
   if (bytes === 0) return undefined;
   if (size > bytes) await truncate(partialPath, bytes);
-  const hash = createHash('sha256');
+  const hash = createContentHash(pieceBytes);
   try {
     const stream = createReadStream(partialPath, {
       end: bytes - 1,

@@ -17,6 +17,7 @@ import { createReadStream } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { RbeeError, toRbeeError } from '../../shared/errors.js';
 import type { PieceList } from '../store/index.js';
+import { createContentHash } from './content-hash.js';
 import { createProgressMeter, createStallTimer } from './download-meter.js';
 import type { DownloadProgress, DownloadResult } from './download.js';
 import { writeError } from './download.js';
@@ -65,29 +66,12 @@ export async function hashPieces(
   pieceBytes: number,
   signal: AbortSignal,
 ): Promise<{ sha256: string; bytes: number; list: PieceList }> {
-  const whole = createHash('sha256');
-  const hashes: string[] = [];
-  let piece = createHash('sha256');
-  let inPiece = 0;
-  let bytes = 0;
+  const hash = createContentHash(pieceBytes);
   for await (const data of createReadStream(path, { highWaterMark: 1024 * 1024, signal })) {
-    let chunk = data as Buffer;
-    whole.update(chunk);
-    bytes += chunk.byteLength;
-    while (chunk.byteLength > 0) {
-      const take = Math.min(chunk.byteLength, pieceBytes - inPiece);
-      piece.update(chunk.subarray(0, take));
-      inPiece += take;
-      chunk = chunk.subarray(take);
-      if (inPiece === pieceBytes) {
-        hashes.push(piece.digest('hex'));
-        piece = createHash('sha256');
-        inPiece = 0;
-      }
-    }
+    hash.update(data as Buffer);
   }
-  if (inPiece > 0 || hashes.length === 0) hashes.push(piece.digest('hex'));
-  return { sha256: whole.digest('hex'), bytes, list: { pieceBytes, hashes } };
+  const { sha256, pieces } = hash.digest();
+  return { sha256, bytes: hash.bytes, list: pieces ?? { pieceBytes, hashes: [] } };
 }
 
 /**
@@ -172,6 +156,20 @@ export async function fetchPieces(init: FetchPiecesInit): Promise<FetchPiecesRes
     const hash = createHash('sha256');
     const stall = createStallTimer(init.stallTimeoutMs);
     let got = 0;
+    // what arrived is written in blocks, not per frame; a piece cut before its end is fetched
+    // again whole, so what is still pending then is of no use
+    const pending: Uint8Array[] = [];
+    let pendingBytes = 0;
+    const flush = async (): Promise<void> => {
+      if (pendingBytes === 0) return;
+      try {
+        await file.writev(pending, start + got - pendingBytes);
+      } catch (error) {
+        throw writeError(partialPath, error);
+      }
+      pending.length = 0;
+      pendingBytes = 0;
+    };
     inFlight.set(index, 0);
     try {
       try {
@@ -187,13 +185,11 @@ export async function fetchPieces(init: FetchPiecesInit): Promise<FetchPiecesRes
               new RbeeError('DOWNLOAD_FAILED', `hive ${holder.name} sent more than piece ${index} holds`),
             );
           }
-          try {
-            await file.write(chunk, 0, chunk.byteLength, start + got);
-          } catch (error) {
-            throw writeError(partialPath, error);
-          }
+          pending.push(chunk);
+          pendingBytes += chunk.byteLength;
           hash.update(chunk);
           got += chunk.byteLength;
+          if (pendingBytes >= WRITE_BLOCK_BYTES) await flush();
           inFlight.set(index, got);
           reportProgress(false);
         }
@@ -234,6 +230,7 @@ export async function fetchPieces(init: FetchPiecesInit): Promise<FetchPiecesRes
           ),
         );
       }
+      await flush();
       try {
         await file.datasync();
       } catch (error) {
@@ -383,6 +380,9 @@ async function checkedPieces(
   }
   return done;
 }
+
+/** Bytes of a piece received before they are written to the file in one go. */
+const WRITE_BLOCK_BYTES = 1024 * 1024;
 
 /** Errors of the transfer itself (the stream, the peer), as opposed to this machine's disk. */
 function isTransferError(error: unknown): boolean {

@@ -6,9 +6,9 @@
  * on any holder of the same file; the whole file's sha256 is checked against the holder's before
  * the caller lets it into the catalog.
  */
-import { createHash } from 'node:crypto';
 import { open, type FileHandle } from 'node:fs/promises';
 import { RbeeError, toRbeeError } from '../../shared/errors.js';
+import { createContentHash } from './content-hash.js';
 import { writeError } from './download.js';
 import { createProgressMeter, createStallTimer } from './download-meter.js';
 import type { DownloadProgress, DownloadResult } from './download.js';
@@ -91,6 +91,8 @@ export interface FetchFromPeerInit {
   onProgress?: (progress: DownloadProgress) => void;
   /** The file is synced at least every this many bytes. Defaults to 64 MiB. */
   checkpointBytes?: number;
+  /** Piece size of the piece list hashed along with the file (see content-hash.ts). */
+  pieceBytes?: number;
   signal: AbortSignal;
 }
 
@@ -102,11 +104,11 @@ export interface FetchFromPeerInit {
 export async function fetchFromPeer(init: FetchFromPeerInit): Promise<DownloadResult> {
   const { holder, partialPath, signal } = init;
   const key = contentKey(holder.sha256);
-  const point = await loadResumePoint(partialPath, key, signal);
+  const point = await loadResumePoint(partialPath, key, signal, init.pieceBytes);
   // a prefix of another size of file is of no use
   const resumed = point !== undefined && point.sidecar.totalBytes === holder.bytes ? point : undefined;
   if (point !== undefined && resumed === undefined) await discardPartial(partialPath);
-  const hash = resumed?.hash ?? createHash('sha256');
+  const hash = resumed?.hash ?? createContentHash(init.pieceBytes);
   let position = resumed?.bytes ?? 0;
   const from = `hive ${holder.name}`;
 
@@ -132,9 +134,19 @@ export async function fetchFromPeer(init: FetchFromPeerInit): Promise<DownloadRe
     const progress = createProgressMeter(init, position, holder.bytes);
     const checkpointBytes = init.checkpointBytes ?? 64 * 1024 * 1024;
     let synced = position;
+    // chunks are written to the file in blocks: one write per WRITE_BLOCK_BYTES, not per frame
+    const pending: Uint8Array[] = [];
+    let pendingBytes = 0;
+    const flush = async (): Promise<void> => {
+      if (pendingBytes === 0) return;
+      await file.writev(pending, position - pendingBytes);
+      pending.length = 0;
+      pendingBytes = 0;
+    };
     const sync = async (): Promise<void> => {
       stall.clear();
       try {
+        await flush();
         await file.datasync();
         synced = position;
         sidecar = { ...sidecar, durableBytes: position, updatedAt: Date.now() };
@@ -168,13 +180,17 @@ export async function fetchFromPeer(init: FetchFromPeerInit): Promise<DownloadRe
               ),
             );
           }
-          try {
-            await file.write(chunk, 0, chunk.byteLength, position);
-          } catch (error) {
-            throw writeError(partialPath, error);
-          }
+          pending.push(chunk);
+          pendingBytes += chunk.byteLength;
           hash.update(chunk);
           position += chunk.byteLength;
+          if (pendingBytes >= WRITE_BLOCK_BYTES) {
+            try {
+              await flush();
+            } catch (error) {
+              throw writeError(partialPath, error);
+            }
+          }
           progress.report(position, false);
           if (position - synced >= checkpointBytes) await sync();
         }
@@ -216,7 +232,7 @@ export async function fetchFromPeer(init: FetchFromPeerInit): Promise<DownloadRe
     }
   }
 
-  const sha256 = hash.digest('hex');
+  const { sha256, pieces } = hash.digest();
   if (sha256 !== holder.sha256) {
     await discardPartial(partialPath);
     throw markPeerFailure(
@@ -228,8 +244,11 @@ export async function fetchFromPeer(init: FetchFromPeerInit): Promise<DownloadRe
       ),
     );
   }
-  return { bytes: position, sha256 };
+  return { bytes: position, sha256, ...(pieces === undefined ? {} : { pieces }) };
 }
+
+/** Bytes received before they are written to the file in one go. */
+const WRITE_BLOCK_BYTES = 1024 * 1024;
 
 /** Errors of the transfer itself (the stream, the peer), as opposed to this machine's disk. */
 function isTransferError(error: unknown): boolean {

@@ -27,7 +27,6 @@ import { createHfSource } from './hf-source.js';
 import { downloadModel, type ModelFile } from './model-download.js';
 import {
   fileSize,
-  hashFile,
   isInside,
   listFiles,
   modelBytesOnDisk,
@@ -37,7 +36,7 @@ import {
 } from './model-files.js';
 import { discardPartial, partialPathOf, readSidecar, sidecarPathOf, sweepPartials } from './partial-file.js';
 import { ensureDiskSpace } from './disk-space.js';
-import { fetchPieces, hashPieces } from './peer-pieces.js';
+import { fetchPieces, hashPieces, pieceCount } from './peer-pieces.js';
 import {
   fetchFromPeer,
   peerFailure,
@@ -166,8 +165,10 @@ const BAD_PEER_MS = 10 * 60_000;
 /** How long a fetch waits for a holder whose link dropped mid-transfer to be back, and how often it looks. */
 const PEER_BACK_WAIT_MS = 15_000;
 const PEER_BACK_POLL_MS = 250;
-/** Bytes per chunk a model is read in for another hive (each one frame on the wire). */
+/** Bytes per chunk a model is sent in to another hive (each one frame on the wire). */
 const READ_CHUNK_BYTES = 128 * 1024;
+/** Bytes per read of the file for another hive: several chunks, so fewer reads than frames. */
+const READ_BLOCK_BYTES = 8 * READ_CHUNK_BYTES;
 /** Holders one model is fetched from at once, at most. */
 const MAX_PIECE_HOLDERS = 4;
 /** Once one holder answered with its piece list, how long the others have to answer too. */
@@ -339,10 +340,11 @@ export function createProvisioner(init: ProvisionerInit): Provisioner {
         signal,
       });
       emit({ phase: 'verifying', bytes: 0, file: basename(finalPath) });
-      const { bytes, sha256 } = await hashFile(partial, signal);
+      // the piece list comes from the same read as the sha256
+      const { bytes, sha256, list } = await hashPieces(partial, pieceBytes, signal);
       const info = await readModelInfo(partial, { signal });
       info.name = `${info.name.replace(/\s*\(.*\)$/, '')} (${ref.preset}, random weights, for smoke tests)`;
-      return { path: finalPath, bytes, sha256, info, source: 'demo' as const };
+      return { path: finalPath, bytes, sha256, pieces: list, info, source: 'demo' as const };
     });
     return publish(ref, fields, emit);
   }
@@ -364,11 +366,12 @@ export function createProvisioner(init: ProvisionerInit): Provisioner {
       ...(total === undefined ? {} : { totalBytes: total }),
       file: basename(first.finalPath),
     });
-    const { bytes, sha256, info } = await downloadModel({
+    const { bytes, sha256, pieces, info } = await downloadModel({
       files,
       modelsDir,
       fetch: fetchFn,
       headers,
+      pieceBytes,
       stallTimeoutMs,
       retries,
       retryDelayMs,
@@ -379,7 +382,7 @@ export function createProvisioner(init: ProvisionerInit): Provisioner {
     });
     // a transfer from a hive that was cut is of no use any more
     await discardPartial(peerPartialPathOf(first.finalPath));
-    return publish(ref, { path: first.finalPath, bytes, sha256, info, source: 'download' }, emit);
+    return publish(ref, { path: first.finalPath, bytes, sha256, pieces, info, source: 'download' }, emit);
   }
 
   /** For `hf:org/repo[:quant]` without its listing: the file the rule picks among those hives hold. */
@@ -493,11 +496,12 @@ export function createProvisioner(init: ProvisionerInit): Provisioner {
       writing.add(partial);
       try {
         await mkdir(dirname(finalPath), { recursive: true });
-        const { bytes, sha256 } = await fetchFromPeer({
+        const { bytes, sha256, pieces } = await fetchFromPeer({
           peers: network!,
           holder,
           partialPath: partial,
           stallTimeoutMs,
+          pieceBytes: pieceSizeFor(holder.bytes),
           beforeWrite: (rest) => ensureDiskSpace({ dir: dirname(partial), needBytes: rest, reserveBytes }),
           onProgress: downloadingFrom(emit, holder.bytes, file, via),
           signal,
@@ -522,7 +526,7 @@ export function createProvisioner(init: ProvisionerInit): Provisioner {
         await rm(sidecarPathOf(partial), { force: true });
         // a download from the model's own source that was cut is of no use any more
         await discardPartial(partialPathOf(finalPath));
-        return await publish(ref, { path: finalPath, bytes, sha256, info, source: 'download' }, emit);
+        return await publish(ref, { path: finalPath, bytes, sha256, pieces, info, source: 'download' }, emit);
       } catch (error) {
         const kind = peerFailure(error);
         if (signal.aborted || kind === undefined) {
@@ -638,10 +642,15 @@ export function createProvisioner(init: ProvisionerInit): Provisioner {
       await rename(partial, finalPath);
       await rm(sidecarPathOf(partial), { force: true });
       await discardPartial(partialPathOf(finalPath));
-      // this hive holds the file now, and its pieces are known
-      pieceStore.put(sha256, { pieceBytes: list.pieceBytes, hashes: list.hashes });
+      // this hive holds the file now, and its pieces are known (the holders' piece size, kept so
+      // that the holders of a file agree)
+      const pieces = { pieceBytes: list.pieceBytes, hashes: list.hashes };
       return {
-        result: await publish(ref, { path: finalPath, bytes, sha256, info, source: 'download' }, emit),
+        result: await publish(
+          ref,
+          { path: finalPath, bytes, sha256, pieces, info, source: 'download' },
+          emit,
+        ),
         failed,
         cut,
         headway: true,
@@ -783,6 +792,8 @@ export function createProvisioner(init: ProvisionerInit): Provisioner {
     path: string;
     bytes: number;
     sha256: string | null;
+    /** The file's piece list, from the pass that checked its sha256. */
+    pieces?: PieceList | undefined;
     info: ModelInfo;
     source: ModelSource;
   }
@@ -805,6 +816,10 @@ export function createProvisioner(init: ProvisionerInit): Provisioner {
       lastUsedAt: at,
       source: fields.source,
     };
+    // known before the catalog lists the file, so that a hive asking for them is answered at once
+    if (fields.sha256 !== null && fields.pieces !== undefined && fitsPieces(fields.pieces, fields.bytes)) {
+      pieceStore.put(fields.sha256, fields.pieces);
+    }
     try {
       catalog.upsert(row);
     } catch (error) {
@@ -913,11 +928,17 @@ export function createProvisioner(init: ProvisionerInit): Provisioner {
         const stream = createReadStream(row.path, {
           start: offset,
           end: end - 1,
-          highWaterMark: READ_CHUNK_BYTES,
+          highWaterMark: READ_BLOCK_BYTES,
           signal: AbortSignal.any([signal, controller.signal]),
         });
         try {
-          for await (const chunk of stream) yield chunk as Buffer;
+          for await (const block of stream) {
+            const data = block as Buffer;
+            for (let at = 0; at < data.byteLength; at += READ_CHUNK_BYTES) {
+              if (controller.signal.aborted) break;
+              yield data.subarray(at, at + READ_CHUNK_BYTES);
+            }
+          }
         } catch (error) {
           if (controller.signal.aborted) throw toRbeeError(controller.signal.reason);
           throw toRbeeError(error, 'MODEL_NOT_FOUND');
@@ -946,6 +967,13 @@ export function createProvisioner(init: ProvisionerInit): Provisioner {
   function pieceSizeFor(bytes: number): number {
     const least = Math.ceil(bytes / MAX_MODEL_PIECES);
     return least <= pieceBytes ? pieceBytes : Math.ceil(least / 2 ** 20) * 2 ** 20;
+  }
+
+  /** A list whose pieces cover a file of `bytes` (one of another size, or of a split model, would not). */
+  function fitsPieces(list: PieceList, bytes: number): boolean {
+    return (
+      list.hashes.length === pieceCount(bytes, list.pieceBytes) && list.hashes.length <= MAX_MODEL_PIECES
+    );
   }
 
   async function computePieces(sha256: string): Promise<PieceList> {

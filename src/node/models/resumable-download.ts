@@ -49,6 +49,8 @@ export interface FetchFileInit {
   onProgress?: (progress: DownloadProgress) => void;
   onRetry?: (info: RetryInfo) => void;
   checkpointBytes?: number;
+  /** Piece size of the piece list hashed along with the file (see content-hash.ts). */
+  pieceBytes?: number;
   signal: AbortSignal;
 }
 
@@ -62,11 +64,11 @@ export async function fetchFile(init: FetchFileInit): Promise<DownloadResult> {
     let result: DownloadResult;
     let reached = 0;
     try {
-      const point = await loadResumePoint(partialPath, url, signal);
+      const point = await loadResumePoint(partialPath, url, signal, init.pieceBytes);
       const whole = init.expected?.bytes ?? point?.sidecar.totalBytes;
       if (point !== undefined && whole !== undefined && point.bytes === whole) {
         // An earlier run finished this file (a part of a split model whose sibling failed).
-        result = { bytes: point.bytes, sha256: point.hash.digest('hex') };
+        result = { bytes: point.bytes, ...point.hash.digest() };
         if (init.expected?.sha256 !== undefined && result.sha256 !== init.expected.sha256) {
           // Not what the listing says now (the repo changed since, or the bytes rotted): fetch anew.
           await discardPartial(partialPath);
@@ -93,6 +95,7 @@ export async function fetchFile(init: FetchFileInit): Promise<DownloadResult> {
                 },
               }),
           ...(init.checkpointBytes === undefined ? {} : { checkpointBytes: init.checkpointBytes }),
+          ...(init.pieceBytes === undefined ? {} : { pieceBytes: init.pieceBytes }),
           onResponse: async (response) => {
             const rest =
               response.totalBytes === undefined ? undefined : response.totalBytes - response.offset;
