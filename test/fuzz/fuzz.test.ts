@@ -26,10 +26,10 @@ import type { P2pHost } from '../../src/p2p/host.js';
 import { createScope, hostPair } from '../p2p/helpers.js';
 
 /**
- * Cases per property: 10,000 each (a p2p case costs ~3 ms: noise and pnet encrypt every message in
- * JS, and a case that ends its stream costs a new one at ~5 ms; an HTTP case ~1–2 ms), about 100 s
- * for the file on a loaded 2-core machine. RBEE_FUZZ_SCALE=10 runs ten times as many, for a deeper
- * search by hand.
+ * Cases per property: 10,000 each (a p2p case costs ~3 ms: every message passes the cluster key's
+ * cipher, noise and yamux, and a case that ends its stream costs a new one at ~5 ms; an HTTP case
+ * ~1–2 ms), about 100 s for the file on a loaded 2-core machine. RBEE_FUZZ_SCALE=10 runs ten times as
+ * many, for a deeper search by hand.
  */
 const SCALE = Number(process.env.RBEE_FUZZ_SCALE ?? '1');
 // a property of 10,000 p2p cases can take over the suite's default minute on a loaded machine
