@@ -123,6 +123,14 @@ export function createEngineBuilds(init: EngineBuildsInit): EngineBuilds {
   /** Why no idle build is due (notDue), as of the last check: what the view says meanwhile. */
   let due: string | undefined = 'not checked yet';
   let attempt: Attempt | undefined;
+  /** What every run of the fix here shares: this node's paths and threads, the test hook. */
+  const fixOf = (trigger: FixTrigger) => ({
+    decisionPath: init.decisionPath,
+    engineDir: init.engineDir,
+    threads: init.threads,
+    trigger,
+    ...(init.testBuildMs === undefined ? {} : { testBuildMs: init.testBuildMs }),
+  });
 
   const readAttempt = (): Attempt | undefined => {
     try {
@@ -267,15 +275,11 @@ export function createEngineBuilds(init: EngineBuildsInit): EngineBuilds {
     );
     init.onChange();
     const outcome = runEngineFix({
-      decisionPath: init.decisionPath,
-      engineDir: init.engineDir,
-      threads: init.threads,
-      trigger: 'idle',
+      ...fixOf('idle'),
       onProgress: (text, progress) => {
         progressed(progress);
         init.narrate(`native build: ${text}`);
       },
-      ...(init.testBuildMs === undefined ? {} : { testBuildMs: init.testBuildMs }),
     });
     settle(outcome);
   }
@@ -336,17 +340,13 @@ export function createEngineBuilds(init: EngineBuildsInit): EngineBuilds {
       ended = undefined;
       init.onChange();
       const outcome = runEngineFix({
-        decisionPath: init.decisionPath,
-        engineDir: init.engineDir,
-        threads: init.threads,
-        trigger: 'doctor',
+        ...fixOf('doctor'),
         ...(options.presets === undefined ? {} : { presets: options.presets }),
         ...(options.signal === undefined ? {} : { signal: options.signal }),
         onProgress: (text, progress) => {
           progressed(progress);
           onProgress?.(text);
         },
-        ...(init.testBuildMs === undefined ? {} : { testBuildMs: init.testBuildMs }),
       });
       settle(outcome);
       return outcome;

@@ -148,8 +148,11 @@ export function createJobStore(db: Database, options: JobStoreOptions = {}): Job
     queued.push(write);
     timer ??= setTimeout(flush, writeDelayMs).unref();
   };
-  /** A read: what is queued is written first. */
-  const read = <T>(query: () => T): T => {
+  /**
+   * A statement that runs now (a read, a restart's sweep, a prune): what is queued is written first,
+   * so it sees or follows every record made before it.
+   */
+  const afterQueued = <T>(query: () => T): T => {
     flush();
     return query();
   };
@@ -218,19 +221,19 @@ export function createJobStore(db: Database, options: JobStoreOptions = {}): Job
         ),
       ),
     get: (id) =>
-      read(() => {
+      afterQueued(() => {
         const found = selectOne.get(id);
         return found === undefined ? undefined : row(found);
       }),
     list: (options = {}) =>
-      read(() =>
+      afterQueued(() =>
         (options.owner === undefined
           ? selectMany.all(options.limit ?? 100)
           : selectOwned.all(options.owner, options.limit ?? 100)
         ).map(row),
       ),
     find: (prefix, options = {}) =>
-      read(() => {
+      afterQueued(() => {
         const upper = `${prefix}\u{10FFFF}`;
         const limit = options.limit ?? 11;
         return (
@@ -239,9 +242,9 @@ export function createJobStore(db: Database, options: JobStoreOptions = {}): Job
             : selectPrefixOwned.all(prefix, upper, options.owner, limit)
         ).map(row);
       }),
-    recentDone: (limit) => read(() => selectDone.all(limit).map(row)),
-    failUnfinished: (reason, at) => read(() => failAll.run(at, reason.code, reason.message).changes),
-    prune: (keep) => read(() => pruneOld.run(keep).changes),
+    recentDone: (limit) => afterQueued(() => selectDone.all(limit).map(row)),
+    failUnfinished: (reason, at) => afterQueued(() => failAll.run(at, reason.code, reason.message).changes),
+    prune: (keep) => afterQueued(() => pruneOld.run(keep).changes),
     flush,
   };
 }
