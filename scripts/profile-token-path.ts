@@ -8,7 +8,8 @@
  *   (completion) `LlamaCompletion.generateCompletionWithMeta` with onToken and onTextChunk, as
  *                rbee's worker calls it (stop triggers, incremental detokenising, text segmentation)
  *   (slot pool)  rbee's own slot pool (src/engine/worker/slot-pool.ts, run-generation.ts) in this
- *                process: the worker's generation path short of its IPC channel
+ *                process: the worker's generation path short of its IPC channel — for this plain
+ *                request on a one-sequence context, rbee's own token loop (token-loop.ts)
  *
  * For each: wall time per token, and the CPU the main thread spends per token (from
  * /proc/self/task/<pid>/schedstat). Generation is serial — JS prepares a batch, a libuv thread

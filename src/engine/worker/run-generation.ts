@@ -17,6 +17,7 @@ import { RbeeError } from '../../shared/errors.js';
 import type { FinishReason, TokenLogprob, Usage } from '../../shared/wire.js';
 import type { GenerateRequest } from '../types.js';
 import type { PreparedPrompt } from './prompt.js';
+import { tokenLoopFor } from './token-loop.js';
 
 export interface GenerationResult {
   finishReason: FinishReason;
@@ -62,10 +63,6 @@ export async function runGeneration(options: RunGenerationOptions): Promise<Gene
   let completionTokens = 0;
   let firstTokenAt: number | undefined;
   let lastTokenAt = 0;
-  // A continued answer's first text is detokenized without the tokens before it, which drops a
-  // SentencePiece token's leading space: that chunk is detokenized again with them.
-  const continued = (request.continueTokens ?? []) as Token[];
-  let firstChunkTokens: Token[] | undefined = continued.length > 0 ? [] : undefined;
   const recorder =
     options.onLogprobs === undefined || request.logprobs === undefined
       ? undefined
@@ -79,6 +76,10 @@ export async function runGeneration(options: RunGenerationOptions): Promise<Gene
     completionTokens += tokens.length;
     options.onTokens(tokens);
   };
+  // A continued answer's first text is detokenized without the tokens before it, which drops a
+  // SentencePiece token's leading space: that chunk is detokenized again with them.
+  let continued = (request.continueTokens ?? []) as Token[];
+  let firstChunkTokens: Token[] | undefined;
   const onTextChunk = (chunk: string): void => {
     let text = chunk;
     if (firstChunkTokens !== undefined) {
@@ -99,6 +100,37 @@ export async function runGeneration(options: RunGenerationOptions): Promise<Gene
   const cachedPromptTokens = sequence.nextTokenIndex;
   options.onPrompt?.({ promptTokens: tokens.length, cachedPromptTokens });
 
+  const maxTokens = request.maxTokens ?? sequence.contextSize;
+  const tokenBias = tokenBiasOf(sequence, request);
+  // The plain request runs on rbee's own token loop (token-loop.ts); the rest, and an answer that
+  // outgrows the context, on LlamaCompletion.
+  let generatedByLoop: Token[] = [];
+  const loop = tokenLoopFor(sequence, request, prompt, options.grammar !== undefined);
+  if (loop !== undefined) {
+    const end = await loop.run({
+      cached: cachedPromptTokens,
+      maxTokens,
+      signal,
+      emit: (text, emitted) => {
+        onToken(emitted);
+        if (text !== '') options.onText(text);
+      },
+    });
+    if (end.kind === 'finished') {
+      return resultOf(options, {
+        finishReason: signal.aborted ? 'cancelled' : end.reason === 'maxTokens' ? 'length' : 'stop',
+        completionTokens,
+        cachedPromptTokens,
+        firstTokenAt,
+        lastTokenAt,
+        stopSequence: end.stopText,
+      });
+    }
+    generatedByLoop = end.generated;
+    continued = [...continued, ...generatedByLoop];
+  }
+  if (continued.length > 0) firstChunkTokens = [];
+
   // One token-exact path for chat, raw prompts and continuing any answer: the prompt's tokens (a
   // chat's through its template, up to the answer), then the tokens generated so far, as one
   // completion. A job moved to another worker mid-stream then goes on exactly where it was: its
@@ -108,7 +140,7 @@ export async function runGeneration(options: RunGenerationOptions): Promise<Gene
   let stopReason: LlamaCompletionResponse['metadata']['stopReason'];
   let stopSequence: string | undefined;
   try {
-    const response = await completion.generateCompletionWithMeta(prompt.input, {
+    const response = await completion.generateCompletionWithMeta([...prompt.input, ...generatedByLoop], {
       onTextChunk,
       onToken,
       signal,
@@ -116,7 +148,7 @@ export async function runGeneration(options: RunGenerationOptions): Promise<Gene
       // the same path as a finished one.
       stopOnAbortSignal: true,
       // Without a bound a model that never emits EOS would generate forever (context shifts keep going).
-      maxTokens: request.maxTokens ?? sequence.contextSize,
+      maxTokens: maxTokens - generatedByLoop.length,
       temperature: request.temperature,
       topP: request.topP,
       topK: request.topK,
@@ -125,7 +157,7 @@ export async function runGeneration(options: RunGenerationOptions): Promise<Gene
       customStopTriggers: [...(request.stop ?? []), ...prompt.stopTriggers],
       repeatPenalty: repeatPenaltyOf(request),
       grammar: options.grammar,
-      tokenBias: tokenBiasOf(sequence, request),
+      tokenBias,
     });
     stopReason = response.metadata.stopReason;
     if (response.metadata.stopReason === 'customStopTrigger') {
@@ -137,20 +169,45 @@ export async function runGeneration(options: RunGenerationOptions): Promise<Gene
     recorder?.dispose();
     completion.dispose({ disposeSequence: false });
   }
-
-  const end = performance.now();
-  const first = firstTokenAt ?? end;
-  return {
+  return resultOf(options, {
     finishReason: signal.aborted ? 'cancelled' : toFinishReason(stopReason),
+    completionTokens,
+    cachedPromptTokens,
+    firstTokenAt,
+    lastTokenAt,
+    stopSequence,
+  });
+}
+
+function resultOf(
+  options: RunGenerationOptions,
+  run: {
+    finishReason: FinishReason;
+    completionTokens: number;
+    cachedPromptTokens: number;
+    firstTokenAt: number | undefined;
+    lastTokenAt: number;
+    stopSequence: string | undefined;
+  },
+): GenerationResult {
+  const end = performance.now();
+  const first = run.firstTokenAt ?? end;
+  const { completionTokens, stopSequence } = run;
+  return {
+    finishReason: run.finishReason,
     // the whole prompt, as clients count it; the part that was already in the cache besides
-    usage: { promptTokens: tokens.length, completionTokens, cachedPromptTokens },
+    usage: {
+      promptTokens: options.prompt.sequenceTokens.length,
+      completionTokens,
+      cachedPromptTokens: run.cachedPromptTokens,
+    },
     timeToFirstTokenMs: first - options.receivedAt,
     // From the first token to the last: the first token's latency is time to first token's business.
     tokensPerSecond:
-      completionTokens > 1 && lastTokenAt > first
-        ? ((completionTokens - 1) * 1000) / (lastTokenAt - first)
+      completionTokens > 1 && run.lastTokenAt > first
+        ? ((completionTokens - 1) * 1000) / (run.lastTokenAt - first)
         : 0,
-    ...(stopSequence === undefined || signal.aborted ? {} : { stopSequence }),
+    ...(stopSequence === undefined || run.finishReason === 'cancelled' ? {} : { stopSequence }),
   };
 }
 

@@ -1,0 +1,371 @@
+/**
+ * The worker's own token loop: one generation step per token straight on node-llama-cpp's native
+ * context — queue the token, decode, sample — without the library's evaluate generator.
+ *
+ * node-llama-cpp's lowest public generation API (`LlamaContextSequence.evaluate`, under
+ * LlamaCompletion) spends 300–400 µs of main-thread JavaScript per token on its generic machinery
+ * (batch dispatcher, locks, generator resumption, the sampler's settings rebuilt per token); the
+ * same two native calls made directly cost about a third of that (docs/benchmarks.md, "Where a
+ * token's time goes"). On a small model that is noise; on a tiny model, or a GPU streaming
+ * hundreds of tokens a second, it is a third of the speed.
+ *
+ * The loop serves the plain request — no grammar, no log probabilities, no penalties — on a context
+ * of one sequence (a worker's default: a second sequence would share the native batch with
+ * node-llama-cpp's own dispatcher). Everything else goes through LlamaCompletion, as does the rest
+ * of an answer that outgrows the context (its context shift): `tokenLoopFor` says which. It reaches
+ * node-llama-cpp's internals, pinned to the exact version in package.json; if they are not what it
+ * expects, `tokenLoopFor` answers undefined and LlamaCompletion serves everything.
+ *
+ * Text comes out as LlamaCompletion gives it: detokenized with the tokens before it (SentencePiece
+ * leading spaces), an incomplete UTF-8 character held until the token that completes it, stop
+ * strings matched across tokens and the tokens whose text might begin one held back until it is
+ * clear; the template's stop tokens and end-of-generation tokens end the answer unseen.
+ */
+import {
+  SpecialToken,
+  SpecialTokensText,
+  type LlamaContextSequence,
+  type LlamaText,
+  type Token,
+} from 'node-llama-cpp';
+import type { GenerateRequest } from '../types.js';
+import type { PreparedPrompt } from './prompt.js';
+
+/** node-llama-cpp's native context (AddonContext), as far as the loop uses it. */
+interface NativeContext {
+  initBatch(size: number): void;
+  addToBatch(
+    sequenceId: number,
+    firstTokenIndex: number,
+    tokens: Uint32Array,
+    logitIndexes: Uint32Array,
+  ): Uint32Array;
+  decodeBatch(): Promise<void>;
+  sampleToken(batchLogitIndex: number, sampler: NativeSampler): Promise<number>;
+}
+
+/** node-llama-cpp's native sampler chain (AddonSampler). */
+interface NativeSampler {
+  applyConfig(config: Record<string, unknown>): void;
+  dispose(): void;
+}
+
+/** What the loop needs from under node-llama-cpp's classes. */
+interface Internals {
+  native: NativeContext;
+  sequenceId: number;
+  batchSize: number;
+  createSampler(): NativeSampler;
+  /** Holds off the context's disposal while native calls may run. */
+  preventDisposal(): { dispose(): void };
+  /** Tells the sequence what its cache holds after the loop wrote to it behind its back. */
+  setContents(tokens: Token[]): void;
+}
+
+function internalsOf(sequence: LlamaContextSequence): Internals | undefined {
+  const seq = sequence as unknown as {
+    _sequenceId?: unknown;
+    _contextTokens?: unknown;
+    _nextTokenIndex?: unknown;
+    _context?: {
+      _ctx?: Partial<NativeContext>;
+      _batchSize?: unknown;
+      _backendContextDisposeGuard?: { createPreventDisposalHandle?: () => { dispose(): void } };
+      _llama?: { _bindings?: { AddonSampler?: new (model: unknown) => NativeSampler } };
+    };
+  };
+  const context = seq._context;
+  const native = context?._ctx;
+  const guard = context?._backendContextDisposeGuard;
+  const Sampler = context?._llama?._bindings?.AddonSampler;
+  const model = (sequence.model as unknown as { _model?: unknown })._model;
+  if (
+    typeof seq._sequenceId !== 'number' ||
+    !Array.isArray(seq._contextTokens) ||
+    typeof seq._nextTokenIndex !== 'number' ||
+    typeof context?._batchSize !== 'number' ||
+    typeof native?.initBatch !== 'function' ||
+    typeof native.addToBatch !== 'function' ||
+    typeof native.decodeBatch !== 'function' ||
+    typeof native.sampleToken !== 'function' ||
+    typeof guard?.createPreventDisposalHandle !== 'function' ||
+    typeof Sampler !== 'function' ||
+    model === undefined
+  ) {
+    return undefined;
+  }
+  const sequenceId = seq._sequenceId;
+  return {
+    native: native as NativeContext,
+    sequenceId,
+    batchSize: context._batchSize,
+    createSampler: () => new Sampler(model),
+    preventDisposal: () => guard.createPreventDisposalHandle!(),
+    setContents(tokens) {
+      seq._contextTokens = tokens;
+      seq._nextTokenIndex = tokens.length;
+    },
+  };
+}
+
+/** Where the loop stopped. */
+export type TokenLoopEnd =
+  | { kind: 'finished'; reason: 'eog' | 'stop' | 'maxTokens' | 'abort'; stopText?: string }
+  /**
+   * The context is full: the answer goes on through LlamaCompletion (it shifts the context), from
+   * the prompt and `generated`, every token sampled so far (all but the last in the cache).
+   */
+  | { kind: 'contextFull'; generated: Token[] };
+
+export interface TokenLoopRun {
+  /** Tokens the sequence's cache already holds of prompt.sequenceTokens (after any reuse). */
+  cached: number;
+  maxTokens: number;
+  signal: AbortSignal;
+  /** Text as it becomes final, with the generated tokens it covers. */
+  emit: (text: string, tokens: Token[]) => void;
+}
+
+export interface TokenLoop {
+  run(options: TokenLoopRun): Promise<TokenLoopEnd>;
+}
+
+/** A stop: a request's or the template's text, or a token of the template's. */
+interface Stops {
+  texts: { text: string; requested: boolean }[];
+  tokens: Set<number>;
+}
+
+/**
+ * The loop for this request on this sequence, or undefined where LlamaCompletion must serve it
+ * (see the top of this file).
+ */
+export function tokenLoopFor(
+  sequence: LlamaContextSequence,
+  request: GenerateRequest,
+  prompt: PreparedPrompt,
+  constrained: boolean,
+): TokenLoop | undefined {
+  if (constrained || request.logprobs !== undefined) return undefined;
+  if (
+    request.repeatPenalty !== undefined ||
+    request.presencePenalty !== undefined ||
+    request.frequencyPenalty !== undefined
+  ) {
+    return undefined;
+  }
+  if (sequence.context.totalSequences !== 1 || sequence.needsCheckpoints) return undefined;
+  const internals = internalsOf(sequence);
+  const stops = stopsOf(sequence, request, prompt.stopTriggers);
+  if (internals === undefined || stops === undefined) return undefined;
+  return { run: (options) => runLoop(sequence, internals, request, prompt, stops, options) };
+}
+
+function stopsOf(
+  sequence: LlamaContextSequence,
+  request: GenerateRequest,
+  triggers: readonly LlamaText[],
+): Stops | undefined {
+  const stops: Stops = {
+    texts: (request.stop ?? []).map((text) => ({ text, requested: true })),
+    tokens: new Set(),
+  };
+  const tokenizer = sequence.model.tokenizer;
+  for (const trigger of triggers) {
+    const parts: (string | Token)[] = [];
+    for (const value of trigger.values) {
+      const resolved =
+        typeof value === 'string'
+          ? [value]
+          : value instanceof SpecialToken
+            ? value.tokenize(tokenizer)
+            : value instanceof SpecialTokensText
+              ? value.tokenizeSpecialTokensOnly(tokenizer)
+              : undefined;
+      if (resolved === undefined) return undefined;
+      for (const part of resolved) {
+        const last = parts.at(-1);
+        if (typeof part === 'string' && typeof last === 'string') parts[parts.length - 1] = last + part;
+        else if (part !== '') parts.push(part);
+      }
+    }
+    const [only, ...more] = parts;
+    if (only === undefined || more.length > 0) return undefined; // text and tokens mixed: LlamaCompletion's
+    if (typeof only === 'string') stops.texts.push({ text: only, requested: false });
+    else stops.tokens.add(only);
+  }
+  return stops;
+}
+
+/** U+FFFD: what a token ending inside a UTF-8 character detokenizes to. */
+const INCOMPLETE = '\uFFFD';
+/** A UTF-8 character spans at most 4 byte tokens. */
+const MAX_INCOMPLETE_TOKENS = 4;
+
+async function runLoop(
+  sequence: LlamaContextSequence,
+  internals: Internals,
+  request: GenerateRequest,
+  prompt: PreparedPrompt,
+  stops: Stops,
+  options: TokenLoopRun,
+): Promise<TokenLoopEnd> {
+  const { native, sequenceId, batchSize } = internals;
+  const model = sequence.model;
+  const contextSize = sequence.contextSize;
+  const contents = prompt.sequenceTokens.slice(0, options.cached);
+  const generated: Token[] = [];
+  /** Generated tokens whose text is not out yet, and that text. */
+  let heldTokens: Token[] = [];
+  let heldText = '';
+  /** Where each held token's text ends in heldText (a token inside a UTF-8 character: where its character ends). */
+  let heldEnds: number[] = [];
+  /** Tokens whose text ends inside a UTF-8 character. */
+  let incomplete: Token[] = [];
+
+  /** Out with whatever is held: the answer ends, or goes on elsewhere, without a stop. */
+  const flush = (): void => {
+    const text = heldText + (incomplete.length > 0 ? textOf(incomplete) : '');
+    if (text !== '' || heldTokens.length > 0) options.emit(text, heldTokens);
+    heldText = '';
+    heldTokens = [];
+    heldEnds = [];
+    incomplete = [];
+  };
+  /**
+   * Text of the newest generated tokens, read after the answer's tokens before them (a continued
+   * answer's included) as LlamaCompletion reads them: the answer's first token is read alone, which
+   * drops a SentencePiece leading space there, on either path.
+   */
+  const continued = (request.continueTokens ?? []) as Token[];
+  const textOf = (tokens: Token[]): string => {
+    const start = generated.length - tokens.length;
+    const before = generated.slice(Math.max(0, start - 3), start);
+    if (before.length < 3 && continued.length > 0) before.unshift(...continued.slice(before.length - 3));
+    return model.detokenize(tokens, false, before);
+  };
+
+  const sampler = internals.createSampler();
+  sampler.applyConfig(samplerConfig(sequence, request));
+  const guard = internals.preventDisposal();
+  const logitIndex = new Uint32Array(1);
+  const one = new Uint32Array(1);
+  try {
+    // the prompt's tokens the cache does not hold, a batch at a time; logits for the last one only
+    let pending: Token[] = prompt.sequenceTokens.slice(options.cached);
+    let batchLogit = 0;
+    for (;;) {
+      if (contents.length + pending.length > contextSize - 1) {
+        flush();
+        return { kind: 'contextFull', generated };
+      }
+      for (let start = 0; start < pending.length; start += batchSize) {
+        if (options.signal.aborted) return { kind: 'finished', reason: 'abort' };
+        const part = pending.length === 1 ? pending : pending.slice(start, start + batchSize);
+        const last = start + part.length === pending.length;
+        native.initBatch(part.length);
+        logitIndex[0] = part.length - 1;
+        if (part.length === 1) one[0] = part[0]!;
+        const indexes = native.addToBatch(
+          sequenceId,
+          contents.length,
+          part.length === 1 ? one : Uint32Array.from(part),
+          last ? logitIndex : EMPTY,
+        );
+        await native.decodeBatch();
+        for (const token of part) contents.push(token);
+        if (last) batchLogit = indexes[0]!;
+      }
+      if (options.signal.aborted) return { kind: 'finished', reason: 'abort' };
+      const token = (await native.sampleToken(batchLogit, sampler)) as Token;
+      if (token === -1 || stops.tokens.has(token) || model.isEogToken(token)) {
+        flush();
+        return { kind: 'finished', reason: token === -1 || !stops.tokens.has(token) ? 'eog' : 'stop' };
+      }
+      generated.push(token);
+      heldTokens.push(token);
+      incomplete.push(token);
+      const text = textOf(incomplete);
+      // a character still incomplete waits for the token that completes it
+      if (!text.endsWith(INCOMPLETE) || incomplete.length >= MAX_INCOMPLETE_TOKENS) {
+        heldText += text;
+        for (let i = 0; i < incomplete.length; i++) heldEnds.push(heldText.length);
+        incomplete = [];
+        const stop = firstStop(heldText, stops);
+        if (stop !== undefined) {
+          // everything before the stop, with the tokens whose text lies wholly before it
+          const before = heldTokens.filter((_, i) => heldEnds[i]! <= stop.at);
+          if (stop.at > 0 || before.length > 0) options.emit(heldText.slice(0, stop.at), before);
+          return { kind: 'finished', reason: 'stop', ...(stop.requested ? { stopText: stop.text } : {}) };
+        }
+        if (!mayBeginStop(heldText, stops)) {
+          options.emit(heldText, heldTokens);
+          heldText = '';
+          heldTokens = [];
+          heldEnds = [];
+        }
+      }
+      if (generated.length >= options.maxTokens) {
+        flush();
+        return { kind: 'finished', reason: 'maxTokens' };
+      }
+      pending = [token];
+    }
+  } finally {
+    guard.dispose();
+    sampler.dispose();
+    internals.setContents(contents);
+  }
+}
+
+const EMPTY = new Uint32Array(0);
+
+/** The earliest stop text in `text`. */
+function firstStop(text: string, stops: Stops): { at: number; text: string; requested: boolean } | undefined {
+  let first: { at: number; text: string; requested: boolean } | undefined;
+  for (const stop of stops.texts) {
+    const at = text.indexOf(stop.text);
+    if (at >= 0 && (first === undefined || at < first.at)) first = { at, ...stop };
+  }
+  return first;
+}
+
+/** Whether `text` ends with the beginning of a stop text (more tokens decide). */
+function mayBeginStop(text: string, stops: Stops): boolean {
+  for (const { text: stop } of stops.texts) {
+    for (let n = Math.min(stop.length - 1, text.length); n > 0; n--) {
+      if (text.endsWith(stop.slice(0, n))) return true;
+    }
+  }
+  return false;
+}
+
+/**
+ * The sampler chain's settings, as node-llama-cpp's evaluate resolves them from the same request
+ * (LlamaContextSequence._resolveSamplerConfig): its defaults, a seed of the current second when
+ * none is given, logit biases on end-of-generation tokens ignored. Applied once per generation on
+ * a sampler of its own, so a seed gives the same answer every time.
+ */
+function samplerConfig(sequence: LlamaContextSequence, request: GenerateRequest): Record<string, unknown> {
+  const config: Record<string, unknown> = {
+    temperature: request.temperature ?? 0,
+    minP: request.minP ?? 0,
+    topK: request.topK ?? 40,
+    topP: request.topP ?? 0.95,
+    seed: request.seed ?? Math.floor(Date.now() / 1000),
+    repeatPenaltyMaxTokens: 64,
+  };
+  const keys: number[] = [];
+  const values: number[] = [];
+  for (const [id, bias] of Object.entries(request.logitBias ?? {})) {
+    const token = Number(id) as Token;
+    if (sequence.model.isEogToken(token)) continue;
+    keys.push(token);
+    values.push(bias <= -100 ? -Infinity : bias);
+  }
+  if (keys.length > 0) {
+    config.tokenBiasKeys = Uint32Array.from(keys);
+    config.tokenBiasValues = Float32Array.from(values);
+  }
+  return config;
+}

@@ -1,0 +1,273 @@
+/**
+ * rbee's own token loop (src/engine/worker/token-loop.ts) against node-llama-cpp's LlamaCompletion,
+ * the path it replaces for plain requests: the same model, the same prompt tokens, the same
+ * sampling settings must give the same text, the same tokens and the same end, and the sequence
+ * must know what its cache holds afterwards (the next request reuses it).
+ */
+import {
+  getLlama,
+  LlamaCompletion,
+  LlamaLogLevel,
+  resolveChatWrapper,
+  TokenBias,
+  type LlamaContext,
+  type LlamaContextSequence,
+  type LlamaModel,
+  type Token,
+} from 'node-llama-cpp';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { GenerateRequest } from '../../src/engine/types.js';
+import { preparePrompt } from '../../src/engine/worker/prompt.js';
+import { runGeneration, type GenerationResult } from '../../src/engine/worker/run-generation.js';
+import { tokenLoopFor } from '../../src/engine/worker/token-loop.js';
+import { tinyModelPath } from '../helpers/tiny-model.js';
+
+let model: LlamaModel;
+let loopContext: LlamaContext;
+let referenceContext: LlamaContext;
+/** One sequence each: a context of one sequence is what the token loop serves. */
+let loopSequence: LlamaContextSequence;
+let referenceSequence: LlamaContextSequence;
+
+beforeAll(async () => {
+  const llama = await getLlama({ gpu: false, build: 'never', maxThreads: 1, logLevel: LlamaLogLevel.error });
+  model = await llama.loadModel({ modelPath: await tinyModelPath() });
+  const options = { sequences: 1, contextSize: 256, threads: 1, flashAttention: false } as const;
+  loopContext = await model.createContext(options);
+  referenceContext = await model.createContext(options);
+  loopSequence = loopContext.getSequence();
+  referenceSequence = referenceContext.getSequence();
+});
+
+afterAll(async () => {
+  await loopContext?.dispose();
+  await referenceContext?.dispose();
+  await model?.dispose();
+});
+
+interface Answer {
+  text: string;
+  tokens: number[];
+  result: GenerationResult;
+}
+
+/** Through runGeneration, as the worker's slot runs it; `loop`: whether the token loop serves it. */
+async function viaWorkerPath(
+  request: GenerateRequest,
+  options: { reuse?: boolean; signal?: AbortSignal } = {},
+): Promise<Answer & { loop: boolean }> {
+  const sequence = loopSequence;
+  {
+    const prompt = preparePrompt(model, resolveChatWrapper(model), loopContext.contextSize, request);
+    const loop = tokenLoopFor(sequence, request, prompt, false) !== undefined;
+    let text = '';
+    const tokens: number[] = [];
+    const result = await runGeneration({
+      sequence,
+      request,
+      prompt,
+      reuse: options.reuse ?? false,
+      receivedAt: performance.now(),
+      signal: options.signal ?? new AbortController().signal,
+      onText: (chunk) => (text += chunk),
+      onTokens: (generated) => tokens.push(...generated),
+    });
+    if (options.reuse === true) return { text, tokens, result, loop };
+    // what the sequence believes it holds is what was evaluated: the prompt, then every token but the last
+    if (
+      result.finishReason === 'length' &&
+      prompt.sequenceTokens.length + tokens.length < loopContext.contextSize
+    ) {
+      expect(sequence.contextTokens).toEqual([...prompt.sequenceTokens, ...tokens.slice(0, -1)]);
+    }
+    return { text, tokens, result, loop };
+  }
+}
+
+/** LlamaCompletion alone, given the same prompt tokens and settings. */
+async function viaLlamaCompletion(
+  request: GenerateRequest,
+): Promise<Omit<Answer, 'result'> & { stop: string }> {
+  await referenceSequence.clearHistory();
+  const completion = new LlamaCompletion({ contextSequence: referenceSequence });
+  try {
+    const prompt = preparePrompt(model, resolveChatWrapper(model), referenceContext.contextSize, request);
+    let text = '';
+    const tokens: number[] = [];
+    const response = await completion.generateCompletionWithMeta(prompt.input, {
+      onTextChunk: (chunk) => (text += chunk),
+      onToken: (generated) => tokens.push(...generated),
+      maxTokens: request.maxTokens ?? referenceContext.contextSize,
+      temperature: request.temperature,
+      topP: request.topP,
+      topK: request.topK,
+      minP: request.minP,
+      seed: request.seed,
+      customStopTriggers: [...(request.stop ?? []), ...prompt.stopTriggers],
+      repeatPenalty: false,
+      tokenBias: biasOf(request.logitBias),
+    });
+    return { text, tokens, stop: response.metadata.stopReason };
+  } finally {
+    completion.dispose({ disposeSequence: false });
+  }
+}
+
+/** The request's logit_bias as node-llama-cpp's own TokenBias. */
+function biasOf(logitBias: GenerateRequest['logitBias']): TokenBias | undefined {
+  if (logitBias === undefined) return undefined;
+  const bias = TokenBias.for(model);
+  for (const [id, value] of Object.entries(logitBias)) {
+    bias.set(Number(id) as Token, value <= -100 ? 'never' : { logit: value });
+  }
+  return bias;
+}
+
+const chat = (content: string): GenerateRequest['messages'] => [{ role: 'user', content }];
+
+describe('the token loop', () => {
+  it.each<[string, GenerateRequest]>([
+    ['a raw prompt, greedy', { prompt: 'The weather today is', maxTokens: 64, temperature: 0 }],
+    ['a chat, greedy', { messages: chat('Tell me a story'), maxTokens: 64, temperature: 0 }],
+    ['sampled with a seed', { prompt: 'Once upon a time', maxTokens: 64, temperature: 1, seed: 3 }],
+    [
+      'sampled with top-k, top-p and min-p',
+      { messages: chat('hi'), maxTokens: 48, temperature: 0.8, topK: 5, topP: 0.5, minP: 0.05, seed: 11 },
+    ],
+  ])('gives what LlamaCompletion gives: %s', async (_name, request) => {
+    const ours = await viaWorkerPath(request);
+    expect(ours.loop).toBe(true);
+    const reference = await viaLlamaCompletion(request);
+    expect(ours.tokens).toEqual(reference.tokens);
+    expect(ours.text).toBe(reference.text);
+    expect(ours.result.finishReason).toBe(reference.stop === 'maxTokens' ? 'length' : 'stop');
+    expect(ours.result.usage.completionTokens).toBe(reference.tokens.length);
+  });
+
+  it('stops right before a stop string spanning tokens, and names it', async () => {
+    const request: GenerateRequest = { prompt: 'The weather today is', maxTokens: 64, temperature: 0 };
+    const whole = (await viaLlamaCompletion(request)).text;
+    // a stop string that starts inside one token's text and ends in another's
+    const stop = whole.slice(20, 26);
+    expect(stop).toHaveLength(6);
+    const ours = await viaWorkerPath({ ...request, stop: [stop] });
+    const reference = await viaLlamaCompletion({ ...request, stop: [stop] });
+    expect(ours.text).toBe(whole.slice(0, whole.indexOf(stop)));
+    // the same tokens; LlamaCompletion drops a space the stop's token had before the stop, the loop
+    // keeps everything the model said before it (as OpenAI's API does)
+    expect(ours.tokens).toEqual(reference.tokens);
+    expect(ours.text.trimEnd()).toBe(reference.text.trimEnd());
+    expect(ours.result).toMatchObject({ finishReason: 'stop', stopSequence: stop });
+  });
+
+  it('applies logit_bias: a banned token never comes, and the answer is still LlamaCompletion-exact', async () => {
+    const request: GenerateRequest = { prompt: 'The weather today is', maxTokens: 32, temperature: 0 };
+    const plain = await viaWorkerPath(request);
+    const [banned, favoured] = [plain.tokens[0]!, plain.tokens[5]!];
+    const biased: GenerateRequest = { ...request, logitBias: { [banned]: -100, [favoured]: 3 } };
+    const ours = await viaWorkerPath(biased);
+    expect(ours.loop).toBe(true);
+    expect(ours.tokens).not.toContain(banned);
+    expect(ours.tokens).not.toEqual(plain.tokens);
+    expect(ours.tokens).toEqual((await viaLlamaCompletion(biased)).tokens);
+  });
+
+  it('hands an answer longer than the context to LlamaCompletion, which shifts it and goes on', async () => {
+    const request: GenerateRequest = { prompt: 'The weather today is', maxTokens: 400, temperature: 0 };
+    const ours = await viaWorkerPath(request);
+    expect(ours.loop).toBe(true);
+    expect(ours.result.finishReason).toBe('length');
+    expect(ours.tokens).toHaveLength(400);
+    // up to the end of the context, token for token what LlamaCompletion gives
+    const reference = await viaLlamaCompletion(request);
+    const fits =
+      256 - 1 - preparePrompt(model, resolveChatWrapper(model), 256, request).sequenceTokens.length;
+    expect(ours.tokens.slice(0, fits)).toEqual(reference.tokens.slice(0, fits));
+  });
+
+  it('reuses what the sequence kept from the previous request, with the same answer', async () => {
+    const sequence = loopSequence;
+    await sequence.clearHistory();
+    {
+      const first: GenerateRequest = { messages: chat('Tell me a story'), maxTokens: 24, temperature: 0 };
+      const run = async (request: GenerateRequest): Promise<Answer> => {
+        const prompt = preparePrompt(model, resolveChatWrapper(model), loopContext.contextSize, request);
+        let text = '';
+        const tokens: number[] = [];
+        const result = await runGeneration({
+          sequence,
+          request,
+          prompt,
+          reuse: true,
+          receivedAt: performance.now(),
+          signal: new AbortController().signal,
+          onText: (chunk) => (text += chunk),
+          onTokens: (generated) => tokens.push(...generated),
+        });
+        // the cache holds the prompt and the answer but its last token
+        expect(sequence.contextTokens).toEqual([...prompt.sequenceTokens, ...tokens.slice(0, -1)]);
+        return { text, tokens, result };
+      };
+      const a = await run(first);
+      const next: GenerateRequest = {
+        messages: [
+          ...chat('Tell me a story')!,
+          { role: 'assistant', content: a.text },
+          { role: 'user', content: 'And then?' },
+        ],
+        maxTokens: 24,
+        temperature: 0,
+      };
+      const reused = await run(next);
+      expect(reused.result.usage.cachedPromptTokens).toBeGreaterThan(10);
+      const fresh = await viaWorkerPath(next);
+      expect(reused.tokens).toEqual(fresh.tokens);
+      expect(reused.text).toBe(fresh.text);
+    }
+  });
+
+  it('stops at once when cancelled and says so', async () => {
+    const controller = new AbortController();
+    let count = 0;
+    const sequence = loopSequence;
+    {
+      const request: GenerateRequest = { prompt: 'The weather today is', maxTokens: 200, temperature: 0 };
+      const prompt = preparePrompt(model, resolveChatWrapper(model), loopContext.contextSize, request);
+      const result = await runGeneration({
+        sequence,
+        request,
+        prompt,
+        reuse: false,
+        receivedAt: performance.now(),
+        signal: controller.signal,
+        onText: () => undefined,
+        onTokens: (generated) => {
+          count += generated.length;
+          if (count >= 5) controller.abort();
+        },
+      });
+      expect(result.finishReason).toBe('cancelled');
+      expect(result.usage.completionTokens).toBeLessThan(10);
+      // what the cache holds is what the sequence says
+      expect(sequence.contextTokens.length).toBe(sequence.nextTokenIndex);
+    }
+  });
+
+  it('leaves grammars, log probabilities, penalties and contexts of several sequences to LlamaCompletion', async () => {
+    const sequence = loopSequence;
+    {
+      const prompt = preparePrompt(model, resolveChatWrapper(model), 256, { prompt: 'x' });
+      expect(tokenLoopFor(sequence, { prompt: 'x' }, prompt, false)).toBeDefined();
+      expect(tokenLoopFor(sequence, { prompt: 'x' }, prompt, true)).toBeUndefined();
+      expect(tokenLoopFor(sequence, { prompt: 'x', logprobs: 0 }, prompt, false)).toBeUndefined();
+      expect(tokenLoopFor(sequence, { prompt: 'x', repeatPenalty: 1.1 }, prompt, false)).toBeUndefined();
+    }
+    const shared = await model.createContext({ sequences: 2, contextSize: 256, threads: 1 });
+    try {
+      const prompt = preparePrompt(model, resolveChatWrapper(model), 256, { prompt: 'x' });
+      expect(tokenLoopFor(shared.getSequence(), { prompt: 'x' }, prompt, false)).toBeUndefined();
+    } finally {
+      await shared.dispose();
+    }
+  });
+});
