@@ -253,7 +253,7 @@ describe('the token loop', () => {
     }
   });
 
-  it('leaves grammars, log probabilities, penalties and contexts of several sequences to LlamaCompletion', async () => {
+  it('leaves grammars, log probabilities, real penalties and contexts of several sequences to LlamaCompletion', async () => {
     const sequence = loopSequence;
     {
       const prompt = preparePrompt(model, resolveChatWrapper(model), 256, { prompt: 'x' });
@@ -261,6 +261,9 @@ describe('the token loop', () => {
       expect(tokenLoopFor(sequence, { prompt: 'x' }, prompt, true)).toBeUndefined();
       expect(tokenLoopFor(sequence, { prompt: 'x', logprobs: 0 }, prompt, false)).toBeUndefined();
       expect(tokenLoopFor(sequence, { prompt: 'x', repeatPenalty: 1.1 }, prompt, false)).toBeUndefined();
+      // neutral penalties, as many clients send them, change nothing: the loop serves them
+      const neutral = { prompt: 'x', repeatPenalty: 1, presencePenalty: 0, frequencyPenalty: 0 };
+      expect(tokenLoopFor(sequence, neutral, prompt, false)).toBeDefined();
     }
     const shared = await model.createContext({ sequences: 2, contextSize: 256, threads: 1 });
     try {

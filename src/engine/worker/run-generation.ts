@@ -17,7 +17,7 @@ import { RbeeError } from '../../shared/errors.js';
 import type { FinishReason, TokenLogprob, Usage } from '../../shared/wire.js';
 import type { GenerateRequest } from '../types.js';
 import type { PreparedPrompt } from './prompt.js';
-import { tokenLoopFor } from './token-loop.js';
+import { penalizes, tokenLoopFor } from './token-loop.js';
 
 export interface GenerationResult {
   finishReason: FinishReason;
@@ -318,18 +318,15 @@ function vocabularySize(sequence: LlamaContextSequence): number | undefined {
 }
 
 /**
- * Penalties as node-llama-cpp takes them. Without any, `false`: node-llama-cpp's default is a
- * window of 64 tokens with every penalty neutral, which changes no logit but still costs every
- * token a copy and filter of the window in JS and its transfer to the native sampler (about 40 µs
- * of a token's time on the tiny model, see docs/benchmarks.md, bench:limit). A window without a
- * penalty (only `repeatLastTokens`) is likewise nothing to apply.
+ * Penalties as node-llama-cpp takes them. Without any that changes a logit (see penalizes),
+ * `false`: node-llama-cpp's default is a window of 64 tokens with every penalty neutral, which
+ * changes no logit but still costs every token a copy and filter of the window in JS and its
+ * transfer to the native sampler (about 40 µs of a token's time on the tiny model, see
+ * docs/benchmarks.md, bench:limit).
  */
 function repeatPenaltyOf(request: GenerateRequest): LLamaContextualRepeatPenalty | false {
   const { repeatPenalty, presencePenalty, frequencyPenalty, repeatLastTokens } = request;
-  if (repeatLastTokens === 0) return false;
-  if (repeatPenalty === undefined && presencePenalty === undefined && frequencyPenalty === undefined) {
-    return false;
-  }
+  if (!penalizes(request)) return false;
   // Newline tokens stay exempt (node-llama-cpp's default), so code and JSON keep their layout.
   const penalty: LLamaContextualRepeatPenalty = {};
   if (repeatLastTokens !== undefined) penalty.lastTokens = repeatLastTokens;

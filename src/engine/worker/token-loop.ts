@@ -146,19 +146,25 @@ export function tokenLoopFor(
   prompt: PreparedPrompt,
   constrained: boolean,
 ): TokenLoop | undefined {
-  if (constrained || request.logprobs !== undefined) return undefined;
-  if (
-    request.repeatPenalty !== undefined ||
-    request.presencePenalty !== undefined ||
-    request.frequencyPenalty !== undefined
-  ) {
-    return undefined;
-  }
+  if (constrained || request.logprobs !== undefined || penalizes(request)) return undefined;
   if (sequence.context.totalSequences !== 1 || sequence.needsCheckpoints) return undefined;
   const internals = internalsOf(sequence);
   const stops = stopsOf(sequence, request, prompt.stopTriggers);
   if (internals === undefined || stops === undefined) return undefined;
   return { run: (options) => runLoop(sequence, internals, request, prompt, stops, options) };
+}
+
+/**
+ * Whether the request's penalties change anything: none, neutral values (a repeat penalty of 1,
+ * presence and frequency 0, as many clients send them) and a window of 0 tokens change no logit.
+ */
+export function penalizes(request: GenerateRequest): boolean {
+  if (request.repeatLastTokens === 0) return false;
+  return (
+    (request.repeatPenalty ?? 1) !== 1 ||
+    (request.presencePenalty ?? 0) !== 0 ||
+    (request.frequencyPenalty ?? 0) !== 0
+  );
 }
 
 function stopsOf(
