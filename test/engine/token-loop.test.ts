@@ -84,12 +84,17 @@ async function viaWorkerPath(
   }
 }
 
-/** LlamaCompletion alone, given the same prompt tokens and settings. */
+/**
+ * LlamaCompletion alone, given the same prompt tokens and settings; on the reference context, which
+ * runs the same requests in the same order as the loop's (where a context's earlier use put the
+ * cache's cells decides the order of the attention's sums, and so the last bits of the logits).
+ */
 async function viaLlamaCompletion(
   request: GenerateRequest,
+  sequence = referenceSequence,
 ): Promise<Omit<Answer, 'result'> & { stop: string }> {
-  await referenceSequence.clearHistory();
-  const completion = new LlamaCompletion({ contextSequence: referenceSequence });
+  await sequence.clearHistory();
+  const completion = new LlamaCompletion({ contextSequence: sequence });
   try {
     const prompt = preparePrompt(model, resolveChatWrapper(model), referenceContext.contextSize, request);
     let text = '';
@@ -253,22 +258,70 @@ describe('the token loop', () => {
     }
   });
 
-  it('leaves grammars, log probabilities, real penalties and contexts of several sequences to LlamaCompletion', async () => {
-    const sequence = loopSequence;
-    {
-      const prompt = preparePrompt(model, resolveChatWrapper(model), 256, { prompt: 'x' });
-      expect(tokenLoopFor(sequence, { prompt: 'x' }, prompt, false)).toBeDefined();
-      expect(tokenLoopFor(sequence, { prompt: 'x' }, prompt, true)).toBeUndefined();
-      expect(tokenLoopFor(sequence, { prompt: 'x', logprobs: 0 }, prompt, false)).toBeUndefined();
-      expect(tokenLoopFor(sequence, { prompt: 'x', repeatPenalty: 1.1 }, prompt, false)).toBeUndefined();
-      // neutral penalties, as many clients send them, change nothing: the loop serves them
-      const neutral = { prompt: 'x', repeatPenalty: 1, presencePenalty: 0, frequencyPenalty: 0 };
-      expect(tokenLoopFor(sequence, neutral, prompt, false)).toBeDefined();
-    }
+  it('leaves grammars, log probabilities and real penalties to LlamaCompletion', () => {
+    const prompt = preparePrompt(model, resolveChatWrapper(model), 256, { prompt: 'x' });
+    expect(tokenLoopFor(loopSequence, { prompt: 'x' }, prompt, false)).toBeDefined();
+    expect(tokenLoopFor(loopSequence, { prompt: 'x' }, prompt, true)).toBeUndefined();
+    expect(tokenLoopFor(loopSequence, { prompt: 'x', logprobs: 0 }, prompt, false)).toBeUndefined();
+    expect(tokenLoopFor(loopSequence, { prompt: 'x', repeatPenalty: 1.1 }, prompt, false)).toBeUndefined();
+    // neutral penalties, as many clients send them, change nothing: the loop serves them
+    const neutral = { prompt: 'x', repeatPenalty: 1, presencePenalty: 0, frequencyPenalty: 0 };
+    expect(tokenLoopFor(loopSequence, neutral, prompt, false)).toBeDefined();
+  });
+
+  it('runs the slots of a shared context side by side, each as it would run alone', async () => {
     const shared = await model.createContext({ sequences: 2, contextSize: 256, threads: 1 });
     try {
-      const prompt = preparePrompt(model, resolveChatWrapper(model), 256, { prompt: 'x' });
-      expect(tokenLoopFor(shared.getSequence(), { prompt: 'x' }, prompt, false)).toBeUndefined();
+      const sequences = [shared.getSequence(), shared.getSequence()];
+      const order: number[] = [];
+      const generate = async (slot: number, request: GenerateRequest, reuse: boolean) => {
+        const sequence = sequences[slot]!;
+        const prompt = preparePrompt(model, resolveChatWrapper(model), shared.contextSize, request);
+        expect(tokenLoopFor(sequence, request, prompt, false)).toBeDefined();
+        const tokens: number[] = [];
+        let text = '';
+        const result = await runGeneration({
+          sequence,
+          request,
+          prompt,
+          reuse,
+          receivedAt: performance.now(),
+          signal: new AbortController().signal,
+          onText: (chunk) => (text += chunk),
+          onTokens: (generated) => {
+            tokens.push(...generated);
+            for (const _ of generated) order.push(slot);
+          },
+        });
+        expect(sequence.contextTokens).toEqual([...prompt.sequenceTokens, ...tokens.slice(0, -1)]);
+        return { tokens, text, result };
+      };
+      const requests: GenerateRequest[] = [
+        { prompt: 'The weather today is', maxTokens: 48, temperature: 0 },
+        { messages: chat('Tell me a story'), maxTokens: 40, temperature: 0 },
+      ];
+      // something in both slots' caches first: the pair's first steps erase part of it, which
+      // needs the context between the other slot's tokens
+      await generate(0, { prompt: 'The weather today was', maxTokens: 8, temperature: 0 }, false);
+      await generate(1, { prompt: 'Once upon a time', maxTokens: 8, temperature: 0 }, false);
+      order.length = 0;
+      // the second starts once the first streams, as requests come
+      const first = generate(0, requests[0]!, true);
+      while (order.length === 0) await new Promise((resolve) => setImmediate(resolve));
+      const answers = await Promise.all([first, generate(1, requests[1]!, true)]);
+      // side by side: each slot had tokens out while the other was still generating
+      expect(order.indexOf(1)).toBeLessThan(order.lastIndexOf(0));
+      expect(order.indexOf(0)).toBeLessThan(order.lastIndexOf(1));
+      for (const [i, request] of requests.entries()) {
+        // as this request alone gives it on a fresh context
+        const fresh = await model.createContext({ sequences: 1, contextSize: 256, threads: 1 });
+        const reference = await viaLlamaCompletion(request, fresh.getSequence()).finally(() =>
+          fresh.dispose(),
+        );
+        expect(answers[i]!.tokens).toEqual(reference.tokens);
+        expect(answers[i]!.text).toBe(reference.text);
+        expect(answers[i]!.result.finishReason).toBe('length');
+      }
     } finally {
       await shared.dispose();
     }

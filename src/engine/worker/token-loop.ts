@@ -9,17 +9,21 @@
  * token's time goes"). On a small model that is noise; on a tiny model, or a GPU streaming
  * hundreds of tokens a second, it is a third of the speed.
  *
- * The loop serves the plain request — no grammar, no log probabilities, no penalties — on a context
- * of one sequence (a worker's default: a second sequence would share the native batch with
- * node-llama-cpp's own dispatcher). Everything else goes through LlamaCompletion, as does the rest
- * of an answer that outgrows the context (its context shift): `tokenLoopFor` says which. It reaches
- * node-llama-cpp's internals, pinned to the exact version in package.json; if they are not what it
- * expects, `tokenLoopFor` answers undefined and LlamaCompletion serves everything.
+ * The loop serves the plain request — no grammar, no log probabilities, no penalty that changes a
+ * logit. On a context of one sequence (a worker's default, `slots: 1`) it owns the native batch; on
+ * a context of several it queues each step in node-llama-cpp's batch dispatcher instead, so that the
+ * slots' tokens, and LlamaCompletion's on other slots, still share one decode (about half the gain:
+ * the dispatcher's own bookkeeping stays). Everything else goes through LlamaCompletion, as does the
+ * rest of an answer that outgrows the context (its context shift): `tokenLoopFor` says which. It
+ * reaches node-llama-cpp's internals, pinned to the exact version in package.json; if they are not
+ * what it expects, `tokenLoopFor` answers undefined and LlamaCompletion serves everything.
  *
- * Text comes out as LlamaCompletion gives it: detokenized with the tokens before it (SentencePiece
- * leading spaces), an incomplete UTF-8 character held until the token that completes it, stop
- * strings matched across tokens and the tokens whose text might begin one held back until it is
- * clear; the template's stop tokens and end-of-generation tokens end the answer unseen.
+ * Text comes out as LlamaCompletion gives it: detokenized with the answer's tokens before it (a
+ * continued answer's included), an incomplete UTF-8 character held until the token that completes
+ * it, stop strings matched across tokens and the tokens whose text might begin one held back until
+ * it is clear; the template's stop tokens and end-of-generation tokens end the answer unseen. One
+ * difference: the text right before a stop string is kept whole (LlamaCompletion drops a space the
+ * stop's token had before the stop; OpenAI's API keeps everything before it).
  */
 import {
   SpecialToken,
@@ -52,24 +56,45 @@ interface NativeSampler {
 
 /** What the loop needs from under node-llama-cpp's classes. */
 interface Internals {
-  native: NativeContext;
-  sequenceId: number;
-  batchSize: number;
   createSampler(): NativeSampler;
+  /**
+   * Evaluates `tokens` from `position` on (each pushed to `contents` once in the cache) and samples
+   * the next token after the last; undefined when the signal stopped it first.
+   */
+  step(
+    tokens: Token[],
+    contents: Token[],
+    sampler: NativeSampler,
+    signal: AbortSignal,
+  ): Promise<number | undefined>;
   /** Holds off the context's disposal while native calls may run. */
   preventDisposal(): { dispose(): void };
   /** Tells the sequence what its cache holds after the loop wrote to it behind its back. */
   setContents(tokens: Token[]): void;
 }
 
+/** node-llama-cpp's batch dispatcher (LlamaContext._decodeTokens): one batch for every sequence. */
+type QueueDecode = (
+  item: {
+    sequenceId: number;
+    tokens: Token[];
+    firstTokenSequenceIndex: number;
+    logits: boolean[];
+    tokenMeter: unknown;
+  },
+  onLogits: (batchLogitIndex: number) => Promise<number>,
+) => Promise<[number, number][]>;
+
 function internalsOf(sequence: LlamaContextSequence): Internals | undefined {
   const seq = sequence as unknown as {
     _sequenceId?: unknown;
     _contextTokens?: unknown;
     _nextTokenIndex?: unknown;
+    _tokenMeter?: unknown;
     _context?: {
       _ctx?: Partial<NativeContext>;
       _batchSize?: unknown;
+      _decodeTokens?: QueueDecode;
       _backendContextDisposeGuard?: { createPreventDisposalHandle?: () => { dispose(): void } };
       _llama?: { _bindings?: { AddonSampler?: new (model: unknown) => NativeSampler } };
     };
@@ -84,6 +109,7 @@ function internalsOf(sequence: LlamaContextSequence): Internals | undefined {
     !Array.isArray(seq._contextTokens) ||
     typeof seq._nextTokenIndex !== 'number' ||
     typeof context?._batchSize !== 'number' ||
+    typeof context._decodeTokens !== 'function' ||
     typeof native?.initBatch !== 'function' ||
     typeof native.addToBatch !== 'function' ||
     typeof native.decodeBatch !== 'function' ||
@@ -95,11 +121,64 @@ function internalsOf(sequence: LlamaContextSequence): Internals | undefined {
     return undefined;
   }
   const sequenceId = seq._sequenceId;
+  const batchSize = context._batchSize;
+  const nativeContext = native as NativeContext;
+  const queueDecode = context._decodeTokens.bind(context);
+  const logitIndex = new Uint32Array(1);
+  const one = new Uint32Array(1);
+
+  /** The context's only sequence: its own batches, straight to the native context. */
+  const alone: Internals['step'] = async (tokens, contents, sampler, signal) => {
+    let batchLogit = 0;
+    for (let start = 0; start < tokens.length; start += batchSize) {
+      if (signal.aborted) return undefined;
+      const part = tokens.length === 1 ? tokens : tokens.slice(start, start + batchSize);
+      const last = start + part.length === tokens.length;
+      nativeContext.initBatch(part.length);
+      logitIndex[0] = part.length - 1;
+      if (part.length === 1) one[0] = part[0]!;
+      const indexes = nativeContext.addToBatch(
+        sequenceId,
+        contents.length,
+        part.length === 1 ? one : Uint32Array.from(part),
+        last ? logitIndex : NO_LOGITS,
+      );
+      await nativeContext.decodeBatch();
+      for (const token of part) contents.push(token);
+      if (last) batchLogit = indexes[0]!;
+    }
+    if (signal.aborted) return undefined;
+    return nativeContext.sampleToken(batchLogit, sampler);
+  };
+
+  /**
+   * One of several sequences: through node-llama-cpp's batch dispatcher, so that the slots'
+   * tokens share one decode (and LlamaCompletion on another slot shares it too); sampled while
+   * the batch's logits are there.
+   */
+  const shared: Internals['step'] = async (tokens, contents, sampler, signal) => {
+    // A turn of the event loop first: queued at once, the next token would join the dispatcher's
+    // batch loop before it lets go of the context, and another slot waiting to erase its cache
+    // (a new request's first step) would wait for this whole answer.
+    await new Promise((resolve) => setImmediate(resolve));
+    if (signal.aborted) return undefined;
+    const [[, token] = [0, -1]] = await queueDecode(
+      {
+        sequenceId,
+        tokens,
+        firstTokenSequenceIndex: contents.length,
+        logits: tokens.map((_, i) => i === tokens.length - 1),
+        tokenMeter: seq._tokenMeter,
+      },
+      (batchLogitIndex) => nativeContext.sampleToken(batchLogitIndex, sampler),
+    );
+    for (const t of tokens) contents.push(t);
+    return token;
+  };
+
   return {
-    native: native as NativeContext,
-    sequenceId,
-    batchSize: context._batchSize,
     createSampler: () => new Sampler(model),
+    step: sequence.context.totalSequences === 1 ? alone : shared,
     preventDisposal: () => guard.createPreventDisposalHandle!(),
     setContents(tokens) {
       seq._contextTokens = tokens;
@@ -107,6 +186,8 @@ function internalsOf(sequence: LlamaContextSequence): Internals | undefined {
     },
   };
 }
+
+const NO_LOGITS = new Uint32Array(0);
 
 /** Where the loop stopped. */
 export type TokenLoopEnd =
@@ -147,7 +228,7 @@ export function tokenLoopFor(
   constrained: boolean,
 ): TokenLoop | undefined {
   if (constrained || request.logprobs !== undefined || penalizes(request)) return undefined;
-  if (sequence.context.totalSequences !== 1 || sequence.needsCheckpoints) return undefined;
+  if (sequence.needsCheckpoints) return undefined;
   const internals = internalsOf(sequence);
   const stops = stopsOf(sequence, request, prompt.stopTriggers);
   if (internals === undefined || stops === undefined) return undefined;
@@ -216,7 +297,6 @@ async function runLoop(
   stops: Stops,
   options: TokenLoopRun,
 ): Promise<TokenLoopEnd> {
-  const { native, sequenceId, batchSize } = internals;
   const model = sequence.model;
   const contextSize = sequence.contextSize;
   const contents = prompt.sequenceTokens.slice(0, options.cached);
@@ -254,36 +334,16 @@ async function runLoop(
   const sampler = internals.createSampler();
   sampler.applyConfig(samplerConfig(sequence, request));
   const guard = internals.preventDisposal();
-  const logitIndex = new Uint32Array(1);
-  const one = new Uint32Array(1);
   try {
-    // the prompt's tokens the cache does not hold, a batch at a time; logits for the last one only
+    // first the prompt's tokens the cache does not hold, then each generated token
     let pending: Token[] = prompt.sequenceTokens.slice(options.cached);
-    let batchLogit = 0;
     for (;;) {
       if (contents.length + pending.length > contextSize - 1) {
         flush();
         return { kind: 'contextFull', generated };
       }
-      for (let start = 0; start < pending.length; start += batchSize) {
-        if (options.signal.aborted) return { kind: 'finished', reason: 'abort' };
-        const part = pending.length === 1 ? pending : pending.slice(start, start + batchSize);
-        const last = start + part.length === pending.length;
-        native.initBatch(part.length);
-        logitIndex[0] = part.length - 1;
-        if (part.length === 1) one[0] = part[0]!;
-        const indexes = native.addToBatch(
-          sequenceId,
-          contents.length,
-          part.length === 1 ? one : Uint32Array.from(part),
-          last ? logitIndex : EMPTY,
-        );
-        await native.decodeBatch();
-        for (const token of part) contents.push(token);
-        if (last) batchLogit = indexes[0]!;
-      }
-      if (options.signal.aborted) return { kind: 'finished', reason: 'abort' };
-      const token = (await native.sampleToken(batchLogit, sampler)) as Token;
+      const token = (await internals.step(pending, contents, sampler, options.signal)) as Token | undefined;
+      if (token === undefined) return { kind: 'finished', reason: 'abort' };
       if (token === -1 || stops.tokens.has(token) || model.isEogToken(token)) {
         flush();
         return { kind: 'finished', reason: token === -1 || !stops.tokens.has(token) ? 'eog' : 'stop' };
@@ -323,8 +383,6 @@ async function runLoop(
     internals.setContents(contents);
   }
 }
-
-const EMPTY = new Uint32Array(0);
 
 /** The earliest stop text in `text`. */
 function firstStop(text: string, stops: Stops): { at: number; text: string; requested: boolean } | undefined {
