@@ -12,8 +12,9 @@
  * The loop serves the plain request — no grammar, no log probabilities, no penalty that changes a
  * logit. On a context of one sequence (a worker's default, `slots: 1`) it owns the native batch; on
  * a context of several it queues each step in node-llama-cpp's batch dispatcher instead, so that the
- * slots' tokens, and LlamaCompletion's on other slots, still share one decode (about half the gain:
- * the dispatcher's own bookkeeping stays). Everything else goes through LlamaCompletion, as does the
+ * slots' tokens, and LlamaCompletion's on other slots, still share one decode (less gain: the
+ * dispatcher's own bookkeeping stays). The next token's decode starts before the last one's text is
+ * handed on, so the hand-off (a write to the hive) runs beside the native step. Everything else goes through LlamaCompletion, as does the
  * rest of an answer that outgrows the context (its context shift): `tokenLoopFor` says which. It
  * reaches node-llama-cpp's internals, pinned to the exact version in package.json; if they are not
  * what it expects, `tokenLoopFor` answers undefined and LlamaCompletion serves everything.
@@ -334,15 +335,23 @@ async function runLoop(
   const sampler = internals.createSampler();
   sampler.applyConfig(samplerConfig(sequence, request));
   const guard = internals.preventDisposal();
+  /** Evaluates `tokens` and samples the next; undefined when they no longer fit the context. */
+  const stepOn = (tokens: Token[]): Promise<number | undefined> | undefined =>
+    contents.length + tokens.length > contextSize - 1
+      ? undefined
+      : internals.step(tokens, contents, sampler, options.signal);
+  /** The step under way: the next token is computed while this one's text is handed on. */
+  let next: Promise<number | undefined> | undefined;
   try {
     // first the prompt's tokens the cache does not hold, then each generated token
-    let pending: Token[] = prompt.sequenceTokens.slice(options.cached);
+    next = stepOn(prompt.sequenceTokens.slice(options.cached));
     for (;;) {
-      if (contents.length + pending.length > contextSize - 1) {
+      if (next === undefined) {
         flush();
         return { kind: 'contextFull', generated };
       }
-      const token = (await internals.step(pending, contents, sampler, options.signal)) as Token | undefined;
+      const token = (await next) as Token | undefined;
+      next = undefined;
       if (token === undefined) return { kind: 'finished', reason: 'abort' };
       if (token === -1 || stops.tokens.has(token) || model.isEogToken(token)) {
         flush();
@@ -351,6 +360,9 @@ async function runLoop(
       generated.push(token);
       heldTokens.push(token);
       incomplete.push(token);
+      /** What this token lets out, and where the answer ends if it ends here. */
+      let out: [string, Token[]] | undefined;
+      let end: TokenLoopEnd | undefined;
       const text = textOf(incomplete);
       // a character still incomplete waits for the token that completes it
       if (!text.endsWith(INCOMPLETE) || incomplete.length >= MAX_INCOMPLETE_TOKENS) {
@@ -361,23 +373,30 @@ async function runLoop(
         if (stop !== undefined) {
           // everything before the stop, with the tokens whose text lies wholly before it
           const before = heldTokens.filter((_, i) => heldEnds[i]! <= stop.at);
-          if (stop.at > 0 || before.length > 0) options.emit(heldText.slice(0, stop.at), before);
-          return { kind: 'finished', reason: 'stop', ...(stop.requested ? { stopText: stop.text } : {}) };
-        }
-        if (!mayBeginStop(heldText, stops)) {
-          options.emit(heldText, heldTokens);
+          if (stop.at > 0 || before.length > 0) out = [heldText.slice(0, stop.at), before];
+          end = { kind: 'finished', reason: 'stop', ...(stop.requested ? { stopText: stop.text } : {}) };
+        } else if (!mayBeginStop(heldText, stops)) {
+          out = [heldText, heldTokens];
           heldText = '';
           heldTokens = [];
           heldEnds = [];
         }
       }
-      if (generated.length >= options.maxTokens) {
-        flush();
-        return { kind: 'finished', reason: 'maxTokens' };
+      if (end === undefined && generated.length >= options.maxTokens) {
+        end = { kind: 'finished', reason: 'maxTokens' };
       }
-      pending = [token];
+      // The next token's decode starts before this one's text goes out: handing it to the hive
+      // is a write, and the native step runs on another thread meanwhile.
+      if (end === undefined) next = stepOn([token]);
+      if (out !== undefined) options.emit(...out);
+      if (end !== undefined) {
+        if (end.kind === 'finished' && end.reason === 'maxTokens') flush();
+        return end;
+      }
     }
   } finally {
+    // nothing native may run on the sequence once the loop has handed it back
+    if (next !== undefined) await next.catch(() => undefined);
     guard.dispose();
     sampler.dispose();
     internals.setContents(contents);
