@@ -7,6 +7,7 @@ import {
   createFrameStats,
   encodeFrame,
   FrameDecoder,
+  frameToSend,
   type FrameStats,
 } from '../../src/p2p/codec.js';
 
@@ -104,6 +105,29 @@ describe('frame channel', () => {
     expect(stats.framesOut).toBe(3);
   });
 
+  it('sends a large bytes frame without copying it, as the same bytes on the wire, whole at the reader', async () => {
+    const body = new Uint8Array(128 * 1024 + 3).map((_, i) => (i * 13) & 0xff);
+    const parts = frameToSend(body);
+    expect(parts).not.toBeInstanceOf(Uint8Array);
+    const wire = parts instanceof Uint8Array ? parts : parts.subarray();
+    expect(Buffer.from(wire).equals(encodeFrame(body))).toBe(true);
+    // the caller's array itself goes to the stream, no copy of it
+    expect(parts instanceof Uint8Array ? [] : [...parts].map((chunk) => chunk.buffer)).toContain(body.buffer);
+
+    const stats = createFrameStats();
+    const { writer, reader } = await pair(stats, 1024 * 1024);
+    const small = new Uint8Array(100).fill(5);
+    await writer.write(body);
+    await writer.write(small);
+    await writer.write({ n: 7 });
+    await writer.close();
+    const got: unknown[] = [];
+    for await (const frame of reader) got.push(frame);
+    expect(got).toHaveLength(3);
+    expect(Buffer.from(got[0] as Uint8Array).equals(body)).toBe(true);
+    expect(got.slice(1)).toEqual([small, { n: 7 }]);
+  });
+
   it('refuses and counts malformed JSON, schema mismatches and unknown kinds, and keeps going', async () => {
     const stats = createFrameStats();
     const { outbound, writer, reader } = await pair(stats);
@@ -136,6 +160,8 @@ describe('frame channel', () => {
     const stats = createFrameStats();
     const { writer } = await pair(stats, 1024);
     await expectRbeeError(writer.write({ pad: 'x'.repeat(5000) }), 'BAD_REQUEST');
+    // and a bytes frame large enough to go without a copy
+    await expectRbeeError(writer.write(new Uint8Array(20_000)), 'BAD_REQUEST');
     expect(stats.framesOut).toBe(0);
   });
 
