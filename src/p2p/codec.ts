@@ -67,13 +67,6 @@ export function encodeFrame(
   return frame;
 }
 
-/**
- * The chunk list a stream takes (uint8arraylist 3, as @libp2p/interface resolves it). rbee builds
- * its lists with the uint8arraylist 2 that noise uses: both majors mark a list with the same
- * `Symbol.for` and take each other's lists, only their declared types differ.
- */
-type ByteList = Exclude<Parameters<Stream['send']>[0], Uint8Array>;
-
 /** Bytes frames from this size on are sent as their header and the caller's array side by side. */
 const LIST_MIN_BYTES = 16 * 1024;
 
@@ -87,7 +80,7 @@ export function frameToSend(
   value: unknown,
   maxFrameBytes = DEFAULT_MAX_FRAME_BYTES,
   jsonKind: number = KIND_JSON,
-): Uint8Array | ByteList {
+): Uint8Array | Uint8ArrayList {
   if (!(value instanceof Uint8Array) || value.byteLength < LIST_MIN_BYTES) {
     return encodeFrame(value, maxFrameBytes, jsonKind);
   }
@@ -99,7 +92,7 @@ export function frameToSend(
   const header = new Uint8Array(prefix.byteLength + 1);
   header.set(prefix, 0);
   header[prefix.byteLength] = KIND_BYTES;
-  return new Uint8ArrayList(header, value) as unknown as ByteList;
+  return new Uint8ArrayList(header, value);
 }
 
 class OversizedFrameError extends Error {
@@ -435,7 +428,7 @@ export function createFrameChannel<In, Out = In>(
     }
   };
 
-  const send = async (bytes: Uint8Array | ByteList, options?: AbortOptions): Promise<void> => {
+  const send = async (bytes: Uint8Array | Uint8ArrayList, options?: AbortOptions): Promise<void> => {
     try {
       options?.signal?.throwIfAborted();
       stats.framesOut += 1;
