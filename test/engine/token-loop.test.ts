@@ -51,37 +51,42 @@ interface Answer {
   result: GenerationResult;
 }
 
-/** Through runGeneration, as the worker's slot runs it; `loop`: whether the token loop serves it. */
+/**
+ * Through runGeneration, as the worker's slot runs it; `loop`: whether the token loop serves it.
+ * Checks that the sequence knows what its cache holds afterwards (the next request reuses it).
+ */
 async function viaWorkerPath(
   request: GenerateRequest,
-  options: { reuse?: boolean; signal?: AbortSignal } = {},
+  options: { reuse?: boolean; signal?: AbortSignal; onTokens?: (count: number) => void } = {},
 ): Promise<Answer & { loop: boolean }> {
   const sequence = loopSequence;
-  {
-    const prompt = preparePrompt(model, resolveChatWrapper(model), loopContext.contextSize, request);
-    const loop = tokenLoopFor(sequence, request, prompt, false) !== undefined;
-    let text = '';
-    const tokens: number[] = [];
-    const result = await runGeneration({
-      sequence,
-      request,
-      prompt,
-      reuse: options.reuse ?? false,
-      receivedAt: performance.now(),
-      signal: options.signal ?? new AbortController().signal,
-      onText: (chunk) => (text += chunk),
-      onTokens: (generated) => tokens.push(...generated),
-    });
-    if (options.reuse === true) return { text, tokens, result, loop };
-    // what the sequence believes it holds is what was evaluated: the prompt, then every token but the last
-    if (
-      result.finishReason === 'length' &&
-      prompt.sequenceTokens.length + tokens.length < loopContext.contextSize
-    ) {
-      expect(sequence.contextTokens).toEqual([...prompt.sequenceTokens, ...tokens.slice(0, -1)]);
-    }
-    return { text, tokens, result, loop };
+  const prompt = preparePrompt(model, resolveChatWrapper(model), loopContext.contextSize, request);
+  const loop = tokenLoopFor(sequence, request, prompt, false) !== undefined;
+  let text = '';
+  const tokens: number[] = [];
+  const result = await runGeneration({
+    sequence,
+    request,
+    prompt,
+    reuse: options.reuse ?? false,
+    receivedAt: performance.now(),
+    signal: options.signal ?? new AbortController().signal,
+    onText: (chunk) => (text += chunk),
+    onTokens: (generated) => {
+      tokens.push(...generated);
+      options.onTokens?.(tokens.length);
+    },
+  });
+  if (
+    result.finishReason === 'length' &&
+    prompt.sequenceTokens.length + tokens.length < loopContext.contextSize
+  ) {
+    // the prompt, then every token of the answer but the last (never evaluated)
+    expect(sequence.contextTokens).toEqual([...prompt.sequenceTokens, ...tokens.slice(0, -1)]);
+  } else {
+    expect(sequence.contextTokens).toHaveLength(sequence.nextTokenIndex);
   }
+  return { text, tokens, result, loop };
 }
 
 /**
@@ -191,71 +196,35 @@ describe('the token loop', () => {
   });
 
   it('reuses what the sequence kept from the previous request, with the same answer', async () => {
-    const sequence = loopSequence;
-    await sequence.clearHistory();
-    {
-      const first: GenerateRequest = { messages: chat('Tell me a story'), maxTokens: 24, temperature: 0 };
-      const run = async (request: GenerateRequest): Promise<Answer> => {
-        const prompt = preparePrompt(model, resolveChatWrapper(model), loopContext.contextSize, request);
-        let text = '';
-        const tokens: number[] = [];
-        const result = await runGeneration({
-          sequence,
-          request,
-          prompt,
-          reuse: true,
-          receivedAt: performance.now(),
-          signal: new AbortController().signal,
-          onText: (chunk) => (text += chunk),
-          onTokens: (generated) => tokens.push(...generated),
-        });
-        // the cache holds the prompt and the answer but its last token
-        expect(sequence.contextTokens).toEqual([...prompt.sequenceTokens, ...tokens.slice(0, -1)]);
-        return { text, tokens, result };
-      };
-      const a = await run(first);
-      const next: GenerateRequest = {
-        messages: [
-          ...chat('Tell me a story')!,
-          { role: 'assistant', content: a.text },
-          { role: 'user', content: 'And then?' },
-        ],
-        maxTokens: 24,
-        temperature: 0,
-      };
-      const reused = await run(next);
-      expect(reused.result.usage.cachedPromptTokens).toBeGreaterThan(10);
-      const fresh = await viaWorkerPath(next);
-      expect(reused.tokens).toEqual(fresh.tokens);
-      expect(reused.text).toBe(fresh.text);
-    }
+    const first = await viaWorkerPath({ messages: chat('Tell me a story'), maxTokens: 24, temperature: 0 });
+    const next: GenerateRequest = {
+      messages: [
+        ...chat('Tell me a story')!,
+        { role: 'assistant', content: first.text },
+        { role: 'user', content: 'And then?' },
+      ],
+      maxTokens: 24,
+      temperature: 0,
+    };
+    const reused = await viaWorkerPath(next, { reuse: true });
+    expect(reused.result.usage.cachedPromptTokens).toBeGreaterThan(10);
+    const fresh = await viaWorkerPath(next);
+    expect(fresh.result.usage.cachedPromptTokens).toBe(0);
+    expect(reused.tokens).toEqual(fresh.tokens);
+    expect(reused.text).toBe(fresh.text);
   });
 
   it('stops at once when cancelled and says so', async () => {
     const controller = new AbortController();
-    let count = 0;
-    const sequence = loopSequence;
-    {
-      const request: GenerateRequest = { prompt: 'The weather today is', maxTokens: 200, temperature: 0 };
-      const prompt = preparePrompt(model, resolveChatWrapper(model), loopContext.contextSize, request);
-      const result = await runGeneration({
-        sequence,
-        request,
-        prompt,
-        reuse: false,
-        receivedAt: performance.now(),
-        signal: controller.signal,
-        onText: () => undefined,
-        onTokens: (generated) => {
-          count += generated.length;
-          if (count >= 5) controller.abort();
-        },
-      });
-      expect(result.finishReason).toBe('cancelled');
-      expect(result.usage.completionTokens).toBeLessThan(10);
-      // what the cache holds is what the sequence says
-      expect(sequence.contextTokens.length).toBe(sequence.nextTokenIndex);
-    }
+    const request: GenerateRequest = { prompt: 'The weather today is', maxTokens: 200, temperature: 0 };
+    const { result } = await viaWorkerPath(request, {
+      signal: controller.signal,
+      onTokens: (count) => {
+        if (count >= 5) controller.abort();
+      },
+    });
+    expect(result.finishReason).toBe('cancelled');
+    expect(result.usage.completionTokens).toBeLessThan(10);
   });
 
   it('leaves grammars, log probabilities and real penalties to LlamaCompletion', () => {
