@@ -1,6 +1,6 @@
 /** Small filesystem helpers for the models directory. */
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
+import { createReadStream, statSync } from 'node:fs';
 import { readdir, rmdir, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
 
@@ -93,13 +93,18 @@ export function modelFilePaths(path: string): string[] {
   return splitPartNames(path) ?? [path];
 }
 
-/** The bytes of every file of the model at `path`; undefined when any of them is missing. */
-export async function modelBytesOnDisk(path: string): Promise<number | undefined> {
+/**
+ * The bytes of every file of the model at `path`; undefined when any of them is missing. Every job
+ * asks this on its way to the first token (a model deleted behind the catalog's back is fetched
+ * again): the stat is synchronous, ~5 µs for a local file against ~50 µs of CPU and a thread-pool
+ * round trip for the asynchronous one.
+ */
+export function modelBytesOnDisk(path: string): number | undefined {
   let total = 0;
   for (const part of modelFilePaths(path)) {
-    const size = await fileSize(part);
-    if (size === undefined) return undefined;
-    total += size;
+    const stats = statSync(part, { throwIfNoEntry: false });
+    if (stats?.isFile() !== true) return undefined;
+    total += stats.size;
   }
   return total;
 }

@@ -213,7 +213,7 @@ export function createProvisioner(init: ProvisionerInit): Provisioner {
     listed?: RepoFile[],
     from?: string,
   ): Promise<EnsureResult> {
-    const cached = await findCached(ref);
+    const cached = findCached(ref);
     if (cached !== undefined) {
       const at = now();
       catalog.touch(cached.id, at);
@@ -285,12 +285,12 @@ export function createProvisioner(init: ProvisionerInit): Provisioner {
   }
 
   /** A row whose file is there with the recorded size; a stale row is removed on the way. */
-  async function findCached(ref: ModelRef): Promise<ModelRow | undefined> {
+  function findCached(ref: ModelRef): ModelRow | undefined {
     if (ref.kind === 'hf' && ref.file === undefined) {
       const prefix = `hf:${ref.repo}/`;
       const rows = [];
       for (const row of catalog.list()) {
-        if (row.ref.startsWith(prefix) && (await modelBytesOnDisk(row.path)) === row.bytes) rows.push(row);
+        if (row.ref.startsWith(prefix) && modelBytesOnDisk(row.path) === row.bytes) rows.push(row);
       }
       const files: RepoFile[] = rows.map((row) => ({ name: row.ref.slice(prefix.length), bytes: row.bytes }));
       const pick = pickGgufFile(files, ref.quant);
@@ -298,7 +298,7 @@ export function createProvisioner(init: ProvisionerInit): Provisioner {
     }
     const row = catalog.get(canonicalRef(ref));
     if (row === undefined) return undefined;
-    if ((await modelBytesOnDisk(row.path)) === row.bytes) return row;
+    if (modelBytesOnDisk(row.path) === row.bytes) return row;
     catalog.remove(row.id);
     return undefined;
   }
@@ -306,7 +306,7 @@ export function createProvisioner(init: ProvisionerInit): Provisioner {
   async function registerLocal(ref: ModelRef & { kind: 'file' }, signal: AbortSignal, emit: Emit) {
     emit({ phase: 'verifying', bytes: 0, file: basename(ref.path) });
     // A split model's first part stands for all its parts, which must all be there.
-    const size = await modelBytesOnDisk(ref.path);
+    const size = modelBytesOnDisk(ref.path);
     if (size === undefined) {
       const what = modelFilePaths(ref.path).length > 1 ? 'a part of the split model' : 'the model file';
       throw new RbeeError('MODEL_NOT_FOUND', `${what} is missing: ${ref.path}`, {
@@ -857,7 +857,7 @@ export function createProvisioner(init: ProvisionerInit): Provisioner {
       });
       const removedRows: ModelRow[] = [];
       for (const row of catalog.list()) {
-        if ((await modelBytesOnDisk(row.path)) !== undefined) continue;
+        if (modelBytesOnDisk(row.path) !== undefined) continue;
         catalog.remove(row.id);
         removedRows.push(row);
         // The parts of a split model that lost one of them are of no use any more.
