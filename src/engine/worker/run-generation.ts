@@ -1,8 +1,10 @@
 /**
  * One generation on one context sequence (a slot), inside the worker process, from a prompt
  * already tokenized (prompt.ts). What the slot keeps from its previous request is reused as far as
- * it matches the prompt's tokens; only the rest is evaluated. Text is streamed through onTextChunk,
- * which detokenizes with context (per-token detokenizing drops SentencePiece leading spaces).
+ * it matches the prompt's tokens; only the rest is evaluated. A plain request runs on rbee's own
+ * token loop (token-loop.ts); the rest, and an answer that outgrows the context, on LlamaCompletion,
+ * whose text is streamed through onTextChunk, detokenized with context (per-token detokenizing drops
+ * SentencePiece leading spaces).
  */
 import {
   LlamaCompletion,
@@ -13,10 +15,10 @@ import {
   type LLamaContextualRepeatPenalty,
   type Token,
 } from 'node-llama-cpp';
-import { RbeeError } from '../../shared/errors.js';
 import type { FinishReason, TokenLogprob, Usage } from '../../shared/wire.js';
 import type { GenerateRequest } from '../types.js';
 import type { PreparedPrompt } from './prompt.js';
+import { logitBiasOf } from './logit-bias.js';
 import { penalizes, tokenLoopFor } from './token-loop.js';
 
 export interface GenerationResult {
@@ -101,7 +103,7 @@ export async function runGeneration(options: RunGenerationOptions): Promise<Gene
   options.onPrompt?.({ promptTokens: tokens.length, cachedPromptTokens });
 
   const maxTokens = request.maxTokens ?? sequence.contextSize;
-  const tokenBias = tokenBiasOf(sequence, request);
+  const bias = logitBiasOf(sequence.model, request);
   // The plain request runs on rbee's own token loop (token-loop.ts); the rest, and an answer that
   // outgrows the context, on LlamaCompletion.
   let generatedByLoop: Token[] = [];
@@ -110,6 +112,7 @@ export async function runGeneration(options: RunGenerationOptions): Promise<Gene
     const end = await loop.run({
       cached: cachedPromptTokens,
       maxTokens,
+      logitBias: bias,
       signal,
       emit: (text, emitted) => {
         onToken(emitted);
@@ -157,7 +160,7 @@ export async function runGeneration(options: RunGenerationOptions): Promise<Gene
       customStopTriggers: [...(request.stop ?? []), ...prompt.stopTriggers],
       repeatPenalty: repeatPenaltyOf(request),
       grammar: options.grammar,
-      tokenBias,
+      tokenBias: tokenBiasOf(sequence, bias),
     });
     stopReason = response.metadata.stopReason;
     if (response.metadata.stopReason === 'customStopTrigger') {
@@ -292,29 +295,15 @@ function logprobRecorder(
   };
 }
 
-/** The request's logit bias as node-llama-cpp takes it; a token id past the vocabulary is refused. */
-function tokenBiasOf(sequence: LlamaContextSequence, request: GenerateRequest): TokenBias | undefined {
-  const entries = Object.entries(request.logitBias ?? {});
-  if (entries.length === 0) return undefined;
-  const vocabulary = vocabularySize(sequence);
-  const bias = TokenBias.for(sequence.model);
-  for (const [id, value] of entries) {
-    const token = Number(id);
-    if (vocabulary !== undefined && token >= vocabulary) {
-      throw new RbeeError(
-        'BAD_REQUEST',
-        `logit_bias: token ${id} is not in the model's vocabulary of ${vocabulary}`,
-      );
-    }
-    bias.set(token as Token, value <= -100 ? 'never' : { logit: value });
-  }
-  return bias;
-}
-
-function vocabularySize(sequence: LlamaContextSequence): number | undefined {
-  const metadata = sequence.model.fileInfo.metadata as { tokenizer?: { ggml?: { tokens?: unknown } } };
-  const tokens = metadata.tokenizer?.ggml?.tokens;
-  return Array.isArray(tokens) ? tokens.length : undefined;
+/** The bias (see logit-bias.ts) as LlamaCompletion takes it. */
+function tokenBiasOf(
+  sequence: LlamaContextSequence,
+  bias: ReadonlyMap<Token, number>,
+): TokenBias | undefined {
+  if (bias.size === 0) return undefined;
+  const tokenBias = TokenBias.for(sequence.model);
+  for (const [token, logit] of bias) tokenBias.set(token, { logit });
+  return tokenBias;
 }
 
 /**

@@ -203,6 +203,8 @@ export interface TokenLoopRun {
   /** Tokens the sequence's cache already holds of prompt.sequenceTokens (after any reuse). */
   cached: number;
   maxTokens: number;
+  /** The request's logit bias, checked (logit-bias.ts). */
+  logitBias: ReadonlyMap<Token, number>;
   signal: AbortSignal;
   /** Text as it becomes final, with the generated tokens it covers. */
   emit: (text: string, tokens: Token[]) => void;
@@ -333,7 +335,7 @@ async function runLoop(
   };
 
   const sampler = internals.createSampler();
-  sampler.applyConfig(samplerConfig(sequence, request));
+  sampler.applyConfig(samplerConfig(request, options.logitBias));
   const guard = internals.preventDisposal();
   /** Evaluates `tokens` and samples the next; undefined when they no longer fit the context. */
   const stepOn = (tokens: Token[]): Promise<number | undefined> | undefined =>
@@ -426,29 +428,25 @@ function mayBeginStop(text: string, stops: Stops): boolean {
 /**
  * The sampler chain's settings, as node-llama-cpp's evaluate resolves them from the same request
  * (LlamaContextSequence._resolveSamplerConfig): its defaults, a seed of the current second when
- * none is given, logit biases on end-of-generation tokens ignored. Applied once per generation on
- * a sampler of its own, so a seed gives the same answer every time.
+ * none is given. Applied once per generation on a sampler of its own, so a seed gives the same
+ * answer every time.
  */
-function samplerConfig(sequence: LlamaContextSequence, request: GenerateRequest): Record<string, unknown> {
-  const config: Record<string, unknown> = {
+function samplerConfig(
+  request: GenerateRequest,
+  logitBias: ReadonlyMap<Token, number>,
+): Record<string, unknown> {
+  return {
     temperature: request.temperature ?? 0,
     minP: request.minP ?? 0,
     topK: request.topK ?? 40,
     topP: request.topP ?? 0.95,
     seed: request.seed ?? Math.floor(Date.now() / 1000),
     repeatPenaltyMaxTokens: 64,
+    ...(logitBias.size === 0
+      ? {}
+      : {
+          tokenBiasKeys: Uint32Array.from(logitBias.keys()),
+          tokenBiasValues: Float32Array.from(logitBias.values()),
+        }),
   };
-  const keys: number[] = [];
-  const values: number[] = [];
-  for (const [id, bias] of Object.entries(request.logitBias ?? {})) {
-    const token = Number(id) as Token;
-    if (sequence.model.isEogToken(token)) continue;
-    keys.push(token);
-    values.push(bias <= -100 ? -Infinity : bias);
-  }
-  if (keys.length > 0) {
-    config.tokenBiasKeys = Uint32Array.from(keys);
-    config.tokenBiasValues = Float32Array.from(values);
-  }
-  return config;
 }
