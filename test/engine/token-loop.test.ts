@@ -117,10 +117,33 @@ async function viaLlamaCompletion(
       repeatPenalty: false,
       tokenBias: biasOf(request.logitBias),
     });
-    return { text, tokens, stop: response.metadata.stopReason };
+    return {
+      text: leadingSpaceKept(request, prompt.sequenceTokens, tokens, text),
+      tokens,
+      stop: response.metadata.stopReason,
+    };
   } finally {
     completion.dispose({ disposeSequence: false });
   }
+}
+
+/**
+ * LlamaCompletion's text as rbee gives it: LlamaCompletion reads an answer's first token alone, which
+ * drops a SentencePiece leading space; after a raw prompt rbee reads it after the prompt and keeps
+ * it (as llama.cpp's server does).
+ */
+function leadingSpaceKept(
+  request: GenerateRequest,
+  promptTokens: Token[],
+  tokens: number[],
+  text: string,
+): string {
+  if (request.messages !== undefined || tokens.length === 0) return text;
+  const first = [tokens[0]!] as Token[];
+  const afterPrompt = model.detokenize(first, false, promptTokens);
+  const alone = model.detokenize(first);
+  expect(afterPrompt.endsWith(alone)).toBe(true);
+  return afterPrompt.slice(0, afterPrompt.length - alone.length) + text;
 }
 
 /** The request's logit_bias as node-llama-cpp's own TokenBias. */
@@ -212,6 +235,37 @@ describe('the token loop', () => {
     expect(fresh.result.usage.cachedPromptTokens).toBe(0);
     expect(reused.tokens).toEqual(fresh.tokens);
     expect(reused.text).toBe(fresh.text);
+  });
+
+  it("keeps a raw completion's first leading space on either path; a chat answer starts without it", async () => {
+    // a token whose text begins with a space where it follows text ("▁w" in "Hello world")
+    const words = model.tokenize('Hello world');
+    const spaced = words.find(
+      (t, i) => i > 0 && model.detokenize([t], false, words.slice(0, i)).startsWith(' '),
+    )!;
+    const word = model.detokenize([spaced]);
+    expect(word.startsWith(' ')).toBe(false); // read alone, as LlamaCompletion reads a first token
+    const raw: GenerateRequest = {
+      prompt: 'Hello',
+      maxTokens: 3,
+      temperature: 0,
+      logitBias: { [spaced]: 100 },
+    };
+    const loop = await viaWorkerPath(raw);
+    expect(loop.loop).toBe(true);
+    expect(loop.text).toBe(` ${word} ${word} ${word}`);
+    // with log probabilities LlamaCompletion serves it: the same text
+    const completion = await viaWorkerPath({ ...raw, logprobs: 0 });
+    expect(completion.loop).toBe(false);
+    expect(completion.text).toBe(loop.text);
+    expect(completion.tokens).toEqual(loop.tokens);
+    const answer = await viaWorkerPath({
+      messages: chat('Hello'),
+      maxTokens: 3,
+      temperature: 0,
+      logitBias: raw.logitBias,
+    });
+    expect(answer.text).toBe(`${word} ${word} ${word}`);
   });
 
   it('stops at once when cancelled and says so', async () => {

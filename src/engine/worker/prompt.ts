@@ -29,6 +29,14 @@ export interface PreparedPrompt {
    * request's prompt size.
    */
   sequenceTokens: Token[];
+  /**
+   * The tokens the answer's first text is read after (detokenized with them, so that a SentencePiece
+   * token's leading space is kept): the text the answer continues — a raw prompt, an assistant
+   * message the answer goes on with, tokens continued from another worker. None where the answer
+   * starts a turn of its own: a chat answer's leading space is the tokenizer's, not the model's
+   * (LlamaCompletion drops it there too).
+   */
+  textBefore: Token[];
 }
 
 /**
@@ -46,7 +54,10 @@ export function preparePrompt(
     request.messages === undefined
       ? completionPromptTokens(model, request.prompt ?? '')
       : chatPromptTokens(model, chatWrapper, request.messages, request.tools);
-  const input = [...prompt.tokens, ...((request.continueTokens ?? []) as Token[])];
+  const continued = (request.continueTokens ?? []) as Token[];
+  const input = [...prompt.tokens, ...continued];
+  const last = request.messages?.at(-1);
+  const continuesText = request.messages === undefined || (last?.role === 'assistant' && last.content !== '');
   const bos = beginningToken(model);
   // LlamaCompletion keeps a tenth of the context free (its default context shift) and the input's tail
   const room = contextSize - Math.max(1, Math.floor(contextSize / 10)) - (bos === null ? 0 : 1);
@@ -55,6 +66,7 @@ export function preparePrompt(
     input,
     stopTriggers: prompt.stopTriggers,
     sequenceTokens: bos === null ? kept : [bos, ...kept],
+    textBefore: (continuesText ? input : continued).slice(-16),
   };
 }
 

@@ -68,7 +68,7 @@ export async function runGeneration(options: RunGenerationOptions): Promise<Gene
   const recorder =
     options.onLogprobs === undefined || request.logprobs === undefined
       ? undefined
-      : logprobRecorder(sequence, request.logprobs, prompt.sequenceTokens);
+      : logprobRecorder(sequence, request.logprobs, prompt.textBefore);
   const onToken = (tokens: Token[]): void => {
     if (recorder !== undefined) options.onLogprobs?.(recorder.take(tokens));
     firstChunkTokens?.push(...tokens);
@@ -78,14 +78,15 @@ export async function runGeneration(options: RunGenerationOptions): Promise<Gene
     completionTokens += tokens.length;
     options.onTokens(tokens);
   };
-  // A continued answer's first text is detokenized without the tokens before it, which drops a
-  // SentencePiece token's leading space: that chunk is detokenized again with them.
-  let continued = (request.continueTokens ?? []) as Token[];
+  // LlamaCompletion detokenizes its first text without the tokens before it, which drops a
+  // SentencePiece token's leading space: where the answer continues text (prompt.textBefore), that
+  // chunk is detokenized again with them.
+  let textBefore = prompt.textBefore;
   let firstChunkTokens: Token[] | undefined;
   const onTextChunk = (chunk: string): void => {
     let text = chunk;
     if (firstChunkTokens !== undefined) {
-      const withContext = sequence.model.detokenize(firstChunkTokens, false, continued.slice(-16));
+      const withContext = sequence.model.detokenize(firstChunkTokens, false, textBefore.slice(-16));
       if (withContext !== text && withContext.endsWith(text)) text = withContext;
       firstChunkTokens = undefined;
     }
@@ -130,9 +131,9 @@ export async function runGeneration(options: RunGenerationOptions): Promise<Gene
       });
     }
     generatedByLoop = end.generated;
-    continued = [...continued, ...generatedByLoop];
+    textBefore = [...textBefore, ...generatedByLoop];
   }
-  if (continued.length > 0) firstChunkTokens = [];
+  if (textBefore.length > 0) firstChunkTokens = [];
 
   // One token-exact path for chat, raw prompts and continuing any answer: the prompt's tokens (a
   // chat's through its template, up to the answer), then the tokens generated so far, as one

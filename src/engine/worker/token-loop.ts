@@ -22,9 +22,12 @@
  * Text comes out as LlamaCompletion gives it: detokenized with the answer's tokens before it (a
  * continued answer's included), an incomplete UTF-8 character held until the token that completes
  * it, stop strings matched across tokens and the tokens whose text might begin one held back until
- * it is clear; the template's stop tokens and end-of-generation tokens end the answer unseen. One
- * difference: the text right before a stop string is kept whole (LlamaCompletion drops a space the
- * stop's token had before the stop; OpenAI's API keeps everything before it).
+ * it is clear; the template's stop tokens and end-of-generation tokens end the answer unseen. Two
+ * differences, both as OpenAI's API and llama.cpp's server give text: the text right before a stop
+ * string is kept whole (LlamaCompletion drops a space the stop's token had before the stop), and the
+ * first token of an answer that continues text (a raw prompt) is read after that text, which keeps
+ * a SentencePiece token's leading space (LlamaCompletion reads it alone: "Paris" after "The capital
+ * is"); run-generation.ts mends LlamaCompletion's first text the same way.
  */
 import {
   SpecialToken,
@@ -322,15 +325,14 @@ async function runLoop(
     incomplete = [];
   };
   /**
-   * Text of the newest generated tokens, read after the answer's tokens before them (a continued
-   * answer's included) as LlamaCompletion reads them: the answer's first token is read alone, which
-   * drops a SentencePiece leading space there, on either path.
+   * Text of the newest generated tokens, read after the tokens before them: the answer's, and
+   * before its first, the text it continues (prompt.textBefore: a raw prompt's first token keeps its
+   * leading space, a chat answer's first token is read alone).
    */
-  const continued = (request.continueTokens ?? []) as Token[];
   const textOf = (tokens: Token[]): string => {
     const start = generated.length - tokens.length;
     const before = generated.slice(Math.max(0, start - 3), start);
-    if (before.length < 3 && continued.length > 0) before.unshift(...continued.slice(before.length - 3));
+    if (before.length < 3) before.unshift(...prompt.textBefore.slice(before.length - 3));
     return model.detokenize(tokens, false, before);
   };
 
