@@ -16,8 +16,10 @@
  * client's own cost does not stand in for the node's. For (c) and (d) the node's CPU time per
  * streamed token (all its threads, from /proc, less what it spends idle over the same time) is
  * printed beside the CPU one bare node:http server
- * spends per event written, measured in the same run: the floor of one write per token. Then
- * aggregate tok/s for 1, 2 and 4 concurrent requests on one 4-slot worker (small model).
+ * spends per event written, measured in the same run: the floor of one write per token. TTFT is
+ * given twice: at the start of each long run (after the other paths' runs) and for 1-token
+ * requests sent one after another, as a client that keeps asking sees it. Then aggregate tok/s for
+ * 1, 2 and 4 concurrent requests on one 4-slot worker (small model).
  *
  * Env: BENCH_REPEATS (default 5), BENCH_PRESETS (tiny,small), BENCH_TOKENS (per preset: 512 tiny,
  *      128 small), BENCH_THREADS (engine default), BENCH_SKIP_CONCURRENCY=1.
@@ -122,6 +124,8 @@ async function concurrency(modelPath: string, tokens: number): Promise<Map<numbe
 }
 
 const fmt = (n: number, digits = 1): string => n.toFixed(digits);
+/** 1-token requests per path per round for the back-to-back TTFT. */
+const SHORT_REQUESTS = 10;
 const VARIANTS = ['a', 'b', 'c', 'd'] as const;
 type Variant = (typeof VARIANTS)[number];
 const LABELS: Record<Variant, string> = {
@@ -139,17 +143,30 @@ async function benchPreset(preset: Preset, floorUs: number): Promise<void> {
   const node = await createNode(modelPath, tokens, THREADS);
   // the prompt as the worker counts it (BOS included), the same figure for every variant
   const { promptTokens } = await worker.run();
-  const runs: Record<Variant, () => Promise<Run>> = {
+  const runs: Record<Variant, (maxTokens?: number) => Promise<Run>> = {
     a: floor.run,
     b: worker.run,
     c: node.jobs,
     d: node.openai,
   };
   const samples: Record<Variant, Sample[]> = { a: [], b: [], c: [], d: [] };
+  const shortTtft: Record<Variant, number[]> = { a: [], b: [], c: [], d: [] };
   try {
     for (const v of VARIANTS) await runs[v](); // warm-up: loads, caches, JIT
     for (let r = 0; r < REPEATS; r++) {
       for (const v of VARIANTS) samples[v].push(sampleOf(await runs[v](), promptTokens));
+    }
+    // TTFT as a client asking one thing after another waits for it: 1-token requests in a row, the
+    // paths interleaved round by round. Above, each run follows the other paths' long runs, which
+    // leave each process's caches cold — more so for a path of three processes than for one.
+    for (let r = 0; r < REPEATS; r++) {
+      for (const v of VARIANTS) {
+        await runs[v](1);
+        for (let i = 0; i < SHORT_REQUESTS; i++) {
+          const run = await runs[v](1);
+          shortTtft[v].push(run.first - run.start);
+        }
+      }
     }
   } finally {
     await worker.worker.stop();
@@ -179,6 +196,13 @@ async function benchPreset(preset: Preset, floorUs: number): Promise<void> {
     )} ms, (d) ${fmt(med('d', 'ttftMs') - med('a', 'ttftMs'))} ms; node CPU per token (c) ${fmt(
       med('c', 'nodeCpuUsPerToken'),
     )} µs, (d) ${fmt(med('d', 'nodeCpuUsPerToken'))} µs against ${fmt(floorUs)} µs for one bare HTTP write`,
+  );
+  const short = (v: Variant): number => median(shortTtft[v]);
+  console.log(
+    `${preset}: TTFT of 1-token requests in a row (${SHORT_REQUESTS} per path per round, medians): ` +
+      VARIANTS.map((v) => `(${v}) ${fmt(short(v), 2)} ms`).join(', ') +
+      `; added over (a): (b) ${fmt(short('b') - short('a'), 2)} ms, (c) ${fmt(short('c') - short('a'), 2)} ms, ` +
+      `(d) ${fmt(short('d') - short('a'), 2)} ms`,
   );
 }
 

@@ -129,11 +129,11 @@ async function createFloor(modelPath: string, tokens: number, threads: number) {
   const sequence = context.getSequence();
   const completion = new LlamaCompletion({ contextSequence: sequence });
   return {
-    async run(): Promise<Run> {
+    async run(maxTokens = tokens): Promise<Run> {
       await sequence.clearHistory();
       const run: Run = { start: performance.now(), first: 0, last: 0, tokens: 0 };
       await completion.generateCompletion(PROMPT, {
-        maxTokens: tokens,
+        maxTokens,
         temperature: 0,
         onToken: (generated) => {
           run.last = performance.now();
@@ -161,7 +161,7 @@ export async function createFloorProcess(
   modelPath: string,
   tokens: number,
   threads: number,
-): Promise<{ run(): Promise<Run>; dispose(): Promise<void> }> {
+): Promise<{ run(maxTokens?: number): Promise<Run>; dispose(): Promise<void> }> {
   const child: ChildProcess = fork(import.meta.filename, [], {
     execArgv: process.execArgv,
     env: {
@@ -182,10 +182,10 @@ export async function createFloorProcess(
     });
   await next(); // ready
   return {
-    async run() {
+    async run(maxTokens = tokens) {
       const reply = next();
       const start = performance.now();
-      child.send('run');
+      child.send({ run: maxTokens });
       const run = (await reply) as Run;
       return { ...run, start, first: start + run.first, last: start + run.last };
     },
@@ -205,8 +205,9 @@ async function floorChild(): Promise<void> {
   };
   const floor = await createFloor(modelPath, tokens, threads);
   process.on('message', (message) => {
-    if (message === 'run') void floor.run().then((run) => process.send?.(run));
-    else void floor.dispose().then(() => process.disconnect());
+    if (typeof message === 'object' && message !== null && 'run' in message) {
+      void floor.run(Number(message.run)).then((run) => process.send?.(run));
+    } else void floor.dispose().then(() => process.disconnect());
   });
   process.send?.('ready');
 }
@@ -223,9 +224,9 @@ export async function createWorkerPath(modelPath: string, tokens: number, thread
   });
   return {
     worker,
-    async run(): Promise<Run & { promptTokens: number }> {
+    async run(maxTokens = tokens): Promise<Run & { promptTokens: number }> {
       const run = { start: performance.now(), first: 0, last: 0, tokens: 0, promptTokens: 0 };
-      for await (const chunk of worker.generate({ prompt: PROMPT, maxTokens: tokens, temperature: 0 })) {
+      for await (const chunk of worker.generate({ prompt: PROMPT, maxTokens, temperature: 0 })) {
         if (chunk.type === 'token') {
           run.last = performance.now();
           if (run.first === 0) run.first = run.last;
@@ -312,7 +313,7 @@ export async function createNode(modelPath: string, tokens: number, threads: num
   const tokenPathCpu = (from: number, start: number): number =>
     processCpuUs(pid) - from - idleUsPerMs * (performance.now() - start);
 
-  async function jobs(): Promise<Run> {
+  async function jobs(maxTokens = tokens): Promise<Run> {
     const cpu = processCpuUs(pid);
     const run: Run = { start: performance.now(), first: 0, last: 0, tokens: 0 };
     const accepted = await fetch(`${url}/v1/jobs`, {
@@ -322,7 +323,7 @@ export async function createNode(modelPath: string, tokens: number, threads: num
         model: modelPath,
         prompt: PROMPT,
         raw: true,
-        maxTokens: tokens,
+        maxTokens,
         temperature: 0,
       }),
     });
@@ -345,13 +346,13 @@ export async function createNode(modelPath: string, tokens: number, threads: num
     return run;
   }
 
-  async function openai(): Promise<Run> {
+  async function openai(maxTokens = tokens): Promise<Run> {
     const cpu = processCpuUs(pid);
     const run: Run = { start: performance.now(), first: 0, last: 0, tokens: 0 };
     const body = JSON.stringify({
       model: modelPath,
       prompt: PROMPT,
-      max_tokens: tokens,
+      max_tokens: maxTokens,
       temperature: 0,
       stream: true,
       stream_options: { include_usage: true },
