@@ -266,6 +266,14 @@ describe('the token loop', () => {
       logitBias: raw.logitBias,
     });
     expect(answer.text).toBe(`${word} ${word} ${word}`);
+    // an assistant message the answer goes on with is text before it, as a raw prompt is
+    const prefill = await viaWorkerPath({
+      messages: [...chat('Hello')!, { role: 'assistant', content: 'Well' }],
+      maxTokens: 3,
+      temperature: 0,
+      logitBias: raw.logitBias,
+    });
+    expect(prefill.text).toBe(` ${word} ${word} ${word}`);
   });
 
   it('stops at once when cancelled and says so', async () => {
