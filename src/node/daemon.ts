@@ -407,6 +407,7 @@ export async function startNode(
     health,
     jobs,
     jobHistory: { list: (options) => jobStore.list(options).map(withPosition) },
+    workerHistory: (limit) => workerCatalog.workers(limit),
     clusterJobs,
     catalog,
     workers,

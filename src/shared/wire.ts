@@ -307,6 +307,29 @@ export const workerStoppedSchema = z.object({
   hive: z.string().optional(),
 });
 
+/**
+ * A worker this hive started, as its worker catalog recorded it (`GET /v1/workers/history`): the
+ * llama.cpp binary it ran and why, when it was ready and when it exited (absent while it runs, and
+ * for a worker the node stopped with before it could record the exit).
+ */
+export const workerRecordSchema = z.object({
+  id: z.string(),
+  model: z.string(),
+  backend: z.string(),
+  /** The GPU's index; -1 on the CPU. */
+  device: z.number().int(),
+  pid: z.number().int(),
+  binary: z
+    .object({ kind: z.enum(['native', 'prebuilt', 'localBuild']), label: z.string(), why: z.string() })
+    .optional(),
+  readyAt: z.number(),
+  exitedAt: z.number().optional(),
+  /** Whether it runs now. */
+  running: z.boolean(),
+});
+export type WorkerRecord = z.infer<typeof workerRecordSchema>;
+export const workerHistorySchema = z.object({ workers: z.array(workerRecordSchema) });
+
 /** A llama.cpp backend this machine can run (`GET /v1/backends`). */
 export const backendInfoSchema = z.looseObject({
   name: z.string(),

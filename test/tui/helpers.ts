@@ -251,6 +251,7 @@ export function createFakeNodeClient(): FakeNodeClient {
     model: (id: string) => Promise.reject(new RbeeError('MODEL_NOT_FOUND', id)),
     workers: () => Promise.resolve([]),
     clusterWorkers: () => Promise.resolve([]),
+    workerHistory: () => Promise.resolve([]),
     backends: () => Promise.resolve([]),
     keys: () => Promise.resolve([]),
     createKey: () => Promise.reject(new RbeeError('INTERNAL', 'the fake node makes no keys')),

@@ -6,7 +6,13 @@ import { requestError, sendErrorBody } from './error-body.js';
 import Fastify from 'fastify';
 import { z } from 'zod';
 import { RbeeError, toRbeeError } from '../../shared/errors.js';
-import { jobRequestSchema, MAX_CONTEXT_SIZE, MIN_CONTEXT_SIZE, type Health } from '../../shared/wire.js';
+import {
+  jobRequestSchema,
+  MAX_CONTEXT_SIZE,
+  MIN_CONTEXT_SIZE,
+  type Health,
+  type WorkerRecord,
+} from '../../shared/wire.js';
 import type { ClusterJobsApi, JobManager, PlacePreviewer } from '../jobs/index.js';
 import type { Logger } from '../logger.js';
 import type { ApiKeyStore, JobStore, KeyLimits, ModelAliases, ModelCatalog } from '../store/index.js';
@@ -44,6 +50,8 @@ export interface ApiInit {
   jobs: JobManager;
   /** The jobs table: every job this node accepted, where it ran and how it ended. */
   jobHistory: Pick<JobStore, 'list'>;
+  /** The workers this hive started, newest first, as its worker catalog recorded them. */
+  workerHistory: (limit: number) => Omit<WorkerRecord, 'running'>[];
   /** The jobs of every node of the cluster: listed, found by id or prefix, cancelled by their entry node. */
   clusterJobs: ClusterJobsApi;
   catalog: ModelCatalog;
@@ -478,6 +486,12 @@ export function createApi(init: ApiInit) {
     return { removed: request.params.id, ...(cluster === undefined ? {} : { cluster }) };
   });
   app.get('/v1/workers', () => ({ workers: init.workers.list(), breakers: init.workers.breakers() }));
+  app.get<{ Querystring: { limit?: string } }>('/v1/workers/history', (request) => {
+    const limit = z.coerce.number().int().min(1).max(1000).default(50).safeParse(request.query.limit);
+    if (!limit.success) throw new RbeeError('BAD_REQUEST', 'limit must be a whole number from 1 to 1000');
+    const running = new Set(init.workers.list().map((w) => w.id));
+    return { workers: init.workerHistory(limit.data).map((w) => ({ ...w, running: running.has(w.id) })) };
+  });
 
   app.post('/v1/workers', async (request, reply) => {
     const { model: input } = parseBody(modelBodySchema, request.body);

@@ -20,6 +20,7 @@ import {
   removedApiKeySchema,
   removedSchema,
   spawnedWorkerSchema,
+  workerHistorySchema,
   workerListSchema,
   workerStoppedSchema,
   type ApiKeyView,
@@ -28,6 +29,7 @@ import {
   type Health,
   type JobAccepted,
   type JobEvent,
+  type WorkerRecord,
   type JobRequest,
   type KeyReplicationView,
   type ModelRow,
@@ -174,6 +176,8 @@ export interface NodeClient {
   model(id: string, options?: { signal?: AbortSignal }): Promise<ModelRow>;
   /** This node's own workers. */
   workers(options?: { signal?: AbortSignal }): Promise<WorkerInfo[]>;
+  /** The workers this node's hive started, newest first: the binary each ran and why, its lifetime. */
+  workerHistory(options?: { limit?: number; signal?: AbortSignal }): Promise<WorkerRecord[]>;
   /** Every worker of the cluster, each with its hive's name. */
   clusterWorkers(options?: { signal?: AbortSignal }): Promise<ClusterWorker[]>;
   /** The backends this machine can run, as last detected (empty until detection ends). */
@@ -468,6 +472,11 @@ export function createNodeClient(init: NodeClientInit): NodeClient {
         signalOf(options.signal),
       );
       return answer.jobs;
+    },
+    async workerHistory(options = {}) {
+      const query = options.limit === undefined ? '' : `?limit=${options.limit}`;
+      return (await read(`/v1/workers/history${query}`, workerHistorySchema, signalOf(options.signal)))
+        .workers;
     },
     jobRecord: (jobId, options = {}) =>
       read(`/v1/jobs/history/${id(jobId)}`, jobRecordSchema, signalOf(options.signal)),

@@ -17,6 +17,7 @@ import { runStatusJson } from './status-json.js';
 import { registerJobs } from './jobs-commands.js';
 import { registerPlace } from './place-command.js';
 import { mib } from '../../shared/format.js';
+import { formatDuration } from '../dashboard/format.js';
 import { floatArg, intArg, type CommonOptions, type Keeper } from './keeper.js';
 import type { LiveStatus } from './live-status.js';
 
@@ -537,6 +538,45 @@ function registerWorkers(root: Command, keeper: Keeper, json: () => Option, port
               .join('\n'),
       );
     });
+
+  workers
+    .command('history')
+    .description(
+      'the workers this node has started, newest first: the llama.cpp binary each ran and why, how long it ran',
+    )
+    .option('--limit <n>', 'at most this many (default 20, at most 1000)', intArg('--limit', 1))
+    .addOption(json())
+    .addOption(port())
+    .action((opts: CommonOptions & { limit?: number }) =>
+      keeper.withNode(opts, async (client, output) => {
+        const rows = await client.workerHistory({ limit: Math.min(opts.limit ?? 20, 1000) });
+        const now = Date.now();
+        output.result(
+          rows,
+          rows.length === 0
+            ? 'no worker started yet'
+            : rows
+                .map((w) =>
+                  [
+                    [
+                      w.id,
+                      w.model,
+                      w.backend === 'cpu' ? 'cpu' : `${w.backend}:${w.device}`,
+                      `pid ${w.pid}`,
+                      `ready ${new Date(w.readyAt).toISOString()}`,
+                      w.running
+                        ? `running for ${formatDuration(now - w.readyAt)}`
+                        : w.exitedAt === undefined
+                          ? 'its exit was not recorded (the node stopped first)'
+                          : `ran ${formatDuration(w.exitedAt - w.readyAt)}`,
+                    ].join('\t'),
+                    `  ${w.binary === undefined ? 'binary not recorded' : `${w.binary.label}: ${w.binary.why}`}`,
+                  ].join('\n'),
+                )
+                .join('\n'),
+        );
+      }),
+    );
 
   workers
     .command('backends')
