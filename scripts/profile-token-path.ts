@@ -9,7 +9,10 @@
  *                rbee's worker calls it (stop triggers, incremental detokenising, text segmentation)
  *   (slot pool)  rbee's own slot pool (src/engine/worker/slot-pool.ts, run-generation.ts) in this
  *                process: the worker's generation path short of its IPC channel — for this plain
- *                request on a one-sequence context, rbee's own token loop (token-loop.ts)
+ *                request on a one-sequence context, rbee's own token loop (token-loop.ts), its
+ *                steps in JavaScript
+ *   (slot pool, native loop)  the same with rbee's native loop (native-loop.ts) under the token
+ *                loop: decode and sample on a thread of its own (built first if need be)
  *
  * For each: wall time per token, and the CPU the main thread spends per token (from
  * /proc/self/task/<pid>/schedstat). Generation is serial — JS prepares a batch, a libuv thread
@@ -23,6 +26,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { getLlama, LlamaCompletion, LlamaLogLevel, type Token } from 'node-llama-cpp';
+import type * as NativeLoopModule from '../src/engine/worker/native-loop.js';
 import type * as SlotPoolModule from '../src/engine/worker/slot-pool.js';
 import type { ChildMessage } from '../src/engine/worker/protocol.js';
 import { ensureModel, median, PROMPT, REPO, type Preset } from './bench-paths.js';
@@ -33,6 +37,9 @@ const PRESET = (process.env.PROFILE_MODEL ?? 'tiny') as Preset;
 const { createSlotPool } = (await import(
   join(REPO, 'dist', 'engine', 'worker', 'slot-pool.js')
 )) as typeof SlotPoolModule;
+const nativeLoop = (await import(
+  join(REPO, 'dist', 'engine', 'worker', 'native-loop.js')
+)) as typeof NativeLoopModule;
 
 const cpuUsOf = (task: string): number => {
   try {
@@ -109,7 +116,17 @@ async function slotPool(): Promise<Times> {
   return [...poolTimes];
 }
 
-const PATHS = { evaluate, completion, 'slot pool': slotPool } as const;
+await nativeLoop.prepareNativeLoop({ log: (text) => console.error(text) });
+const withNativeLoop = (on: boolean) => async (): Promise<Times> => {
+  nativeLoop.useNativeLoop(on);
+  return slotPool();
+};
+const PATHS = {
+  evaluate,
+  completion,
+  'slot pool': withNativeLoop(false),
+  ...(nativeLoop.nativeLoopAddon() === undefined ? {} : { 'slot pool, native loop': withNativeLoop(true) }),
+} as const;
 type PathName = keyof typeof PATHS;
 const samples = new Map<PathName, { wallUs: number[]; mainUs: number[]; otherUs: number[] }>();
 for (const name of Object.keys(PATHS) as PathName[])

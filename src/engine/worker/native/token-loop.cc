@@ -11,6 +11,7 @@
 #include <dlfcn.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <cstring>
@@ -194,6 +195,10 @@ struct Loop {
   const llama_vocab* vocab = nullptr;
   int32_t nVocab = 0;
   llama_sampler* chain = nullptr;
+  // Greedy (temperature 0): no chain, the first highest logit after the bias, which is what
+  // llama.cpp's logit-bias and greedy samplers pick, without copying the vocabulary per token.
+  bool greedy = false;
+  std::vector<float> bias;  // per token; empty: none
   int32_t sequenceId = 0;
   uint32_t contextSize = 0;
   uint32_t batchSize = 0;
@@ -214,6 +219,9 @@ struct Loop {
   std::mutex mutex;
   std::condition_variable wake;
   std::vector<llama_token> pending;  // sampled, not yet handed to JS
+  bool signalled = false;            // a call to JS is on its way for them
+  std::chrono::steady_clock::time_point lastSignal{};
+  std::chrono::microseconds coalesce{0};
   int64_t sampled = 0;
   int64_t consumed = 0;  // handed to JS and handled there
   std::atomic<bool> stop{false};
@@ -263,6 +271,23 @@ struct Loop {
       error = "This model does not support token generation";
       return -2;
     }
+    if (greedy) {
+      llama_token best = 0;
+      if (bias.empty()) {
+        for (llama_token id = 1; id < nVocab; id++)
+          if (logits[id] > logits[best]) best = id;
+      } else {
+        float bestLogit = logits[0] + bias[0];
+        for (llama_token id = 1; id < nVocab; id++) {
+          const float logit = logits[id] + bias[id];
+          if (logit > bestLogit) {
+            best = id;
+            bestLogit = logit;
+          }
+        }
+      }
+      return nVocab > 0 ? best : -1;
+    }
     for (llama_token id = 0; id < nVocab; id++) candidates[id] = llama_token_data{id, logits[id], 0.0f};
     llama_token_data_array cur{candidates.data(), static_cast<size_t>(nVocab), -1, false};
     llama.sampler_apply(chain, &cur);
@@ -270,17 +295,32 @@ struct Loop {
     return cur.data[cur.selected].id;
   }
 
-  /** Hands a token to JS, after waiting while JS is `window` tokens behind. */
+  /**
+   * Hands a token to JS, after waiting while JS is `window` tokens behind. Waking the main thread
+   * costs this thread ~20 µs (the wake-up takes its core a while); so a token sampled less than
+   * `coalesce` after the last wake-up waits for the next token's, or the end's: on a model whose
+   * decode takes longer than that (any but a tiny one) every token goes at once.
+   */
   bool hand(llama_token token) {
     std::unique_lock<std::mutex> lock(mutex);
-    wake.wait(lock, [&] { return stop.load() || sampled - consumed < window; });
+    if (stop.load() || sampled - consumed >= window) {
+      if (!signalled && !pending.empty()) signal(lock);
+      wake.wait(lock, [&] { return stop.load() || sampled - consumed < window; });
+    }
     if (stop.load()) return false;
-    const bool call = pending.empty();
     pending.push_back(token);
     sampled++;
-    lock.unlock();
-    if (call) tsfn.NonBlockingCall();
+    if (!signalled && std::chrono::steady_clock::now() - lastSignal >= coalesce) signal(lock);
     return true;
+  }
+
+  /** Wakes the main thread for the pending tokens (the lock held on entry and on return). */
+  void signal(std::unique_lock<std::mutex>& lock) {
+    signalled = true;
+    lastSignal = std::chrono::steady_clock::now();
+    lock.unlock();
+    tsfn.NonBlockingCall();
+    lock.lock();
   }
 
   void run() {
@@ -379,6 +419,7 @@ void callJs(Napi::Env env, Napi::Function, Loop* loop, void*) {
   {
     std::lock_guard<std::mutex> lock(loop->mutex);
     tokens.swap(loop->pending);
+    loop->signalled = false;
     finished = loop->finished && !loop->endCalled;
     if (finished) loop->endCalled = true;
   }
@@ -482,6 +523,8 @@ Napi::Value Start(const Napi::CallbackInfo& info) {
   auto stops = o.Get("stopTokens").As<Napi::Uint32Array>();
   loop->stopTokens.assign(stops.Data(), stops.Data() + stops.ElementLength());
   loop->maxTokens = o.Get("maxTokens").As<Napi::Number>().Int64Value();
+  if (o.Has("coalesceUs"))
+    loop->coalesce = std::chrono::microseconds(std::max<int64_t>(0, o.Get("coalesceUs").As<Napi::Number>().Int64Value()));
   if (o.Has("window")) loop->window = std::max<int64_t>(1, o.Get("window").As<Napi::Number>().Int64Value());
   if (loop->prompt.empty()) {
     delete loop;
@@ -489,35 +532,41 @@ Napi::Value Start(const Napi::CallbackInfo& info) {
   }
 
   // the chain as node-llama-cpp's AddonSampler builds it (ApplyConfig, rebuildChainIfNeeded) for
-  // what the token loop sends it: logit bias, then greedy, or top-k, top-p, min-p, temperature, dist
+  // what the token loop sends it: logit bias, then greedy (done here without a chain, see
+  // Loop::greedy), or top-k, top-p, min-p, temperature, dist
   const float temperature = o.Get("temperature").As<Napi::Number>().FloatValue();
   const float minP = o.Get("minP").As<Napi::Number>().FloatValue();
   const int32_t topK = o.Get("topK").As<Napi::Number>().Int32Value();
   const float topP = o.Get("topP").As<Napi::Number>().FloatValue();
   const uint32_t seed = o.Get("seed").As<Napi::Number>().Uint32Value();
-  llama_sampler* chain = llama.sampler_chain_init(llama.sampler_chain_default_params());
+  std::vector<llama_logit_bias> biases;
   if (o.Has("biasKeys")) {
     auto keys = o.Get("biasKeys").As<Napi::Uint32Array>();
     auto values = o.Get("biasValues").As<Napi::Float32Array>();
-    if (keys.ElementLength() == values.ElementLength() && keys.ElementLength() > 0) {
-      std::vector<llama_logit_bias> biases;
+    if (keys.ElementLength() == values.ElementLength())
       for (size_t i = 0; i < keys.ElementLength(); i++)
         biases.push_back(llama_logit_bias{static_cast<llama_token>(keys[i]), values[i]});
-      llama.sampler_chain_add(chain, llama.sampler_init_logit_bias(loop->nVocab, static_cast<int32_t>(biases.size()),
-                                                                   biases.data()));
-    }
   }
   if (temperature <= 0.0f) {
-    llama.sampler_chain_add(chain, llama.sampler_init_greedy());
+    loop->greedy = true;
+    if (!biases.empty()) {
+      loop->bias.assign(static_cast<size_t>(loop->nVocab), 0.0f);
+      for (const auto& b : biases)
+        if (b.token >= 0 && b.token < loop->nVocab) loop->bias[static_cast<size_t>(b.token)] += b.bias;
+    }
   } else {
+    llama_sampler* chain = llama.sampler_chain_init(llama.sampler_chain_default_params());
+    if (!biases.empty())
+      llama.sampler_chain_add(
+          chain, llama.sampler_init_logit_bias(loop->nVocab, static_cast<int32_t>(biases.size()), biases.data()));
     llama.sampler_chain_add(chain, llama.sampler_init_top_k(topK <= 0 ? loop->nVocab : std::min(topK, loop->nVocab)));
     // (AddonSampler starts from a top-p of 1, "off", and makes a sampler only for another value)
     if (topP != 1.0f && topP >= 0.0f && topP <= 1.0f) llama.sampler_chain_add(chain, llama.sampler_init_top_p(topP, 1));
     if (minP > 0.0f) llama.sampler_chain_add(chain, llama.sampler_init_min_p(minP, 1));
     llama.sampler_chain_add(chain, llama.sampler_init_temp(temperature));
     llama.sampler_chain_add(chain, llama.sampler_init_dist(seed));
+    loop->chain = chain;
   }
-  loop->chain = chain;
 
   loop->onTokens = Napi::Persistent(info[2].As<Napi::Function>());
   loop->onEnd = Napi::Persistent(info[3].As<Napi::Function>());
