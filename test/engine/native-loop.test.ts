@@ -4,7 +4,7 @@
  * either way, with the steps in JavaScript where it must, and say why once. (In one process,
  * test/engine/token-loop.test.ts holds the native loop to LlamaCompletion token for token.)
  */
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -46,7 +46,7 @@ afterAll(async () => {
   rmSync(cache, { recursive: true, force: true });
 });
 
-describe('the native token loop where it cannot be built', () => {
+describe('building the native token loop', () => {
   it('says which compiler is missing', async () => {
     await expect(
       buildNativeLoop({ compiler: 'rbee-no-such-compiler', env: { RBEE_NATIVE_CACHE: cache } }),
@@ -59,6 +59,17 @@ describe('the native token loop where it cannot be built', () => {
       /false failed \(exit 1\)/,
     );
     expect(readdirSync(cache)).toEqual([]);
+  });
+
+  it("replaces an earlier source's build in its cache", async () => {
+    const dir = mkdtempSync(join(cache, 'rebuild-'));
+    writeFileSync(join(dir, 'token-loop-0123456789abcdef.node'), 'an earlier build');
+    const addon = await buildNativeLoop({ env: { RBEE_NATIVE_CACHE: dir } });
+    expect(typeof addon.start).toBe('function');
+    const files = readdirSync(dir);
+    expect(files).toHaveLength(1);
+    expect(files[0]).toMatch(/^token-loop-[0-9a-f]{16}\.node$/);
+    expect(files[0]).not.toBe('token-loop-0123456789abcdef.node');
   });
 
   it('is not built when switched off', async () => {

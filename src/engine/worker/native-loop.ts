@@ -13,7 +13,7 @@
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -164,6 +164,12 @@ export async function buildNativeLoop(options: PrepareOptions = {}): Promise<Nat
       renameSync(partial, target);
     } finally {
       rmSync(partial, { force: true });
+    }
+    // builds of other sources (an earlier rbee) go: a process that has one loaded keeps its mapping
+    for (const name of readdirSync(dir)) {
+      if (/^token-loop-[0-9a-f]{16}\.node$/.test(name) && join(dir, name) !== target) {
+        rmSync(join(dir, name), { force: true });
+      }
     }
   }
   const addon = createRequire(import.meta.url)(target) as NativeLoopAddon;
