@@ -18,11 +18,12 @@
  * /proc/self/task/<pid>/schedstat). Generation is serial — JS prepares a batch, a libuv thread
  * decodes it, JS again, another libuv thread samples, JS again — so main-thread CPU per token adds
  * to every token's time whatever the machine's load; it is the figure to compare. The rest of the
- * process's CPU (decoding and sampling on libuv's threads) is printed beside it.
+ * process's CPU (decoding and sampling on libuv's threads, or the native loop's own thread) is
+ * printed beside it.
  *
  * Env: PROFILE_REPEATS (default 7), PROFILE_TOKENS (512), PROFILE_MODEL (tiny|small, tiny).
  */
-import { readdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { getLlama, LlamaCompletion, LlamaLogLevel, type Token } from 'node-llama-cpp';
@@ -49,7 +50,11 @@ const cpuUsOf = (task: string): number => {
   }
 };
 const mainThreadCpuUs = (): number => cpuUsOf(String(process.pid));
-const processCpuUs = (): number => readdirSync('/proc/self/task').reduce((n, t) => n + cpuUsOf(t), 0);
+/** All threads', ended ones included (the native loop's thread ends with its generation). */
+const processCpuUs = (): number => {
+  const { user, system } = process.cpuUsage();
+  return user + system;
+};
 
 const llama = await getLlama({ gpu: false, build: 'never', maxThreads: 1, logLevel: LlamaLogLevel.error });
 const model = await llama.loadModel({ modelPath: await ensureModel(PRESET) });
@@ -152,7 +157,7 @@ await pool.close();
 
 const out = (line: string): void => void process.stdout.write(`${line}\n`);
 out(`# token path, ${PRESET} model, ${TOKENS} tokens, 1 thread, ${REPEATS} repeats (medians)\n`);
-out('| path | µs per token (wall) | main thread CPU µs/token | libuv threads CPU µs/token |');
+out('| path | µs per token (wall) | main thread CPU µs/token | other threads CPU µs/token |');
 out('|---|---|---|---|');
 for (const [name, s] of samples) {
   out(
