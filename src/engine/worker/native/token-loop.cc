@@ -15,6 +15,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <cstring>
+#include <deque>
 #include <fstream>
 #include <mutex>
 #include <string>
@@ -208,7 +209,7 @@ struct Loop {
   int64_t maxTokens = 0;
   int64_t window = 8;
 
-  std::thread thread;
+  bool returned = false;  // run() is over: the thread touches the loop no more (threads->mutex)
   Tsfn tsfn;
   Napi::FunctionReference onTokens;
   Napi::FunctionReference onEnd;
@@ -387,6 +388,48 @@ struct Loop {
     llama.batch_free(batch);
   }
 };
+
+/**
+ * The threads loops run on: kept once started (a thread created per generation cost a tiny model's
+ * first token ~0.4 ms more than the thread pool's did), one per loop running at once. Never freed:
+ * an idle thread waits on it when the process exits.
+ */
+struct Threads {
+  std::mutex mutex;
+  std::condition_variable work;
+  std::condition_variable returned;
+  std::deque<Loop*> queue;
+  size_t idle = 0;
+};
+Threads* threads = new Threads();
+
+void serve() {
+  for (;;) {
+    Loop* loop;
+    {
+      std::unique_lock<std::mutex> lock(threads->mutex);
+      threads->idle++;
+      threads->work.wait(lock, [] { return !threads->queue.empty(); });
+      threads->idle--;
+      loop = threads->queue.front();
+      threads->queue.pop_front();
+    }
+    loop->run();
+    {
+      std::lock_guard<std::mutex> lock(threads->mutex);
+      loop->returned = true;
+    }
+    threads->returned.notify_all();
+  }
+}
+
+/** Runs the loop on an idle thread, or a new one: never behind another loop. */
+void runOnAThread(Loop* loop) {
+  std::lock_guard<std::mutex> lock(threads->mutex);
+  threads->queue.push_back(loop);
+  if (threads->idle >= threads->queue.size()) threads->work.notify_one();
+  else std::thread(serve).detach();
+}
 
 class LoopHandle : public Napi::ObjectWrap<LoopHandle> {
  public:
@@ -583,13 +626,16 @@ Napi::Value Start(const Napi::CallbackInfo& info) {
       if (!loop->endCalled && loop->handle != nullptr) loop->handle->loop = nullptr;
     }
     loop->wake.notify_one();
-    loop->thread.join();
+    {
+      std::unique_lock<std::mutex> lock(threads->mutex);
+      threads->returned.wait(lock, [loop] { return loop->returned; });
+    }
     delete loop;
   });
   // the handle's stop() reaches the loop until its end has been told
   loop->handle = LoopHandle::Unwrap(handle);
   loop->handleRef = Napi::Persistent(handle);
-  loop->thread = std::thread([loop] { loop->run(); });
+  runOnAThread(loop);
   return handle;
 }
 
