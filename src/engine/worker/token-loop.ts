@@ -19,6 +19,12 @@
  * reaches node-llama-cpp's internals, pinned to the exact version in package.json; if they are not
  * what it expects, `tokenLoopFor` answers undefined and LlamaCompletion serves everything.
  *
+ * On a context of one sequence, once rbee's native loop is loaded (native-loop.ts), the steps run
+ * there instead: decode and sample on a thread of its own, each token handed here as it comes, so
+ * that this file's work on a token runs beside the next decode; a stop found here tells it to stop,
+ * and the tokens it decoded meanwhile stay in the cache (the sequence is told). The handling of each
+ * token (take, below) is the same code on both.
+ *
  * Text comes out as LlamaCompletion gives it: detokenized with the answer's tokens before it (a
  * continued answer's included), an incomplete UTF-8 character held until the token that completes
  * it, stop strings matched across tokens and the tokens whose text might begin one held back until
