@@ -4,7 +4,7 @@
  * either way, with the steps in JavaScript where it must, and say why once. (In one process,
  * test/engine/token-loop.test.ts holds the native loop to LlamaCompletion token for token.)
  */
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -54,11 +54,26 @@ describe('building the native token loop', () => {
     expect(readdirSync(cache)).toEqual([]);
   });
 
-  it('says that the compiler failed, and leaves nothing in the cache', async () => {
-    await expect(buildNativeLoop({ compiler: 'false', env: { RBEE_NATIVE_CACHE: cache } })).rejects.toThrow(
-      /false failed \(exit 1\)/,
+  it('says that the compiler failed, and does not run it again on the same source', async () => {
+    const dir = mkdtempSync(join(cache, 'failing-'));
+    // a compiler that counts its runs and fails
+    const compiler = join(dir, 'failing-cxx');
+    writeFileSync(compiler, `#!/bin/sh\necho run >> ${join(dir, 'runs')}\necho 'error: no' >&2\nexit 1\n`);
+    chmodSync(compiler, 0o755);
+    const env = { RBEE_NATIVE_CACHE: join(dir, 'cache') };
+    await expect(buildNativeLoop({ compiler, env })).rejects.toThrow(
+      /failing-cxx failed \(exit 1\): error: no/,
     );
-    expect(readdirSync(cache)).toEqual([]);
+    // no build, only the failure kept
+    expect(readdirSync(join(dir, 'cache'))).toEqual([
+      expect.stringMatching(/^token-loop-[0-9a-f]{16}\.failed$/),
+    ]);
+    await expect(buildNativeLoop({ compiler, env })).rejects.toThrow(
+      /error: no \(earlier; remove .* to try again\)/,
+    );
+    expect(readFileSync(join(dir, 'runs'), 'utf8')).toBe('run\n');
+    // another compiler is tried
+    await expect(buildNativeLoop({ compiler: 'false', env })).rejects.toThrow(/false failed \(exit 1\)/);
   });
 
   it("replaces an earlier source's build in its cache", async () => {

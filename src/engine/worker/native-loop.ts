@@ -13,7 +13,7 @@
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -156,18 +156,27 @@ export async function buildNativeLoop(options: PrepareOptions = {}): Promise<Nat
   const dir = cacheDir(env);
   const target = join(dir, `token-loop-${key}.node`);
   if (!existsSync(target)) {
+    const compiler = options.compiler ?? env.CXX ?? 'g++';
+    // a compiler that failed on this source fails every worker the same way: once is enough
+    const failed = join(dir, `token-loop-${key}.failed`);
+    const earlier = earlierFailure(failed, compiler);
+    if (earlier !== undefined) throw new Error(`${earlier} (earlier; remove ${failed} to try again)`);
     mkdirSync(dir, { recursive: true });
     // built under a name of its own, then renamed: workers building at once never load half a file
     const partial = `${target}.${process.pid}.partial`;
     try {
-      await compile(options.compiler ?? env.CXX ?? 'g++', source, partial, [headers, addonApi]);
+      await compile(compiler, source, partial, [headers, addonApi]);
       renameSync(partial, target);
+    } catch (error) {
+      if (error instanceof CompileError)
+        writeFileSync(failed, JSON.stringify({ compiler, error: error.message }));
+      throw error;
     } finally {
       rmSync(partial, { force: true });
     }
     // builds of other sources (an earlier rbee) go: a process that has one loaded keeps its mapping
     for (const name of readdirSync(dir)) {
-      if (/^token-loop-[0-9a-f]{16}\.node$/.test(name) && join(dir, name) !== target) {
+      if (/^token-loop-[0-9a-f]{16}\.(node|failed)$/.test(name) && join(dir, name) !== target) {
         rmSync(join(dir, name), { force: true });
       }
     }
@@ -178,6 +187,19 @@ export async function buildNativeLoop(options: PrepareOptions = {}): Promise<Nat
   }
   return addon;
 }
+
+/** What the same compiler said when it failed on this source before, if it did. */
+function earlierFailure(file: string, compiler: string): string | undefined {
+  try {
+    const recorded = JSON.parse(readFileSync(file, 'utf8')) as { compiler?: unknown; error?: unknown };
+    return recorded.compiler === compiler && typeof recorded.error === 'string' ? recorded.error : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The compiler ran and failed (not: it is not installed). */
+class CompileError extends Error {}
 
 function cacheDir(env: NodeJS.ProcessEnv): string {
   if (env.RBEE_NATIVE_CACHE !== undefined && env.RBEE_NATIVE_CACHE !== '') return env.RBEE_NATIVE_CACHE;
@@ -236,9 +258,11 @@ function compile(compiler: string, source: string, out: string, includes: string
     child.on('error', (error) => reject(new Error(`${compiler} could not run: ${error.message}`)));
     child.on('close', (code) => {
       if (code === 0) resolve();
+      // nice's answer for a command it cannot find or run: nothing to remember
+      else if (code === 127 || code === 126) reject(new Error(`${compiler} could not run (not installed?)`));
       else
         reject(
-          new Error(
+          new CompileError(
             `${compiler} failed (exit ${String(code)})${stderr === '' ? '' : `: ${stderr.trim().split('\n').slice(0, 3).join(' / ')}`}`,
           ),
         );
