@@ -1,3 +1,4 @@
+import { join } from 'node:path';
 import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
@@ -22,6 +23,8 @@ export default defineConfig({
       RBEE_CLUSTER_LISTEN: '/ip4/127.0.0.1/tcp/0',
       // no test node builds llama.cpp at an idle moment (both cores for the better part of an hour)
       RBEE_ENGINE_BUILD: 'off',
+      // rbee's native token loop is built (a few seconds) into the project's cache, not the home folder's
+      RBEE_NATIVE_CACHE: join(import.meta.dirname, '.cache', 'native'),
     },
   },
 });

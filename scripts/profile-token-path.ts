@@ -9,20 +9,25 @@
  *                rbee's worker calls it (stop triggers, incremental detokenising, text segmentation)
  *   (slot pool)  rbee's own slot pool (src/engine/worker/slot-pool.ts, run-generation.ts) in this
  *                process: the worker's generation path short of its IPC channel — for this plain
- *                request on a one-sequence context, rbee's own token loop (token-loop.ts)
+ *                request on a one-sequence context, rbee's own token loop (token-loop.ts), its
+ *                steps in JavaScript
+ *   (slot pool, native loop)  the same with rbee's native loop (native-loop.ts) under the token
+ *                loop: decode and sample on a thread of its own (built first if need be)
  *
  * For each: wall time per token, and the CPU the main thread spends per token (from
  * /proc/self/task/<pid>/schedstat). Generation is serial — JS prepares a batch, a libuv thread
  * decodes it, JS again, another libuv thread samples, JS again — so main-thread CPU per token adds
  * to every token's time whatever the machine's load; it is the figure to compare. The rest of the
- * process's CPU (decoding and sampling on libuv's threads) is printed beside it.
+ * process's CPU (decoding and sampling on libuv's threads, or the native loop's own thread) is
+ * printed beside it.
  *
  * Env: PROFILE_REPEATS (default 7), PROFILE_TOKENS (512), PROFILE_MODEL (tiny|small, tiny).
  */
-import { readdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { getLlama, LlamaCompletion, LlamaLogLevel, type Token } from 'node-llama-cpp';
+import type * as NativeLoopModule from '../src/engine/worker/native-loop.js';
 import type * as SlotPoolModule from '../src/engine/worker/slot-pool.js';
 import type { ChildMessage } from '../src/engine/worker/protocol.js';
 import { ensureModel, median, PROMPT, REPO, type Preset } from './bench-paths.js';
@@ -33,6 +38,9 @@ const PRESET = (process.env.PROFILE_MODEL ?? 'tiny') as Preset;
 const { createSlotPool } = (await import(
   join(REPO, 'dist', 'engine', 'worker', 'slot-pool.js')
 )) as typeof SlotPoolModule;
+const nativeLoop = (await import(
+  join(REPO, 'dist', 'engine', 'worker', 'native-loop.js')
+)) as typeof NativeLoopModule;
 
 const cpuUsOf = (task: string): number => {
   try {
@@ -42,7 +50,11 @@ const cpuUsOf = (task: string): number => {
   }
 };
 const mainThreadCpuUs = (): number => cpuUsOf(String(process.pid));
-const processCpuUs = (): number => readdirSync('/proc/self/task').reduce((n, t) => n + cpuUsOf(t), 0);
+/** All threads', ended ones included (the native loop's thread ends with its generation). */
+const processCpuUs = (): number => {
+  const { user, system } = process.cpuUsage();
+  return user + system;
+};
 
 const llama = await getLlama({ gpu: false, build: 'never', maxThreads: 1, logLevel: LlamaLogLevel.error });
 const model = await llama.loadModel({ modelPath: await ensureModel(PRESET) });
@@ -109,7 +121,17 @@ async function slotPool(): Promise<Times> {
   return [...poolTimes];
 }
 
-const PATHS = { evaluate, completion, 'slot pool': slotPool } as const;
+await nativeLoop.prepareNativeLoop({ log: (text) => console.error(text) });
+const withNativeLoop = (on: boolean) => async (): Promise<Times> => {
+  nativeLoop.useNativeLoop(on);
+  return slotPool();
+};
+const PATHS = {
+  evaluate,
+  completion,
+  'slot pool': withNativeLoop(false),
+  ...(nativeLoop.nativeLoopAddon() === undefined ? {} : { 'slot pool, native loop': withNativeLoop(true) }),
+} as const;
 type PathName = keyof typeof PATHS;
 const samples = new Map<PathName, { wallUs: number[]; mainUs: number[]; otherUs: number[] }>();
 for (const name of Object.keys(PATHS) as PathName[])
@@ -135,7 +157,7 @@ await pool.close();
 
 const out = (line: string): void => void process.stdout.write(`${line}\n`);
 out(`# token path, ${PRESET} model, ${TOKENS} tokens, 1 thread, ${REPEATS} repeats (medians)\n`);
-out('| path | µs per token (wall) | main thread CPU µs/token | libuv threads CPU µs/token |');
+out('| path | µs per token (wall) | main thread CPU µs/token | other threads CPU µs/token |');
 out('|---|---|---|---|');
 for (const [name, s] of samples) {
   out(

@@ -2,7 +2,8 @@
  * rbee's own token loop (src/engine/worker/token-loop.ts) against node-llama-cpp's LlamaCompletion,
  * the path it replaces for plain requests: the same model, the same prompt tokens, the same
  * sampling settings must give the same text, the same tokens and the same end, and the sequence
- * must know what its cache holds afterwards (the next request reuses it).
+ * must know what its cache holds afterwards (the next request reuses it). Every case runs twice: on
+ * rbee's native loop (native-loop.ts, built here first) and with the steps in JavaScript.
  */
 import {
   getLlama,
@@ -19,6 +20,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { GenerateRequest } from '../../src/engine/types.js';
 import { preparePrompt } from '../../src/engine/worker/prompt.js';
 import { runGeneration, type GenerationResult } from '../../src/engine/worker/run-generation.js';
+import { nativeLoopAddon, prepareNativeLoop, useNativeLoop } from '../../src/engine/worker/native-loop.js';
 import { tokenLoopFor } from '../../src/engine/worker/token-loop.js';
 import { tinyModelPath } from '../helpers/tiny-model.js';
 
@@ -37,6 +39,7 @@ beforeAll(async () => {
   referenceContext = await model.createContext(options);
   loopSequence = loopContext.getSequence();
   referenceSequence = referenceContext.getSequence();
+  await prepareNativeLoop({ log: (text) => console.error(text) });
 });
 
 afterAll(async () => {
@@ -61,7 +64,10 @@ async function viaWorkerPath(
 ): Promise<Answer & { loop: boolean }> {
   const sequence = loopSequence;
   const prompt = preparePrompt(model, resolveChatWrapper(model), loopContext.contextSize, request);
-  const loop = tokenLoopFor(sequence, request, prompt, false) !== undefined;
+  const tokenLoop = tokenLoopFor(sequence, request, prompt, false);
+  const loop = tokenLoop !== undefined;
+  // where the token loop serves, the native loop does in the native pass
+  if (loop) expect(tokenLoop.native).toBe(native);
   let text = '';
   const tokens: number[] = [];
   const result = await runGeneration({
@@ -158,7 +164,19 @@ function biasOf(logitBias: GenerateRequest['logitBias']): TokenBias | undefined 
 
 const chat = (content: string): GenerateRequest['messages'] => [{ role: 'user', content }];
 
-describe('the token loop', () => {
+/** Whether this pass runs on the native loop. */
+let native = false;
+
+it('builds and loads the native loop on this machine', () => {
+  expect(nativeLoopAddon()).toBeDefined();
+});
+
+describe.each(['native', 'JavaScript'])('the token loop, %s', (pass) => {
+  beforeAll(() => {
+    native = pass === 'native';
+    useNativeLoop(native);
+  });
+
   it.each<[string, GenerateRequest]>([
     ['a raw prompt, greedy', { prompt: 'The weather today is', maxTokens: 64, temperature: 0 }],
     ['a chat, greedy', { messages: chat('Tell me a story'), maxTokens: 64, temperature: 0 }],
@@ -216,6 +234,26 @@ describe('the token loop', () => {
     const fits =
       256 - 1 - preparePrompt(model, resolveChatWrapper(model), 256, request).sequenceTokens.length;
     expect(ours.tokens.slice(0, fits)).toEqual(reference.tokens.slice(0, fits));
+  });
+
+  it('after a stop string, the next request reuses what the cache holds and answers as a fresh one', async () => {
+    const request: GenerateRequest = { messages: chat('Tell me a story'), maxTokens: 48, temperature: 0 };
+    const whole = (await viaLlamaCompletion(request)).text;
+    const stop = whole.slice(12, 16);
+    // the native loop decodes on while the stop is being found: what it decoded stays in the cache
+    const first = await viaWorkerPath({ ...request, stop: [stop] });
+    expect(first.result).toMatchObject({ finishReason: 'stop', stopSequence: stop });
+    const prompt = preparePrompt(model, resolveChatWrapper(model), 256, request);
+    expect(loopSequence.contextTokens.slice(0, prompt.sequenceTokens.length)).toEqual(prompt.sequenceTokens);
+    const next: GenerateRequest = {
+      messages: [...chat('Tell me a story')!, { role: 'assistant', content: first.text }, ...chat('More')!],
+      maxTokens: 24,
+      temperature: 0,
+    };
+    const reused = await viaWorkerPath(next, { reuse: true });
+    expect(reused.result.usage.cachedPromptTokens).toBeGreaterThan(10);
+    const fresh = await viaWorkerPath(next);
+    expect(reused.tokens).toEqual(fresh.tokens);
   });
 
   it('reuses what the sequence kept from the previous request, with the same answer', async () => {

@@ -180,6 +180,12 @@ async function load(init: ChildInit): Promise<WorkerInfo> {
     gpuLayers: model.gpuLayers,
     flashAttention: context.flashAttention === true,
   });
+  if (init.slots === 1) {
+    // rbee's native token loop serves a one-sequence context: loaded, or built first, in the
+    // background; until it is there (or where it cannot be) the token loop steps in JavaScript
+    const { prepareNativeLoop } = await import('./native-loop.js');
+    void prepareNativeLoop({ log });
+  }
   pool = createSlotPool({
     context,
     maxQueue: init.maxQueue,

@@ -19,6 +19,12 @@
  * reaches node-llama-cpp's internals, pinned to the exact version in package.json; if they are not
  * what it expects, `tokenLoopFor` answers undefined and LlamaCompletion serves everything.
  *
+ * On a context of one sequence, once rbee's native loop is loaded (native-loop.ts), the steps run
+ * there instead: decode and sample on a thread of its own, each token handed here as it comes, so
+ * that this file's work on a token runs beside the next decode; a stop found here tells it to stop,
+ * and the tokens it decoded meanwhile stay in the cache (the sequence is told). The handling of each
+ * token (take, below) is the same code on both.
+ *
  * Text comes out as LlamaCompletion gives it: detokenized with the answer's tokens before it (a
  * continued answer's included), an incomplete UTF-8 character held until the token that completes
  * it, stop strings matched across tokens and the tokens whose text might begin one held back until
@@ -37,6 +43,12 @@ import {
   type Token,
 } from 'node-llama-cpp';
 import type { GenerateRequest } from '../types.js';
+import {
+  nativeLoopAddon,
+  nativeLoopUnavailable,
+  type NativeLoopAddon,
+  type NativeLoopEnd,
+} from './native-loop.js';
 import type { PreparedPrompt } from './prompt.js';
 
 /** node-llama-cpp's native context (AddonContext), as far as the loop uses it. */
@@ -75,6 +87,8 @@ interface Internals {
   preventDisposal(): { dispose(): void };
   /** Tells the sequence what its cache holds after the loop wrote to it behind its back. */
   setContents(tokens: Token[]): void;
+  /** The native context (an AddonContext) and what the native loop checks it against. */
+  native: { context: object; contextSize: number; batchSize: number; sequenceId: number; alone: boolean };
 }
 
 /** node-llama-cpp's batch dispatcher (LlamaContext._decodeTokens): one batch for every sequence. */
@@ -188,6 +202,13 @@ function internalsOf(sequence: LlamaContextSequence): Internals | undefined {
       seq._contextTokens = tokens;
       seq._nextTokenIndex = tokens.length;
     },
+    native: {
+      context: native,
+      contextSize: sequence.context.contextSize,
+      batchSize,
+      sequenceId,
+      alone: sequence.context.totalSequences === 1,
+    },
   };
 }
 
@@ -214,6 +235,8 @@ export interface TokenLoopRun {
 }
 
 export interface TokenLoop {
+  /** Whether rbee's native loop (native-loop.ts) runs it, else the steps are JavaScript's. */
+  readonly native: boolean;
   run(options: TokenLoopRun): Promise<TokenLoopEnd>;
 }
 
@@ -238,7 +261,27 @@ export function tokenLoopFor(
   const internals = internalsOf(sequence);
   const stops = stopsOf(sequence, request, prompt.stopTriggers);
   if (internals === undefined || stops === undefined) return undefined;
-  return { run: (options) => runLoop(sequence, internals, request, prompt, stops, options) };
+  const addon = nativeAddonFor(sequence, internals);
+  return {
+    native: addon !== undefined,
+    run: (options) => runLoop(sequence, internals, request, prompt, stops, options, addon),
+  };
+}
+
+/**
+ * The native loop, where it can serve this sequence: it is loaded (prepareNativeLoop), the context
+ * has this one sequence (the loop owns its batch), and the native context is what it expects.
+ */
+function nativeAddonFor(sequence: LlamaContextSequence, internals: Internals): NativeLoopAddon | undefined {
+  const addon = nativeLoopAddon();
+  const { native } = internals;
+  if (addon === undefined || !native.alone || native.contextSize !== sequence.contextSize) return undefined;
+  const problem = addon.check(native.context, native.contextSize, native.batchSize);
+  if (problem !== undefined) {
+    nativeLoopUnavailable(problem);
+    return undefined;
+  }
+  return addon;
 }
 
 /**
@@ -302,10 +345,9 @@ async function runLoop(
   prompt: PreparedPrompt,
   stops: Stops,
   options: TokenLoopRun,
+  addon: NativeLoopAddon | undefined,
 ): Promise<TokenLoopEnd> {
   const model = sequence.model;
-  const contextSize = sequence.contextSize;
-  const contents = prompt.sequenceTokens.slice(0, options.cached);
   const generated: Token[] = [];
   /** Generated tokens whose text is not out yet, and that text. */
   let heldTokens: Token[] = [];
@@ -336,9 +378,89 @@ async function runLoop(
     return model.detokenize(tokens, false, before);
   };
 
-  const sampler = internals.createSampler();
-  sampler.applyConfig(samplerConfig(request, options.logitBias));
+  /**
+   * A sampled token: what it lets out, and where the answer ends if it ends there. The caller
+   * emits (finish), so that the JavaScript loop can start the next token's decode first.
+   */
+  const take: Take = (token) => {
+    if (token === -1 || stops.tokens.has(token) || model.isEogToken(token)) {
+      flush();
+      return {
+        end: { kind: 'finished', reason: token === -1 || !stops.tokens.has(token) ? 'eog' : 'stop' },
+      };
+    }
+    generated.push(token);
+    heldTokens.push(token);
+    incomplete.push(token);
+    let out: [string, Token[]] | undefined;
+    let end: TokenLoopEnd | undefined;
+    const text = textOf(incomplete);
+    // a character still incomplete waits for the token that completes it
+    if (!text.endsWith(INCOMPLETE) || incomplete.length >= MAX_INCOMPLETE_TOKENS) {
+      heldText += text;
+      for (let i = 0; i < incomplete.length; i++) heldEnds.push(heldText.length);
+      incomplete = [];
+      const stop = firstStop(heldText, stops);
+      if (stop !== undefined) {
+        // everything before the stop, with the tokens whose text lies wholly before it
+        const before = heldTokens.filter((_, i) => heldEnds[i]! <= stop.at);
+        if (stop.at > 0 || before.length > 0) out = [heldText.slice(0, stop.at), before];
+        end = { kind: 'finished', reason: 'stop', ...(stop.requested ? { stopText: stop.text } : {}) };
+      } else if (!mayBeginStop(heldText, stops)) {
+        out = [heldText, heldTokens];
+        heldText = '';
+        heldTokens = [];
+        heldEnds = [];
+      }
+    }
+    if (end === undefined && generated.length >= options.maxTokens) {
+      end = { kind: 'finished', reason: 'maxTokens' };
+    }
+    return { ...(out === undefined ? {} : { out }), ...(end === undefined ? {} : { end }) };
+  };
+  /** Emits what a token let out, and at the maximum what is still held. */
+  const finish: Finish = (out, end) => {
+    if (out !== undefined) options.emit(...out);
+    if (end?.kind === 'finished' && end.reason === 'maxTokens') flush();
+  };
+
+  const config = samplerConfig(request, options.logitBias);
+  const handlers = { take, finish, flush, generated };
   const guard = internals.preventDisposal();
+  try {
+    if (addon !== undefined) {
+      const end = await runNative(addon, internals, prompt, stops, options, config, handlers);
+      if (end !== undefined) return end;
+    }
+    return await runSteps(sequence, internals, prompt, options, config, handlers);
+  } finally {
+    guard.dispose();
+  }
+}
+
+type Take = (token: Token) => { out?: [string, Token[]]; end?: TokenLoopEnd };
+type Finish = (out: [string, Token[]] | undefined, end: TokenLoopEnd | undefined) => void;
+/** What runLoop's two engines share: the handling of each sampled token, and the answer so far. */
+interface Handlers {
+  take: Take;
+  finish: Finish;
+  flush: () => void;
+  generated: Token[];
+}
+
+/** The loop in JavaScript: one native decode and one native sample per token, awaited. */
+async function runSteps(
+  sequence: LlamaContextSequence,
+  internals: Internals,
+  prompt: PreparedPrompt,
+  options: TokenLoopRun,
+  config: Record<string, unknown>,
+  { take, finish, flush, generated }: Handlers,
+): Promise<TokenLoopEnd> {
+  const contextSize = sequence.contextSize;
+  const contents = prompt.sequenceTokens.slice(0, options.cached);
+  const sampler = internals.createSampler();
+  sampler.applyConfig(config);
   /** Evaluates `tokens` and samples the next; undefined when they no longer fit the context. */
   const stepOn = (tokens: Token[]): Promise<number | undefined> | undefined =>
     contents.length + tokens.length > contextSize - 1
@@ -357,54 +479,126 @@ async function runLoop(
       const token = (await next) as Token | undefined;
       next = undefined;
       if (token === undefined) return { kind: 'finished', reason: 'abort' };
-      if (token === -1 || stops.tokens.has(token) || model.isEogToken(token)) {
-        flush();
-        return { kind: 'finished', reason: token === -1 || !stops.tokens.has(token) ? 'eog' : 'stop' };
-      }
-      generated.push(token);
-      heldTokens.push(token);
-      incomplete.push(token);
-      /** What this token lets out, and where the answer ends if it ends here. */
-      let out: [string, Token[]] | undefined;
-      let end: TokenLoopEnd | undefined;
-      const text = textOf(incomplete);
-      // a character still incomplete waits for the token that completes it
-      if (!text.endsWith(INCOMPLETE) || incomplete.length >= MAX_INCOMPLETE_TOKENS) {
-        heldText += text;
-        for (let i = 0; i < incomplete.length; i++) heldEnds.push(heldText.length);
-        incomplete = [];
-        const stop = firstStop(heldText, stops);
-        if (stop !== undefined) {
-          // everything before the stop, with the tokens whose text lies wholly before it
-          const before = heldTokens.filter((_, i) => heldEnds[i]! <= stop.at);
-          if (stop.at > 0 || before.length > 0) out = [heldText.slice(0, stop.at), before];
-          end = { kind: 'finished', reason: 'stop', ...(stop.requested ? { stopText: stop.text } : {}) };
-        } else if (!mayBeginStop(heldText, stops)) {
-          out = [heldText, heldTokens];
-          heldText = '';
-          heldTokens = [];
-          heldEnds = [];
-        }
-      }
-      if (end === undefined && generated.length >= options.maxTokens) {
-        end = { kind: 'finished', reason: 'maxTokens' };
-      }
+      const { out, end } = take(token);
       // The next token's decode starts before this one's text goes out: handing it to the hive
       // is a write, and the native step runs on another thread meanwhile.
       if (end === undefined) next = stepOn([token]);
-      if (out !== undefined) options.emit(...out);
-      if (end !== undefined) {
-        if (end.kind === 'finished' && end.reason === 'maxTokens') flush();
-        return end;
-      }
+      finish(out, end);
+      if (end !== undefined) return end;
     }
   } finally {
     // nothing native may run on the sequence once the loop has handed it back
     if (next !== undefined) await next.catch(() => undefined);
-    guard.dispose();
     sampler.dispose();
     internals.setContents(contents);
   }
+}
+
+/** How many tokens the native loop may sample ahead of the JavaScript that handles them. */
+const NATIVE_WINDOW = 32;
+/**
+ * Tokens sampled within this many µs of the last hand-over to JavaScript wait for the next one:
+ * one wake-up of the main thread per token costs ~20 µs of a tiny model's ~130 µs decode (on a
+ * model whose token takes longer, every token goes at once). A token waits at most this long.
+ */
+const NATIVE_COALESCE_US = 1000;
+
+/**
+ * The loop on rbee's native thread (native-loop.ts): it decodes and samples on its own and hands
+ * each token here, where it is handled (take) while the next one is decoded. An end found here (a
+ * stop string) tells it to stop; the tokens it decoded meanwhile stay in the cache, and the
+ * sequence is told so. Undefined when it could not start (nothing ran: the JavaScript loop serves).
+ */
+function runNative(
+  addon: NativeLoopAddon,
+  internals: Internals,
+  prompt: PreparedPrompt,
+  stops: Stops,
+  options: TokenLoopRun,
+  config: Record<string, unknown>,
+  { take, finish, flush, generated }: Handlers,
+): Promise<TokenLoopEnd | undefined> {
+  const toEvaluate = prompt.sequenceTokens.slice(options.cached);
+  if (toEvaluate.length === 0) return Promise.resolve(undefined);
+  const { native } = internals;
+  return new Promise((resolve, reject) => {
+    /** Every token it sampled, in order: the cache holds the prompt, then as many of them as it decoded. */
+    const sampled: Token[] = [];
+    let end: TokenLoopEnd | undefined;
+    /** What handling a token threw (the emit's write): the answer fails with it. */
+    let failure: Error | undefined;
+    const onTokens = (tokens: Int32Array): boolean => {
+      for (const token of tokens) {
+        sampled.push(token as Token);
+        if (end !== undefined || failure !== undefined) continue;
+        if (options.signal.aborted) {
+          end = { kind: 'finished', reason: 'abort' };
+          continue;
+        }
+        try {
+          const taken = take(token as Token);
+          end = taken.end;
+          finish(taken.out, taken.end);
+        } catch (error) {
+          failure = error instanceof Error ? error : new Error('handling a token failed', { cause: error });
+        }
+      }
+      return end !== undefined || failure !== undefined;
+    };
+    const onEnd = (reason: NativeLoopEnd, position: number, error: string | undefined): void => {
+      options.signal.removeEventListener('abort', onAbort);
+      internals.setContents([...prompt.sequenceTokens, ...sampled].slice(0, position));
+      if (failure !== undefined) reject(failure);
+      else if (end !== undefined) resolve(end);
+      else if (reason === 'error') reject(new Error(error ?? 'the native token loop failed'));
+      else if (reason === 'stopped') resolve({ kind: 'finished', reason: 'abort' });
+      else {
+        // the next token does not fit: the rest goes through LlamaCompletion (every other end
+        // of the native loop's is one that take() found first)
+        try {
+          flush();
+          resolve(
+            reason === 'contextFull'
+              ? { kind: 'contextFull', generated }
+              : { kind: 'finished', reason: 'eog' },
+          );
+        } catch (error) {
+          reject(error instanceof Error ? error : new Error(String(error)));
+        }
+      }
+    };
+    const bias = config.tokenBiasKeys as Uint32Array | undefined;
+    const loop = addon.start(
+      native.context,
+      {
+        contextSize: native.contextSize,
+        batchSize: native.batchSize,
+        sequenceId: native.sequenceId,
+        position: options.cached,
+        prompt: Uint32Array.from(toEvaluate),
+        stopTokens: Uint32Array.from(stops.tokens),
+        maxTokens: Math.min(options.maxTokens, 2 ** 31 - 1),
+        window: NATIVE_WINDOW,
+        coalesceUs: NATIVE_COALESCE_US,
+        temperature: config.temperature as number,
+        minP: config.minP as number,
+        topK: config.topK as number,
+        topP: config.topP as number,
+        seed: config.seed as number,
+        ...(bias === undefined ? {} : { biasKeys: bias, biasValues: config.tokenBiasValues as Float32Array }),
+      },
+      onTokens,
+      onEnd,
+    );
+    if (typeof loop === 'string') {
+      nativeLoopUnavailable(loop);
+      resolve(undefined);
+      return;
+    }
+    const onAbort = (): void => loop.stop();
+    if (options.signal.aborted) loop.stop();
+    else options.signal.addEventListener('abort', onAbort, { once: true });
+  });
 }
 
 /** The earliest stop text in `text`. */
