@@ -48,11 +48,6 @@ export interface NativeLoopOptions {
   maxTokens: number;
   /** How many tokens the thread may get ahead of JavaScript. */
   window: number;
-  /**
-   * A token sampled sooner than this after the last wake-up of JavaScript (µs) goes with the next
-   * one: waking the main thread costs the decoding thread ~20 µs, a sixth of a tiny model's token.
-   */
-  coalesceUs: number;
   temperature: number;
   minP: number;
   topK: number;

@@ -496,12 +496,6 @@ async function runSteps(
 
 /** How many tokens the native loop may sample ahead of the JavaScript that handles them. */
 const NATIVE_WINDOW = 32;
-/**
- * Tokens sampled within this many µs of the last hand-over to JavaScript wait for the next one:
- * one wake-up of the main thread per token costs ~20 µs of a tiny model's ~130 µs decode (on a
- * model whose token takes longer, every token goes at once). A token waits at most this long.
- */
-const NATIVE_COALESCE_US = 1000;
 
 /**
  * The loop on rbee's native thread (native-loop.ts): it decodes and samples on its own and hands
@@ -579,7 +573,6 @@ function runNative(
         stopTokens: Uint32Array.from(stops.tokens),
         maxTokens: Math.min(options.maxTokens, 2 ** 31 - 1),
         window: NATIVE_WINDOW,
-        coalesceUs: NATIVE_COALESCE_US,
         temperature: config.temperature as number,
         minP: config.minP as number,
         topK: config.topK as number,

@@ -11,7 +11,6 @@
 #include <dlfcn.h>
 
 #include <atomic>
-#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <cstring>
@@ -221,8 +220,6 @@ struct Loop {
   std::condition_variable wake;
   std::vector<llama_token> pending;  // sampled, not yet handed to JS
   bool signalled = false;            // a call to JS is on its way for them
-  std::chrono::steady_clock::time_point lastSignal{};
-  std::chrono::microseconds coalesce{0};
   int64_t sampled = 0;
   int64_t consumed = 0;  // handed to JS and handled there
   std::atomic<bool> stop{false};
@@ -297,10 +294,11 @@ struct Loop {
   }
 
   /**
-   * Hands a token to JS, after waiting while JS is `window` tokens behind. Waking the main thread
-   * costs this thread ~20 µs (the wake-up takes its core a while); so a token sampled less than
-   * `coalesce` after the last wake-up waits for the next token's, or the end's: on a model whose
-   * decode takes longer than that (any but a tiny one) every token goes at once.
+   * Hands a token to JS at once, after waiting while JS is `window` tokens behind. No token waits
+   * for a later one: tokens go together only when they were sampled while JS had not yet taken the
+   * last ones (holding them back up to a millisecond saved the node a write per token on the tiny
+   * model, but added that millisecond to the first tokens' time and is the batching into later
+   * writes that a token stream must not do).
    */
   bool hand(llama_token token) {
     std::unique_lock<std::mutex> lock(mutex);
@@ -311,14 +309,13 @@ struct Loop {
     if (stop.load()) return false;
     pending.push_back(token);
     sampled++;
-    if (!signalled && std::chrono::steady_clock::now() - lastSignal >= coalesce) signal(lock);
+    if (!signalled) signal(lock);
     return true;
   }
 
   /** Wakes the main thread for the pending tokens (the lock held on entry and on return). */
   void signal(std::unique_lock<std::mutex>& lock) {
     signalled = true;
-    lastSignal = std::chrono::steady_clock::now();
     lock.unlock();
     tsfn.NonBlockingCall();
     lock.lock();
@@ -566,8 +563,6 @@ Napi::Value Start(const Napi::CallbackInfo& info) {
   auto stops = o.Get("stopTokens").As<Napi::Uint32Array>();
   loop->stopTokens.assign(stops.Data(), stops.Data() + stops.ElementLength());
   loop->maxTokens = o.Get("maxTokens").As<Napi::Number>().Int64Value();
-  if (o.Has("coalesceUs"))
-    loop->coalesce = std::chrono::microseconds(std::max<int64_t>(0, o.Get("coalesceUs").As<Napi::Number>().Int64Value()));
   if (o.Has("window")) loop->window = std::max<int64_t>(1, o.Get("window").As<Napi::Number>().Int64Value());
   if (loop->prompt.empty()) {
     delete loop;
