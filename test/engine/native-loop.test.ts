@@ -4,7 +4,15 @@
  * either way, with the steps in JavaScript where it must, and say why once. (In one process,
  * test/engine/token-loop.test.ts holds the native loop to LlamaCompletion token for token.)
  */
-import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -76,15 +84,21 @@ describe('building the native token loop', () => {
     await expect(buildNativeLoop({ compiler: 'false', env })).rejects.toThrow(/false failed \(exit 1\)/);
   });
 
-  it("replaces an earlier source's build in its cache", async () => {
+  it("keeps the newest three other sources' builds beside its own, and removes older ones", async () => {
     const dir = mkdtempSync(join(cache, 'rebuild-'));
-    writeFileSync(join(dir, 'token-loop-0123456789abcdef.node'), 'an earlier build');
+    // five builds of other sources (another rbee sharing the cache, earlier ones), oldest first
+    const others = [0, 1, 2, 3, 4].map((i) => `token-loop-${String(i).repeat(16)}.node`);
+    others.forEach((name, i) => {
+      writeFileSync(join(dir, name), 'a build of another source');
+      utimesSync(join(dir, name), 1_000_000 + i, 1_000_000 + i);
+    });
     const addon = await buildNativeLoop({ env: { RBEE_NATIVE_CACHE: dir } });
     expect(typeof addon.start).toBe('function');
-    const files = readdirSync(dir);
-    expect(files).toHaveLength(1);
-    expect(files[0]).toMatch(/^token-loop-[0-9a-f]{16}\.node$/);
-    expect(files[0]).not.toBe('token-loop-0123456789abcdef.node');
+    const files = readdirSync(dir).sort();
+    const own = files.filter((name) => !others.includes(name));
+    expect(own).toHaveLength(1);
+    expect(own[0]).toMatch(/^token-loop-[0-9a-f]{16}\.node$/);
+    expect(files.filter((name) => others.includes(name))).toEqual(others.slice(2));
   });
 
   it('is not built when switched off', async () => {

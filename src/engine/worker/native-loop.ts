@@ -13,7 +13,16 @@
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { createRequire } from 'node:module';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -169,18 +178,36 @@ export async function buildNativeLoop(options: PrepareOptions = {}): Promise<Nat
     } finally {
       rmSync(partial, { force: true });
     }
-    // builds of other sources (an earlier rbee) go: a process that has one loaded keeps its mapping
-    for (const name of readdirSync(dir)) {
-      if (/^token-loop-[0-9a-f]{16}\.(node|failed)$/.test(name) && join(dir, name) !== target) {
-        rmSync(join(dir, name), { force: true });
-      }
-    }
+    pruneOtherBuilds(dir, target);
   }
   const addon = createRequire(import.meta.url)(target) as NativeLoopAddon;
   if (typeof addon.check !== 'function' || typeof addon.start !== 'function') {
     throw new Error(`${target} is not the native token loop`);
   }
   return addon;
+}
+
+/** Builds of other sources kept beside this one: other rbee installs sharing the cache use them. */
+const OTHER_BUILDS_KEPT = 3;
+
+/**
+ * Builds (and failures) of other sources go, but for the newest few: an older rbee's go in time,
+ * and two installs that share the cache do not delete each other's build at every start. A
+ * process that has a removed build loaded keeps its mapping.
+ */
+function pruneOtherBuilds(dir: string, target: string): void {
+  const others = readdirSync(dir)
+    .filter((name) => /^token-loop-[0-9a-f]{16}\.(node|failed)$/.test(name) && join(dir, name) !== target)
+    .map((name) => {
+      try {
+        return { path: join(dir, name), at: statSync(join(dir, name)).mtimeMs };
+      } catch {
+        return undefined; // removed meanwhile
+      }
+    })
+    .filter((entry) => entry !== undefined)
+    .sort((a, b) => b.at - a.at);
+  for (const { path } of others.slice(OTHER_BUILDS_KEPT)) rmSync(path, { force: true });
 }
 
 /** What the same compiler said when it failed on this source before, if it did. */
