@@ -100,18 +100,27 @@ describe('the jobs table', () => {
     expect(plan.map((p) => p.detail).join(' ')).toMatch(/USING (INDEX|PRIMARY KEY)/);
   });
 
-  it('writes records behind the job, in one go, and every read sees them first', async () => {
+  it('writes an accepted job at once, later changes behind it in one go, and every read sees them first', async () => {
     // another connection to the same file sees only what was committed
     const other = openDatabase(join(dir, 'rbee.db'));
     const committed = (): number =>
       (other.prepare('SELECT count(*) AS n FROM jobs').get() as { n: number }).n;
+    const stateOf = (id: string): unknown =>
+      (other.prepare('SELECT state FROM jobs WHERE id = ?').get(id) as { state: string } | undefined)?.state;
     try {
       const behind = createJobStore(db, { writeDelayMs: 50 });
+      // a crash right after acceptance must still find the job: its row is committed before the client hears of it
       behind.accepted({ id: 'b1', model: 'demo', acceptedAt: 1 });
+      expect(committed()).toBe(1);
       behind.placing('b1');
+      expect(stateOf('b1')).toBe('queued');
       behind.accepted({ id: 'b2', model: 'demo', acceptedAt: 2 });
-      expect(committed()).toBe(0);
-      await vi.waitFor(() => expect(committed()).toBe(2), { timeout: 5000, interval: 10 });
+      // the second acceptance wrote what was queued before it (b1 placing), in order
+      expect(committed()).toBe(2);
+      expect(stateOf('b1')).toBe('placing');
+      behind.running('b2', { hive: 'h', hiveName: 'h', reason: 'r' });
+      expect(stateOf('b2')).toBe('queued');
+      await vi.waitFor(() => expect(stateOf('b2')).toBe('running'), { timeout: 5000, interval: 10 });
       expect(behind.get('b1')?.state).toBe('placing');
       // a read writes what is queued before it answers
       behind.finished('b2', { state: 'done', at: 9, completionTokens: 1 });

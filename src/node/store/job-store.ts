@@ -3,11 +3,13 @@
  * few moments a job changes state (accepted, placing, running, first token, end), never per token.
  * At start, a job left unfinished by a previous run of the node is marked failed with the reason.
  *
- * Those writes are behind the job, not in its way: each is queued and the queue is written in one
- * transaction `writeDelayMs` later, so that a job's first token does not wait for five statements
- * (about 0.5 ms on this path) and a burst of jobs commits once. Every read, and `flush`, writes the
- * queue first, so what is read is always what was recorded; a crash of the node loses at most the
- * last `writeDelayMs` of records (the node flushes on every orderly stop).
+ * A job's row is written the moment it is accepted, before the client hears of it, so a crash never
+ * loses a job the client was told about: the restart marks it failed with NODE_RESTARTED. The later
+ * changes are behind the job, not in its way: each is queued and the queue is written in one
+ * transaction `writeDelayMs` later, so that a job's first token does not wait for four statements
+ * and a burst of jobs commits once. Every read, and `flush`, writes the queue first, so what is read
+ * is always what was recorded; a crash of the node loses at most the last `writeDelayMs` of state
+ * changes (the node flushes on every orderly stop).
  */
 import type { Database } from './db.js';
 
@@ -199,7 +201,16 @@ export function createJobStore(db: Database, options: JobStoreOptions = {}): Job
     'DELETE FROM jobs WHERE id NOT IN (SELECT id FROM jobs ORDER BY accepted_at DESC, id LIMIT ?)',
   );
   return {
-    accepted: (job) => record(() => insert.run(job.id, job.model, job.owner ?? null, job.acceptedAt)),
+    // at once, after what is queued: the row exists before the client is told the job was accepted
+    // (a row that cannot be written is said, as a queued one is, and the job goes on)
+    accepted: (job) =>
+      afterQueued(() => {
+        try {
+          insert.run(job.id, job.model, job.owner ?? null, job.acceptedAt);
+        } catch (error) {
+          options.onWriteError?.(error);
+        }
+      }),
     queued: (id) => record(() => setQueued.run(id)),
     placing: (id) => record(() => setPlacing.run(id)),
     running: (id, where) => {
