@@ -50,7 +50,9 @@ describe('rbee place', () => {
     expect(onDisk.freeBytes).toBeGreaterThan(0);
     expect(await workers()).toEqual([]);
 
-    const infer = await runCli(['infer', '-m', 'demo', 'Hello', '--max-tokens', '8', '--json'], {
+    // long enough to be timed: the jobs table keeps milliseconds, and 8 tiny-model tokens on the
+    // native token loop can all come within one (then no tokens-per-second figure is given)
+    const infer = await runCli(['infer', '-m', 'demo', 'Hello', '--max-tokens', '64', '--json'], {
       env: box.env,
     });
     expect(infer.code, infer.stderr).toBe(0);
