@@ -29,15 +29,22 @@ export function loneNodeEnv(home: string, port: number, logLevel = 'debug'): Nod
   return env;
 }
 
+/**
+ * A port free on 127.0.0.1 now, below Linux's ephemeral range (32768 on): a port the kernel hands
+ * out for `listen(0)` (every node's cluster listener in the tests) or an outgoing connection can
+ * otherwise be taken between this check and the node's bind (seen in CI: PORT_IN_USE).
+ */
 export async function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const server = createServer();
-    server.once('error', rej);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => res(typeof address === 'object' && address !== null ? address.port : 0));
+  for (let attempt = 0; ; attempt++) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    const free = await new Promise<boolean>((res) => {
+      const server = createServer();
+      server.once('error', () => res(false));
+      server.listen(port, '127.0.0.1', () => server.close(() => res(true)));
     });
-  });
+    if (free) return port;
+    if (attempt >= 50) throw new Error('no free port found below the ephemeral range');
+  }
 }
 
 /** A temporary RBEE_HOME and port, with cleanup that ends every process started under them. */
