@@ -32,9 +32,20 @@ async function runNode(options: NodeForegroundOptions): Promise<void> {
     process.stderr.write(`rbee node: unhandled rejection (kept running): ${text}\n`);
   });
   const running = await startNode(config, { foreground: process.stderr.isTTY });
-  const stop = (signal: string): void => void running.close(`received ${signal}`);
-  process.once('SIGINT', () => stop('SIGINT'));
-  process.once('SIGTERM', () => stop('SIGTERM'));
+  // `on`, not `once`: signal-exit (in node-llama-cpp's and Ink's dependencies) re-raises a signal it
+  // finds no other listener for, which killed the node in the middle of its shutdown. A second
+  // signal while stopping ends the process at once.
+  let stopping = false;
+  const stop = (signal: NodeJS.Signals): void => {
+    if (stopping) {
+      process.stderr.write(`rbee node: ${signal} again while stopping; exiting now\n`);
+      process.exit(1);
+    }
+    stopping = true;
+    void running.close(`received ${signal}`);
+  };
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
   await running.closed;
   process.exit(0);
 }
