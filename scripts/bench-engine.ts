@@ -22,7 +22,8 @@
  * 1, 2 and 4 concurrent requests on one 4-slot worker (small model).
  *
  * Env: BENCH_REPEATS (default 5), BENCH_PRESETS (tiny,small), BENCH_TOKENS (per preset: 512 tiny,
- *      128 small), BENCH_THREADS (engine default), BENCH_SKIP_CONCURRENCY=1.
+ *      128 small), BENCH_THREADS (engine default), BENCH_SKIP_CONCURRENCY=1, BENCH_BINARY (native or
+ *      prebuilt; by default what this machine's CPU workers load, see bench-paths.ts benchBinary).
  */
 import { fork } from 'node:child_process';
 import { createServer } from 'node:http';
@@ -42,6 +43,7 @@ import {
   type Run,
   type Sample,
   benchSettings,
+  benchBinary,
 } from './bench-paths.js';
 
 const {
@@ -50,6 +52,7 @@ const {
   tokensFor,
   threads: THREADS,
 } = benchSettings(engine.defaultThreads());
+const BINARY = benchBinary();
 
 /**
  * The floor of the node's CPU per token: a bare node:http server (a child process doing nothing
@@ -101,7 +104,7 @@ function httpFloorChild(): void {
 }
 
 async function concurrency(modelPath: string, tokens: number): Promise<Map<number, number>> {
-  const path = await createWorkerPath(modelPath, tokens, THREADS, 4);
+  const path = await createWorkerPath(modelPath, tokens, THREADS, 4, BINARY);
   const result = new Map<number, number>();
   try {
     await path.run(); // warm-up
@@ -138,9 +141,9 @@ const LABELS: Record<Variant, string> = {
 async function benchPreset(preset: Preset, floorUs: number): Promise<void> {
   const tokens = tokensFor(preset);
   const modelPath = await ensureModel(preset);
-  const floor = await createFloorProcess(modelPath, tokens, THREADS);
-  const worker = await createWorkerPath(modelPath, tokens, THREADS);
-  const node = await createNode(modelPath, tokens, THREADS);
+  const floor = await createFloorProcess(modelPath, tokens, THREADS, BINARY.binary);
+  const worker = await createWorkerPath(modelPath, tokens, THREADS, 1, BINARY);
+  const node = await createNode(modelPath, tokens, THREADS, BINARY);
   // the prompt as the worker counts it (BOS included), the same figure for every variant
   const { promptTokens } = await worker.run();
   const runs: Record<Variant, (maxTokens?: number) => Promise<Run>> = {
@@ -211,6 +214,7 @@ async function main(): Promise<void> {
     `# bench:engine — ${PRESETS.join(' and ')}, ${THREADS} thread(s), ${REPEATS} repeats, ` +
       `${cpus()[0]?.model ?? 'cpu'} ×${cpus().length}, ${Math.round(totalmem() / 2 ** 30)} GiB, node ${process.version}`,
   );
+  console.log(`(a)–(d) run the ${BINARY.binary} binary: ${BINARY.why}`);
   const floorUs = await httpWriteFloorUs(2000);
   console.log(`\nfloor: a bare node:http server spends ${fmt(floorUs)} µs of CPU per SSE event it writes`);
   for (const preset of PRESETS) await benchPreset(preset, floorUs);

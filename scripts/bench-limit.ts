@@ -15,8 +15,11 @@
  * (a)–(c) generate greedily after a short prompt and are timed as bench:engine times them (see
  * bench-paths.ts). Ratios are only comparable within one run: the machine's speed drifts.
  *
+ * (a)–(c) run the binary this machine's CPU workers load: the native build where `rbee doctor --fix`
+ * chose it (its decision in the data directory, RBEE_HOME), else the prebuilt one.
+ *
  * Env: BENCH_REPEATS (default 5), BENCH_PRESETS (tiny,small), BENCH_TOKENS (per preset: 512 tiny,
- *      128 small), BENCH_THREADS (default 1).
+ *      128 small), BENCH_THREADS (default 1), BENCH_BINARY (native or prebuilt, over that choice).
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
@@ -32,6 +35,8 @@ import {
   type Preset,
   type Run,
   benchSettings,
+  benchBinary,
+  type BenchBinary,
 } from './bench-paths.js';
 
 const { repeats: REPEATS, presets: PRESETS, tokensFor, threads: THREADS } = benchSettings(1);
@@ -151,12 +156,16 @@ const LABELS: Record<Variant, string> = {
   c: '(c) rbee node, /v1/jobs + SSE',
 };
 
-async function benchPreset(preset: Preset, llamaBench: string): Promise<Record<Variant, number>> {
+async function benchPreset(
+  preset: Preset,
+  llamaBench: string,
+  binary: BenchBinary,
+): Promise<Record<Variant, number>> {
   const tokens = tokensFor(preset);
   const modelPath = await ensureModel(preset);
-  const floor = await createFloorProcess(modelPath, tokens, THREADS);
-  const worker = await createWorkerPath(modelPath, tokens, THREADS);
-  const node = await createNode(modelPath, tokens, THREADS);
+  const floor = await createFloorProcess(modelPath, tokens, THREADS, binary.binary);
+  const worker = await createWorkerPath(modelPath, tokens, THREADS, 1, binary);
+  const node = await createNode(modelPath, tokens, THREADS, binary);
   const runs: Record<Variant, () => Promise<number>> = {
     limit: () => Promise.resolve(llamaBenchTokS(llamaBench, modelPath, tokens)),
     a: async () => genTokS(await floor.run()),
@@ -176,6 +185,8 @@ async function benchPreset(preset: Preset, llamaBench: string): Promise<Record<V
   }
   const result = {} as Record<Variant, number>;
   for (const v of VARIANTS) result[v] = median(samples[v]);
+  console.log(`\n${preset}, tok/s by round:`);
+  for (const v of VARIANTS) console.log(`  ${v}: ${samples[v].map((x) => fmt(x)).join(', ')}`);
   console.log(`\n## ${preset} model, ${tokens} tokens\n`);
   console.log('| path | generation tok/s | of the limit | of (a) | µs per token over the limit |');
   console.log('|---|---|---|---|---|');
@@ -191,6 +202,7 @@ async function benchPreset(preset: Preset, llamaBench: string): Promise<Record<V
 
 async function main(): Promise<void> {
   const llamaBench = ensureLlamaBench();
+  const binary = benchBinary();
   console.log(
     `# bench:limit — ${PRESETS.join(' and ')}, ${THREADS} thread(s), ${REPEATS} repeats, ` +
       `${cpus()[0]?.model ?? 'cpu'} ×${cpus().length}, ${Math.round(totalmem() / 2 ** 30)} GiB, node ${process.version}`,
@@ -198,9 +210,10 @@ async function main(): Promise<void> {
   console.log(
     `\nllama.cpp ${llamaBench.release} (node-llama-cpp's bundled source), CPU flags: ${cpuFlags()}`,
   );
+  console.log(`(a)–(c) run the ${binary.binary} binary: ${binary.why}`);
   const ratios: string[] = [];
   for (const preset of PRESETS) {
-    const r = await benchPreset(preset, llamaBench.path);
+    const r = await benchPreset(preset, llamaBench.path, binary);
     ratios.push(`${preset} c/limit ${fmt(r.c / r.limit, 3)} (a/limit ${fmt(r.a / r.limit, 3)})`);
   }
   console.log(`\n${ratios.join('; ')}; targets: c/limit ≥ 0.95 (small), ≥ 0.80 (tiny)`);

@@ -29,6 +29,7 @@ import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { getLlama, LlamaCompletion } from 'node-llama-cpp';
 import type * as Engine from '../src/engine/index.js';
+import { dataPaths, resolveDataDir } from '../src/shared/paths.js';
 import { loneNodeEnv } from '../test/helpers/cli.js';
 
 export const REPO = resolve(import.meta.dirname, '..');
@@ -76,6 +77,35 @@ export function benchSettings(defaultThreads: number): {
   };
 }
 
+/** The llama.cpp binary the paths run on the CPU, and why; `decision` is what a node is given. */
+export interface BenchBinary {
+  binary: 'native' | 'prebuilt';
+  why: string;
+  decision?: Engine.BinaryDecision;
+}
+
+/**
+ * What this machine's CPU workers load — the decision `rbee doctor --fix` keeps in the data
+ * directory (RBEE_HOME), and its native build — unless BENCH_BINARY says `prebuilt` or `native`
+ * (the native build `rbee doctor --fix` built and measured, even where it chose the prebuilt one).
+ */
+export function benchBinary(): BenchBinary {
+  const wanted = process.env.BENCH_BINARY;
+  if (wanted !== undefined && wanted !== 'native' && wanted !== 'prebuilt') {
+    throw new Error(`BENCH_BINARY is native or prebuilt, not ${wanted}`);
+  }
+  const decision = engine.readBinaryDecision(dataPaths(resolveDataDir()).binaryDecision);
+  const build = engine.findNativeBuild();
+  const mine = engine.chooseCpuBinary(decision, build);
+  if (wanted === 'prebuilt') return { binary: 'prebuilt', why: 'BENCH_BINARY=prebuilt' };
+  if (wanted === undefined && mine.binary === 'prebuilt') return mine;
+  if (decision === undefined || build === undefined || decision.build.folder !== build.folder) {
+    throw new Error('BENCH_BINARY=native: no measured native build here (`rbee doctor --fix` makes one)');
+  }
+  const why = wanted === undefined ? mine.why : `BENCH_BINARY=native (rbee doctor --fix: ${decision.why})`;
+  return { binary: 'native', why, decision: { ...decision, choice: 'native', why } };
+}
+
 export const median = (xs: number[]): number => {
   const s = [...xs].sort((x, y) => x - y);
   const m = Math.floor(s.length / 2);
@@ -116,8 +146,24 @@ export function processCpuUs(pid: number): number {
 }
 
 // The floor: node-llama-cpp alone, in a child process of its own (this module, see floorChild).
-async function createFloor(modelPath: string, tokens: number, threads: number) {
-  const llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' as never });
+async function createFloor(
+  modelPath: string,
+  tokens: number,
+  threads: number,
+  binary: BenchBinary['binary'],
+) {
+  // the native build's folder exactly, as a worker loads it (src/engine/worker/entry.ts)
+  const native = {
+    usePrebuiltBinaries: false,
+    cmakeOptions: { ...engine.NATIVE_CMAKE_OPTIONS },
+    progressLogs: false,
+  };
+  const llama = await getLlama({
+    gpu: false,
+    build: 'never',
+    logLevel: 'error' as never,
+    ...(binary === 'native' ? native : {}),
+  });
   const model = await llama.loadModel({ modelPath });
   // as a CPU worker runs it: flash attention off (src/engine/worker/entry.ts says why)
   const context = await model.createContext({
@@ -161,13 +207,14 @@ export async function createFloorProcess(
   modelPath: string,
   tokens: number,
   threads: number,
+  binary: BenchBinary['binary'] = 'prebuilt',
 ): Promise<{ run(maxTokens?: number): Promise<Run>; dispose(): Promise<void> }> {
   const child: ChildProcess = fork(import.meta.filename, [], {
     execArgv: process.execArgv,
     env: {
       ...process.env,
       BENCH_CHILD: 'floor',
-      BENCH_CHILD_FLOOR: JSON.stringify({ modelPath, tokens, threads }),
+      BENCH_CHILD_FLOOR: JSON.stringify({ modelPath, tokens, threads, binary }),
     },
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
@@ -198,12 +245,13 @@ export async function createFloorProcess(
 }
 
 async function floorChild(): Promise<void> {
-  const { modelPath, tokens, threads } = JSON.parse(process.env.BENCH_CHILD_FLOOR ?? '{}') as {
+  const { modelPath, tokens, threads, binary } = JSON.parse(process.env.BENCH_CHILD_FLOOR ?? '{}') as {
     modelPath: string;
     tokens: number;
     threads: number;
+    binary: BenchBinary['binary'];
   };
-  const floor = await createFloor(modelPath, tokens, threads);
+  const floor = await createFloor(modelPath, tokens, threads, binary);
   process.on('message', (message) => {
     if (typeof message === 'object' && message !== null && 'run' in message) {
       void floor.run(Number(message.run)).then((run) => process.send?.(run));
@@ -213,7 +261,13 @@ async function floorChild(): Promise<void> {
 }
 
 // An rbee worker through the hive's local path.
-export async function createWorkerPath(modelPath: string, tokens: number, threads: number, slots = 1) {
+export async function createWorkerPath(
+  modelPath: string,
+  tokens: number,
+  threads: number,
+  slots = 1,
+  binary?: BenchBinary,
+) {
   // every run evaluates its whole prompt, as the floor does: a kept prefix would skip it
   const worker = await engine.spawnWorker({
     modelPath,
@@ -221,6 +275,7 @@ export async function createWorkerPath(modelPath: string, tokens: number, thread
     slots,
     contextSize: 2048,
     prefixReuse: false,
+    ...(binary === undefined ? {} : { binary: { binary: binary.binary, why: binary.why } }),
   });
   return {
     worker,
@@ -282,8 +337,12 @@ export function readEventStream(
 export const dataOf = (block: string): string => block.slice(block.indexOf('data: ') + 6);
 
 // The full path: a real node; this process is the client.
-export async function createNode(modelPath: string, tokens: number, threads: number) {
+export async function createNode(modelPath: string, tokens: number, threads: number, binary?: BenchBinary) {
   const home = mkdtempSync(join(tmpdir(), 'rbee-bench-'));
+  // the node's workers load what the benchmark's other paths load
+  if (binary?.decision !== undefined) {
+    engine.writeBinaryDecision(dataPaths(home).binaryDecision, binary.decision);
+  }
   writeFileSync(
     join(home, 'config.json'),
     JSON.stringify({ threads, slots: 1, keepAliveS: -1, prefixReuse: false }),
@@ -375,6 +434,7 @@ export async function createNode(modelPath: string, tokens: number, threads: num
   }
 
   return {
+    url,
     jobs,
     openai,
     idleUsPerMs,

@@ -7,6 +7,7 @@ export {
   buildNative,
   bundledLlamaCppRelease,
   findNativeBuild,
+  NATIVE_CMAKE_OPTIONS,
   type BuildProgress,
   type NativeBuild,
   type TestBuild,
