@@ -3,10 +3,11 @@
  * data directory, and is found again through its HTTP API.
  */
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
+import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { RbeeError } from '../../shared/errors.js';
+import { isErrorCode, RbeeError } from '../../shared/errors.js';
 import { DEFAULT_HOST } from '../../shared/paths.js';
 import type { Health } from '../../shared/wire.js';
 import type { ClusterShutdown, NodeClient } from './node-client.js';
@@ -69,10 +70,35 @@ function logTail(path: string, lines = 5): string {
   return messages.join('\n');
 }
 
+/** Where a node started in the background writes what it prints: beside its log. */
+export function startOutputPath(nodeLog: string): string {
+  return join(dirname(nodeLog), 'node-start.out');
+}
+
+/**
+ * The error a node printed before it exited (`error CODE: message`, as `rbee node` prints one), with
+ * its own code: a config.json it refuses is CONFIG_INVALID, not a start that merely failed.
+ */
+function startError(printed: string): RbeeError | undefined {
+  const match = /^error ([A-Z][A-Z0-9_]*): ([\s\S]*)$/m.exec(printed);
+  if (match === null) return undefined;
+  const [, code, message] = match;
+  return new RbeeError(isErrorCode(code) ? code : 'NODE_START_FAILED', message!.trim());
+}
+
+/** The last 4000 characters of a file, '' when there is none. */
+function readTail(path: string): string {
+  try {
+    return readFileSync(path, 'utf8').slice(-4000).trim();
+  } catch {
+    return '';
+  }
+}
+
 /** Polls `probe` with backoff (50 ms doubling to 500 ms) until it returns a value or time runs out. */
 async function pollUntil<T>(
   probe: () => Promise<T | undefined>,
-  options: { timeoutMs: number; signal?: AbortSignal; giveUp?: () => string | undefined },
+  options: { timeoutMs: number; signal?: AbortSignal; giveUp?: () => RbeeError | undefined },
 ): Promise<T | undefined> {
   const deadline = Date.now() + options.timeoutMs;
   let delay = 50;
@@ -81,7 +107,7 @@ async function pollUntil<T>(
     const value = await probe();
     if (value !== undefined) return value;
     const reason = options.giveUp?.();
-    if (reason !== undefined) throw new RbeeError('NODE_START_FAILED', reason);
+    if (reason !== undefined) throw reason;
     await sleep(delay, undefined, options.signal === undefined ? {} : { signal: options.signal });
     delay = Math.min(delay * 2, 500);
   }
@@ -106,17 +132,36 @@ export async function ensureNodeAwake(init: WakeInit): Promise<Awake> {
   }
   init.narrate('node is asleep, waking it');
   const started = Date.now();
+  // what the node prints before its own log exists (a config.json it refuses) lands in a file of its
+  // logs directory, so that a start that fails can say why
+  const output = startOutputPath(init.nodeLog);
+  let fd: number | 'ignore' = 'ignore';
+  try {
+    mkdirSync(dirname(output), { recursive: true });
+    fd = openSync(output, 'w');
+  } catch {
+    // a data directory it cannot write to: the node will say so in its exit code alone
+  }
   const child = spawn(process.execPath, [init.mainScript, 'node'], {
     detached: true,
-    stdio: 'ignore',
+    stdio: ['ignore', fd, fd],
     env: init.env,
   });
-  let exit: string | undefined;
+  if (typeof fd === 'number') closeSync(fd);
+  let exit: RbeeError | undefined;
   child.once('exit', (code, signal) => {
-    exit = `the node exited during start-up (code ${code ?? '-'}, signal ${signal ?? '-'})`;
+    const printed = readTail(output);
+    exit =
+      startError(printed) ??
+      new RbeeError(
+        'NODE_START_FAILED',
+        `the node exited during start-up (code ${code ?? '-'}, signal ${signal ?? '-'})\n${printed}\n${logTail(init.nodeLog)}`
+          .replace(/\n+/g, '\n')
+          .trimEnd(),
+      );
   });
   child.once('error', (error) => {
-    exit = `could not start the node: ${error.message}`;
+    exit = new RbeeError('NODE_START_FAILED', `could not start the node: ${error.message}`);
   });
   child.unref();
 
@@ -132,7 +177,7 @@ export async function ensureNodeAwake(init: WakeInit): Promise<Awake> {
     {
       timeoutMs: init.timeoutMs ?? 30_000,
       ...signalOpt,
-      giveUp: () => (exit === undefined ? undefined : `${exit}\n${logTail(init.nodeLog)}`.trimEnd()),
+      giveUp: () => exit,
     },
   );
   if (health === undefined) {
