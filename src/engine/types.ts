@@ -148,6 +148,8 @@ export interface WorkerInfo {
   loadMs: number;
   /** The llama.cpp binary it runs and why (absent from workers of older versions). */
   binary?: WorkerBinary;
+  /** Whether its context uses flash attention (absent from workers of older versions). */
+  flashAttention?: boolean;
 }
 
 /** Which llama.cpp binary a worker loaded, as a person reads it, and why that one. */

@@ -34,6 +34,7 @@ const fileConfigSchema = z
     slots: z.number().int().positive().max(64).optional(),
     contextSize: z.number().int().positive().optional(),
     prefixReuse: z.boolean().optional(),
+    flashAttention: z.boolean().optional(),
     keepAliveS: z.number().int().min(-1).optional(),
     engineBuild: z.enum(['idle', 'off']).optional(),
     engineBuildIdleS: z.number().positive().optional(),
@@ -122,6 +123,14 @@ export interface NodeConfig {
    * turn skips its history's prompt processing). Off, every prompt is evaluated in full. Default on.
    */
   prefixReuse: boolean;
+  /**
+   * Flash attention in workers' contexts: true on every device, false on none. Absent (the default):
+   * off on the CPU, llama.cpp's choice on a GPU. On the CPU it generates faster once the context is
+   * large (its KV cache is read in order; docs/benchmarks.md), but a prompt evaluated in batches of
+   * other sizes (a slot's kept prefix, a stream continued on another worker) gives slightly other
+   * logits, so a seeded or greedy answer may differ from a fresh run's.
+   */
+  flashAttention: boolean | undefined;
   /** Idle workers unload after this many seconds; -1 never, 0 right after the job. Defaults to 300. */
   keepAliveS: number;
   /**
@@ -331,6 +340,7 @@ export function loadNodeConfig(
     slots: file.slots ?? 1,
     contextSize: file.contextSize,
     prefixReuse: file.prefixReuse ?? true,
+    flashAttention: file.flashAttention,
     keepAliveS: file.keepAliveS ?? 300,
     engineBuild,
     engineBuildIdleS:

@@ -159,6 +159,7 @@ export async function startNode(
     slots: config.slots,
     contextSize: config.contextSize,
     prefixReuse: config.prefixReuse,
+    ...(config.flashAttention === undefined ? {} : { flashAttention: config.flashAttention }),
     keepAliveS: config.keepAliveS,
     memory: createMemoryChecker({
       estimate: (path, shape) => estimateWorkerMemory(path, shape),

@@ -89,6 +89,8 @@ export const workerViewSchema = z.object({
       why: z.string().max(2000),
     })
     .optional(),
+  /** Whether its context uses flash attention (absent from hives of older versions). */
+  flashAttention: z.boolean().optional(),
 });
 export type WorkerView = z.infer<typeof workerViewSchema>;
 

@@ -210,6 +210,7 @@ async function load(init: ChildInit): Promise<WorkerInfo> {
     estimatedBytes: estimate.totalBytes,
     loadMs: performance.now() - startedAt,
     binary,
+    flashAttention: context.flashAttention === true,
   };
 }
 

@@ -116,6 +116,7 @@ export const workerInfoSchema = z.object({
   binary: z
     .object({ kind: z.enum(['native', 'prebuilt', 'localBuild']), label: z.string(), why: z.string() })
     .optional(),
+  flashAttention: z.boolean().optional(),
 });
 
 export const heartbeatSchema = z.object({

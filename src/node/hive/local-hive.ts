@@ -107,6 +107,7 @@ export function createLocalHive(init: LocalHiveInit): Hive {
         keepAliveS: w.keepAliveS,
         contextSize: w.contextSize,
         ...(w.binary === undefined ? {} : { binary: w.binary }),
+        ...(w.flashAttention === undefined ? {} : { flashAttention: w.flashAttention }),
       })),
       models: init.catalog.list().map((m) => ({
         id: m.id,

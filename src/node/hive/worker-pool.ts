@@ -55,6 +55,8 @@ export interface WorkerSnapshot {
   restarts: number;
   /** The llama.cpp binary it runs and why (absent when the worker did not say). */
   binary?: WorkerBinary;
+  /** Whether its context uses flash attention (absent when the worker did not say). */
+  flashAttention?: boolean;
   /**
    * What each of the worker's slots keeps in its KV cache, from its last heartbeat (empty before
    * one): a scheduler prefers the worker, and the free slot, whose prefix keys match most of a
@@ -93,6 +95,8 @@ export interface WorkerPoolInit {
   cpuBinary?: () => CpuBinaryChoice;
   /** False: workers evaluate every prompt in full instead of reusing their slots' caches. Default true. */
   prefixReuse?: boolean;
+  /** Flash attention on (true) or off (false) on every device; absent: the engine's default per device. */
+  flashAttention?: boolean;
   /** Seconds an idle worker stays loaded; -1 never unloads, 0 unloads right after its last job. */
   keepAliveS: number;
   /** Admission: a model that does not fit is refused (after unloading idle workers) before any spawn. */
@@ -221,6 +225,7 @@ export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
     lastHeartbeatAt: e.lastHeartbeatAt,
     restarts: e.restarts,
     ...(e.handle.info.binary === undefined ? {} : { binary: e.handle.info.binary }),
+    ...(e.handle.info.flashAttention === undefined ? {} : { flashAttention: e.handle.info.flashAttention }),
     slotCache: e.handle.lastHeartbeat?.slotCache ?? [],
   });
 
@@ -385,6 +390,7 @@ export function createWorkerPool(init: WorkerPoolInit): WorkerPool {
         ...(init.threads === undefined ? {} : { threads: init.threads }),
         ...(contextSize === undefined ? {} : { contextSize }),
         ...(init.prefixReuse === false ? { prefixReuse: false } : {}),
+        ...(init.flashAttention === undefined ? {} : { flashAttention: init.flashAttention }),
         ...(onGpu || cpuBinary === undefined ? {} : { binary: cpuBinary }),
         logFile: join(init.logsDir, `worker-${model.id.replace(/[^A-Za-z0-9._-]/g, '_')}.log`),
         onHeartbeat: () => {

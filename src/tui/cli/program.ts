@@ -533,7 +533,8 @@ function registerWorkers(root: Command, keeper: Keeper, json: () => Option, port
                   `${w.id}\t${w.hiveName}${w.local ? ' (this node)' : ''}\tpid ${w.pid}\t${w.model}\t` +
                   `${w.state}\t${w.slotsBusy}/${w.slots} slots\t` +
                   `${w.tokensPerSecond.toFixed(1)} tok/s\t${mib(w.memoryBytes)}` +
-                  (w.binary === undefined ? '' : `\t${w.binary.label}`),
+                  (w.binary === undefined ? '' : `\t${w.binary.label}`) +
+                  (w.flashAttention === true ? '\tflash attention' : ''),
               )
               .join('\n'),
       );
