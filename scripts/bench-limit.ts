@@ -19,7 +19,8 @@
  * chose it (its decision in the data directory, RBEE_HOME), else the prebuilt one.
  *
  * Env: BENCH_REPEATS (default 5), BENCH_PRESETS (tiny,small), BENCH_TOKENS (per preset: 512 tiny,
- *      128 small), BENCH_THREADS (default 1), BENCH_BINARY (native or prebuilt, over that choice).
+ *      128 small), BENCH_THREADS (default 1), BENCH_BINARY (native or prebuilt, over that choice),
+ *      BENCH_FLASH_ATTENTION=1 (every path, llama-bench too, with flash attention).
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
@@ -36,6 +37,7 @@ import {
   type Run,
   benchSettings,
   benchBinary,
+  FLASH_ATTENTION,
   type BenchBinary,
 } from './bench-paths.js';
 
@@ -117,7 +119,7 @@ function llamaBenchTokS(binary: string, modelPath: string, tokens: number): numb
       '-r',
       '1',
       '-fa',
-      '0',
+      FLASH_ATTENTION ? '1' : '0',
       '-o',
       'json',
     ],
@@ -211,6 +213,7 @@ async function main(): Promise<void> {
     `\nllama.cpp ${llamaBench.release} (node-llama-cpp's bundled source), CPU flags: ${cpuFlags()}`,
   );
   console.log(`(a)–(c) run the ${binary.binary} binary: ${binary.why}`);
+  console.log(`flash attention ${FLASH_ATTENTION ? 'on' : 'off'} on every path (BENCH_FLASH_ATTENTION)`);
   const ratios: string[] = [];
   for (const preset of PRESETS) {
     const r = await benchPreset(preset, llamaBench.path, binary);

@@ -60,6 +60,12 @@ export interface Sample {
 }
 
 /**
+ * BENCH_FLASH_ATTENTION=1: every path runs with flash attention (a node with `flashAttention: true`
+ * in its config); by default none does, as a CPU worker runs by default.
+ */
+export const FLASH_ATTENTION = process.env.BENCH_FLASH_ATTENTION === '1';
+
+/**
  * What every token-path benchmark reads from the environment: BENCH_REPEATS (default 5),
  * BENCH_PRESETS (tiny,small), BENCH_TOKENS (per preset: 512 tiny, 128 small), BENCH_THREADS.
  */
@@ -165,12 +171,12 @@ async function createFloor(
     ...(binary === 'native' ? native : {}),
   });
   const model = await llama.loadModel({ modelPath });
-  // as a CPU worker runs it: flash attention off (src/engine/worker/entry.ts says why)
+  // as a CPU worker runs it: flash attention off (src/engine/worker/entry.ts says why) unless asked
   const context = await model.createContext({
     sequences: 1,
     contextSize: 2048,
     threads,
-    flashAttention: false,
+    flashAttention: FLASH_ATTENTION,
   });
   const sequence = context.getSequence();
   const completion = new LlamaCompletion({ contextSequence: sequence });
@@ -275,6 +281,7 @@ export async function createWorkerPath(
     slots,
     contextSize: 2048,
     prefixReuse: false,
+    flashAttention: FLASH_ATTENTION,
     ...(binary === undefined ? {} : { binary: { binary: binary.binary, why: binary.why } }),
   });
   return {
@@ -345,7 +352,13 @@ export async function createNode(modelPath: string, tokens: number, threads: num
   }
   writeFileSync(
     join(home, 'config.json'),
-    JSON.stringify({ threads, slots: 1, keepAliveS: -1, prefixReuse: false }),
+    JSON.stringify({
+      threads,
+      slots: 1,
+      keepAliveS: -1,
+      prefixReuse: false,
+      flashAttention: FLASH_ATTENTION,
+    }),
   );
   const port = 20000 + Math.floor(Math.random() * 20000);
   const url = `http://127.0.0.1:${port}`;
