@@ -3,6 +3,7 @@
  * before it is ready: the user hears why, with the node's own error code, not only that it exited.
  */
 import { writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createSandbox, runCli, type Sandbox } from '../helpers/cli.js';
@@ -30,5 +31,25 @@ describe('a node that cannot start', () => {
     expect(models.code).toBe(2);
     expect(models.stderr).toContain('error CONFIG_INVALID:');
     expect(box.pids()).toEqual([]);
+  });
+
+  it('on a port another program serves, says the port is taken (not what that program answered)', async () => {
+    const other = await createSandbox();
+    const server = createServer((_request, response) => {
+      response.statusCode = 404;
+      response.end('<!DOCTYPE html><title>not here</title>');
+    });
+    await new Promise<void>((resolve) => server.listen(other.port, '127.0.0.1', resolve));
+    try {
+      const start = await runCli(['node', 'start', '--json'], { env: other.env });
+      expect(start.code).not.toBe(0);
+      const { error } = JSON.parse(start.stdout) as { error: { code: string; message: string } };
+      expect(error.code).toBe('PORT_IN_USE');
+      expect(error.message).toContain(String(other.port));
+      expect(other.pids()).toEqual([]);
+    } finally {
+      server.close();
+      await other.cleanup();
+    }
   });
 });

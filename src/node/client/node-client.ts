@@ -353,8 +353,17 @@ export function createNodeClient(init: NodeClientInit): NodeClient {
         return await read('/health', healthSchema, { signal });
       } catch (error) {
         if (options.signal?.aborted === true) throw error;
-        if (error instanceof RbeeError) throw error;
-        throw new RbeeError('NODE_UNREACHABLE', `no rbee node answers at ${base}`, { cause: error });
+        // another program on the port answers, but not as an rbee node: no node is there either
+        const foreign =
+          error instanceof RbeeError && (error.code === 'INTERNAL' || error.code === 'BAD_RESPONSE');
+        if (error instanceof RbeeError && !foreign) throw error;
+        throw new RbeeError(
+          'NODE_UNREACHABLE',
+          foreign
+            ? `no rbee node answers at ${base}: something else does (${error.message.slice(0, 160)})`
+            : `no rbee node answers at ${base}`,
+          { cause: error },
+        );
       }
     },
     submitJob: (job, options = {}) =>
