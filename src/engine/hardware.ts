@@ -94,6 +94,16 @@ async function probeGpus(): Promise<GpuProbe> {
   }
 }
 
+/** This machine's CPU, at once (what `detectDevices` reports before its GPU probe is done). */
+export function describeCpu(cpuList = cpus()): DeviceInfo['cpu'] {
+  return {
+    model: cpuList[0]?.model.trim() ?? 'unknown',
+    arch: arch(),
+    physicalCores: physicalCores(),
+    logicalCores: availableParallelism(),
+  };
+}
+
 /**
  * Describes this machine. GPU probing runs once per process and is cached; a failed probe
  * reports a CPU-only machine with the reason in `gpuProbeError`, never an exception.
@@ -127,12 +137,7 @@ export async function detectDevices(options: { signal?: AbortSignal } = {}): Pro
     });
   }
   const info: DeviceInfo = {
-    cpu: {
-      model: cpuList[0]?.model.trim() ?? 'unknown',
-      arch: arch(),
-      physicalCores: physicalCores(),
-      logicalCores: availableParallelism(),
-    },
+    cpu: describeCpu(cpuList),
     memory: { totalBytes: totalmem(), freeBytes: freemem() },
     gpus,
     backends: ['cpu', ...(probe.backend === undefined ? [] : [probe.backend])],

@@ -1,7 +1,7 @@
 /** The engine's public API: worker processes, hardware detection and GGUF insight. */
 export { spawnWorker } from './worker/client.js';
 export { describeBackends, type BackendInfo } from './backends.js';
-export { defaultThreads, detectDevices, physicalCores } from './hardware.js';
+export { defaultThreads, describeCpu, detectDevices, physicalCores } from './hardware.js';
 export { diagnoseEngine, type EngineDiagnosis } from './doctor.js';
 export {
   buildNative,

@@ -7,6 +7,7 @@
  */
 import { promptOf } from '../../shared/prefix.js';
 import { freemem, loadavg, totalmem } from 'node:os';
+import { describeCpu } from '../../engine/index.js';
 import type { Backend, DeviceInfo, GenerateRequest } from '../../engine/types.js';
 import { parseKeepAlive } from '../../shared/duration.js';
 import { RbeeError } from '../../shared/errors.js';
@@ -56,12 +57,14 @@ export function createLocalHive(init: LocalHiveInit): Hive {
     const view = init.engineBuild?.();
     return view === undefined ? {} : { engineBuild: view };
   };
+  // until the GPU probe has answered, the CPU as the OS describes it (not a placeholder of zeros)
+  let cpu: HiveState['hive']['cpu'] | undefined;
   const hiveInfo = (): HiveState['hive'] => {
     const devices = init.devices();
     return {
       name: init.name,
       health: init.health().state === 'ready' ? 'ready' : 'degraded',
-      cpu: devices?.cpu ?? { model: 'unknown', physicalCores: 0, logicalCores: 0 },
+      cpu: devices?.cpu ?? (cpu ??= describeCpu()),
       ramTotalBytes: totalmem(),
       ramFreeBytes: freemem(),
       loadAverage: loadAverage(),
