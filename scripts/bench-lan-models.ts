@@ -26,9 +26,12 @@
  * of the medians' tokens per second is what a holder's users notice of the serving.
  *
  * Needs root (network namespaces); exits 2 saying why otherwise. Everything shares this machine's
- * cores: the figures are for nodes, clients and encryption all on one host.
+ * cores: the figures are for nodes, clients and encryption all on one host. BENCH_PIN=1 gives each
+ * end a core of its own, as two machines would: n1, n3 and the file server (and their workers) on
+ * CPU 0, n2 and the clients in its namespace on CPU 1 (`taskset`; (A) and (B) alike).
  */
 import '../src/shared/polyfill.js';
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
@@ -42,6 +45,7 @@ import { waitFor } from '../test/helpers/wait-for.js';
 const REPEATS = Number(process.env.BENCH_REPEATS ?? 3);
 const WEIGHT_TYPE = (process.env.BENCH_MODEL_TYPE ?? 'f32') as GgmlType;
 const API = 'http://127.0.0.1:7833';
+const PIN = process.env.BENCH_PIN === '1';
 
 /** A client of n2's node in n2's namespace: one pull, timed from the request to `done`. */
 const PULL_CLIENT = String.raw`
@@ -153,7 +157,8 @@ const load = (): string =>
 async function inNamespace<T>(lab: ClusterLab, node: LabNode, script: string, args: string[]): Promise<T> {
   const env = { ...process.env };
   delete env.NODE_OPTIONS;
-  const child = lab.net.spawn(node.host, [process.execPath, '-e', script, ...args], env);
+  const pin = PIN ? ['taskset', '-c', String(coreOf.get(node) ?? 0)] : [];
+  const child = lab.net.spawn(node.host, [...pin, process.execPath, '-e', script, ...args], env);
   let stdout = '';
   let stderr = '';
   child.stdout?.setEncoding('utf8').on('data', (d: string) => (stdout += d));
@@ -161,6 +166,15 @@ async function inNamespace<T>(lab: ClusterLab, node: LabNode, script: string, ar
   const code = await new Promise<number | null>((resolve) => child.once('close', resolve));
   if (code !== 0) throw new Error(`client in ${node.host.ns} failed (${code}): ${stderr}`);
   return JSON.parse(stdout) as T;
+}
+
+/** With BENCH_PIN=1: the CPU each lab node (and the clients in its namespace) runs on. */
+const coreOf = new Map<LabNode, number>();
+
+/** Moves a process and all its threads (and so the processes it starts later) to one CPU. */
+function pinTo(pid: number | undefined, core: number): void {
+  if (pid === undefined) throw new Error('BENCH_PIN: a process without a pid');
+  execFileSync('taskset', ['-a', '-p', '-c', String(core), String(pid)], { stdio: 'ignore' });
 }
 
 /** The model file, generated once into the test-model cache. */
@@ -198,6 +212,17 @@ async function main(): Promise<void> {
     await waitFor(() => lab.agreedQueen([n1, n2, n3]), { what: 'the nodes to agree', timeoutMs: 60_000 });
     origin = await serveFileIn(lab.net, n1.host, file, { path: '/models/small.gguf' });
     const ref = origin.url;
+    if (PIN) {
+      for (const [node, core] of [
+        [n1, 0],
+        [n2, 1],
+        [n3, 0],
+      ] as const) {
+        coreOf.set(node, core);
+        pinTo(node.child?.pid, core);
+      }
+      pinTo(origin.pid, 0);
+    }
 
     const pull = async (node: LabNode, body: object): Promise<Timed & { id: string; sha256: string }> => {
       const { ms, model } = await inNamespace<{
@@ -233,6 +258,7 @@ async function main(): Promise<void> {
       new Map(nodes.map((n) => [n, lab.log(n).length]));
 
     log(`bench:lan-models: ${cpus().length} cores (${cpus()[0]?.model ?? '?'}), load ${load()}`);
+    if (PIN) log('pinned (BENCH_PIN=1): n1, n3 and the file server on CPU 0; n2 and its clients on CPU 1');
     const held = await pull(n1, { model: ref });
     log(`n1 holds ${ref} (${(fileBytes / 2 ** 20).toFixed(1)} MiB, sha256 ${held.sha256.slice(0, 12)}…)`);
     if (held.bytes !== fileBytes) throw new Error(`n1 holds ${held.bytes} bytes, not ${fileBytes}`);

@@ -10,6 +10,8 @@ import { waitFor } from './wait-for.js';
 export interface LabFileServer {
   /** http://<host ip>:<port><path> */
   url: string;
+  /** The server process's pid. */
+  pid: number | undefined;
   /** Requests for the file so far (as the server counted them). */
   hits(): number;
   stop(): Promise<void>;
@@ -64,6 +66,7 @@ export async function serveFileIn(
   );
   return {
     url: `http://${host.ip}:${port}${path}`,
+    pid: child.pid,
     hits: () => stdout.split('\n').filter((line) => line.startsWith('hit ')).length,
     async stop() {
       if (child.exitCode !== null || child.signalCode !== null) return;
