@@ -146,7 +146,7 @@ function send(state: DashboardState): DashboardState {
       ...state,
       notice: {
         level: 'info',
-        text: 'no model yet: Esc, then j/k and Enter to pick one, or m to type a ref',
+        text: 'no model yet: Esc, then j/k and Enter to pick one, or m to type a ref (demo: a generated test model)',
       },
     };
   }

@@ -114,7 +114,7 @@ function Picker({ state, width, height }: ViewProps): React.JSX.Element {
       selected={state.chat.focus === 'models' ? selectedIndex(state, 'chat') : -1}
       width={width}
       height={height}
-      empty="no models: press m to type a ref"
+      empty="no models: m, then demo or a ref"
     />
   );
 }
