@@ -89,17 +89,19 @@ export async function startNode(
   options: { foreground?: boolean } = {},
 ): Promise<RunningNode> {
   mkdirSync(config.paths.models, { recursive: true });
-  const log = createLogger({
+  const logger = createLogger({
     file: config.paths.nodeLog,
     level: config.logLevel,
     stderr: options.foreground ?? false,
   });
+  const { log } = logger;
   const startedAt = Date.now();
   let state: Health['state'] = 'starting';
   let acceptedSincePrune = 0;
   let devices: DeviceInfo | undefined;
   // Every part registers its teardown as it is created; close() runs them in reverse.
   const teardown = createDisposeChain((name, error) => log.warn({ err: error }, `closing ${name} failed`));
+  teardown.add('the log rotation', () => logger.close());
 
   const db = openDatabase(config.paths.db);
   teardown.add('the database', () => db.close());

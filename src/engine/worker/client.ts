@@ -8,6 +8,7 @@ import { createWriteStream, mkdirSync, type WriteStream } from 'node:fs';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { RbeeError } from '../../shared/errors.js';
+import { rotateIfLarge } from '../../shared/log-files.js';
 import type {
   EmbedResult,
   GenerateChunk,
@@ -147,6 +148,8 @@ export async function spawnWorker(init: WorkerInit): Promise<WorkerHandle> {
 function openLog(path: string | undefined): WriteStream | undefined {
   if (path === undefined) return undefined;
   mkdirSync(dirname(path), { recursive: true });
+  // a worker's log is appended to at each start: rotated by size then (llama.cpp says most at load)
+  rotateIfLarge(path);
   const stream = createWriteStream(path, { flags: 'a' });
   // A broken log file must not take the hive down; the worker keeps running without it.
   stream.on('error', () => undefined);
