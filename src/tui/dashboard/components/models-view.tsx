@@ -87,7 +87,7 @@ export function ModelsPanel({ state, width, height }: ViewProps): React.JSX.Elem
         selected={selectedIndex(state, 'models')}
         width={width}
         height={height - downloadLines}
-        empty="no models on disk: press p to pull one"
+        empty="no models on disk: press p to pull one (demo: a generated test model)"
       />
       {downloadLines > 0 ? (
         <Box flexDirection="column" height={downloadLines} overflowY="hidden">
