@@ -7,6 +7,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createSandbox, runCli, startCli, type CliRun, type Sandbox } from '../helpers/cli.js';
+import { isAlive } from '../helpers/processes.js';
 import { waitFor } from '../helpers/wait-for.js';
 
 let box: Sandbox;
@@ -24,15 +25,6 @@ afterEach(async () => {
   await box.cleanup();
 });
 
-const alive = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
-
 describe('a node stopped by a signal', () => {
   it.each(['SIGTERM', 'SIGINT'] as const)(
     'on %s stops its workers, removes its pid file and exits 0',
@@ -40,7 +32,7 @@ describe('a node stopped by a signal', () => {
       const spawned = await runCli(['workers', 'spawn', 'demo', '--json'], { env: box.env });
       expect(spawned.code, spawned.stderr).toBe(0);
       const worker = (JSON.parse(spawned.stdout) as { pid: number }).pid;
-      expect(alive(worker)).toBe(true);
+      expect(isAlive(worker)).toBe(true);
       const pidFile = join(box.home, 'node.pid');
       expect(existsSync(pidFile)).toBe(true);
 
@@ -48,7 +40,7 @@ describe('a node stopped by a signal', () => {
       const result = await node.result;
       expect({ code: result.code, signal: result.signal }).toEqual({ code: 0, signal: null });
       expect(existsSync(pidFile)).toBe(false);
-      expect(alive(worker)).toBe(false);
+      expect(isAlive(worker)).toBe(false);
       const log = readFileSync(join(box.home, 'logs', 'node.log'), 'utf8');
       expect(log).toContain('"msg":"node stopped"');
     },

@@ -30,3 +30,17 @@ export function killAll(pids: number[]): void {
     }
   }
 }
+
+/** Whether process `pid` still runs (a zombie, dead but not yet reaped, does not). */
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  try {
+    return !readFileSync(`/proc/${pid}/stat`, 'latin1').split(') ')[1]?.startsWith('Z');
+  } catch {
+    return false;
+  }
+}

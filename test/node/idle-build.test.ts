@@ -18,6 +18,7 @@ import { startNode, type RunningNode } from '../../src/node/daemon.js';
 import type { EngineBuildView } from '../../src/shared/view.js';
 import type { JobEvent } from '../../src/shared/wire.js';
 import { TEST_NODE_ENV } from '../helpers/test-node.js';
+import { isAlive } from '../helpers/processes.js';
 import { tinyModelPath } from '../helpers/tiny-model.js';
 import { waitFor } from '../helpers/wait-for.js';
 
@@ -77,15 +78,6 @@ async function buildView(client: NodeClient): Promise<EngineBuildView | undefine
   return status.hives.find((h) => h.local)?.engineBuild;
 }
 
-const alive = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
-
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function runJob(client: NodeClient): Promise<JobEvent[]> {
@@ -140,7 +132,7 @@ describe('the native build at an idle moment', () => {
       { what: 'the idle build to start', timeoutMs: 20_000, intervalMs: 100 },
     );
     const pid = Number(readFileSync(join(buildFolder, 'pid'), 'utf8'));
-    expect(alive(pid)).toBe(true);
+    expect(isAlive(pid)).toBe(true);
     // niced: the machine's other work goes first
     expect(getPriority(pid)).toBe(19);
     const job = runJob(client);
@@ -152,7 +144,7 @@ describe('the native build at an idle moment', () => {
       { what: 'the job to cancel the idle build', timeoutMs: 20_000, intervalMs: 50 },
     );
     expect(cancelled.text).toMatch(/cancelled \(a job arrived\); it builds again at the next idle moment/);
-    expect(alive(pid)).toBe(false);
+    expect(isAlive(pid)).toBe(false);
     expect(existsSync(buildFolder)).toBe(false);
     const events = await job;
     expect(events.at(-1)).toMatchObject({ type: 'done', usage: { completionTokens: 8 } });
@@ -234,7 +226,7 @@ describe('the native build at an idle moment', () => {
     const answer = await client.doctorFixCancel();
     expect(answer).toMatchObject({ cancelled: true, trigger: 'idle' });
     expect(answer.text).toMatch(/tries again at an idle moment after/);
-    expect(alive(pid)).toBe(false);
+    expect(isAlive(pid)).toBe(false);
     expect(existsSync(buildFolder)).toBe(false);
     const view = await buildView(client);
     expect(view).toMatchObject({ state: 'cancelled', trigger: 'idle' });
