@@ -34,7 +34,7 @@ async function runNode(options: NodeForegroundOptions): Promise<void> {
   const running = await startNode(config, { foreground: process.stderr.isTTY });
   // `on`, not `once`: signal-exit (in node-llama-cpp's and Ink's dependencies) re-raises a signal it
   // finds no other listener for, which killed the node in the middle of its shutdown. A second
-  // signal while stopping ends the process at once.
+  // signal while stopping ends the process at once. SIGHUP: the terminal of a foreground node closed.
   let stopping = false;
   const stop = (signal: NodeJS.Signals): void => {
     if (stopping) {
@@ -46,6 +46,7 @@ async function runNode(options: NodeForegroundOptions): Promise<void> {
   };
   process.on('SIGINT', stop);
   process.on('SIGTERM', stop);
+  process.on('SIGHUP', stop);
   await running.closed;
   process.exit(0);
 }

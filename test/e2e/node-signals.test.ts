@@ -1,6 +1,6 @@
 /**
- * Stopping a node with a signal, as a service manager (`systemctl stop`), `rbee node stop` or
- * Ctrl-C does: the node shuts down in order — its workers stopped, its pid file removed — and
+ * Stopping a node with a signal, as a service manager (`systemctl stop`), Ctrl-C or a closed
+ * terminal (SIGHUP) does: the node shuts down in order — its workers stopped, its pid file removed — and
  * exits 0, whichever libraries in the process also listen for the signal.
  */
 import { existsSync, readFileSync } from 'node:fs';
@@ -26,7 +26,7 @@ afterEach(async () => {
 });
 
 describe('a node stopped by a signal', () => {
-  it.each(['SIGTERM', 'SIGINT'] as const)(
+  it.each(['SIGTERM', 'SIGINT', 'SIGHUP'] as const)(
     'on %s stops its workers, removes its pid file and exits 0',
     async (signal) => {
       const spawned = await runCli(['workers', 'spawn', 'demo', '--json'], { env: box.env });
