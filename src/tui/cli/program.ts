@@ -16,7 +16,7 @@ import { runInfer } from './infer.js';
 import { runStatusJson } from './status-json.js';
 import { registerJobs } from './jobs-commands.js';
 import { registerPlace } from './place-command.js';
-import { mib } from '../../shared/format.js';
+import { gib, mib } from '../../shared/format.js';
 import { formatDuration } from '../dashboard/format.js';
 import { floatArg, intArg, type CommonOptions, type Keeper } from './keeper.js';
 import type { LiveStatus } from './live-status.js';
@@ -659,13 +659,15 @@ function registerCluster(root: Command, keeper: Keeper, json: () => Option, port
           view,
           view
             .map((h) => {
-              const gpus = h.gpus.map((g) => `${g.name} ${mib(g.vramFreeBytes)}/${mib(g.vramTotalBytes)}`);
+              const gpus = h.gpus.map(
+                (g) => `${g.name} ${gib(g.vramFreeBytes)} free of ${gib(g.vramTotalBytes)}`,
+              );
               return [
                 `${h.queen ? '♛' : ' '} ${h.name}${h.local ? ' (this node)' : ''}`,
                 shortId(h.id),
                 h.health,
                 `${h.cpu.physicalCores} cores`,
-                `RAM ${mib(h.ramFreeBytes)} free of ${mib(h.ramTotalBytes)}`,
+                `RAM ${gib(h.ramFreeBytes)} free of ${gib(h.ramTotalBytes)}`,
                 h.loadAverage === undefined ? '' : `load ${h.loadAverage.toFixed(2)}`,
                 gpus.length === 0 ? 'no GPU' : gpus.join(', '),
                 h.queen ? `queen, term ${h.term}` : '',
