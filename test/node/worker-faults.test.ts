@@ -151,7 +151,9 @@ describe('stopping a busy worker', () => {
   it('lets its job finish first (drain), then stops it gracefully', async () => {
     await client.spawnWorker('demo');
     const { workers: list } = await workers();
-    const { id } = await client.submitJob({ model: 'demo', prompt: 'drain me', maxTokens: 40 });
+    // long enough that the stop asked for at the first token comes while it streams: the native
+    // token loop generates 40 demo tokens in about 10 ms, which a stop request could arrive after
+    const { id } = await client.submitJob({ model: 'demo', prompt: 'drain me', maxTokens: 1000 });
     let stopping: Promise<void> | undefined;
     const events: JobEvent[] = [];
     for await (const event of client.jobEvents(id)) {
@@ -160,7 +162,7 @@ describe('stopping a busy worker', () => {
       if (event.type === 'token') stopping ??= client.stopWorker(list[0]!.id);
     }
     await stopping;
-    expect(events.at(-1)).toMatchObject({ type: 'done', usage: { completionTokens: 40 } });
+    expect(events.at(-1)).toMatchObject({ type: 'done', usage: { completionTokens: 1000 } });
     expect((await workers()).workers).toEqual([]);
     expect(narration.some((t) => t.includes('waiting up to'))).toBe(true);
     const metrics = await (await fetch(`${node.url}/metrics`)).text();
