@@ -15,7 +15,7 @@ let cachedPhysicalCores: number | undefined;
  * Physical CPU cores usable by this process. llama.cpp threads spin-wait, so hyper-threads (and
  * node-llama-cpp's default `maxThreads` of max(cores, 4): 4 on a 2-core machine, where it measured
  * generation about 300× slower) slow generation down badly on small machines. Threads are always
- * set from physical cores.
+ * set from physical cores (docs/benchmarks.md, Threads).
  */
 export function physicalCores(): number {
   cachedPhysicalCores ??= Math.max(1, Math.min(countPhysicalCores() ?? Infinity, availableParallelism()));
