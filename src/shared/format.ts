@@ -2,8 +2,3 @@
 export function mib(bytes: number, digits = 1): string {
   return `${(bytes / 2 ** 20).toFixed(digits)} MiB`;
 }
-
-/** Bytes as GiB for people: `gib(3 * 2 ** 30)` → "3.0 GiB" (memory sizes, where MiB are too many digits). */
-export function gib(bytes: number, digits = 1): string {
-  return `${(bytes / 2 ** 30).toFixed(digits)} GiB`;
-}

@@ -71,7 +71,7 @@ function logTail(path: string, lines = 5): string {
 }
 
 /** Where a node started in the background writes what it prints: beside its log. */
-export function startOutputPath(nodeLog: string): string {
+function startOutputPath(nodeLog: string): string {
   return join(dirname(nodeLog), 'node-start.out');
 }
 

@@ -16,8 +16,8 @@ import { runInfer } from './infer.js';
 import { runStatusJson } from './status-json.js';
 import { registerJobs } from './jobs-commands.js';
 import { registerPlace } from './place-command.js';
-import { gib, mib } from '../../shared/format.js';
-import { formatDuration } from '../dashboard/format.js';
+import { mib } from '../../shared/format.js';
+import { formatDuration, formatGiB } from '../dashboard/format.js';
 import { floatArg, intArg, type CommonOptions, type Keeper } from './keeper.js';
 import type { LiveStatus } from './live-status.js';
 
@@ -660,14 +660,15 @@ function registerCluster(root: Command, keeper: Keeper, json: () => Option, port
           view
             .map((h) => {
               const gpus = h.gpus.map(
-                (g) => `${g.name} ${gib(g.vramFreeBytes)} free of ${gib(g.vramTotalBytes)}`,
+                (g) =>
+                  `${g.name} ${formatGiB(g.vramFreeBytes)} GiB free of ${formatGiB(g.vramTotalBytes)} GiB`,
               );
               return [
                 `${h.queen ? '♛' : ' '} ${h.name}${h.local ? ' (this node)' : ''}`,
                 shortId(h.id),
                 h.health,
                 `${h.cpu.physicalCores} cores`,
-                `RAM ${gib(h.ramFreeBytes)} free of ${gib(h.ramTotalBytes)}`,
+                `RAM ${formatGiB(h.ramFreeBytes)} GiB free of ${formatGiB(h.ramTotalBytes)} GiB`,
                 h.loadAverage === undefined ? '' : `load ${h.loadAverage.toFixed(2)}`,
                 gpus.length === 0 ? 'no GPU' : gpus.join(', '),
                 h.queen ? `queen, term ${h.term}` : '',
